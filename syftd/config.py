@@ -1,0 +1,476 @@
+"""The configuration: a TOML file turned into frozen dataclasses, every problem reported at once.
+
+Owns the schema (the dataclasses below are the single place a key is declared: adding a field with a
+default adds the key), the generic loader that walks them, and the checks that span several keys.
+Does not own what the values mean at run time; that belongs to the modules that read them.
+
+A problem is one line, ``<dotted.key>: <what is wrong>[, got <value>]``, sorted by key, e.g.
+``job[0].grid.url: required key is missing``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import difflib
+import ipaddress
+import re
+import sys
+import types
+import typing
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from syftd.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised by make test-compat on 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "BudgetConfig",
+    "Config",
+    "ConditionsConfig",
+    "ConstraintsConfig",
+    "DaemonConfig",
+    "DataConfig",
+    "GridConfig",
+    "JobConfig",
+    "ScheduleConfig",
+    "TrainerConfig",
+    "load",
+    "loads",
+]
+
+_JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+Check = Callable[[Any], "str | None"]
+
+
+def _key(
+    default: Any = dataclasses.MISSING,
+    *,
+    doc: str,
+    min: float | None = None,
+    max: float | None = None,
+    check: Check | None = None,
+) -> Any:
+    """Declare a config key: its default, its one-line meaning, its range and an extra check."""
+    meta = {"doc": doc, "min": min, "max": max, "check": check}
+    if isinstance(default, tuple | list | dict) or dataclasses.is_dataclass(default):
+        frozen = default
+        return field(default_factory=lambda: frozen, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _section(cls: type[Any], doc: str) -> Any:
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
+def _check_window(value: str) -> str | None:
+    match = _WINDOW.match(value)
+    if match is None:
+        return 'must look like "HH:MM-HH:MM" (24-hour local time)'
+    if match.group(3) == "24" and match.group(4) != "00":
+        return "24:00 is the latest end time"
+    return None
+
+
+def _check_earliest(value: str) -> str | None:
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        return 'must be an ISO 8601 date-time, e.g. "2026-12-01T22:00:00"'
+    return None
+
+
+def _check_callable(value: str) -> str | None:
+    module, sep, name = value.partition(":")
+    if not sep or not module or not name.isidentifier():
+        return 'must look like "package.module:function"'
+    return None
+
+
+# --------------------------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionsConfig:
+    """Where the daemon learns about power, network, sleep and temperature."""
+
+    power_source: Literal["auto", "upower", "sysfs", "macos", "none"] = _key(
+        "auto", doc="power monitor; auto picks UPower, then sysfs (Linux), IOKit (macOS)"
+    )
+    network_source: Literal["auto", "networkmanager", "route", "macos", "none"] = _key(
+        "auto", doc="network monitor; auto picks NetworkManager, then the routing table"
+    )
+    sleep_source: Literal["auto", "logind", "none"] = _key("auto", doc="sleep/idle monitor")
+    bus_address: str | None = _key(None, doc="system bus address; unset = $DBUS_SYSTEM_BUS_ADDRESS or default")
+    sysfs_root: Path = _key(Path("/sys"), doc="root of sysfs (tests point it at a fake tree)")
+    poll_interval_s: float = _key(
+        30.0, doc="fallback poll period where no events exist (sysfs power, no netlink)", min=0.05, max=3600
+    )
+    thermal_poll_s: float = _key(
+        10.0, doc="temperature read period, only while a cycle runs or is due", min=0.05, max=3600
+    )
+    metered_policy: Literal["auto", "never"] = _key(
+        "auto", doc="without NetworkManager: guess metered from the interface (auto) or never"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """The [daemon] table: process-wide settings."""
+
+    state_dir: Path = _key(Path("/var/lib/syftd"), doc="worker ids, spooled diffs, history")
+    runtime_dir: Path = _key(Path("/run/syftd"), doc="the control socket lives here")
+    log_format: Literal["auto", "json", "console"] = _key(
+        "auto", doc="auto = console on a terminal, JSON lines otherwise"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = _key("info", doc="lowest level logged")
+    shutdown_grace_s: float = _key(
+        8.0, doc="bound on every trainer stop: SIGTERM after it, SIGKILL 2 s later", min=0.1, max=600
+    )
+    max_concurrent_jobs: int = _key(1, doc="cycles running at once", min=1, max=64)
+    conditions: ConditionsConfig = _section(ConditionsConfig, "condition monitors")
+
+
+@dataclass(frozen=True, slots=True)
+class GridConfig:
+    """The [job.grid] table: which PyGrid node and FL process, and how to talk to it."""
+
+    url: str = _key(doc="node base URL: http(s):// or ws(s)://host[:port]")
+    model: str = _key(doc="FL process name (client_config.name)")
+    version: str = _key(doc='FL process version, exactly as hosted ("1.0" is not "1.0.0")')
+    token_file: Path | None = _key(None, doc="file with the JWT auth token; must not be readable by others")
+    transport: Literal["ws", "http"] = _key("ws", doc="WebSocket (like SwiftSyft) or plain HTTP")
+    prefix: str = _key("model-centric", doc="route prefix; federated or model_centric for 2020 nodes")
+    plan: str = _key("training_plan", doc="name of the plan to train with")
+    allow_insecure: bool = _key(False, doc="allow http/ws to a non-loopback host")
+    ca_file: Path | None = _key(None, doc="extra CA bundle for https/wss")
+    timeout_s: float = _key(30.0, doc="timeout of each request", min=0.1, max=3600)
+    max_download_mb: float = _key(512.0, doc="size cap for a model or plan download", min=0.001, max=65536)
+    speed_unit: Literal["mbps", "kbps", "mibps"] = _key(
+        "mbps", doc="unit of the speed test results (the node defines none)"
+    )
+    speed_test_max_s: float = _key(10.0, doc="time cap of each speed-test transfer", min=0.1, max=600)
+    speed_test_max_mb: float = _key(16.0, doc="byte cap of each speed-test transfer", min=0.01, max=1024)
+
+
+@dataclass(frozen=True, slots=True)
+class DataConfig:
+    """The [job.data] table: the local training data."""
+
+    source: Literal["synthetic-digits", "mnist", "imagefolder", "python"] = _key(
+        "synthetic-digits", doc="where the samples come from"
+    )
+    path: Path | None = _key(None, doc="data directory (mnist: raw IDX files; imagefolder: class dirs)")
+    callable: str | None = _key(
+        None, doc='python source: "module:function" returning a torch Dataset of (x, y)', check=_check_callable
+    )
+    samples: int = _key(6000, doc="synthetic-digits: number of samples", min=1, max=10_000_000)
+    seed: int = _key(0, doc="seed for synthetic data and shuffling", min=0, max=2**32 - 1)
+    image_size: int = _key(28, doc="imagefolder: images are resized to size x size", min=1, max=4096)
+    grayscale: bool = _key(True, doc="imagefolder: convert to one channel")
+    mean: float = _key(0.0, doc="normalisation mean (x - mean) / std")
+    std: float = _key(1.0, doc="normalisation std", min=1e-12)
+    num_classes: int = _key(10, doc="classes for one-hot labels", min=1, max=100_000)
+
+
+@dataclass(frozen=True, slots=True)
+class ConstraintsConfig:
+    """The [job.constraints] table: what must hold for a cycle to start and keep running."""
+
+    requires_external_power: bool = _key(True, doc="on AC (connected, not necessarily charging)")
+    requires_network: bool = _key(True, doc="online (NetworkManager: connected global, full connectivity)")
+    requires_unmetered: bool = _key(False, doc="not on a metered link")
+    min_battery_percent: float = _key(0.0, doc="battery at least this (0 = off)", min=0, max=100)
+    requires_idle: bool = _key(False, doc="the session is idle (logind IdleHint)")
+    max_temperature_c: float | None = _key(None, doc="hottest thermal zone at most this", min=-50, max=200)
+    min_free_disk_mb: float = _key(0.0, doc="free space in the state directory at least this", min=0)
+    stable_for_s: float = _key(
+        30.0, doc="a regained condition counts only after holding this long", min=0, max=86400
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleConfig:
+    """The [job.schedule] table: when a job may run."""
+
+    interval_s: float = _key(0.0, doc="wait after a successful cycle before the next", min=0, max=365 * 86400)
+    earliest_start: str | None = _key(None, doc="no cycle before this ISO date-time", check=_check_earliest)
+    windows: tuple[str, ...] = _key(
+        (), doc='allowed local-time windows, e.g. ["22:00-07:00"]; empty = always', check=_check_window
+    )
+    backoff_initial_s: float = _key(30.0, doc="first retry delay after a failure", min=0.01, max=86400)
+    backoff_max_s: float = _key(18000.0, doc="retry delay cap (full jitter below it)", min=0.01, max=7 * 86400)
+    rejection_jitter_s: float = _key(5.0, doc="random delay added to the node's rejection timeout", min=0)
+    on_finished: Literal["retry", "stop"] = _key(
+        "retry", doc='"rejected" without timeout: retry slowly (num_cycles = 0 looks the same) or stop'
+    )
+    finished_retry_s: float = _key(3600.0, doc="retry period after a finished-looking rejection", min=0.01)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetConfig:
+    """The [job.budget] table: how long a cycle may take."""
+
+    max_cycle_s: float = _key(1800.0, doc="a cycle expires with reason budget after this", min=0.1, max=86400)
+    expiry_grace_s: float = _key(
+        5.0, doc="after expiring, wait this for the trainer before terminating it (<= shutdown_grace_s)", min=0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainerConfig:
+    """The [job.trainer] table: how the training process runs."""
+
+    device: Literal["cpu", "cuda"] = _key("cpu", doc="cuda is used only when available")
+    threads: int = _key(0, doc="torch intra-op threads (0 = torch's default)", min=0, max=1024)
+    nice: int = _key(19, doc="niceness of the trainer process", min=0, max=19)
+    sched_idle: bool = _key(True, doc="run the trainer under SCHED_IDLE where allowed")
+    memory_max_mb: float | None = _key(None, doc="expire with reason memory above this resident size", min=1)
+    idle_exit_s: float = _key(60.0, doc="a warm trainer exits after this long without a cycle", min=0)
+    steps: Literal["exact", "plus-one"] = _key(
+        "exact", doc="max_updates steps, or max_updates + 1 as PySyft and syft.js do"
+    )
+    max_updates: int | None = _key(None, doc="override the node's max_updates (testing)", min=1)
+
+
+@dataclass(frozen=True, slots=True)
+class JobConfig:
+    """One [[job]] table: one federated process this machine contributes to."""
+
+    name: str = _key(doc="job name: lowercase letters, digits, - _ .", check=lambda v: (
+        None if _JOB_NAME.match(v) else "must match [a-z0-9][a-z0-9_.-]* (at most 63 characters)"
+    ))
+    grid: GridConfig = _key(doc="the node and FL process")
+    enabled: bool = _key(True, doc="a disabled job is kept but never runs")
+    data: DataConfig = _section(DataConfig, "local training data")
+    constraints: ConstraintsConfig = _section(ConstraintsConfig, "what must hold")
+    schedule: ScheduleConfig = _section(ScheduleConfig, "when it may run")
+    budget: BudgetConfig = _section(BudgetConfig, "time budget")
+    trainer: TrainerConfig = _section(TrainerConfig, "training process")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole file."""
+
+    daemon: DaemonConfig = _section(DaemonConfig, "process-wide settings")
+    job: tuple[JobConfig, ...] = _key((), doc="one [[job]] table per federated process")
+    path: Path | None = field(default=None, metadata={"internal": True})
+
+    def job_named(self, name: str) -> JobConfig | None:
+        """The job called ``name``, or None."""
+        return next((job for job in self.job if job.name == name), None)
+
+
+# --------------------------------------------------------------------------------------------- loader
+
+
+def load(path: Path | str) -> Config:
+    """Read and check the file at ``path``.
+
+    Raises:
+        ConfigError: with every problem found, each naming its dotted key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, [f"<file>: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"<file>: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from exc
+    return loads(text, path=path)
+
+
+def loads(text: str, *, path: Path | None = None) -> Config:
+    """Check TOML text; ``path`` only names the file in errors.
+
+    Raises:
+        ConfigError: with every problem found, each naming its dotted key.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"<toml>: {exc}"]) from exc
+    problems: list[str] = []
+    config = _build(Config, document, "", problems)
+    if config is not None:
+        _check_across(config, problems)
+    if problems or config is None:
+        raise ConfigError(path, sorted(set(problems)))
+    return dataclasses.replace(config, path=path)
+
+
+def _build(cls: type[Any], table: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
+    """Build dataclass ``cls`` from ``table``; append problems and return None if any field failed."""
+    hints = typing.get_type_hints(cls)
+    known = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+    names = {f.name for f in known}
+    ok = True
+    for key in table:
+        if key not in names:
+            hint = difflib.get_close_matches(key, sorted(names), n=1)
+            suggestion = f'; did you mean "{prefix}{hint[0]}"?' if hint else ""
+            problems.append(f"{prefix}{key}: unknown key{suggestion}")
+            ok = False
+    values: dict[str, Any] = {}
+    for f in known:
+        dotted = f"{prefix}{f.name}"
+        if f.name not in table:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append(f"{dotted}: required key is missing")
+                ok = False
+            continue
+        value = _convert(hints[f.name], table[f.name], dotted, problems, f.metadata)
+        if value is _INVALID:
+            ok = False
+        else:
+            values[f.name] = value
+    return cls(**values) if ok else None
+
+
+_INVALID: Any = object()
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(f'"{a}"' for a in typing.get_args(tp))
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp in (str, Path):
+        return "a string"
+    if origin is tuple:
+        return "an array"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return str(tp)
+
+
+def _convert(tp: Any, raw: Any, dotted: str, problems: list[str], meta: Mapping[str, Any]) -> Any:
+    """Turn a TOML value into ``tp``, checking range and custom checks; _INVALID on a problem."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        # TOML has no null: an optional key is left out to mean "unset"
+        return _convert(inner[0], raw, dotted, problems, meta)
+    if origin is tuple:
+        item_type = args[0]
+        is_table_array = dataclasses.is_dataclass(item_type)
+        if not isinstance(raw, list):
+            want = "an array of tables ([[...]])" if is_table_array else "an array"
+            problems.append(f"{dotted}: must be {want}, got {_describe(raw)}")
+            return _INVALID
+        items = []
+        for i, item in enumerate(raw):
+            items.append(_convert(item_type, item, f"{dotted}[{i}]", problems, meta))
+        return _INVALID if any(v is _INVALID for v in items) else tuple(items)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(raw, dict):
+            problems.append(f"{dotted}: must be a table, got {_describe(raw)}")
+            return _INVALID
+        built = _build(typing.cast(type[Any], tp), raw, f"{dotted}.", problems)
+        return _INVALID if built is None else built
+    value = _scalar(tp, raw)
+    if value is _INVALID:
+        problems.append(f"{dotted}: must be {_type_name(tp)}, got {_describe(raw)}")
+        return _INVALID
+    low, high = meta.get("min"), meta.get("max")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value != value or value in (float("inf"), float("-inf")):
+            problems.append(f"{dotted}: must be a finite number, got {_describe(raw)}")
+            return _INVALID
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+            problems.append(f"{dotted}: must be {bounds}, got {_describe(raw)}")
+            return _INVALID
+    check = meta.get("check")
+    if check is not None and (message := check(value)) is not None:
+        problems.append(f"{dotted}: {message}, got {_describe(raw)}")
+        return _INVALID
+    return value
+
+
+def _scalar(tp: Any, raw: Any) -> Any:
+    if typing.get_origin(tp) is Literal:
+        return raw if isinstance(raw, str) and raw in typing.get_args(tp) else _INVALID
+    if tp is bool:
+        return raw if isinstance(raw, bool) else _INVALID
+    if tp is int:
+        return raw if isinstance(raw, int) and not isinstance(raw, bool) else _INVALID
+    if tp is float:
+        return float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else _INVALID
+    if tp is str:
+        return raw if isinstance(raw, str) else _INVALID
+    if tp is Path:
+        return Path(raw) if isinstance(raw, str) and raw and "\0" not in raw else _INVALID
+    raise TypeError(f"config schema uses an unsupported type {tp!r}; extend config._scalar")
+
+
+def _check_across(config: Config, problems: list[str]) -> None:
+    """Checks that need more than one key."""
+    grace = config.daemon.shutdown_grace_s
+    seen: dict[str, int] = {}
+    for i, job in enumerate(config.job):
+        where = f"job[{i}]"
+        if job.name in seen:
+            problems.append(f"{where}.name: duplicate job name (also job[{seen[job.name]}]), got {job.name!r}")
+        seen.setdefault(job.name, i)
+        if job.budget.expiry_grace_s > grace:
+            problems.append(
+                f"{where}.budget.expiry_grace_s: must be at most daemon.shutdown_grace_s ({grace:g}), "
+                f"got {job.budget.expiry_grace_s:g}"
+            )
+        if job.schedule.backoff_initial_s > job.schedule.backoff_max_s:
+            problems.append(f"{where}.schedule.backoff_initial_s: must be at most schedule.backoff_max_s")
+        if (message := url_problem(job.grid.url, allow_insecure=job.grid.allow_insecure)) is not None:
+            problems.append(f"{where}.grid.url: {message}, got {_describe(job.grid.url)}")
+        source, data = job.data.source, job.data
+        if source in ("mnist", "imagefolder") and data.path is None:
+            problems.append(f"{where}.data.path: required when data.source is {source!r}")
+        if source == "python" and data.callable is None:
+            problems.append(f"{where}.data.callable: required when data.source is 'python'")
+
+
+def url_problem(url: str, *, allow_insecure: bool) -> str | None:
+    """What is wrong with a grid URL, or None: a scheme of http/https/ws/wss, a host, TLS off loopback."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https", "ws", "wss"):
+        return "scheme must be http, https, ws or wss"
+    host = parts.hostname
+    if not host:
+        return "has no host"
+    if parts.scheme in ("http", "ws") and not allow_insecure and not _is_loopback(host):
+        return "plain http/ws is allowed only to a loopback host unless grid.allow_insecure = true"
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,249 @@
+"""The control socket: a small HTTP API over a Unix socket, and the one registry of CLI verbs.
+
+Owns the registry (``VERBS``: each CLI verb's route, arguments and rendering), the server that checks
+each peer with ``SO_PEERCRED`` (only the daemon's own uid and root), and the client the CLI uses. Does
+not own what the answers contain: the daemon hands in one handler per verb. A later feature adds a
+``Verb`` here and a handler in the daemon, never a second socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from syftd.errors import ControlError
+from syftd.log import get_logger
+
+__all__ = ["SOCKET_NAME", "VERBS", "Arg", "ControlServer", "Handler", "Verb", "call", "socket_path"]
+
+SOCKET_NAME = "control.sock"
+_log = get_logger("syftd.control")
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    """One CLI argument of a verb; it travels as a JSON body field of the same name."""
+
+    name: str
+    help: str
+    optional: bool = True
+    flag: bool = False
+    choices: tuple[str, ...] = ()
+    number: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Verb:
+    """A CLI verb and its control-socket route."""
+
+    name: str
+    help: str
+    method: str = "POST"
+    args: tuple[Arg, ...] = ()
+    render: Callable[[Any], str] = field(default=lambda answer: json.dumps(answer, indent=2))
+
+    @property
+    def path(self) -> str:
+        """The HTTP path of the verb."""
+        return f"/v1/{self.name}"
+
+
+def _render_status(answer: Any) -> str:
+    rows = [("JOB", "STATE", "LAST OUTCOME", "NEXT RUN")]
+    for job in answer.get("jobs", []):
+        rows.append((
+            job["name"],
+            job.get("state", "?"),
+            job.get("last_outcome") or "-",
+            job.get("next_run") or "-",
+        ))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    head = [f"syftd {answer.get('version', '')} pid {answer.get('pid', '?')}: {answer.get('status', '')}"]
+    return "\n".join(head + lines)
+
+
+def _render_why(answer: Any) -> str:
+    lines = [f"{answer['job']}: {answer['summary']}"]
+    lines += [f"  - {reason}" for reason in answer.get("reasons", [])]
+    return "\n".join(lines)
+
+
+def _render_message(answer: Any) -> str:
+    return str(answer.get("message", answer))
+
+
+_JOB = Arg("job", "job name (default: every enabled job)")
+
+VERBS: dict[str, Verb] = {
+    verb.name: verb
+    for verb in (
+        Verb("status", "show every job: state, last outcome, next run", method="GET", render=_render_status),
+        Verb("why", "explain why a job is or is not running", method="GET",
+             args=(Arg("job", "job name", optional=False),), render=_render_why),
+        Verb("trigger", "run a job now, as if its schedule were due (still gated by its constraints)",
+             args=(_JOB, Arg("force", "ignore the constraints too (logged)", flag=True)),
+             render=_render_message),
+        Verb("expire", "expire the running cycle of a job (as the OS would)", args=(_JOB,),
+             render=_render_message),
+        Verb("simulate", "override a condition through the real decision path, as the OS would",
+             args=(Arg("event", "what to simulate", optional=False,
+                       choices=("power-loss", "network-loss", "clear")),
+                   Arg("for_s", "how long, in seconds (default: until cleared)", number=True),
+                   _JOB),
+             render=_render_message),
+    )
+}
+
+
+def socket_path(runtime_dir: Path) -> Path:
+    """Where the daemon listens."""
+    return runtime_dir / SOCKET_NAME
+
+
+def _peer_uid(request: web.Request) -> int | None:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class ControlServer:
+    """Serves ``VERBS`` on ``<runtime_dir>/control.sock``, to the daemon's own uid and root only."""
+
+    def __init__(self, runtime_dir: Path, handlers: Mapping[str, Handler]) -> None:
+        missing = set(VERBS) - set(handlers)
+        if missing:
+            raise ValueError(f"ControlServer needs a handler for every verb; missing {sorted(missing)}")
+        self.path = socket_path(runtime_dir)
+        self._handlers = handlers
+        self._runner: web.AppRunner | None = None
+        self._own_uid = os.getuid()
+
+    async def start(self) -> None:
+        """Listen; a stale socket file of a dead daemon is replaced, a live one is an error.
+
+        Raises:
+            ControlError: another daemon already answers on this socket.
+        """
+        if self._runner is not None:
+            raise RuntimeError("ControlServer.start() called twice")
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.path.exists():
+            if await _is_alive(self.path):
+                raise ControlError(f"another syftd already listens on {self.path}")
+            self.path.unlink()
+        app = web.Application(middlewares=[self._check_peer])
+        for verb in VERBS.values():
+            app.router.add_route(verb.method, verb.path, self._make_route(verb))
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            old_umask = os.umask(0o177)
+            try:
+                await web.UnixSite(runner, str(self.path)).start()
+            finally:
+                os.umask(old_umask)
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        _log.debug("control.listening", path=str(self.path))
+
+    async def stop(self) -> None:
+        """Stop listening and remove the socket file; idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await asyncio.wait_for(runner.cleanup(), timeout=5)
+            self.path.unlink(missing_ok=True)
+
+    @web.middleware
+    async def _check_peer(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        uid = _peer_uid(request)
+        if uid is None or uid not in (self._own_uid, 0):
+            _log.warning("control.peer_refused", peer_uid=uid, path=request.path)
+            return web.json_response({"error": "permission denied: only the daemon's user and root"}, status=403)
+        return await handler(request)
+
+    def _make_route(self, verb: Verb) -> Callable[[web.Request], Awaitable[web.Response]]:
+        handler = self._handlers[verb.name]
+
+        async def route(request: web.Request) -> web.Response:
+            params: dict[str, Any] = dict(request.query)
+            if request.can_read_body:
+                try:
+                    body = await request.json()
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    return web.json_response({"error": "body must be a JSON object"}, status=400)
+                if not isinstance(body, dict):
+                    return web.json_response({"error": "body must be a JSON object"}, status=400)
+                params.update(body)
+            try:
+                answer = await handler(params)
+            except LookupError as exc:
+                return web.json_response({"error": str(exc.args[0] if exc.args else exc)}, status=404)
+            except ValueError as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response(answer)
+
+        return route
+
+
+async def _is_alive(path: Path) -> bool:
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout=1)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def call(runtime_dir: Path, verb_name: str, params: Mapping[str, Any], *, timeout_s: float = 10) -> Any:
+    """Ask the running daemon; returns its JSON answer.
+
+    Raises:
+        ControlError: no daemon listens, access was refused, or the answer was an error.
+    """
+    verb = VERBS[verb_name]
+    path = socket_path(runtime_dir)
+    if not path.exists():
+        raise ControlError(f"no syftd is running: {path} does not exist (is daemon.runtime_dir right?)")
+    connector = aiohttp.UnixConnector(path=str(path))
+    query: Sequence[tuple[str, str]] = []
+    body: dict[str, Any] | None = None
+    if verb.method == "GET":
+        query = [(k, str(v)) for k, v in params.items() if v is not None]
+    else:
+        body = {k: v for k, v in params.items() if v is not None}
+    try:
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as session, session.request(verb.method, f"http://syftd{verb.path}", params=query, json=body) as resp:
+            answer = await resp.json(content_type=None)
+            status = resp.status
+    except PermissionError as exc:
+        raise ControlError(f"permission denied on {path}: run as the daemon's user or root") from exc
+    except (aiohttp.ClientConnectionError, ConnectionRefusedError) as exc:
+        raise ControlError(f"no syftd is answering on {path} ({exc})") from exc
+    except (asyncio.TimeoutError, json.JSONDecodeError) as exc:
+        raise ControlError(f"syftd did not answer properly on {path} ({exc!r})") from exc
+    if status != 200:
+        message = answer.get("error") if isinstance(answer, dict) else answer
+        raise ControlError(f"syftd refused {verb_name}: {message}")
+    return answer

@@ -1,0 +1,213 @@
+"""The composition root: builds the services, starts them in order, handles signals, stops in reverse.
+
+Owns the process lifecycle and the service-manager protocol: ``READY=1`` once every service has
+started, ``RELOADING=1``/``READY=1`` around SIGHUP, ``STOPPING=1``, ``WATCHDOG=1`` from the event loop,
+and the ``STATUS=`` line. Signal handlers only queue an action for the main loop. Does not own any
+decision about jobs (``jobs``) or how conditions are read (``conditions``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from syftd import __version__, config as config_mod
+from syftd.config import Config
+from syftd.control import ControlServer
+from syftd.errors import ConfigError
+from syftd.jobs import JobManager
+from syftd.log import get_logger
+from syftd.sdnotify import Notifier
+from syftd.statedir import StateDir
+
+__all__ = ["Daemon", "Service"]
+
+_log = get_logger("syftd.daemon")
+_STOP_TIMEOUT_S = 10.0
+
+
+class Service(Protocol):
+    """What the daemon starts and stops."""
+
+    async def start(self) -> None:
+        """Return once ready; undo partial work on failure."""
+
+    async def stop(self) -> None:
+        """Idempotent and bounded."""
+
+
+class _Named:
+    """A service with a name for logs, built from two coroutine functions."""
+
+    def __init__(self, name: str, start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]):
+        self.name, self.start, self.stop = name, start, stop
+
+
+class Daemon:
+    """One daemon run: ``await Daemon(config).run()`` returns the exit status."""
+
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.jobs = JobManager(config)
+        self._actions: asyncio.Queue[str] = asyncio.Queue()
+        self._sigint_count = 0
+        self._reloads = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, stop; returns the process exit status."""
+        loop = asyncio.get_running_loop()
+        self._install_signals(loop)
+        started: list[_Named] = []
+        watchdog: asyncio.Task[None] | None = None
+        try:
+            for service in self._services():
+                await service.start()
+                started.append(service)
+                _log.debug("daemon.service_started", service=service.name)
+            self.notifier.ready(self.jobs.status_line())
+            _log.info(
+                "daemon.ready",
+                version=__version__,
+                pid=os.getpid(),
+                config=str(self.config.path),
+                jobs=[job.name for job in self.config.job],
+            )
+            if self.notifier.watchdog_interval_s is not None:
+                watchdog = asyncio.create_task(self._watchdog(self.notifier.watchdog_interval_s))
+            await self._serve()
+        finally:
+            self.notifier.stopping("stopping: expiring running cycles")
+            _log.info("daemon.stopping")
+            for service in reversed(started):
+                try:
+                    await asyncio.wait_for(service.stop(), timeout=self._stop_timeout())
+                except Exception as exc:  # noqa: BLE001 - one failing stop must not skip the others
+                    _log.error("daemon.service_stop_failed", service=service.name, error=repr(exc))
+            if watchdog is not None:
+                watchdog.cancel()
+            self._remove_signals(loop)
+            _log.info("daemon.stopped")
+        return 0
+
+    def _services(self) -> list[_Named]:
+        state = StateDir(self.config.daemon.state_dir)
+
+        async def ensure_state() -> None:
+            state.ensure()
+
+        async def nothing() -> None:
+            return None
+
+        control = ControlServer(self.config.daemon.runtime_dir, self._handlers())
+        return [
+            _Named("state_dir", ensure_state, nothing),
+            _Named("jobs", self.jobs.start, self.jobs.stop),
+            _Named("control", control.start, control.stop),
+        ]
+
+    def _stop_timeout(self) -> float:
+        return self.config.daemon.shutdown_grace_s + _STOP_TIMEOUT_S
+
+    async def _serve(self) -> None:
+        while True:
+            action = await self._actions.get()
+            if action == "stop":
+                return
+            if action == "reload":
+                await self.reload()
+            elif action == "trigger":
+                self.jobs.trigger()
+            elif action == "expire":
+                self.jobs.expire(reason="manual")
+
+    async def _watchdog(self, interval_s: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval_s)
+
+    # ------------------------------------------------------------------ signals
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self._actions.put_nowait, "stop")
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        loop.add_signal_handler(signal.SIGHUP, self._actions.put_nowait, "reload")
+        loop.add_signal_handler(signal.SIGUSR1, self._actions.put_nowait, "trigger")
+        loop.add_signal_handler(signal.SIGUSR2, self._actions.put_nowait, "expire")
+
+    def _remove_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            loop.remove_signal_handler(signum)
+        # SIGINT stays: a second Ctrl-C during shutdown must still force the exit
+
+    def _on_sigint(self) -> None:
+        self._sigint_count += 1
+        if self._sigint_count == 1:
+            self._actions.put_nowait("stop")
+            return
+        _log.warning("daemon.forced_exit", signal="SIGINT")
+        os._exit(130)
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self) -> bool:
+        """Re-read the configuration file; a bad file keeps the running config. True if applied."""
+        self.notifier.reloading()
+        path = self.config.path
+        try:
+            if path is None:
+                raise ConfigError(None, ["<file>: the daemon was started without a configuration file"])
+            new = config_mod.load(path)
+        except ConfigError as exc:
+            _log.error("config.reload_failed", path=str(path), problems=list(exc.problems))
+            self.notifier.ready(f"reload failed, running config kept: {exc.problems[0]}")
+            return False
+        changes = self.jobs.reconfigure(new)
+        if new.daemon != self.config.daemon:
+            _log.warning("config.daemon_table_changed", note="[daemon] changes take effect at the next start")
+        self.config = new
+        self._reloads += 1
+        _log.info("config.reloaded", path=str(path), reloads=self._reloads, **changes)
+        self.notifier.ready(self.jobs.status_line())
+        return True
+
+    # ------------------------------------------------------------------ control verbs
+
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
+        async def status(_params: dict[str, Any]) -> Any:
+            return {
+                "version": __version__,
+                "pid": os.getpid(),
+                "status": self.jobs.status_line(),
+                "jobs": self.jobs.status(),
+            }
+
+        async def why(params: dict[str, Any]) -> Any:
+            if not params.get("job"):
+                raise ValueError("why needs a job name")
+            return self.jobs.why(str(params["job"]))
+
+        async def trigger(params: dict[str, Any]) -> Any:
+            names = self.jobs.trigger(params.get("job"), force=bool(params.get("force")))
+            return {"jobs": names, "message": f"triggered: {', '.join(names) or 'no enabled job'}"}
+
+        async def expire(params: dict[str, Any]) -> Any:
+            names = self.jobs.expire(params.get("job"), reason="manual")
+            return {"jobs": names, "message": f"expire requested: {', '.join(names) or 'no enabled job'}"}
+
+        async def simulate(params: dict[str, Any]) -> Any:
+            event = params.get("event")
+            if event not in ("power-loss", "network-loss", "clear"):
+                raise ValueError("event must be power-loss, network-loss or clear")
+            for_s = params.get("for_s")
+            if for_s is not None and (not isinstance(for_s, int | float) or for_s <= 0):
+                raise ValueError("for_s must be a positive number of seconds")
+            names = self.jobs.simulate(event, for_s, params.get("job"))
+            return {"jobs": names, "message": f"simulating {event} for {', '.join(names) or 'no job'}"}
+
+        return {"status": status, "why": why, "trigger": trigger, "expire": expire, "simulate": simulate}

@@ -1,0 +1,5 @@
+"""Condition monitors: power, network, sleep, idle, temperature and disk, published as ``Conditions``."""
+
+from syftd.conditions.value import FACTS, Conditions, Connectivity
+
+__all__ = ["FACTS", "Conditions", "Connectivity"]

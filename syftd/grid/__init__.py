@@ -1,0 +1,1 @@
+"""Everything PyGrid: the wire format, the worker client and a PyGrid-compatible local node."""

@@ -1,0 +1,1 @@
+"""Training in a child process; importing this package must not import torch."""

@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import difflib
 import ipaddress
+import os
 import re
 import sys
 import types
@@ -48,6 +49,7 @@ __all__ = [
 
 _JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+_ENV_REF = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 Check = Callable[[Any], "str | None"]
 
@@ -389,6 +391,10 @@ def _convert(tp: Any, raw: Any, dotted: str, problems: list[str], meta: Mapping[
             return _INVALID
         built = _build(typing.cast(type[Any], tp), raw, f"{dotted}.", problems)
         return _INVALID if built is None else built
+    if tp is Path and isinstance(raw, str) and (unset := _unset_env(raw)):
+        names = ", ".join(f"${name}" for name in unset)
+        problems.append(f"{dotted}: environment variable {names} is not set, got {_describe(raw)}")
+        return _INVALID
     value = _scalar(tp, raw)
     if value is _INVALID:
         problems.append(f"{dotted}: must be {_type_name(tp)}, got {_describe(raw)}")
@@ -421,8 +427,15 @@ def _scalar(tp: Any, raw: Any) -> Any:
     if tp is str:
         return raw if isinstance(raw, str) else _INVALID
     if tp is Path:
-        return Path(raw) if isinstance(raw, str) and raw and "\0" not in raw else _INVALID
+        # path keys may name $VAR or ${VAR}, e.g. "${CREDENTIALS_DIRECTORY}/token" under systemd
+        ok = isinstance(raw, str) and raw and "\0" not in raw
+        return Path(os.path.expandvars(raw)) if ok else _INVALID
     raise TypeError(f"config schema uses an unsupported type {tp!r}; extend config._scalar")
+
+
+def _unset_env(raw: str) -> list[str]:
+    """The variables ``raw`` refers to as $NAME or ${NAME} that the environment does not set."""
+    return [name for braced, bare in _ENV_REF.findall(raw) if (name := braced or bare) not in os.environ]
 
 
 def _check_across(config: Config, problems: list[str]) -> None:

@@ -14,7 +14,7 @@ COMPAT_PYTHONS := $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10 /usr/b
 PREFIX ?= /opt/syftd
 DESTDIR ?=
 
-.PHONY: help venv run test check lint bench test-compat clean
+.PHONY: help venv run test check lint bench test-compat clean proto
 
 help:
 	@echo "make run    - start a local PyGrid-compatible node and the daemon; watch cycles complete"
@@ -44,10 +44,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format syftd tests
 
 test: check
-	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=15 --ignore=tests/bench $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest tests/bench -s -p no:randomly --timeout=900 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/bench -s --timeout=900 $(PYTEST_ARGS)
 
 # The torch-free tests under the other Python versions present on this machine (the 3.10 floor is real).
 test-compat:
@@ -60,6 +60,10 @@ test-compat:
 	  echo "== Python $$v"; \
 	  $$env/bin/python -m pytest -m "not torch" -p no:cacheprovider tests --ignore=tests/bench $(PYTEST_ARGS); \
 	done
+
+# The PyGrid wire schema (syftd/grid/syft.proto) -> syftd/grid/syft_pb2.py(i); needs the runtime's major (7).
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. syftd/grid/syft.proto
 
 clean:
 	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache

@@ -66,7 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from syftd.grid.cli import main as grid_main
 
         return grid_main(argv[argv.index("grid") + 1 :])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse cannot take an optional positional after an option (`simulate power-loss --for 5 JOB`)
+    if len(extra) == 1 and getattr(args, "job", "absent") is None and not extra[0].startswith("-"):
+        args.job = extra[0]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         _parser().print_help()
         return 2

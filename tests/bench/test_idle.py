@@ -1,0 +1,86 @@
+"""Benchmark: the idle daemon's resident memory and wake-ups per minute (make bench).
+
+Targets (design.md): resident memory while waiting ≤ 60 MiB (Flower's client daemon idles at about
+260 MiB); no wake-ups from syftd's own timers while waiting, beyond the watchdog ping. The daemon must
+never import torch: its /proc/PID/maps lists no libtorch. Baseline in the same run: a bare asyncio
+process that only waits, and the same daemon with a 1 s watchdog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from support.daemon import MNIST_JOB, DaemonProcess, NotifySocket, write_config
+
+WINDOW_S = 10.0
+TARGET_RSS_MIB = 60.0
+FLOWER_RSS_MIB = 260.0
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread: each wake-up costs at least one."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                total += int(line.split()[1])
+    return total
+
+
+async def wakeups_per_minute(pid: int) -> float:
+    before = context_switches(pid)
+    await asyncio.sleep(WINDOW_S)  # the measurement window itself, not synchronisation
+    return (context_switches(pid) - before) * 60.0 / WINDOW_S
+
+
+async def _daemon(tmp_path: Path, name: str, env: dict[str, str] | None = None) -> tuple[DaemonProcess, NotifySocket]:
+    base = tmp_path / name
+    base.mkdir()
+    notify = NotifySocket(base / "notify.sock")
+    config = write_config(base / "syftd.toml", base, jobs=MNIST_JOB)
+    daemon = await DaemonProcess.start(config, notify=notify, env=env)
+    await notify.wait_for(lambda m: "READY" in m, timeout=30)
+    return daemon, notify
+
+
+async def test_idle_daemon_memory_and_wakeups(tmp_path: Path) -> None:
+    """Prints RSS and wake-ups/min of the idle daemon against a bare asyncio process."""
+    bare = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import asyncio; print('up', flush=True); asyncio.run(asyncio.Event().wait())",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert bare.stdout is not None
+    await asyncio.wait_for(bare.stdout.readline(), 30)
+    daemon, notify = await _daemon(tmp_path, "plain")
+    watched, notify_w = await _daemon(tmp_path, "watchdog", env={"WATCHDOG_USEC": "2000000"})
+    try:
+        maps = Path(f"/proc/{daemon.pid}/maps").read_text()
+        assert "libtorch" not in maps, "the daemon mapped libtorch: something imported torch"
+        bare_rss, daemon_rss = rss_mib(bare.pid), rss_mib(daemon.pid)
+        bare_wake, daemon_wake, watched_wake = await asyncio.gather(
+            wakeups_per_minute(bare.pid), wakeups_per_minute(daemon.pid), wakeups_per_minute(watched.pid)
+        )
+        print()
+        print(f"idle RSS: daemon {daemon_rss:.1f} MiB, bare asyncio {bare_rss:.1f} MiB "
+              f"(ratio {daemon_rss / bare_rss:.2f}); target ≤ {TARGET_RSS_MIB:.0f} MiB "
+              f"({daemon_rss / TARGET_RSS_MIB:.2f} of it); Flower ≈ {FLOWER_RSS_MIB:.0f} MiB "
+              f"({daemon_rss / FLOWER_RSS_MIB:.2f} of it)")
+        print(f"wake-ups/min over {WINDOW_S:.0f} s: daemon {daemon_wake:.1f}, bare asyncio {bare_wake:.1f}, "
+              f"daemon with a 1 s watchdog ping {watched_wake:.1f} (expected ≈ 60)")
+        print(f"libtorch mapped by the daemon: {'libtorch' in maps}")
+        assert daemon_rss <= TARGET_RSS_MIB
+    finally:
+        bare.kill()
+        await bare.wait()
+        for d, n in ((daemon, notify), (watched, notify_w)):
+            await d.stop()
+            n.close()

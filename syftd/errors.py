@@ -8,6 +8,7 @@
     ├── ConditionSourceError   a condition monitor cannot run (the daemon falls back)
     ├── WireError              bytes that are not a valid PyGrid State / Plan / diff
     ├── TokenError             the auth token file is missing, unreadable or too open
+    ├── TrainerError           the plan, model or data cannot be trained on (a FAILED result)
     └── GridError              talking to a PyGrid node
         ├── GridUnavailable    unreachable, connection lost, 5xx, timeout: retry later
         ├── GridRejected       cycle-request rejected with the node's timeout
@@ -37,6 +38,7 @@ __all__ = [
     "GridUnavailable",
     "SyftdError",
     "TokenError",
+    "TrainerError",
     "WireError",
 ]
 
@@ -77,6 +79,10 @@ class WireError(SyftdError):
 
 class TokenError(SyftdError):
     """The auth token file is missing, unreadable, empty, or readable by group or others."""
+
+
+class TrainerError(SyftdError):
+    """The plan, model or data cannot be trained on; the message names the problem (a FAILED result)."""
 
 
 class GridError(SyftdError):

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from syftd import __version__, config as config_mod, control, log
+from syftd import __version__, control, log
+from syftd import config as config_mod
 from syftd.errors import ConfigError, ControlError
 
 __all__ = ["EXIT_CONFIG", "EXIT_UNAVAILABLE", "main"]
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "grid" in argv and all(a.startswith("-") for a in argv[: argv.index("grid")]):
         from syftd.grid.cli import main as grid_main
 
-        return grid_main(argv[argv.index("grid") + 1 :])
+        return int(grid_main(argv[argv.index("grid") + 1 :]))
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # argparse cannot take an optional positional after an option (`simulate power-loss --for 5 JOB`)

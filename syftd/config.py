@@ -29,13 +29,13 @@ from syftd.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
-else:  # pragma: no cover - exercised by make test-compat on 3.10
-    import tomli as tomllib
+else:  # exercised by make test-compat on 3.10
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = [
     "BudgetConfig",
-    "Config",
     "ConditionsConfig",
+    "Config",
     "ConstraintsConfig",
     "DaemonConfig",
     "DataConfig",
@@ -308,7 +308,7 @@ def loads(text: str, *, path: Path | None = None) -> Config:
         _check_across(config, problems)
     if problems or config is None:
         raise ConfigError(path, sorted(set(problems)))
-    return dataclasses.replace(config, path=path)
+    return typing.cast(Config, dataclasses.replace(config, path=path))
 
 
 def _build(cls: type[Any], table: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:

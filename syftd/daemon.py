@@ -14,7 +14,8 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from syftd import __version__, config as config_mod
+from syftd import __version__
+from syftd import config as config_mod
 from syftd.config import Config
 from syftd.control import ControlServer
 from syftd.errors import ConfigError

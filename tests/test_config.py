@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from syftd import config
 from syftd.errors import ConfigError
@@ -289,7 +290,7 @@ def _render(doc: dict[str, Any]) -> str:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(st.lists(st.tuples(st.sampled_from(PATHS + [("job", "0", "bogus"), ("daemon", "nope")]), toml_scalars),
+@given(st.lists(st.tuples(st.sampled_from([*PATHS, ("job", "0", "bogus"), ("daemon", "nope")]), toml_scalars),
                 max_size=12))
 def test_any_document_built_from_schema_keys_loads_or_raises_config_error(assignments: list) -> None:
     """Documents of schema keys with random values either load or raise ConfigError with messages."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -61,7 +62,7 @@ async def test_watchdog_pings_at_half_the_interval(tmp_path: Path, notify) -> No
         for _ in range(6):
             i, ping = await notify.wait_for(lambda m: "WATCHDOG" in m, after=i + 1, timeout=2)
             pings.append(ping.at)
-        gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(pings)]
         assert all(0.1 <= gap <= 0.35 for gap in gaps), gaps
     finally:
         await daemon.stop()

@@ -22,6 +22,8 @@ help:
 	@echo "make check  - ruff and mypy"
 	@echo "make bench  - benchmarks under tests/bench (figures and ratios)"
 	@echo "make test-compat - torch-free tests under Python 3.10 and 3.13 when present"
+	@echo "make install-systemd | install-launchd - install as a system service (PREFIX, DESTDIR; README-service.md)"
+	@echo "make install-systemd-user | install-launchd-agent - install for the current user only"
 
 venv: $(STAMP)
 
@@ -67,3 +69,105 @@ proto: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache
+
+# ------------------------------------------------------------------ service install (README-service.md)
+# The daemon gets its own virtual environment under PREFIX (default /opt/syftd), built from
+# SERVICE_PYTHON; DESTDIR stages everything under another root for packagers (paths written into the
+# files stay PREFIX and /etc). SERVICE_EXTRAS=train adds torch, which the trainer needs to train;
+# without it the daemon runs, watches conditions and answers `syftd status`, but cannot train.
+SERVICE_PYTHON ?= /usr/bin/python3
+SERVICE_EXTRAS ?=
+SYSCONFDIR ?= /etc
+SYSTEMD_UNITDIR ?= /etc/systemd/system
+SYSUSERSDIR ?= /etc/sysusers.d
+LAUNCHD_DIR ?= /Library/LaunchDaemons
+LAUNCHD_LOGDIR ?= /Library/Logs/syftd
+USER_PREFIX ?= $(HOME)/.local/share/syftd/venv
+USER_CONFDIR ?= $(HOME)/.config
+SVC_ROOT := $(DESTDIR)$(PREFIX)
+SVC_CONF := $(DESTDIR)$(SYSCONFDIR)/syftd
+SVC_LIVE := $(if $(DESTDIR),,$(shell test -d /run/systemd/system && echo yes))
+
+.PHONY: install-venv install-systemd uninstall-systemd install-systemd-user uninstall-systemd-user \
+        install-launchd uninstall-launchd install-launchd-agent uninstall-launchd-agent
+
+install-venv:
+	@test -x $(SVC_ROOT)/bin/python || $(SERVICE_PYTHON) -m venv $(SVC_ROOT)
+	$(SVC_ROOT)/bin/python -m pip install --quiet --upgrade '.$(if $(SERVICE_EXTRAS),[$(SERVICE_EXTRAS)])'
+	@if [ -n "$(DESTDIR)" ]; then \
+	  grep -lI -- '$(SVC_ROOT)' $(SVC_ROOT)/bin/* $(SVC_ROOT)/pyvenv.cfg 2>/dev/null \
+	    | xargs -r sed -i.bak -e 's|$(SVC_ROOT)|$(PREFIX)|g' && rm -f $(SVC_ROOT)/bin/*.bak $(SVC_ROOT)/*.bak; \
+	fi
+
+install-systemd: install-venv
+	install -d -m 0755 $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(SVC_CONF)
+	sed -e 's|/opt/syftd|$(PREFIX)|g' -e 's|/etc/syftd|$(SYSCONFDIR)/syftd|g' systemd/syftd.service \
+	  > $(DESTDIR)$(SYSTEMD_UNITDIR)/syftd.service && chmod 0644 $(DESTDIR)$(SYSTEMD_UNITDIR)/syftd.service
+	install -m 0644 systemd/syftd.sysusers $(DESTDIR)$(SYSUSERSDIR)/syftd.conf
+	@if [ -e $(SVC_CONF)/syftd.toml ]; then echo "keeping the existing $(SVC_CONF)/syftd.toml"; else \
+	  sed -e 's|^# token_file = .*|token_file = "$${CREDENTIALS_DIRECTORY}/token"|' config/syftd.toml \
+	    > $(SVC_CONF)/syftd.toml.new && grep -q '^token_file = "$${CREDENTIALS_DIRECTORY}/token"' $(SVC_CONF)/syftd.toml.new \
+	    && chmod 0644 $(SVC_CONF)/syftd.toml.new && mv $(SVC_CONF)/syftd.toml.new $(SVC_CONF)/syftd.toml \
+	    && echo "installed $(SVC_CONF)/syftd.toml"; fi
+	@test -e $(SVC_CONF)/token || (umask 077 && : > $(SVC_CONF)/token && echo "created an empty $(SVC_CONF)/token (0600)")
+	@if [ -n "$(SVC_LIVE)" ]; then systemd-sysusers $(SYSUSERSDIR)/syftd.conf && systemctl daemon-reload; fi
+	@echo "next: put the node's JWT into $(SYSCONFDIR)/syftd/token (if it needs one), edit $(SYSCONFDIR)/syftd/syftd.toml,"
+	@echo "      then: systemctl enable --now syftd"
+
+uninstall-systemd:
+	@if [ -n "$(SVC_LIVE)" ]; then systemctl disable --now syftd.service || true; fi
+	rm -f $(DESTDIR)$(SYSTEMD_UNITDIR)/syftd.service $(DESTDIR)$(SYSUSERSDIR)/syftd.conf
+	@if [ -f $(SVC_ROOT)/pyvenv.cfg ]; then rm -rf $(SVC_ROOT); fi
+	@if [ -n "$(SVC_LIVE)" ]; then systemctl daemon-reload; fi
+	@echo "kept $(SYSCONFDIR)/syftd (config, token), /var/lib/syftd (state) and the syftd user"
+
+install-systemd-user:
+	$(MAKE) --no-print-directory install-venv PREFIX=$(USER_PREFIX) DESTDIR=
+	install -d -m 0755 $(USER_CONFDIR)/systemd/user $(USER_CONFDIR)/syftd
+	install -m 0644 systemd/syftd-user.service $(USER_CONFDIR)/systemd/user/syftd.service
+	@if [ -e $(USER_CONFDIR)/syftd/syftd.toml ]; then echo "keeping the existing $(USER_CONFDIR)/syftd/syftd.toml"; else \
+	  sed -e 's|^state_dir = .*|state_dir = "$${HOME}/.local/state/syftd"|' \
+	      -e 's|^runtime_dir = .*|runtime_dir = "$${XDG_RUNTIME_DIR}/syftd"|' config/syftd.toml \
+	    > $(USER_CONFDIR)/syftd/syftd.toml && echo "installed $(USER_CONFDIR)/syftd/syftd.toml"; fi
+	-systemctl --user daemon-reload
+	@echo "next: systemctl --user enable --now syftd  (and loginctl enable-linger $$USER to run while logged out)"
+
+uninstall-systemd-user:
+	-systemctl --user disable --now syftd.service
+	rm -f $(USER_CONFDIR)/systemd/user/syftd.service
+	@if [ -f $(USER_PREFIX)/pyvenv.cfg ]; then rm -rf $(USER_PREFIX); fi
+	-systemctl --user daemon-reload
+
+install-launchd: install-venv
+	install -d -m 0755 $(DESTDIR)$(LAUNCHD_DIR) $(DESTDIR)$(LAUNCHD_LOGDIR) $(SVC_CONF)
+	sed -e 's|/opt/syftd|$(PREFIX)|g' -e 's|/etc/syftd|$(SYSCONFDIR)/syftd|g' -e 's|/Library/Logs/syftd|$(LAUNCHD_LOGDIR)|g' \
+	  launchd/org.openmined.syftd.plist > $(DESTDIR)$(LAUNCHD_DIR)/org.openmined.syftd.plist
+	chmod 0644 $(DESTDIR)$(LAUNCHD_DIR)/org.openmined.syftd.plist
+	@if [ -e $(SVC_CONF)/syftd.toml ]; then echo "keeping the existing $(SVC_CONF)/syftd.toml"; else \
+	  sed -e 's|^state_dir = .*|state_dir = "/var/db/syftd"|' -e 's|^runtime_dir = .*|runtime_dir = "/var/run/syftd"|' \
+	    config/syftd.toml > $(SVC_CONF)/syftd.toml && chmod 0644 $(SVC_CONF)/syftd.toml \
+	    && echo "installed $(SVC_CONF)/syftd.toml"; fi
+	@echo "next: $(PREFIX)/bin/syftd check-config $(SYSCONFDIR)/syftd/syftd.toml   (launchd restarts a bad config every 60 s)"
+	@echo "      sudo launchctl bootstrap system $(LAUNCHD_DIR)/org.openmined.syftd.plist"
+
+uninstall-launchd:
+	-test -n "$(DESTDIR)" || launchctl bootout system/org.openmined.syftd
+	rm -f $(DESTDIR)$(LAUNCHD_DIR)/org.openmined.syftd.plist
+	@if [ -f $(SVC_ROOT)/pyvenv.cfg ]; then rm -rf $(SVC_ROOT); fi
+	@echo "kept $(SYSCONFDIR)/syftd, /var/db/syftd and $(LAUNCHD_LOGDIR)"
+
+install-launchd-agent:
+	$(MAKE) --no-print-directory install-venv PREFIX=$(USER_PREFIX) DESTDIR=
+	install -d -m 0755 $(HOME)/Library/LaunchAgents $(HOME)/Library/Logs/syftd $(USER_CONFDIR)/syftd
+	sed -e 's|@HOME@|$(HOME)|g' -e 's|@PREFIX@|$(USER_PREFIX)|g' launchd/org.openmined.syftd.agent.plist \
+	  > $(HOME)/Library/LaunchAgents/org.openmined.syftd.plist
+	@if [ -e $(USER_CONFDIR)/syftd/syftd.toml ]; then echo "keeping the existing $(USER_CONFDIR)/syftd/syftd.toml"; else \
+	  sed -e 's|^state_dir = .*|state_dir = "$${HOME}/Library/Application Support/syftd"|' \
+	      -e 's|^runtime_dir = .*|runtime_dir = "$${HOME}/Library/Caches/syftd"|' config/syftd.toml \
+	    > $(USER_CONFDIR)/syftd/syftd.toml && echo "installed $(USER_CONFDIR)/syftd/syftd.toml"; fi
+	@echo "next: launchctl bootstrap gui/$$(id -u) $(HOME)/Library/LaunchAgents/org.openmined.syftd.plist"
+
+uninstall-launchd-agent:
+	-launchctl bootout gui/$$(id -u)/org.openmined.syftd
+	rm -f $(HOME)/Library/LaunchAgents/org.openmined.syftd.plist
+	@if [ -f $(USER_PREFIX)/pyvenv.cfg ]; then rm -rf $(USER_PREFIX); fi

@@ -1,0 +1,554 @@
+"""The scheduler: a pure decision of whether a job's cycle starts now, later, or not at all.
+
+Owns ``decide`` (conditions, job state, monotonic ``now``, local ``wall`` time and the job's config in;
+a ``Decision`` out), the constraint checks behind it (``unmet``, ``stable_at``, ``track``), the reason
+to expire a running cycle (``expiry_reason``), backoff with full jitter, the pure ``JobState``
+transitions after each outcome, and ``explain`` for ``syftd why``. Does not own reading the system,
+clocks, randomness, timers or running anything: the caller passes ``now``, ``wall`` and a uniform
+``u`` in [0, 1), and acts on the ``Decision``.
+
+Rules, in the order ``decide`` applies them:
+
+- a disabled job is stopped; a job with a running cycle is running;
+- a job that answered "finished" with ``on_finished = "stop"`` is stopped until triggered;
+- a pending spooled diff is reported before any new cycle: it needs only the network (and an unmetered
+  link when the job requires one) and honours the failure backoff; nothing else gates it;
+- an unmet or unknown constraint, or the machine going to sleep, makes the job wait for conditions;
+  a lost condition counts at once, a regained one only after holding ``stable_for_s``;
+- then the time gates: the node's rejection timeout, backoff, the finished retry period, the interval
+  after a success, ``earliest_start``, and the windows (local time; ``"22:00-07:00"`` wraps midnight,
+  ``"00:00-24:00"`` and a zero-length window are the whole day); the job waits until the latest;
+- last, at most ``max_running`` cycles run at once.
+
+``triggered`` skips the schedule (backoff, interval, finished, earliest_start, windows) but not the
+constraints nor the node's rejection timeout; ``forced`` skips both, except the concurrency limit.
+Wall-clock gates become monotonic times from ``wall`` at the moment of deciding; monotonic time stops
+while the machine sleeps, so the caller decides afresh after a resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+from syftd.conditions.value import Conditions, Connectivity
+from syftd.config import ConstraintsConfig, JobConfig, ScheduleConfig
+from syftd.expiry import ExpiryReason
+
+__all__ = [
+    "Action",
+    "Decision",
+    "JobState",
+    "Reason",
+    "Unmet",
+    "Wait",
+    "after_expired",
+    "after_failure",
+    "after_finished",
+    "after_rejection",
+    "after_success",
+    "backoff_delay",
+    "decide",
+    "expiry_reason",
+    "explain",
+    "stable_at",
+    "track",
+    "unmet",
+]
+
+Since: TypeAlias = "tuple[bool | None, float]"
+"""Per constraint: whether it held (None = unknown) and since when (monotonic)."""
+
+
+class Action(enum.Enum):
+    """What the caller should do."""
+
+    START = "start"
+    REPORT = "report"
+    WAIT_UNTIL = "wait_until"
+    WAIT_FOR = "wait_for"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class Reason(enum.Enum):
+    """Why a decision is what it is."""
+
+    DUE = "due"
+    TRIGGERED = "triggered"
+    FORCED = "forced"
+    SPOOL = "spool"
+    RUNNING = "running"
+    DISABLED = "disabled"
+    FINISHED_STOP = "finished_stop"
+    CONDITIONS = "conditions"
+    SLOTS = "slots"
+    STABILIZING = "stabilizing"
+    REJECTED = "rejected"
+    BACKOFF = "backoff"
+    FINISHED = "finished"
+    INTERVAL = "interval"
+    EARLIEST_START = "earliest_start"
+    WINDOW = "window"
+
+
+@dataclass(frozen=True, slots=True)
+class Unmet:
+    """One constraint that does not hold: its name, the facts behind it, a text, and since when."""
+
+    constraint: str
+    facts: tuple[str, ...]
+    what: str
+    since: float | None = None
+    unknown: bool = False
+
+    def describe(self, now: float, wall: dt.datetime | None = None) -> str:
+        """``what`` plus since when: a local time of day when ``wall`` is given, else a duration."""
+        if self.since is None:
+            return self.what
+        if wall is not None:
+            at = wall - dt.timedelta(seconds=max(0.0, now - self.since))
+            return f"{self.what} since {at:%H:%M:%S}"
+        return f"{self.what} for {_duration(now - self.since)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """One time gate that is still closed: why, and the monotonic time it opens."""
+
+    reason: Reason
+    at: float
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """What the caller knows about one job; monotonic times. Built and advanced by the caller."""
+
+    last_success: float | None = None
+    failures: int = 0
+    backoff_until: float | None = None
+    rejected_until: float | None = None
+    finished_until: float | None = None
+    finished_stopped: bool = False
+    spool_pending: int = 0
+    running: bool = False
+    running_since: float | None = None
+    triggered: bool = False
+    forced: bool = False
+    constraint_since: Mapping[str, Since] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of ``decide``; ``at`` is set for WAIT_UNTIL (monotonic), ``unmet`` for WAIT_FOR."""
+
+    action: Action
+    reason: Reason
+    now: float
+    wall: dt.datetime
+    at: float | None = None
+    unmet: tuple[Unmet, ...] = ()
+    waits: tuple[Wait, ...] = ()
+    text: str = ""
+
+    @property
+    def starts(self) -> bool:
+        """True when a cycle should start now."""
+        return self.action is Action.START
+
+
+# ------------------------------------------------------------------------------------------ constraints
+
+
+def _checks(c: Conditions, k: ConstraintsConfig) -> list[tuple[str, tuple[str, ...], bool | None, str]]:
+    """(constraint, facts, holds (None = unknown), text when it does not hold) for each active one."""
+    out: list[tuple[str, tuple[str, ...], bool | None, str]] = []
+    if c.sleeping:
+        out.append(("sleep", ("sleeping",), False, "machine going to sleep"))
+    if k.requires_external_power:
+        power = c.on_external_power
+        out.append(("external_power", ("on_external_power",), power,
+                    "power source unknown" if power is None else "on battery"))
+    if k.requires_network:
+        out.append(("network", ("online", "connectivity"), c.online, _offline_text(c)))
+    if k.requires_unmetered:
+        metered = c.metered
+        out.append(("unmetered", ("metered",), None if metered is None else not metered,
+                    "metered status unknown" if metered is None else "metered link"))
+    if k.min_battery_percent > 0:
+        pct = c.battery_percent
+        if pct is None:
+            holds: bool | None = True if c.on_external_power else None
+            out.append(("battery", ("battery_percent", "on_external_power"), holds, "battery level unknown"))
+        else:
+            out.append(("battery", ("battery_percent",), pct >= k.min_battery_percent,
+                        f"battery {pct:g}% < {k.min_battery_percent:g}%"))
+    if k.requires_idle:
+        idle = c.idle
+        out.append(("idle", ("idle",), idle, "idle state unknown" if idle is None else "not idle"))
+    if k.max_temperature_c is not None:
+        temp = c.temperature_c
+        out.append(("temperature", ("temperature_c",), None if temp is None else temp <= k.max_temperature_c,
+                    "temperature unknown" if temp is None
+                    else f"too hot {temp:g}°C > {k.max_temperature_c:g}°C"))
+    if k.min_free_disk_mb > 0:
+        free = c.free_disk_mb
+        out.append(("disk", ("free_disk_mb",), None if free is None else free >= k.min_free_disk_mb,
+                    "free disk unknown" if free is None
+                    else f"disk {free:g} MB free < {k.min_free_disk_mb:g} MB"))
+    return out
+
+
+def _offline_text(c: Conditions) -> str:
+    if c.online is None:
+        return "network state unknown"
+    if c.connectivity is Connectivity.PORTAL:
+        return "network offline (captive portal)"
+    if c.connectivity is Connectivity.LIMITED:
+        return "network offline (limited connectivity)"
+    return "network offline"
+
+
+def _changed(c: Conditions, facts: tuple[str, ...]) -> float | None:
+    times = [t for f in facts if (t := c.changed_at.get(f)) is not None]
+    return max(times) if times else None
+
+
+def track(
+    previous: Mapping[str, Since], conditions: Conditions, constraints: ConstraintsConfig, now: float
+) -> Mapping[str, Since]:
+    """Fold one published snapshot into per-constraint (holds, since) times; call it on every snapshot.
+
+    A numeric fact (battery, temperature, disk) changes value without crossing its threshold, so its
+    ``changed_at`` is not when the constraint began to hold; this records the crossing instead.
+    """
+    out: dict[str, Since] = {}
+    for name, facts, holds, _text in _checks(conditions, constraints):
+        old = previous.get(name)
+        if old is not None and old[0] == holds:
+            out[name] = old
+        else:
+            changed = _changed(conditions, facts)
+            out[name] = (holds, now if changed is None else min(changed, now))
+    return MappingProxyType(out)
+
+
+def _since(name: str, facts: tuple[str, ...], holds: bool | None, c: Conditions,
+           tracked: Mapping[str, Since] | None) -> float | None:
+    if tracked is not None and (entry := tracked.get(name)) is not None and entry[0] == holds:
+        return entry[1]
+    return _changed(c, facts)
+
+
+def unmet(
+    conditions: Conditions,
+    constraints: ConstraintsConfig,
+    now: float,
+    tracked: Mapping[str, Since] | None = None,
+) -> list[Unmet]:
+    """Each constraint that does not hold now (unknown facts count, named as unknown), with since when.
+
+    ``now`` is accepted for symmetry with ``stable_at``; losing a condition counts at once.
+    """
+    del now
+    return [
+        Unmet(name, facts, text, _since(name, facts, holds, conditions, tracked), unknown=holds is None)
+        for name, facts, holds, text in _checks(conditions, constraints)
+        if holds is not True
+    ]
+
+
+def stable_at(
+    conditions: Conditions,
+    constraints: ConstraintsConfig,
+    now: float,
+    tracked: Mapping[str, Since] | None = None,
+) -> tuple[float, tuple[str, ...]] | None:
+    """When every holding constraint will have held ``stable_for_s``, if later than ``now``, and which."""
+    stable = constraints.stable_for_s
+    latest, names = now, []
+    for name, facts, holds, _text in _checks(conditions, constraints):
+        if holds is not True:
+            continue
+        since = _since(name, facts, holds, conditions, tracked)
+        if since is not None and since + stable > now:
+            names.append(name)
+            latest = max(latest, since + stable)
+    return (latest, tuple(names)) if names else None
+
+
+_EXPIRY = {
+    "sleep": ExpiryReason.SLEEP,
+    "external_power": ExpiryReason.POWER_LOST,
+    "network": ExpiryReason.NETWORK_LOST,
+    "unmetered": ExpiryReason.METERED,
+    "battery": ExpiryReason.BATTERY_LOW,
+    "idle": ExpiryReason.IDLE_LOST,
+    "temperature": ExpiryReason.THERMAL,
+    "disk": ExpiryReason.DISK_LOW,
+}
+
+
+def expiry_reason(conditions: Conditions, constraints: ConstraintsConfig) -> ExpiryReason | None:
+    """The reason to expire a running cycle now: the first constraint known to be lost, no debounce.
+
+    A fact that became unknown (a monitor went away and its fallback has not reported yet) does not
+    expire a cycle; only a known loss does.
+    """
+    for name, _facts, holds, _text in _checks(conditions, constraints):
+        if holds is False:
+            return _EXPIRY[name]
+    return None
+
+
+# ------------------------------------------------------------------------------------------ backoff
+
+
+def backoff_delay(failures: int, initial_s: float, max_s: float, u: float) -> float:
+    """Full-jitter backoff: ``u * min(max_s, initial_s * 2**(failures - 1))``; 0 without failures."""
+    if failures <= 0:
+        return 0.0
+    cap = min(max_s, initial_s * 2.0 ** min(failures - 1, 1000))
+    return min(max(u, 0.0), 1.0) * cap
+
+
+def after_success(state: JobState, now: float) -> JobState:
+    """A cycle reported (or spooled): failures and backoff clear, the interval starts."""
+    return dataclasses.replace(
+        state, last_success=now, failures=0, backoff_until=None, finished_until=None,
+        finished_stopped=False, running=False, running_since=None, triggered=False, forced=False,
+    )
+
+
+def after_failure(state: JobState, now: float, schedule: ScheduleConfig, u: float) -> JobState:
+    """A cycle or report failed (node down, protocol error, trainer crash): back off with jitter."""
+    failures = state.failures + 1
+    delay = backoff_delay(failures, schedule.backoff_initial_s, schedule.backoff_max_s, u)
+    return dataclasses.replace(
+        state, failures=failures, backoff_until=now + delay, running=False, running_since=None,
+        triggered=False, forced=False,
+    )
+
+
+def after_rejection(
+    state: JobState, now: float, timeout_s: float, schedule: ScheduleConfig, u: float
+) -> JobState:
+    """The node rejected with a timeout: not before it, plus up to ``rejection_jitter_s``."""
+    until = now + max(0.0, timeout_s) + min(max(u, 0.0), 1.0) * schedule.rejection_jitter_s
+    return dataclasses.replace(
+        state, rejected_until=until, running=False, running_since=None, triggered=False, forced=False,
+    )
+
+
+def after_finished(state: JobState, now: float, schedule: ScheduleConfig) -> JobState:
+    """Rejected without a timeout: retry every ``finished_retry_s``, or stop when ``on_finished = "stop"``."""
+    stop = schedule.on_finished == "stop"
+    return dataclasses.replace(
+        state, finished_until=None if stop else now + schedule.finished_retry_s, finished_stopped=stop,
+        running=False, running_since=None, triggered=False, forced=False,
+    )
+
+
+def after_expired(
+    state: JobState, now: float, reason: ExpiryReason, schedule: ScheduleConfig, u: float
+) -> JobState:
+    """Expired: eligible again when the constraints hold; an over-budget or over-memory cycle backs off."""
+    if reason in (ExpiryReason.BUDGET, ExpiryReason.MEMORY):
+        return after_failure(state, now, schedule, u)
+    return dataclasses.replace(state, running=False, running_since=None, triggered=False, forced=False)
+
+
+# ------------------------------------------------------------------------------------------ windows
+
+
+def _parse_window(text: str) -> tuple[int, int]:
+    start, _, end = text.partition("-")
+    sh, sm = start.split(":")
+    eh, em = end.split(":")
+    return int(sh) * 60 + int(sm), int(eh) * 60 + int(em)
+
+
+def _in_window(minute: int, start: int, end: int) -> bool:
+    if start == end or (start == 0 and end == 1440):
+        return True
+    if start < end:
+        return start <= minute < end
+    return minute >= start or minute < end
+
+
+def _window_opens(windows: tuple[str, ...], wall: dt.datetime) -> dt.datetime:
+    """The earliest wall time at or after ``wall`` inside one of ``windows`` (minute resolution)."""
+    if not windows:
+        return wall
+    best: dt.datetime | None = None
+    minute = wall.hour * 60 + wall.minute
+    for text in windows:
+        start, end = _parse_window(text)
+        if _in_window(minute, start, end):
+            return wall
+        day = wall.replace(hour=0, minute=0, second=0, microsecond=0)
+        opens = day + dt.timedelta(minutes=start)
+        if opens <= wall:
+            opens += dt.timedelta(days=1)
+        best = opens if best is None else min(best, opens)
+    assert best is not None
+    return best
+
+
+def _earliest(text: str, wall: dt.datetime) -> dt.datetime:
+    at = dt.datetime.fromisoformat(text)
+    if at.tzinfo is None and wall.tzinfo is not None:
+        return at.replace(tzinfo=wall.tzinfo)
+    if at.tzinfo is not None and wall.tzinfo is None:
+        return at.astimezone().replace(tzinfo=None)
+    return at
+
+
+# ------------------------------------------------------------------------------------------ decide
+
+
+def decide(
+    conditions: Conditions,
+    state: JobState,
+    now: float,
+    wall: dt.datetime,
+    job: JobConfig,
+    *,
+    running: int = 0,
+    max_running: int = 1,
+) -> Decision:
+    """What ``job`` should do now; ``running`` counts the cycles of other jobs running now.
+
+    ``wall`` is the local wall-clock time matching ``now`` (``datetime.now().astimezone()``).
+    """
+    forced, triggered = state.forced, state.triggered or state.forced
+    k, tracked = job.constraints, state.constraint_since
+
+    def made(action: Action, reason: Reason, text: str, **kw: Any) -> Decision:
+        return Decision(action, reason, now, wall, text=text, **kw)
+
+    def waiting(waits: list[Wait]) -> Decision:
+        latest = max(waits, key=lambda w: w.at)
+        return made(Action.WAIT_UNTIL, latest.reason, latest.what, at=latest.at, waits=tuple(waits))
+
+    if not job.enabled:
+        return made(Action.STOPPED, Reason.DISABLED, "job disabled in the configuration")
+    if state.running:
+        return made(Action.RUNNING, Reason.RUNNING, "cycle running")
+    if state.finished_stopped and not triggered:
+        return made(Action.STOPPED, Reason.FINISHED_STOP,
+                    'the process looks finished and schedule.on_finished = "stop"; trigger to retry')
+    if state.spool_pending:
+        lost = [] if forced else unmet(conditions, _network_only(k), now, tracked)
+        if lost:
+            return made(Action.WAIT_FOR, Reason.SPOOL, "a spooled diff waits for the network", unmet=tuple(lost))
+        backoff = [w for w in _schedule_waits(state, now, wall, job.schedule) if w.reason is Reason.BACKOFF]
+        if backoff and not triggered:
+            return waiting(backoff)
+        return made(Action.REPORT, Reason.SPOOL, f"{state.spool_pending} spooled diff(s) to report")
+
+    waits = [] if triggered else _schedule_waits(state, now, wall, job.schedule)
+    if state.rejected_until is not None and state.rejected_until > now and not forced:
+        waits.append(Wait(Reason.REJECTED, state.rejected_until, "the node's rejection timeout"))
+    lost = [] if forced else unmet(conditions, k, now, tracked)
+    if lost:
+        return made(Action.WAIT_FOR, Reason.CONDITIONS, "waiting for conditions", unmet=tuple(lost),
+                    waits=tuple(waits))
+    if not forced and (settling := stable_at(conditions, k, now, tracked)) is not None:
+        regained = ", ".join(settling[1])
+        waits.append(Wait(Reason.STABILIZING, settling[0], f"{regained} regained, must hold {k.stable_for_s:g} s"))
+    if not triggered and job.schedule.windows:
+        after = max((w.at for w in waits), default=now)
+        opens = _window_opens(job.schedule.windows, wall + dt.timedelta(seconds=after - now))
+        at = now + (opens - wall).total_seconds()
+        if at > after:
+            waits.append(Wait(Reason.WINDOW, at, f"window {', '.join(job.schedule.windows)} opens {opens:%H:%M}"))
+    if waits:
+        return waiting(waits)
+    if running >= max_running:
+        slot = Unmet("max_concurrent_jobs", (), f"{running} of {max_running} cycle slot(s) in use")
+        return made(Action.WAIT_FOR, Reason.SLOTS, "waiting for a free cycle slot", unmet=(slot,))
+    if forced:
+        return made(Action.START, Reason.FORCED, "forced by the operator: constraints ignored")
+    if triggered:
+        return made(Action.START, Reason.TRIGGERED, "triggered by the operator")
+    return made(Action.START, Reason.DUE, "due: every constraint holds")
+
+
+def _network_only(k: ConstraintsConfig) -> ConstraintsConfig:
+    return dataclasses.replace(
+        k, requires_external_power=False, min_battery_percent=0.0, requires_idle=False,
+        max_temperature_c=None, min_free_disk_mb=0.0,
+    )
+
+
+def _schedule_waits(state: JobState, now: float, wall: dt.datetime, schedule: ScheduleConfig) -> list[Wait]:
+    waits = []
+    if state.backoff_until is not None and state.backoff_until > now:
+        waits.append(Wait(Reason.BACKOFF, state.backoff_until, f"backoff after {state.failures} failure(s)"))
+    if state.finished_until is not None and state.finished_until > now:
+        waits.append(Wait(Reason.FINISHED, state.finished_until, "the process looked finished; retry later"))
+    if state.last_success is not None and state.last_success + schedule.interval_s > now:
+        interval = _duration(schedule.interval_s)
+        waits.append(Wait(Reason.INTERVAL, state.last_success + schedule.interval_s, f"{interval} after a success"))
+    if schedule.earliest_start is not None:
+        earliest = _earliest(schedule.earliest_start, wall)
+        if earliest > wall:
+            waits.append(Wait(Reason.EARLIEST_START, now + (earliest - wall).total_seconds(),
+                              f"earliest start {schedule.earliest_start}"))
+    return waits
+
+
+# ------------------------------------------------------------------------------------------ explain
+
+
+def explain(decision: Decision) -> dict[str, Any]:
+    """A JSON-able account for ``syftd why``: a summary line and one reason per line, with times."""
+    now, wall = decision.now, decision.wall
+    reasons = [u.describe(now, wall) for u in decision.unmet]
+    for w in sorted(decision.waits, key=lambda w: w.at):
+        reasons.append(f"{w.what}: until {_at(w.at, now, wall)}")
+    summary = decision.text
+    if decision.action is Action.WAIT_UNTIL and decision.at is not None:
+        summary = f"waiting until {_at(decision.at, now, wall)} ({decision.reason.value}: {decision.text})"
+    elif decision.action is Action.WAIT_FOR:
+        summary = f"{decision.text}: {len(decision.unmet)} unmet"
+    return {
+        "action": decision.action.value,
+        "reason": decision.reason.value,
+        "summary": summary,
+        "reasons": reasons,
+        "at": decision.at,
+        "in_s": None if decision.at is None else max(0.0, decision.at - now),
+        "unmet": [
+            {"constraint": u.constraint, "text": u.what, "unknown": u.unknown,
+             "since_s": None if u.since is None else max(0.0, now - u.since)}
+            for u in decision.unmet
+        ],
+    }
+
+
+def _at(at: float, now: float, wall: dt.datetime) -> str:
+    when = wall + dt.timedelta(seconds=at - now)
+    fmt = "%H:%M:%S" if when.date() == wall.date() else "%Y-%m-%d %H:%M:%S"
+    return f"{when:{fmt}} (in {_duration(at - now)})"
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "forever"
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"

@@ -1,0 +1,139 @@
+"""The shared expiration flag: one named shared-memory byte per cycle, written by the daemon only.
+
+Owns both ends of the flag. ``ExpiryFlag`` is the daemon's end: it creates the block, writes the
+first reason (one-way, level-triggered, never reset), offers ``await flag.wait()`` so the process
+manager can start its grace timer, and closes/unlinks the block. ``ExpiryView`` is the trainer's
+end: it attaches by name and only reads, raising ``Expired`` at its checkpoints. The flag crosses the
+process boundary as shared memory, never as messages that can queue up; a warm trainer is handed a
+fresh flag per cycle by name. Does not own the reasons (``syftd.expiry``) nor the checkpoints (the
+trainer's worker lists them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+from multiprocessing import shared_memory
+
+from syftd.expiry import ExpiryReason
+
+__all__ = ["Expired", "ExpiryFlag", "ExpiryView"]
+
+_SIZE = 1
+_LIVE = 0
+
+
+class Expired(BaseException):
+    """Raised at a trainer checkpoint; a BaseException (like CancelledError) so ``except Exception`` can't eat it."""
+
+    def __init__(self, reason: ExpiryReason) -> None:
+        self.reason = reason
+        super().__init__(reason.label)
+
+
+class ExpiryFlag:
+    """The daemon's end of one cycle's flag; the event loop is its only writer."""
+
+    def __init__(self) -> None:
+        self._shm = shared_memory.SharedMemory(name=f"syftd-{secrets.token_hex(8)}", create=True, size=_SIZE)
+        self._buf: memoryview | None = _buffer(self._shm)
+        self._buf[0] = _LIVE
+        self._event = asyncio.Event()
+        self._is_unlinked = False
+        self._closed_value = _LIVE
+
+    @property
+    def name(self) -> str:
+        """The block's name, handed to the trainer (``ExpiryView(name)``)."""
+        return self._shm.name
+
+    @property
+    def reason(self) -> ExpiryReason | None:
+        """The first reason given, or None while the cycle may run."""
+        value = self._buf[0] if self._buf is not None else self._closed_value
+        return ExpiryReason(value) if value != _LIVE else None
+
+    @property
+    def is_expired(self) -> bool:
+        """True once ``expire`` was called with any reason."""
+        return self.reason is not None
+
+    def expire(self, reason: ExpiryReason) -> bool:
+        """Set the flag; True if this call set it, False if an earlier reason already won."""
+        if self._buf is None:
+            raise RuntimeError("ExpiryFlag.expire() after close(); create one flag per cycle")
+        if self._buf[0] != _LIVE:
+            return False
+        self._buf[0] = int(reason)
+        self._event.set()
+        return True
+
+    async def wait(self) -> ExpiryReason:
+        """Return the reason once the flag is set (at once if it already is)."""
+        await self._event.wait()
+        reason = self.reason
+        assert reason is not None
+        return reason
+
+    def close(self) -> None:
+        """Drop this process's mapping and remove the block; idempotent. The reason stays readable."""
+        if self._buf is not None:
+            self._closed_value = self._buf[0]
+            self._buf = None
+            self._shm.close()
+        if not self._is_unlinked:
+            self._is_unlinked = True
+            try:
+                self._shm.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class ExpiryView:
+    """The trainer's read-only end of a flag, attached by name."""
+
+    def __init__(self, name: str) -> None:
+        self._shm = _attach(name)
+        self._buf = _buffer(self._shm)
+
+    @property
+    def reason(self) -> ExpiryReason | None:
+        """The reason the daemon wrote, or None."""
+        value = self._buf[0]
+        return ExpiryReason(value) if value != _LIVE else None
+
+    def check(self) -> None:
+        """A checkpoint.
+
+        Raises:
+            Expired: once the daemon has set the flag.
+        """
+        value = self._buf[0]
+        if value != _LIVE:
+            raise Expired(ExpiryReason(value))
+
+    def close(self) -> None:
+        """Drop the mapping; the daemon owns the block's removal."""
+        del self._buf
+        self._shm.close()
+
+
+def _buffer(shm: shared_memory.SharedMemory) -> memoryview:
+    buf = shm.buf
+    if buf is None:
+        raise RuntimeError("the expiration flag's shared memory is closed")
+    return buf
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    """Attach without letting this process's resource tracker remove the daemon's block at exit."""
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, track=False)
+    shm = shared_memory.SharedMemory(name=name)
+    # Before 3.13 attaching registers the block with the resource tracker, which would unlink it
+    # (and warn) when the trainer exits: cpython issue 82300.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+    return shm

@@ -1,0 +1,116 @@
+"""The values that cross the daemon/trainer boundary, and how they are framed on the socket.
+
+Owns ``Outcome``, ``Progress``, ``TrainingResult`` (what the daemon gets back), ``Request`` (what
+the trainer gets) and the frame codec: a 4-byte big-endian length, then a pickle. The daemon reads
+frames with an unpickler that only admits this module's values, so a trainer cannot make it build
+anything else. Exceptions never cross: the trainer turns them into a FAILED result. Torch-free.
+Does not own the socket or the processes (``process``) nor what the trainer does (``worker``).
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import pickle
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from syftd.config import JobConfig
+from syftd.expiry import ExpiryReason
+
+__all__ = [
+    "HEADER",
+    "Outcome",
+    "Progress",
+    "Request",
+    "TrainingResult",
+    "decode_from_trainer",
+    "encode",
+]
+
+HEADER = struct.Struct(">I")
+"""The frame header: the pickle's length."""
+
+
+class Outcome(enum.Enum):
+    """How a training run ended; exactly one per run."""
+
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    FAILED = "failed"
+    TERMINATED = "terminated"
+    KILLED = "killed"
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One report from the trainer: step 0 once model, plan and data are loaded, then one per step."""
+
+    step: int
+    steps_total: int
+    loss: float | None
+    accuracy: float | None
+    rss_bytes: int
+    step_time_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingResult:
+    """What one run produced; ``diff`` only when COMPLETED, ``reason`` when expired, terminated or killed."""
+
+    outcome: Outcome
+    reason: ExpiryReason | None = None
+    diff: bytes | None = None
+    steps: int = 0
+    losses: tuple[float, ...] = ()
+    accuracies: tuple[float, ...] = ()
+    error: str | None = None
+    step_time_s: float = 0.0
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One cycle's work for the trainer: the job, the downloaded bytes and the flag's name."""
+
+    job: JobConfig
+    model: bytes = field(repr=False)
+    plan: bytes = field(repr=False)
+    client_config: dict[str, Any]
+    flag_name: str
+    cycle_id: str
+
+
+def encode(message: Any) -> bytes:
+    """One frame: header and pickle."""
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+_FROM_TRAINER = {
+    (__name__, "Outcome"): Outcome,
+    (__name__, "Progress"): Progress,
+    (__name__, "TrainingResult"): TrainingResult,
+    ("syftd.expiry", "ExpiryReason"): ExpiryReason,
+}
+
+
+class _TrainerUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _FROM_TRAINER[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"trainer sent a {module}.{name}, which is not a message") from None
+
+
+def decode_from_trainer(body: bytes) -> Progress | TrainingResult:
+    """The trainer's message in one frame body.
+
+    Raises:
+        pickle.UnpicklingError: the body is not one of this module's values.
+    """
+    message = _TrainerUnpickler(io.BytesIO(body)).load()
+    if not isinstance(message, Progress | TrainingResult):
+        raise pickle.UnpicklingError(f"trainer sent a {type(message).__name__}, which is not a message")
+    return message

@@ -1,0 +1,340 @@
+"""The daemon's side of training: spawning trainers, keeping one warm per job, stopping them for sure.
+
+Owns ``TrainerPool``: one per daemon. ``train()`` hands a cycle to a trainer process (a warm one of
+the same job and configuration when there is one, else a fresh ``python -m syftd.trainer.worker``),
+reads its progress frames without blocking the loop, enforces the memory ceiling from the reported
+resident size (expiring the flag with MEMORY), and once the flag is set waits the job's
+``expiry_grace_s`` (bounded by ``shutdown_grace_s``), then sends SIGTERM, then SIGKILL 2 s later.
+Every run ends with exactly one ``TrainingResult``. A trainer stays warm only after COMPLETED and
+exits by itself after ``trainer.idle_exit_s``. Torch-free: the daemon never maps libtorch. Does not
+own the flag's lifecycle (the caller creates, expires and closes it) nor what happens in the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from syftd.config import JobConfig
+from syftd.expiry import ExpiryReason
+from syftd.log import get_logger
+from syftd.trainer.expiry import ExpiryFlag
+from syftd.trainer.messages import HEADER, Outcome, Progress, Request, TrainingResult, decode_from_trainer, encode
+
+__all__ = ["KILL_AFTER_TERM_S", "TrainerPool"]
+
+KILL_AFTER_TERM_S = 2.0
+"""SIGKILL follows SIGTERM after this long."""
+
+_log = get_logger("syftd.trainer")
+_SYFTD_ROOT = str(Path(__file__).resolve().parents[2])
+_CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+class _Trainer:
+    """One trainer process and its socket."""
+
+    def __init__(self, job: JobConfig, process: asyncio.subprocess.Process, reader: Any, writer: Any) -> None:
+        self.job, self.process, self.reader, self.writer = job, process, reader, writer
+        self.has_served = False
+
+    @property
+    def is_alive(self) -> bool:
+        return self.process.returncode is None
+
+
+class TrainerPool:
+    """Runs training cycles in child processes; at most one warm trainer per job."""
+
+    def __init__(
+        self,
+        *,
+        shutdown_grace_s: float,
+        python: str = sys.executable,
+        log_format: str = "auto",
+        log_level: str = "info",
+    ) -> None:
+        self._shutdown_grace_s = shutdown_grace_s
+        self._python = python
+        self._log_args = ["--log-format", log_format, "--log-level", log_level]
+        self._warm: dict[str, _Trainer] = {}
+        self._live: set[_Trainer] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._is_stopped = False
+
+    async def __aenter__(self) -> TrainerPool:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Nothing runs until a cycle is due; present for the service protocol."""
+        if self._is_stopped:
+            raise RuntimeError("TrainerPool.start() after stop(); create one pool per daemon run")
+
+    async def prepare(self, job: JobConfig) -> None:
+        """Start a trainer for ``job`` now (torch imports while the cycle downloads); no-op if one is warm."""
+        self._check_running()
+        current = self._warm.get(job.name)
+        if current is not None and current.is_alive and current.job == job:
+            return
+        if current is not None:
+            self._retire(self._warm.pop(job.name))
+        self._warm[job.name] = await self._spawn(job)
+
+    async def train(
+        self,
+        job: JobConfig,
+        *,
+        model: bytes,
+        plan: bytes,
+        client_config: dict[str, Any],
+        flag: ExpiryFlag,
+        on_progress: Callable[[Progress], None],
+        cycle_id: str,
+    ) -> TrainingResult:
+        """Train one cycle in a trainer process and return its one result.
+
+        Cancelling this coroutine kills the trainer; expire ``flag`` instead for a graceful stop.
+        """
+        self._check_running()
+        started = asyncio.get_running_loop().time()
+        request = Request(job, model, plan, client_config, flag.name, cycle_id)
+        trainer, is_reused = await self._take(job)
+        result = await self._run(trainer, request, flag, on_progress, may_retry=is_reused)
+        if result is None:
+            # the warm trainer reached its idle exit just as the request was sent: start a fresh one
+            result = await self._run(await self._spawn(job), request, flag, on_progress, may_retry=False)
+        assert result is not None
+        result = dataclasses.replace(result, duration_s=asyncio.get_running_loop().time() - started)
+        _log.info(
+            "trainer.result_received",
+            job=job.name,
+            cycle_id=cycle_id,
+            outcome=result.outcome.value,
+            reason=result.reason.label if result.reason else None,
+            steps=result.steps,
+            duration_s=round(result.duration_s, 3),
+        )
+        return result
+
+    async def stop(self) -> None:
+        """Stop every trainer, idle or busy, bounded in time; expires nothing itself; idempotent."""
+        self._is_stopped = True
+        self._warm.clear()
+        for trainer in list(self._live):
+            self._retire(trainer)
+        while self._retiring:
+            await asyncio.gather(*list(self._retiring), return_exceptions=True)
+
+    # ------------------------------------------------------------------------------------- internals
+
+    def _check_running(self) -> None:
+        if self._is_stopped:
+            raise RuntimeError("TrainerPool used after stop(); create one pool per daemon run")
+
+    async def _take(self, job: JobConfig) -> tuple[_Trainer, bool]:
+        """The job's warm (or prepared) trainer if it fits, else a new one; and whether it was reused."""
+        trainer = self._warm.pop(job.name, None)
+        if trainer is not None and trainer.is_alive and trainer.job == job:
+            return trainer, True
+        if trainer is not None:
+            self._retire(trainer)
+        return await self._spawn(job), False
+
+    async def _spawn(self, job: JobConfig) -> _Trainer:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        settings = job.trainer
+        argv = [
+            "-m", "syftd.trainer.worker",
+            "--fd", str(child.fileno()),
+            "--job", job.name,
+            "--idle-exit-s", repr(settings.idle_exit_s),
+            "--threads", str(settings.threads),
+            "--nice", str(settings.nice),
+            *(["--sched-idle"] if settings.sched_idle else []),
+            *self._log_args,
+        ]  # fmt: skip
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self._python,
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(child.fileno(),),
+                start_new_session=True,
+                env=_child_env(),
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        trainer = _Trainer(job, process, reader, writer)
+        self._live.add(trainer)
+        _log.info("trainer.spawned", job=job.name, pid=process.pid)
+        return trainer
+
+    async def _run(
+        self,
+        trainer: _Trainer,
+        request: Request,
+        flag: ExpiryFlag,
+        on_progress: Callable[[Progress], None],
+        *,
+        may_retry: bool,
+    ) -> TrainingResult | None:
+        """The run's result, or None if a reused trainer had gone before it took the request."""
+        seen: list[Progress] = []
+        is_done = False
+        try:
+            try:
+                trainer.writer.write(encode(request))
+                await trainer.writer.drain()
+            except (ConnectionError, OSError):
+                if may_retry:
+                    self._retire(trainer)
+                    return None
+                raise
+            reading = asyncio.ensure_future(self._read(trainer, request.job, flag, on_progress, seen))
+            expiring = asyncio.ensure_future(flag.wait())
+            try:
+                await asyncio.wait({reading, expiring}, return_when=asyncio.FIRST_COMPLETED)
+                if not reading.done():
+                    grace_s = min(request.job.budget.expiry_grace_s, self._shutdown_grace_s)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(reading), grace_s)
+                if reading.done():
+                    result = reading.result()
+                else:
+                    result = await self._stop_for_sure(trainer, flag, seen)
+            finally:
+                for task in (reading, expiring):
+                    task.cancel()
+            is_done = True
+        finally:
+            if not is_done:
+                if trainer.is_alive:
+                    trainer.process.kill()
+                self._retire(trainer)
+        if result is None:
+            if may_retry and not seen and not flag.is_expired:
+                self._retire(trainer)
+                return None
+            await self._reap(trainer)
+            return TrainingResult(
+                Outcome.FAILED,
+                flag.reason,
+                steps=max((p.step for p in seen), default=0),
+                error=f"the trainer exited with status {trainer.process.returncode} before returning a result",
+            )
+        trainer.has_served = True
+        if result.outcome is Outcome.COMPLETED and trainer.is_alive and not self._is_stopped:
+            self._warm[request.job.name] = trainer
+        elif result.outcome in (Outcome.TERMINATED, Outcome.KILLED):
+            self._live.discard(trainer)
+        else:
+            self._retire(trainer)
+        return result
+
+    async def _read(
+        self,
+        trainer: _Trainer,
+        job: JobConfig,
+        flag: ExpiryFlag,
+        on_progress: Callable[[Progress], None],
+        seen: list[Progress],
+    ) -> TrainingResult | None:
+        """Progress frames until the result; None at end of file."""
+        ceiling = job.trainer.memory_max_mb
+        while True:
+            try:
+                header = await trainer.reader.readexactly(HEADER.size)
+                body = await trainer.reader.readexactly(HEADER.unpack(header)[0])
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return None
+            message = decode_from_trainer(body)
+            if isinstance(message, TrainingResult):
+                return message
+            seen.append(message)
+            if ceiling is not None and message.rss_bytes > ceiling * 1024 * 1024 and flag.expire(ExpiryReason.MEMORY):
+                _log.warning("trainer.memory_exceeded", job=job.name, rss_mb=message.rss_bytes >> 20, max_mb=ceiling)
+            try:
+                on_progress(message)
+            except Exception:  # noqa: BLE001 - a faulty observer must not end the run without a result
+                _log.exception("trainer.progress_callback_failed", job=job.name)
+
+    async def _stop_for_sure(self, trainer: _Trainer, flag: ExpiryFlag, seen: list[Progress]) -> TrainingResult:
+        """SIGTERM, then SIGKILL after KILL_AFTER_TERM_S; the result says which one ended it."""
+        outcome = Outcome.TERMINATED
+        _signal(trainer, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(trainer.process.wait(), KILL_AFTER_TERM_S)
+        except asyncio.TimeoutError:
+            outcome = Outcome.KILLED
+            _signal(trainer, signal.SIGKILL)
+            await trainer.process.wait()
+        self._close(trainer)
+        losses = tuple(p.loss for p in seen if p.loss is not None)
+        accuracies = tuple(p.accuracy for p in seen if p.accuracy is not None)
+        _log.warning("trainer.stopped", job=trainer.job.name, outcome=outcome.value, pid=trainer.process.pid)
+        return TrainingResult(
+            outcome,
+            flag.reason,
+            steps=len(losses),
+            losses=losses,
+            accuracies=accuracies,
+            step_time_s=sum(p.step_time_s for p in seen),
+        )
+
+    def _retire(self, trainer: _Trainer) -> None:
+        """Let ``trainer`` go in the background: end of file, then SIGTERM, then SIGKILL, bounded."""
+        if trainer not in self._live:
+            return
+        self._live.discard(trainer)
+        task = asyncio.ensure_future(self._reap(trainer))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _reap(self, trainer: _Trainer) -> None:
+        self._live.discard(trainer)
+        self._close(trainer)
+        try:
+            await asyncio.wait_for(trainer.process.wait(), min(KILL_AFTER_TERM_S, self._shutdown_grace_s))
+        except asyncio.TimeoutError:
+            _signal(trainer, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(trainer.process.wait(), KILL_AFTER_TERM_S)
+            except asyncio.TimeoutError:
+                _signal(trainer, signal.SIGKILL)
+                await trainer.process.wait()
+
+    @staticmethod
+    def _close(trainer: _Trainer) -> None:
+        if not trainer.writer.is_closing():
+            trainer.writer.close()
+
+
+def _signal(trainer: _Trainer, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        trainer.process.send_signal(signum)
+
+
+def _child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
+    paths = [_SYFTD_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env

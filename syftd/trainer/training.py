@@ -1,0 +1,145 @@
+"""One cycle's training run inside the trainer process: model and plan in, a result value out.
+
+Owns the loop of spec §6.3 as the daemon does it: exactly ``max_updates`` steps (``max_updates + 1``
+with ``trainer.steps = "plus-one"``) of full ``batch_size`` batches, the updated parameters fed back
+each step, float32 kept, and the diff ``original − trained`` encoded through ``syftd.grid.wire`` and
+checked with ``wire.check_diff`` before it is returned. Checkpoints, where the expiration flag is
+read: before each batch is taken, after it is taken (a slow ``__getitem__`` may have outlived the
+cycle), and before the diff is written. Exceptions never leave ``run``: it returns a value. Imports
+torch. Does not own the process, its governance or the socket (``worker``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from syftd.config import DataConfig
+from syftd.errors import TrainerError, WireError
+from syftd.grid import wire
+from syftd.log import get_logger
+from syftd.trainer.data import BatchSource, load_source
+from syftd.trainer.expiry import Expired, ExpiryView
+from syftd.trainer.messages import Outcome, Progress, Request, TrainingResult
+from syftd.trainer.plan import PlanRunner, from_wire, load_plan, to_wire
+
+__all__ = ["Trainer"]
+
+_log = get_logger("syftd.trainer")
+
+
+class Trainer:
+    """Runs cycles one after another, keeping the last plan and data source loaded for the next."""
+
+    def __init__(self, rss: Callable[[], int]) -> None:
+        self._rss = rss
+        self._plan_key: bytes | None = None
+        self._plan: Any = None
+        self._data_key: DataConfig | None = None
+        self._data: BatchSource | None = None
+
+    def run(self, request: Request, flag: ExpiryView, report: Callable[[Progress], None]) -> TrainingResult:
+        """Train one cycle; returns COMPLETED, EXPIRED or FAILED, never raises (but ``Exception``s of ``report``)."""
+        started = time.perf_counter()
+        losses: list[float] = []
+        accuracies: list[float] = []
+        step_time_s = 0.0
+
+        def result(outcome: Outcome, **fields: Any) -> TrainingResult:
+            return TrainingResult(
+                outcome=outcome,
+                steps=len(losses),
+                losses=tuple(losses),
+                accuracies=tuple(accuracies),
+                step_time_s=step_time_s,
+                duration_s=time.perf_counter() - started,
+                **fields,
+            )
+
+        try:
+            flag.check()
+            batch_size, lr, steps_total = _hyperparameters(request)
+            runner, original = self._prepare(request, batch_size, lr)
+            batches = self._source(request.job.data).batches(batch_size, salt=request.cycle_id)
+            report(Progress(0, steps_total, None, None, self._rss(), 0.0))
+            for step in range(1, steps_total + 1):
+                flag.check()
+                begun = time.perf_counter()
+                x, y = next(batches)
+                flag.check()
+                loss, accuracy = runner.step(runner.fit_input(x), y)
+                elapsed = time.perf_counter() - begun
+                if not math.isfinite(loss):
+                    raise TrainerError(f"the loss is {loss} at step {step}; the diff would corrupt the model")
+                step_time_s += elapsed
+                losses.append(loss)
+                accuracies.append(accuracy)
+                report(Progress(step, steps_total, loss, accuracy, self._rss(), elapsed))
+            flag.check()
+            trained = [p.to("cpu") for p in runner.params]
+            diff = wire.encode_state(to_wire([o - t for o, t in zip(original, trained, strict=True)]))
+            wire.check_diff(diff, request.model)
+        except Expired as exc:
+            _log.info("trainer.expired", reason=exc.reason.label, steps=len(losses))
+            return result(Outcome.EXPIRED, reason=exc.reason)
+        except (TrainerError, WireError) as exc:
+            _log.warning("trainer.failed", error=str(exc), steps=len(losses))
+            return result(Outcome.FAILED, error=str(exc))
+        except MemoryError:
+            _log.warning("trainer.failed", error="out of memory", steps=len(losses))
+            return result(Outcome.FAILED, error="the trainer ran out of memory")
+        except Exception as exc:  # noqa: BLE001 - exceptions never cross the boundary; a FAILED value does
+            _log.exception("trainer.crashed", steps=len(losses))
+            return result(Outcome.FAILED, error=f"{type(exc).__name__} in the trainer: {exc}")
+        _log.info("trainer.completed", steps=len(losses), loss=losses[-1] if losses else None)
+        return result(Outcome.COMPLETED, diff=diff)
+
+    def _prepare(self, request: Request, batch_size: int, lr: float) -> tuple[PlanRunner, list[Any]]:
+        key = hashlib.sha256(request.plan).digest()
+        if key != self._plan_key:
+            self._plan, self._plan_key = load_plan(wire.plan_torchscript(request.plan)), key
+        try:
+            original = from_wire(wire.parse_state(request.model))
+        except WireError as exc:
+            raise TrainerError(f"the model is not a readable State: {exc}") from exc
+        if not original:
+            raise TrainerError("the model has no tensors")
+        device = _device(request.job.trainer.device)
+        runner = PlanRunner(self._plan, [t.clone() for t in original], batch_size=batch_size, lr=lr, device=device)
+        return runner, original
+
+    def _source(self, config: DataConfig) -> BatchSource:
+        if config != self._data_key or self._data is None:
+            self._data, self._data_key = None, None
+            self._data = load_source(config)
+            self._data_key = config
+        return self._data
+
+
+def _hyperparameters(request: Request) -> tuple[int, float, int]:
+    config = request.client_config
+    batch_size = config.get("batch_size")
+    lr = config.get("lr")
+    override = request.job.trainer.max_updates
+    max_updates = override if override is not None else config.get("max_updates")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise TrainerError(f"client_config.batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(lr, int | float) or isinstance(lr, bool) or not math.isfinite(lr):
+        raise TrainerError(f"client_config.lr must be a number, got {lr!r}")
+    if not isinstance(max_updates, int) or isinstance(max_updates, bool) or max_updates < 1:
+        raise TrainerError(f"client_config.max_updates must be a positive integer, got {max_updates!r}")
+    extra = 1 if request.job.trainer.steps == "plus-one" else 0
+    return batch_size, float(lr), max_updates + extra
+
+
+def _device(wanted: str) -> Any:
+    if wanted == "cuda":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        _log.warning("trainer.cuda_unavailable")
+    return torch.device("cpu")

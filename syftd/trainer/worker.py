@@ -1,0 +1,135 @@
+"""The trainer process's entry point: ``python -m syftd.trainer.worker --fd N …``.
+
+Owns the process side of the boundary: governance (nice, ``SCHED_IDLE``, torch threads) applied
+before torch is imported so every torch thread inherits it, its own structlog set-up bound to the
+job and each cycle, and the request loop on the inherited socket: wait for a ``Request`` (at most
+``--idle-exit-s``; end of file means the daemon is gone), run it, send progress frames and exactly
+one result frame. After anything but COMPLETED the process exits, so an expired or failed trainer
+never serves another cycle. Signals are left at their defaults: SIGTERM ends it. Does not own the
+training itself (``training``) or deciding when to stop it (``process``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from syftd import log
+from syftd.trainer.expiry import ExpiryView
+from syftd.trainer.messages import HEADER, Outcome, Request, encode
+
+__all__ = ["main"]
+
+_log = log.get_logger("syftd.trainer")
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve cycles on the socket until idle, expired, failed or orphaned; returns the exit status."""
+    args = _parse(argv)
+    log.configure(args.log_format, args.log_level, stream=sys.stderr)
+    structlog.contextvars.bind_contextvars(job=args.job, trainer_pid=os.getpid())
+    _govern(nice=args.nice, is_sched_idle=args.sched_idle)
+    import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    from syftd.trainer.training import Trainer
+
+    sock = socket.socket(fileno=args.fd)
+    trainer = Trainer(_rss_bytes)
+    _log.info("trainer.started", threads=torch.get_num_threads())
+    while True:
+        request = _receive(sock, timeout_s=args.idle_exit_s)
+        if request is None:
+            _log.info("trainer.idle_exited")
+            return 0
+        with structlog.contextvars.bound_contextvars(cycle_id=request.cycle_id):
+            flag = ExpiryView(request.flag_name)
+            try:
+                result = trainer.run(request, flag, lambda p: sock.sendall(encode(p)))
+            finally:
+                flag.close()
+            sock.sendall(encode(result))
+        if result.outcome is not Outcome.COMPLETED:
+            return 0
+
+
+def _parse(argv: Sequence[str] | None) -> Any:
+    parser = argparse.ArgumentParser(prog="syftd.trainer.worker")
+    parser.add_argument("--fd", type=int, required=True, help="the socket inherited from the daemon")
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--idle-exit-s", type=float, default=60.0)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--nice", type=int, default=19)
+    parser.add_argument("--sched-idle", action="store_true")
+    parser.add_argument("--log-format", default="auto")
+    parser.add_argument("--log-level", default="info")
+    return parser.parse_args(argv)
+
+
+def _govern(*, nice: int, is_sched_idle: bool) -> None:
+    """Lower this process's priority; on Linux both settings are per thread and inherited by new ones."""
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        if nice > current:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as exc:
+        _log.warning("trainer.nice_refused", nice=nice, error=str(exc))
+    if is_sched_idle and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:
+            _log.warning("trainer.sched_idle_refused", error=str(exc))
+
+
+def _receive(sock: socket.socket, *, timeout_s: float) -> Request | None:
+    """The next request, or None after ``timeout_s`` idle or when the daemon closed the socket."""
+    sock.settimeout(timeout_s)
+    try:
+        header = _read(sock, HEADER.size)
+    except TimeoutError:
+        return None
+    finally:
+        sock.settimeout(None)
+    if header is None:
+        return None
+    body = _read(sock, HEADER.unpack(header)[0])
+    if body is None:
+        return None
+    request = pickle.loads(body)
+    if not isinstance(request, Request):
+        raise TypeError(f"the daemon sent a {type(request).__name__}, not a Request")
+    return request
+
+
+def _read(sock: socket.socket, size: int) -> bytes | None:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            return None
+        chunks += chunk
+    return bytes(chunks)
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except OSError:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+if __name__ == "__main__":
+    sys.exit(main())

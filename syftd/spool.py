@@ -1,0 +1,267 @@
+"""The spool: finished diffs kept on disk until the node has them, so no crash or network cut loses work.
+
+Owns the files under ``<state_dir>/jobs/<job>/spool/``: per cycle a ``<cycle_id>.diff`` (the bytes) and
+a ``<cycle_id>.json`` (job, cycle id, worker id, request key, plan id, model id, created time, size,
+sha256), the ``<cycle_id>.reported`` / ``.discarded`` markers, and ``quarantine/``. Does not own
+checking the diff's wire format (the caller runs ``syftd.grid.wire.check_diff`` before ``add``), asking
+the node whether the cycle is open, or reporting.
+
+Each step is crash-safe, every file written with ``atomic_write`` (0600, in 0700 directories):
+
+- ``add``: the diff first, then its ``.json``; the ``.json`` is the commit point, so a crash before
+  it leaves an orphan diff that is not pending (``recover`` removes it);
+- ``mark_reported`` / ``discard``: the marker first, then the diff, the ``.json``, the marker; an
+  entry with a marker is never pending again, whichever step a crash interrupted;
+- ``load_diff`` checks size and sha256; a mismatch moves the entry to ``quarantine/`` with a
+  ``spool.quarantined`` log line and raises, so a damaged diff is never sent.
+
+The methods do blocking file I/O with fsync; call them through ``asyncio.to_thread`` from the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syftd.errors import WireError
+from syftd.log import get_logger
+from syftd.statedir import atomic_write
+
+__all__ = ["Spool", "SpoolEntry", "job_dir"]
+
+_log = get_logger("syftd.spool")
+
+_JOB = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_CYCLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_MARKERS = ("reported", "discarded")
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEntry:
+    """One spooled diff's metadata; ``request_key`` is a credential and stays out of reprs and logs."""
+
+    job: str
+    cycle_id: str
+    worker_id: str
+    request_key: str = field(repr=False)
+    plan_id: int | str
+    model_id: int | str
+    created: float
+    size: int
+    sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, as written to the ``.json`` file."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> SpoolEntry:
+        """Parse a ``.json`` file's content.
+
+        Raises:
+            ValueError: a missing field or a field of the wrong type.
+        """
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        try:
+            entry = cls(**{f.name: raw[f.name] for f in dataclasses.fields(cls)})
+        except KeyError as exc:
+            raise ValueError(f"missing field {exc.args[0]!r}") from exc
+        for name in ("job", "cycle_id", "worker_id", "request_key", "sha256"):
+            if not isinstance(getattr(entry, name), str):
+                raise ValueError(f"{name} must be a string")
+        size, created = raw["size"], raw["created"]
+        if not isinstance(size, int) or not isinstance(created, int | float):
+            raise ValueError("size must be an integer and created a number")
+        return entry
+
+
+def job_dir(state_dir: Path, job: str) -> Path:
+    """``<state_dir>/jobs/<job>``, created with mode 0700 at every level below ``state_dir``.
+
+    Raises:
+        ValueError: ``job`` is not a valid job name (it would escape the state directory).
+    """
+    if not _JOB.match(job):
+        raise ValueError(f"invalid job name {job!r}")
+    return _mkdirs(state_dir, "jobs", job)
+
+
+def _mkdirs(root: Path, *parts: str) -> Path:
+    path = root
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for part in parts:
+        path = path / part
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        else:
+            os.chmod(path, 0o700)
+    return path
+
+
+class Spool:
+    """Pending diffs per job under ``state_dir``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def _dir(self, job: str) -> Path:
+        return _mkdirs(job_dir(self.state_dir, job), "spool")
+
+    def _paths(self, job: str, cycle_id: str) -> tuple[Path, Path]:
+        if not _CYCLE.match(cycle_id):
+            raise ValueError(f"invalid cycle id {cycle_id!r}: letters, digits, _ . - only, at most 128")
+        spool = self._dir(job)
+        return spool / f"{cycle_id}.json", spool / f"{cycle_id}.diff"
+
+    def add(
+        self,
+        job: str,
+        cycle_id: str,
+        diff: bytes,
+        *,
+        worker_id: str,
+        request_key: str,
+        plan_id: int | str,
+        model_id: int | str,
+        created: float | None = None,
+    ) -> SpoolEntry:
+        """Spool ``diff`` (already checked with ``wire.check_diff``); returns once it is durable.
+
+        Raises:
+            ValueError: an invalid job name or cycle id.
+            OSError: the disk refused the write (nothing is pending then).
+        """
+        meta, data = self._paths(job, cycle_id)
+        for marker in _MARKERS:
+            _unlink(meta.with_suffix(f".{marker}"))
+        entry = SpoolEntry(
+            job=job, cycle_id=cycle_id, worker_id=worker_id, request_key=request_key, plan_id=plan_id,
+            model_id=model_id, created=time.time() if created is None else created, size=len(diff),
+            sha256=hashlib.sha256(diff).hexdigest(),
+        )
+        atomic_write(data, diff)
+        atomic_write(meta, json.dumps(entry.as_dict(), indent=1, sort_keys=True).encode() + b"\n")
+        _log.info("spool.added", job=job, cycle_id=cycle_id, size=entry.size, sha256=entry.sha256[:16])
+        return entry
+
+    def pending(self, job: str) -> list[SpoolEntry]:
+        """The diffs of ``job`` not yet reported or discarded, oldest first; finishes interrupted marks.
+
+        A ``.json`` that cannot be parsed is quarantined (logged) and left out.
+        """
+        spool = self._dir(job)
+        entries = []
+        for meta in sorted(spool.glob("*.json")):
+            if meta.name.startswith("."):
+                continue
+            cycle_id = meta.name[: -len(".json")]
+            marker = next((m for m in _MARKERS if meta.with_suffix(f".{m}").exists()), None)
+            if marker is not None:
+                self._finish(spool, cycle_id)
+                continue
+            try:
+                entry = SpoolEntry.from_dict(json.loads(meta.read_bytes()))
+                if (entry.job, entry.cycle_id) != (job, cycle_id):
+                    raise ValueError(f"names job {entry.job!r} cycle {entry.cycle_id!r}")
+            except (ValueError, UnicodeDecodeError) as exc:
+                self._quarantine(spool, cycle_id, job, f"unreadable metadata: {exc}")
+                continue
+            entries.append(entry)
+        return sorted(entries, key=lambda e: (e.created, e.cycle_id))
+
+    def load_diff(self, entry: SpoolEntry) -> bytes:
+        """The diff's bytes, verified against the recorded size and sha256.
+
+        Raises:
+            WireError: the diff is missing or damaged; the entry was quarantined and is no longer pending.
+        """
+        meta, data = self._paths(entry.job, entry.cycle_id)
+        try:
+            diff = data.read_bytes()
+        except FileNotFoundError:
+            problem = "diff file missing"
+        else:
+            digest = hashlib.sha256(diff).hexdigest()
+            if len(diff) == entry.size and digest == entry.sha256:
+                return diff
+            problem = (f"diff damaged: {len(diff)} bytes sha256 {digest[:16]}, "
+                       f"expected {entry.size} bytes sha256 {entry.sha256[:16]}")
+        self._quarantine(meta.parent, entry.cycle_id, entry.job, problem)
+        raise WireError(f"spooled diff of job {entry.job} cycle {entry.cycle_id}: {problem}; quarantined")
+
+    def mark_reported(self, entry: SpoolEntry) -> None:
+        """The node accepted the diff: it is never pending again."""
+        self._mark(entry, "reported", None)
+        _log.info("spool.reported", job=entry.job, cycle_id=entry.cycle_id)
+
+    def discard(self, entry: SpoolEntry, reason: str) -> None:
+        """Drop the diff unsent (the node closed its cycle): it is never pending again."""
+        self._mark(entry, "discarded", reason)
+        _log.warning("spool.discarded", job=entry.job, cycle_id=entry.cycle_id, reason=reason)
+
+    def recover(self, job: str) -> list[str]:
+        """At startup: remove temp files, orphan diffs and lone markers a crash left; finish interrupted marks.
+
+        Returns the names removed. Not to be run while an ``add`` of the same job is in progress.
+        """
+        spool = self._dir(job)
+        removed = []
+        for path in sorted(spool.iterdir()):
+            name = path.name
+            leftover = name.endswith((".diff", ".reported", ".discarded"))
+            orphan = leftover and not path.with_suffix(".json").exists()
+            if path.is_file() and ((name.startswith(".") and name.endswith(".tmp")) or orphan):
+                _unlink(path)
+                removed.append(name)
+        self.pending(job)
+        if removed:
+            _log.warning("spool.recovered", job=job, removed=removed)
+        return removed
+
+    def _mark(self, entry: SpoolEntry, marker: str, reason: str | None) -> None:
+        meta, _data = self._paths(entry.job, entry.cycle_id)
+        record = {"marker": marker, "reason": reason, "at": time.time(), "sha256": entry.sha256}
+        atomic_write(meta.with_suffix(f".{marker}"), json.dumps(record).encode() + b"\n")
+        self._finish(meta.parent, entry.cycle_id)
+
+    def _finish(self, spool: Path, cycle_id: str) -> None:
+        for suffix in (".diff", ".json", *(f".{m}" for m in _MARKERS)):
+            _unlink(spool / f"{cycle_id}{suffix}")
+        _fsync_dir(spool)
+
+    def _quarantine(self, spool: Path, cycle_id: str, job: str, problem: str) -> None:
+        target = _mkdirs(spool, "quarantine")
+        moved = []
+        for suffix in (".diff", ".json"):
+            source = spool / f"{cycle_id}{suffix}"
+            if source.exists():
+                os.replace(source, target / source.name)
+                moved.append(source.name)
+        _fsync_dir(spool)
+        _log.error("spool.quarantined", job=job, cycle_id=cycle_id, problem=problem, moved=moved,
+                   directory=str(target))
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

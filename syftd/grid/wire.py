@@ -30,7 +30,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from syftd.errors import WireError
 from syftd.grid import syft_pb2 as pb
 
-__all__ = ["DTYPES", "Tensor", "check_diff", "encode_state", "parse_state", "plan_torchscript"]
+__all__ = ["DTYPES", "Tensor", "check_diff", "encode_plan", "encode_state", "parse_state", "plan_torchscript"]
 
 DTYPES: dict[str, str] = {
     "uint8": "B",
@@ -101,6 +101,17 @@ def encode_state(tensors: Sequence[Tensor]) -> bytes:
         contents.dtype = tensor.dtype
         _put_contents(contents, tensor)
     return bytes(state.SerializeToString())
+
+
+def encode_plan(torchscript: bytes, name: str) -> bytes:
+    """Plan bytes carrying only a name (field 4) and a TorchScript archive (field 7), as a node serves them.
+
+    Raises:
+        WireError: ``torchscript`` is empty.
+    """
+    if not torchscript:
+        raise WireError(f"plan {name!r}: torchscript is empty")
+    return pb.Plan(name=name, torchscript=bytes(torchscript)).SerializeToString()
 
 
 def plan_torchscript(data: bytes) -> bytes:

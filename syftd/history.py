@@ -1,0 +1,117 @@
+"""The per-job history: the last outcomes of a job's cycles, kept in the state directory.
+
+Owns ``<state_dir>/jobs/<job>/history.json``: a bounded list (the newest ``limit`` entries, 200 by
+default), rewritten atomically on each change, oldest first. Does not own what an entry says (the cycle
+writes the outcome, reason, steps, loss, bytes and durations) nor the worker id (``syftd.identity``).
+
+An entry is a JSON object; enums are stored by value, paths and date-times as text, and ``time`` (epoch
+seconds) is added when absent. A spooled cycle's entry later gains ``reported`` or ``discarded`` through
+``update``. A damaged file is moved aside (``history.json.corrupt``), logged, and the history starts
+empty: losing history must never stop a job. Blocking file I/O: call through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from syftd.log import get_logger
+from syftd.spool import job_dir
+from syftd.statedir import atomic_write
+
+__all__ = ["History"]
+
+_log = get_logger("syftd.history")
+
+_FILE = "history.json"
+
+
+class History:
+    """Bounded per-job outcome lists, cached in memory, written through to disk."""
+
+    def __init__(self, state_dir: Path, limit: int = 200) -> None:
+        if limit < 1:
+            raise ValueError(f"History limit must be at least 1, got {limit}")
+        self.state_dir = state_dir
+        self.limit = limit
+        self._cache: dict[str, list[dict[str, Any]]] = {}
+
+    def record(self, job: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """Append ``entry`` (dropping the oldest beyond ``limit``); returns it as stored.
+
+        Raises:
+            TypeError: a value that cannot be stored as JSON.
+        """
+        stored: dict[str, Any] = json.loads(json.dumps(dict(entry), default=_jsonable))
+        stored.setdefault("time", time.time())
+        entries = [*self._load(job), stored][-self.limit:]
+        self._save(job, entries)
+        return dict(stored)
+
+    def update(self, job: str, cycle_id: str, **fields: Any) -> bool:
+        """Merge ``fields`` into the newest entry with ``cycle_id``; False when there is none.
+
+        Raises:
+            TypeError: a value that cannot be stored as JSON.
+        """
+        added = json.loads(json.dumps(fields, default=_jsonable))
+        entries = [dict(e) for e in self._load(job)]
+        for entry in reversed(entries):
+            if entry.get("cycle_id") == cycle_id:
+                entry.update(added)
+                self._save(job, entries)
+                return True
+        return False
+
+    def last(self, job: str) -> dict[str, Any] | None:
+        """The newest entry, or None."""
+        entries = self._load(job)
+        return dict(entries[-1]) if entries else None
+
+    def entries(self, job: str) -> list[dict[str, Any]]:
+        """Every kept entry, oldest first (copies)."""
+        return [dict(e) for e in self._load(job)]
+
+    def _path(self, job: str) -> Path:
+        return job_dir(self.state_dir, job) / _FILE
+
+    def _load(self, job: str) -> list[dict[str, Any]]:
+        cached = self._cache.get(job)
+        if cached is not None:
+            return cached
+        path = self._path(job)
+        try:
+            document = json.loads(path.read_bytes())
+            entries = document["entries"]
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                raise ValueError("entries is not a list of objects")
+        except FileNotFoundError:
+            entries = []
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            aside = path.with_name(f"{_FILE}.corrupt")
+            os.replace(path, aside)
+            _log.error("history.corrupted", job=job, problem=str(exc) or type(exc).__name__, moved_to=str(aside))
+            entries = []
+        self._cache[job] = entries[-self.limit:]
+        return self._cache[job]
+
+    def _save(self, job: str, entries: list[dict[str, Any]]) -> None:
+        document = {"version": 1, "job": job, "entries": entries}
+        atomic_write(self._path(job), json.dumps(document, indent=1).encode() + b"\n")
+        self._cache[job] = entries
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(f"history values must be JSON-able, got {type(value).__name__}: {value!r}")

@@ -1,0 +1,68 @@
+"""The worker identity: the worker id a node gave this machine, kept per job across restarts.
+
+Owns ``<state_dir>/jobs/<job>/worker.json`` (the worker id and the node it belongs to). Reusing one
+worker id lets the node's "already assigned to this cycle" rule keep one machine from putting two
+diffs into one cycle. Does not own when to authenticate afresh (the cycle forgets the id after an
+expiration, ``Worker ID not found`` or an auth error). Blocking file I/O: call through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from syftd.log import get_logger
+from syftd.spool import job_dir
+from syftd.statedir import atomic_write
+
+__all__ = ["Identity"]
+
+_log = get_logger("syftd.identity")
+
+_FILE = "worker.json"
+
+
+class Identity:
+    """Per-job worker ids in the state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def load_worker(self, job: str, node: str | None = None) -> str | None:
+        """The saved worker id of ``job``; None when there is none, it is unreadable, or it was saved
+        for another ``node`` (a worker id means nothing to a different node)."""
+        path = job_dir(self.state_dir, job) / _FILE
+        try:
+            document = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError) as exc:
+            _log.warning("identity.unreadable", job=job, problem=str(exc))
+            return None
+        worker_id = document.get("worker_id") if isinstance(document, dict) else None
+        if not isinstance(worker_id, str) or not worker_id:
+            _log.warning("identity.unreadable", job=job, problem="no worker_id string")
+            return None
+        if node is not None and document.get("node") not in (None, node):
+            return None
+        return worker_id
+
+    def save_worker(self, job: str, worker_id: str, node: str | None = None) -> None:
+        """Keep ``worker_id`` for ``job`` (given by ``node``), atomically, owner-only.
+
+        Raises:
+            ValueError: an empty worker id.
+        """
+        if not worker_id:
+            raise ValueError("worker_id must not be empty")
+        document = {"worker_id": worker_id, "node": node, "saved_at": time.time()}
+        atomic_write(job_dir(self.state_dir, job) / _FILE, json.dumps(document).encode() + b"\n")
+
+    def forget_worker(self, job: str) -> None:
+        """Drop the saved worker id (the next cycle authenticates afresh); idempotent."""
+        try:
+            (job_dir(self.state_dir, job) / _FILE).unlink()
+        except FileNotFoundError:
+            return
+        _log.info("identity.forgotten", job=job)

@@ -1,0 +1,406 @@
+"""The conditions monitor: picks a source per area, merges what they publish, and tells subscribers.
+
+Owns source selection (``auto`` or forced by config; logged once per area as
+``conditions.source_selected``), switching an area to its fallback while its D-Bus service is
+gone and back when it returns, the merged ``Conditions`` value, simulated overrides, and the
+daemon-facing sleep-lock and thermal switches. Does not own reading the system (the sources) or
+deciding anything from the value (``syftd.policy``).
+
+Areas and their sources (``none`` publishes an assumption, not a reading)::
+
+    power    upower  → sysfs (poll)          | macos | none: on external power
+    network  networkmanager → route (netlink) | macos | none: online, unmetered
+    sleep    logind  → none: never told of sleep
+    thermal  sysfs thermal zones + free disk of the state dir (polled only while active)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from syftd.conditions.source import AREA_FACTS, FixedSource, Source
+from syftd.conditions.sysfs import SysfsPowerSource, ThermalSource
+from syftd.conditions.value import FACTS, Conditions
+from syftd.config import ConditionsConfig
+from syftd.errors import ConditionSourceError
+from syftd.log import get_logger
+
+__all__ = ["ConditionsMonitor"]
+
+_log = get_logger(__name__)
+
+SIMULATED = "simulated"
+REFRESH_TIMEOUT_S = 5.0
+_ASSUMED: Mapping[str, Mapping[str, Any]] = {
+    "power": {"on_external_power": True, "battery_percent": None},
+    "network": {"online": True, "connectivity": None, "metered": False},
+    "sleep": {"sleeping": False, "idle": None},
+}
+
+
+@dataclass(eq=False)
+class _Area:
+    name: str
+    primary: Any = None
+    fallback: Source | None = None
+    is_fallback_running: bool = False
+    switching: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def active(self) -> Source | None:
+        if self.primary is not None and self.primary.available:
+            return self.primary  # type: ignore[no-any-return]
+        return self.fallback if self.is_fallback_running else None
+
+
+class ConditionsMonitor:
+    """Publishes ``Conditions`` on every change; an async context manager over ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        config: ConditionsConfig,
+        state_dir: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        proc_net: Path = Path("/proc/net"),
+        platform: str = sys.platform,
+    ) -> None:
+        self._config = config
+        self._state_dir = state_dir
+        self._clock = clock
+        self._proc_net = proc_net
+        self._platform = platform
+        self._base = Conditions()
+        self._current = Conditions()
+        self._overrides: dict[str, Any] = {}
+        self._subscribers: list[Callable[[Conditions], None]] = []
+        self._areas: dict[str, _Area] = {}
+        self._thermal: ThermalSource | None = None
+        self._logind: Any = None
+        self._bus: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._state = "new"
+
+    @property
+    def current(self) -> Conditions:
+        """The latest merged value, overrides applied."""
+        return self._current
+
+    @property
+    def active_sources(self) -> dict[str, str]:
+        """The source each area reads right now (``{"power": "upower", ...}``)."""
+        names = {name: (a.active.name if a.active is not None else "absent") for name, a in self._areas.items()}
+        if self._thermal is not None:
+            names["thermal"] = self._thermal.name
+        return names
+
+    def subscribe(self, callback: Callable[[Conditions], None]) -> Callable[[], None]:
+        """Call ``callback(conditions)`` on the loop after every change; returns the unsubscribe function."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    async def start(self) -> None:
+        """Pick and start the sources; returns once every one has published its first snapshot.
+
+        Raises:
+            ConditionSourceError: a forced source cannot run here (no bus, not macOS).
+            RuntimeError: called twice.
+        """
+        if self._state != "new":
+            raise RuntimeError("ConditionsMonitor.start() called twice; create one monitor per daemon run")
+        self._state = "starting"
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._state = "running"
+
+    async def stop(self) -> None:
+        """Stop every source and release the sleep lock; idempotent and bounded."""
+        if self._state == "stopped":
+            return
+        self._state = "stopped"
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        sources: list[Any] = [self._thermal]
+        for area in self._areas.values():
+            sources += [area.primary, area.fallback]
+        for source in sources:
+            if source is not None:
+                try:
+                    await asyncio.wait_for(source.stop(), REFRESH_TIMEOUT_S)
+                except Exception as exc:  # noqa: BLE001 - stopping must go on whatever one source does
+                    _log.warning("conditions.source_stop_failed", source=source.name, error=repr(exc))
+        if self._bus is not None:
+            await self._bus.close()
+            self._bus = None
+
+    async def __aenter__(self) -> ConditionsMonitor:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def refresh(self) -> None:
+        """Re-read every active source (after resume, bus reconnect, SIGHUP)."""
+        sources = [a.active for a in self._areas.values()] + [self._thermal]
+        for source in sources:
+            if source is None:
+                continue
+            try:
+                await asyncio.wait_for(source.refresh(), REFRESH_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - one failing source must not stop the others' refresh
+                _log.warning("conditions.refresh_failed", source=source.name, error=repr(exc))
+
+    def override(self, fact: str, value: Any | None) -> None:
+        """Simulate ``fact`` = ``value`` over whatever the source says; ``None`` clears the override.
+
+        Raises:
+            ValueError: ``fact`` is not a fact of ``Conditions``.
+        """
+        if fact not in FACTS:
+            raise ValueError(f"no condition named {fact!r}; conditions are {sorted(FACTS)}")
+        now = self._clock()
+        if value is None:
+            if fact in self._overrides:
+                del self._overrides[fact]
+                _log.info("conditions.override_cleared", fact=fact, simulated=True)
+            real = getattr(self._base, fact)
+            self._set_current(self._current.updated(now, self._base.sources.get(fact, ""), **{fact: real}))
+            return
+        self._overrides[fact] = value
+        _log.info("conditions.override_set", fact=fact, value=value, simulated=True)
+        self._set_current(self._current.updated(now, SIMULATED, **{fact: value}))
+
+    async def hold_sleep_lock(self) -> bool:
+        """Hold logind's delay lock while a cycle runs; False where there is no logind."""
+        if self._logind is None:
+            return False
+        return bool(await self._logind.hold_sleep_lock())
+
+    def release_sleep_lock(self) -> None:
+        """Release the delay lock (the trainer has stopped, or the cycle ended); idempotent."""
+        if self._logind is not None:
+            self._logind.release_sleep_lock()
+
+    @property
+    def is_sleep_lock_held(self) -> bool:
+        """Whether the delay lock is held now."""
+        return self._logind is not None and bool(self._logind.is_lock_held)
+
+    def set_thermal_active(self, active: bool) -> None:
+        """Poll temperature (and free disk) while a cycle runs or is due; never otherwise."""
+        if self._thermal is not None:
+            self._thermal.set_active(active)
+
+    def refresh_disk(self) -> float | None:
+        """Read the state directory's free space now; publishes it and returns MiB (None if unknown)."""
+        return self._thermal.refresh_disk() if self._thermal is not None else None
+
+    async def _start(self) -> None:
+        cfg = self._config
+        is_linux = self._platform.startswith("linux")
+        wants_bus = is_linux and (
+            cfg.power_source in ("auto", "upower")
+            or cfg.network_source in ("auto", "networkmanager")
+            or cfg.sleep_source in ("auto", "logind")
+        )
+        if wants_bus:
+            from syftd.conditions.dbus import SystemBus
+
+            self._bus = await SystemBus.connect(cfg.bus_address)
+        self._areas = {
+            "power": self._power_area(cfg.power_source),
+            "network": self._network_area(cfg.network_source),
+            "sleep": self._sleep_area(cfg.sleep_source),
+        }
+        self._thermal = ThermalSource(self._publisher("thermal"), cfg.sysfs_root, self._state_dir,
+                                      cfg.thermal_poll_s)
+        for area in self._areas.values():
+            await self._start_area(area)
+        await self._thermal.start()
+
+    def _require_bus(self, area: str, source: str) -> Any:
+        if self._bus is None:
+            raise ConditionSourceError(
+                f"{area}_source = {source!r} needs the system bus, and none answered; "
+                f"set bus_address or choose another {area}_source"
+            )
+        return self._bus
+
+    def _power_area(self, choice: str) -> _Area:
+        publish = self._publisher("power")
+        area = _Area("power")
+        sysfs = SysfsPowerSource(publish, self._config.sysfs_root, self._config.poll_interval_s)
+        if choice == "auto":
+            choice = "macos" if self._platform == "darwin" else ("upower" if self._bus else "sysfs")
+            area.fallback = sysfs if choice == "upower" else None
+        if choice == "upower":
+            from syftd.conditions.upower import UPowerSource
+
+            area.primary = UPowerSource(self._require_bus("power", choice), publish, self._on_availability(area))
+        elif choice == "sysfs":
+            area.fallback = sysfs
+        elif choice == "macos":
+            area.fallback = self._mac_power(publish)
+        else:
+            area.fallback = FixedSource("none", publish, _ASSUMED["power"])
+        return area
+
+    def _network_area(self, choice: str) -> _Area:
+        publish = self._publisher("network")
+        area = _Area("network")
+        from syftd.conditions.route import RouteSource
+
+        route = RouteSource(publish, sysfs_root=self._config.sysfs_root, proc_net=self._proc_net,
+                            poll_interval_s=self._config.poll_interval_s,
+                            metered_policy=self._config.metered_policy)
+        if choice == "auto":
+            choice = "macos" if self._platform == "darwin" else ("networkmanager" if self._bus else "route")
+            area.fallback = route if choice == "networkmanager" else None
+        if choice == "networkmanager":
+            from syftd.conditions.networkmanager import NetworkManagerSource
+
+            area.primary = NetworkManagerSource(self._require_bus("network", choice), publish,
+                                                self._on_availability(area))
+        elif choice == "route":
+            area.fallback = route
+        elif choice == "macos":
+            from syftd.conditions.macos import MacNetworkSource
+
+            area.fallback = MacNetworkSource(publish, self._mac_api())
+        else:
+            area.fallback = FixedSource("none", publish, _ASSUMED["network"])
+        return area
+
+    def _mac_api(self) -> Any:
+        from syftd.conditions.macos import IOKitAPI
+
+        try:
+            return IOKitAPI()
+        except OSError as exc:
+            raise ConditionSourceError(f"the macOS sources cannot run here ({exc}); choose another source") from exc
+
+    def _mac_power(self, publish: Callable[[str, Mapping[str, Any]], None]) -> Source:
+        from syftd.conditions.macos import MacPowerSource, PmsetPowerSource
+
+        try:
+            return MacPowerSource(publish, self._mac_api())
+        except ConditionSourceError:
+            if self._platform != "darwin":
+                raise
+            _log.warning("conditions.iokit_unavailable", fallback="pmset")
+            return PmsetPowerSource(publish, self._config.poll_interval_s)
+
+    def _sleep_area(self, choice: str) -> _Area:
+        publish = self._publisher("sleep")
+        area = _Area("sleep")
+        fixed = FixedSource("none", publish, _ASSUMED["sleep"])
+        if choice == "auto":
+            choice = "logind" if self._bus else "none"
+            area.fallback = fixed if choice == "logind" else None
+        if choice == "logind":
+            from syftd.conditions.logind import LogindSource
+
+            area.primary = self._logind = LogindSource(
+                self._require_bus("sleep", choice), publish, self._on_availability(area), self._on_resume
+            )
+        else:
+            area.fallback = fixed
+        return area
+
+    async def _start_area(self, area: _Area) -> None:
+        if area.primary is not None:
+            await area.primary.start()
+        if area.primary is None or not area.primary.available:
+            await self._start_fallback(area)
+        _log.info(
+            "conditions.source_selected",
+            area=area.name,
+            source=area.primary.name if area.primary is not None else getattr(area.fallback, "name", None),
+            fallback=area.fallback.name if area.primary is not None and area.fallback is not None else None,
+            active=area.active.name if area.active is not None else None,
+        )
+
+    async def _start_fallback(self, area: _Area) -> None:
+        if area.fallback is None:
+            self._publish(area.primary.name, dict.fromkeys(AREA_FACTS[area.name]))
+            return
+        if not area.is_fallback_running:
+            area.is_fallback_running = True
+            await area.fallback.start()
+
+    def _on_availability(self, area: _Area) -> Callable[[bool], None]:
+        def changed(available: bool) -> None:
+            if self._state in ("stopped", "new"):
+                return
+            task = asyncio.ensure_future(self._switch(area, available))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return changed
+
+    async def _switch(self, area: _Area, available: bool) -> None:
+        async with area.switching:
+            if available and area.is_fallback_running and area.fallback is not None:
+                area.is_fallback_running = False
+                await area.fallback.stop()
+                _log.info("conditions.source_switched", area=area.name, to=area.primary.name)
+            elif not available and area.primary is not None and not area.primary.available:
+                await self._start_fallback(area)
+                _log.warning("conditions.source_switched", area=area.name,
+                             to=area.fallback.name if area.fallback is not None else None,
+                             lost=area.primary.name)
+
+    async def _on_resume(self) -> None:
+        _log.info("conditions.resumed")
+        await self.refresh()
+
+    def _publisher(self, area_name: str) -> Callable[[str, Mapping[str, Any]], None]:
+        def publish(source: str, facts: Mapping[str, Any]) -> None:
+            area = self._areas.get(area_name)
+            if area is not None and area.primary is not None and source != area.primary.name:
+                if area.primary.available:
+                    return
+            self._publish(source, facts)
+
+        return publish
+
+    def _publish(self, source: str, facts: Mapping[str, Any]) -> None:
+        now = self._clock()
+        self._base = self._base.updated(now, source, **facts)
+        visible = {k: v for k, v in facts.items() if k not in self._overrides}
+        if visible:
+            self._set_current(self._current.updated(now, source, **visible))
+
+    def _set_current(self, new: Conditions) -> None:
+        old, self._current = self._current, new
+        if new is old:
+            return
+        before = old.as_dict()
+        changed = {k: v for k, v in new.as_dict().items() if before[k] != v}
+        if not changed:
+            return
+        _log.info("conditions.changed", **changed)
+        for callback in list(self._subscribers):
+            try:
+                callback(new)
+            except Exception:  # noqa: BLE001 - one subscriber must not break the others
+                _log.exception("conditions.subscriber_failed", subscriber=repr(callback))

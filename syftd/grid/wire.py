@@ -111,7 +111,8 @@ def encode_plan(torchscript: bytes, name: str) -> bytes:
     """
     if not torchscript:
         raise WireError(f"plan {name!r}: torchscript is empty")
-    return pb.Plan(name=name, torchscript=bytes(torchscript)).SerializeToString()
+    plan = pb.Plan(name=name, torchscript=bytes(torchscript))
+    return bytes(plan.SerializeToString())
 
 
 def plan_torchscript(data: bytes) -> bytes:

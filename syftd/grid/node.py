@@ -1,0 +1,405 @@
+"""A PyGrid-compatible node for model-centric FL, in one asyncio process (``syftd grid serve``).
+
+Owns the node object: its lifecycle on a TCP port (``start``/``stop``), hosting, the worker
+operations independent of transport (authenticate, cycle-request, report, host-training), running
+cycles to completion (check each diff, average, next checkpoint, next cycle) and the test controls
+(hold reports, fail the next requests, close the cycle now, observe reports and checkpoints).
+Does not own HTTP/WebSocket wiring or the node revisions' wire differences (``noderoutes``), the
+tables and PyGrid's rules (``nodestate``), JWT checks (``nodeauth``) or arithmetic (``averaging``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import enum
+import hashlib
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from aiohttp import web
+
+from syftd.errors import WireError
+from syftd.grid import nodeauth
+from syftd.grid.averaging import apply_mean_diff, diff_problem
+from syftd.grid.nodestate import NOT_FOUND, Cycle, HostingRefused, NodeState, Process, Refusal
+from syftd.log import get_logger
+from syftd.statedir import atomic_write
+
+__all__ = ["GridNode", "HostingRefused", "NodeOptions", "ReportRecord", "Revision"]
+
+_log = get_logger("grid.node")
+
+
+class Revision(str, enum.Enum):
+    """Which PyGrid server revision the node imitates on the wire (spec §0.2)."""
+
+    PG_DEV = "pg-dev"
+    PG_MASTER = "pg-master"
+    R0914 = "0914"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """How the node behaves: wire revision, checkpoint directory, speed-test size, test controls."""
+
+    revision: Revision = Revision.PG_DEV
+    checkpoint_dir: Path | None = None
+    speed_test_bytes: int = 4 * 1024 * 1024
+    test_controls: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRecord:
+    """A report the node stored: who, for which process and cycle, the raw diff, over which transport."""
+
+    worker_id: str
+    request_key: str
+    model: str
+    version: str
+    cycle: int
+    diff: bytes
+    transport: Literal["ws", "http"]
+
+    def summary(self) -> dict[str, Any]:
+        """The record as JSON-able values (the diff as size and sha256)."""
+        return {
+            "worker_id": self.worker_id,
+            "request_key": self.request_key,
+            "model": self.model,
+            "version": self.version,
+            "cycle": self.cycle,
+            "diff_size": len(self.diff),
+            "diff_sha256": hashlib.sha256(self.diff).hexdigest(),
+            "transport": self.transport,
+        }
+
+
+class GridNode:
+    """The node: ``async with GridNode() as node:`` serves on 127.0.0.1 at a free port (``node.url``)."""
+
+    def __init__(self, options: NodeOptions | None = None, *, clock: Callable[[], datetime] = datetime.now) -> None:
+        self.options = options or NodeOptions()
+        self.state = NodeState()
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._reports: list[ReportRecord] = []
+        self._holding = False
+        self._release = asyncio.Event()
+        self._held = 0
+        self._failures: list[int] = []
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.host_address = "127.0.0.1"
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """The HTTP base URL, e.g. ``http://127.0.0.1:41234``."""
+        host = f"[{self.host_address}]" if ":" in self.host_address else self.host_address
+        return f"http://{host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket URL (path ``/``)."""
+        return "ws" + self.url[len("http") :] + "/"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on ``host:port`` (0 picks a free port, see ``.port``); returns once accepting."""
+        if self._runner is not None:
+            raise RuntimeError("GridNode.start() called twice; create one node per run")
+        from syftd.grid.noderoutes import build_app
+
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+        except BaseException:
+            sock.close()
+            raise
+        runner = web.AppRunner(build_app(self), shutdown_timeout=2.0, access_log=None)
+        try:
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+        except BaseException:
+            await runner.cleanup()
+            sock.close()
+            raise
+        self._runner = runner
+        self.host_address, self.port = host, int(sock.getsockname()[1])
+        _log.info("grid_node.started", url=self.url, revision=self.options.revision.value)
+
+    async def stop(self) -> None:
+        """Release held reports, close sockets and stop listening; idempotent."""
+        runner, self._runner = self._runner, None
+        self._holding = False
+        self._release.set()
+        if runner is not None:
+            await runner.cleanup()
+            _log.info("grid_node.stopped", url=self.url)
+
+    async def __aenter__(self) -> GridNode:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def host(
+        self,
+        name: str,
+        version: str,
+        model: bytes,
+        plans: Mapping[str, bytes],
+        client_config: Mapping[str, Any],
+        server_config: Mapping[str, Any],
+        *,
+        protocols: Mapping[str, bytes] | None = None,
+        averaging_plan: bytes | None = None,
+    ) -> Process:
+        """Host an FL process (model State bytes, Plan bytes with TorchScript in field 7).
+
+        Raises:
+            HostingRefused: PyGrid's hosting errors; also a JWT configuration without PyJWT.
+        """
+        config = {"name": name, "version": version, **client_config}
+        if (config["name"], config["version"]) != (name, version):
+            raise HostingRefused("client_config name/version differ from the hosted name/version")
+        try:
+            nodeauth.check_available(server_config)
+        except RuntimeError as exc:
+            raise HostingRefused(str(exc)) from None
+        process = self.state.host(
+            model=model,
+            plans=plans,
+            client_config=config,
+            server_config=server_config,
+            protocols=protocols,
+            averaging_plan=averaging_plan,
+            now=self._clock(),
+        )
+        if averaging_plan is not None:
+            _log.info("grid_node.averaging_plan_ignored", model=name, version=version)
+        _log.info("grid_node.hosted", model=name, version=version, plans=sorted(plans))
+        self._save_checkpoint(process)
+        self._notify()
+        return process
+
+    def host_training(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``model-centric/host-training`` operation: hex State and Plans plus configs."""
+        try:
+            client_config, server_config = dict(data["client_config"]), dict(data["server_config"])
+            self.host(
+                str(client_config.get("name")),
+                str(client_config.get("version")),
+                bytes.fromhex(data["model"]),
+                {n: bytes.fromhex(h) for n, h in dict(data.get("plans") or {}).items()},
+                client_config,
+                server_config,
+                protocols={n: bytes.fromhex(h) for n, h in dict(data.get("protocols") or {}).items()},
+                averaging_plan=bytes.fromhex(data["averaging_plan"]) if data.get("averaging_plan") else None,
+            )
+        except KeyError as exc:
+            return {"error": str(exc)}
+        except (HostingRefused, ValueError, TypeError) as exc:
+            return {"error": str(exc)}
+        return {"status": "success"}
+
+    async def authenticate(self, data: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+        """The authenticate operation; returns the answer and its HTTP status (spec §2.1)."""
+        version = data.get("model_version")
+        process = self.state.find(str(data.get("model_name")), str(version) if version else None)
+        if process is None:
+            return {"error": NOT_FOUND}, 401
+        problem = await nodeauth.verify(data.get("auth_token"), process.server_config)
+        if problem is not None:
+            return {"error": problem}, 400
+        worker = self.state.new_worker()
+        return {"status": "success", "worker_id": worker.id, "requires_speed_test": process.requires_speed_test}, 200
+
+    def cycle_request(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The cycle-request operation (spec §2.2)."""
+        answer = self.state.cycle_request(data, self._clock())
+        self._notify()
+        return answer
+
+    async def report(self, data: Mapping[str, Any], transport: Literal["ws", "http"]) -> dict[str, Any]:
+        """The report operation: store the diff, then complete the cycle if it is ready (spec §2.6, §7)."""
+        text = data.get("diff")
+        if not isinstance(text, str):
+            return {"error": "'NoneType' object has no attribute 'encode'"}
+        try:
+            diff = base64.b64decode(text)
+        except (binascii.Error, ValueError) as exc:
+            return {"error": str(exc)}
+        await self._hold_point()
+        try:
+            assignment = self.state.record_report(str(data.get("worker_id")), str(data.get("request_key")), diff)
+        except Refusal as refusal:
+            return {"error": refusal.message}
+        cycle = assignment.cycle
+        record = ReportRecord(
+            assignment.worker_id, assignment.request_key, cycle.process.name, cycle.process.version,
+            cycle.number, diff, transport,
+        )
+        self._reports.append(record)
+        _log.info("grid_node.report_received", model=record.model, cycle=record.cycle, size=len(diff))
+        await self._complete(cycle, force=False)
+        self._notify()
+        return {"status": "success"}
+
+    def hold_reports(self) -> None:
+        """From now on, reports (WS and HTTP) wait before they are stored, until ``release_reports``."""
+        if not self._holding:
+            self._holding = True
+            self._release = asyncio.Event()
+
+    def release_reports(self) -> None:
+        """Stop holding; the held reports proceed."""
+        self._holding = False
+        self._release.set()
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        """Answer the next ``count`` HTTP requests (WebSocket handshakes included) with ``status``."""
+        self._failures.extend([status] * count)
+        self._notify()
+
+    def take_failure(self) -> int | None:
+        """The status to fail the current request with, if a failure is pending."""
+        return self._failures.pop(0) if self._failures else None
+
+    async def close_cycle(self, name: str | None = None, version: str | None = None) -> bool:
+        """Complete the current cycle of a process now (default: the last hosted).
+
+        Averages the valid diffs reported so far into a new checkpoint (none reported: no new
+        checkpoint), then opens the next cycle unless ``num_cycles`` is reached. False if no cycle is open.
+        """
+        process = self.state.find_or_last(name, version)
+        cycle = process.current_cycle() if process is not None else None
+        if cycle is None:
+            return False
+        await self._complete(cycle, force=True)
+        self._notify()
+        return True
+
+    @property
+    def reports(self) -> list[ReportRecord]:
+        """Every report stored so far, in arrival order."""
+        return list(self._reports)
+
+    @property
+    def held_reports(self) -> int:
+        """How many reports are waiting at the hold point now."""
+        return self._held
+
+    def checkpoint_number(self, name: str, version: str | None = None) -> int:
+        """The latest checkpoint number of a process (1 after hosting).
+
+        Raises:
+            KeyError: no such process.
+        """
+        process = self.state.find(name, version)
+        if process is None:
+            raise KeyError(f"no FL process {name!r} {version or ''}".rstrip())
+        return process.checkpoint_number
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the test controls report: processes, cycles, checkpoints, reports, held and failing."""
+        return {
+            "revision": self.options.revision.value,
+            "held": self._held,
+            "holding": self._holding,
+            "failing": len(self._failures),
+            "processes": [_process_summary(p) for p in self.state.processes],
+            "reports": [r.summary() for r in self._reports],
+        }
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` holds (re-checked on every change); False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return predicate()
+        return True
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _hold_point(self) -> None:
+        if not self._holding:
+            return
+        self._held += 1
+        self._notify()
+        try:
+            await self._release.wait()
+        finally:
+            self._held -= 1
+            self._notify()
+
+    async def _complete(self, cycle: Cycle, *, force: bool) -> None:
+        async with self._lock:
+            if cycle.completed:
+                return
+            process = cycle.process
+            model = process.latest
+            pending = [(a, a.diff) for a in cycle.reported() if a.valid is None and a.diff is not None]
+            problems = await asyncio.to_thread(lambda: [diff_problem(d, model) for _, d in pending])
+            for (assignment, diff), problem in zip(pending, problems, strict=True):
+                if assignment.diff is diff:
+                    assignment.valid = problem is None
+                if problem is not None:
+                    _log.warning("grid_node.diff_rejected", model=process.name, cycle=cycle.number, why=problem)
+            if not force and not self.state.ready(cycle, self._clock()):
+                return
+            diffs = [a.diff for a in cycle.reported() if a.diff is not None]
+            try:
+                new_model = await asyncio.to_thread(apply_mean_diff, model, diffs) if diffs else None
+            except WireError as exc:
+                _log.warning("grid_node.averaging_failed", model=process.name, cycle=cycle.number, why=str(exc))
+                return
+            self.state.finish(cycle, new_model, self._clock())
+            if new_model is not None:
+                await asyncio.to_thread(self._save_checkpoint, process)
+            _log.info(
+                "grid_node.cycle_completed",
+                model=process.name, cycle=cycle.number, diffs=len(diffs), checkpoint=process.checkpoint_number,
+            )
+
+    def _save_checkpoint(self, process: Process) -> None:
+        root = self.options.checkpoint_dir
+        if root is None:
+            return
+        directory = root / process.name / process.version
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(directory / f"checkpoint-{process.checkpoint_number}.pb", process.latest)
+
+
+def _process_summary(process: Process) -> dict[str, Any]:
+    cycle = process.current_cycle()
+    return {
+        "name": process.name,
+        "version": process.version,
+        "model_id": process.model_id,
+        "checkpoint": process.checkpoint_number,
+        "completed_cycles": process.completed_cycles,
+        "cycle": cycle.number if cycle is not None else None,
+        "finished": cycle is None,
+        "assigned": len(cycle.assignments) if cycle is not None else 0,
+        "reported": len(cycle.reported()) if cycle is not None else 0,
+    }

@@ -16,13 +16,20 @@ from typing import Any, Protocol
 
 from syftd import __version__
 from syftd import config as config_mod
+from syftd.conditions.monitor import ConditionsMonitor
 from syftd.config import Config
 from syftd.control import ControlServer
 from syftd.errors import ConfigError
+from syftd.expiry import ExpiryReason
+from syftd.grid.client import GridClient
+from syftd.history import History
+from syftd.identity import Identity
 from syftd.jobs import JobManager
 from syftd.log import get_logger
 from syftd.sdnotify import Notifier
+from syftd.spool import Spool
 from syftd.statedir import StateDir
+from syftd.trainer.process import TrainerPool
 
 __all__ = ["Daemon", "Service"]
 
@@ -53,7 +60,24 @@ class Daemon:
     def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
         self.config = config
         self.notifier = notifier if notifier is not None else Notifier()
-        self.jobs = JobManager(config)
+        state = StateDir(config.daemon.state_dir)
+        self._state = state
+        self.monitor = ConditionsMonitor(config.daemon.conditions, config.daemon.state_dir)
+        self.pool = TrainerPool(
+            shutdown_grace_s=config.daemon.shutdown_grace_s,
+            log_format="json" if config.daemon.log_format == "auto" else config.daemon.log_format,
+            log_level=config.daemon.log_level,
+        )
+        self.jobs = JobManager(
+            config,
+            monitor=self.monitor,
+            pool=self.pool,
+            spool=Spool(config.daemon.state_dir),
+            history=History(config.daemon.state_dir),
+            identity=Identity(config.daemon.state_dir),
+            client_factory=lambda job, token: GridClient(job.grid, token=token),
+            status=self.notifier.status,
+        )
         self._actions: asyncio.Queue[str] = asyncio.Queue()
         self._sigint_count = 0
         self._reloads = 0
@@ -97,10 +121,8 @@ class Daemon:
         return 0
 
     def _services(self) -> list[_Named]:
-        state = StateDir(self.config.daemon.state_dir)
-
         async def ensure_state() -> None:
-            state.ensure()
+            self._state.ensure()
 
         async def nothing() -> None:
             return None
@@ -108,6 +130,8 @@ class Daemon:
         control = ControlServer(self.config.daemon.runtime_dir, self._handlers())
         return [
             _Named("state_dir", ensure_state, nothing),
+            _Named("conditions", self.monitor.start, self.monitor.stop),
+            _Named("trainers", self.pool.start, self.pool.stop),
             _Named("jobs", self.jobs.start, self.jobs.stop),
             _Named("control", control.start, control.stop),
         ]
@@ -125,7 +149,7 @@ class Daemon:
             elif action == "trigger":
                 self.jobs.trigger()
             elif action == "expire":
-                self.jobs.expire(reason="manual")
+                self.jobs.expire(reason=ExpiryReason.MANUAL)
 
     async def _watchdog(self, interval_s: float) -> None:
         while True:
@@ -198,7 +222,7 @@ class Daemon:
             return {"jobs": names, "message": f"triggered: {', '.join(names) or 'no enabled job'}"}
 
         async def expire(params: dict[str, Any]) -> Any:
-            names = self.jobs.expire(params.get("job"), reason="manual")
+            names = self.jobs.expire(params.get("job"), reason=ExpiryReason.MANUAL)
             return {"jobs": names, "message": f"expire requested: {', '.join(names) or 'no enabled job'}"}
 
         async def simulate(params: dict[str, Any]) -> Any:

@@ -1,70 +1,425 @@
-"""The jobs of the running daemon: what each is doing, and the operator's verbs on them.
+"""The jobs of the running daemon: when each cycle starts, when it is expired, and what it ended with.
 
-Owns the per-job state table that ``syftd status`` and ``syftd why`` show, and the entry points the
-daemon calls for signals and control verbs (trigger, expire, simulate, reconfigure). Until the cycle
-machinery exists it only records and logs; it does not decide or run anything itself.
+Owns the per-job runtime (``policy.JobState``, the running cycle, the last decision), the event-driven
+loop that asks ``policy.decide`` afresh on every conditions change, timer, trigger or cycle end (it
+sleeps until the earliest time a decision names; nothing ticks), the expiration of running cycles
+(a lost constraint, the budget, sleep, a config change, the operator, shutdown), the report of spooled
+diffs, the canonical ``cycle.finished`` line, the history and the ``STATUS=`` text. Does not own the
+decision rules (``policy``), the protocol steps of a cycle (``cycle``), reading conditions
+(``conditions``) or training (``trainer``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from syftd import policy
+from syftd.conditions import Conditions
 from syftd.config import Config, JobConfig
+from syftd.cycle import CycleRecord, CycleRun, CycleState, new_cycle_id, report_entry
+from syftd.errors import GridError, TokenError
+from syftd.expiry import ExpiryReason
 from syftd.log import get_logger
 
-__all__ = ["ExpiryReasonName", "JobManager"]
+__all__ = ["JobManager"]
 
 _log = get_logger("syftd.jobs")
-
-ExpiryReasonName = str
+_STATUS_MIN_INTERVAL_S = 1.0
+_SIMULATED = {"power-loss": ("on_external_power", False), "network-loss": ("online", False)}
 
 
 @dataclass(slots=True)
-class _JobEntry:
+class _Job:
     config: JobConfig
-    state: str = "waiting"
-    since: float = 0.0
-    last_outcome: str | None = None
-    next_run: str | None = None
+    state: policy.JobState = field(default_factory=policy.JobState)
+    run: CycleRun | None = None
+    task: asyncio.Task[Any] | None = None
+    decision: policy.Decision | None = None
+    last: dict[str, Any] | None = None
+    token: str | None = None
+    token_error: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    override_timer: asyncio.TimerHandle | None = None
+    budget_timer: asyncio.TimerHandle | None = None
+    cycles: int = 0
 
 
 class JobManager:
-    """Keeps one entry per configured job and answers the operator's verbs."""
+    """Runs the configured jobs; every public method is called on the event loop."""
 
-    def __init__(self, config: Config) -> None:
-        self._jobs: dict[str, _JobEntry] = {}
+    def __init__(
+        self,
+        config: Config,
+        *,
+        monitor: Any = None,
+        pool: Any = None,
+        spool: Any = None,
+        history: Any = None,
+        identity: Any = None,
+        client_factory: Callable[[JobConfig, str | None], Any] | None = None,
+        status: Callable[[str], None] = lambda _text: None,
+        clock: Callable[[], float] = time.monotonic,
+        uniform: Callable[[], float] = random.random,
+    ) -> None:
+        self._config = config
+        self._monitor = monitor
+        self._pool = pool
+        self._spool = spool
+        self._history = history
+        self._identity = identity
+        self._client_factory = client_factory
+        self._status = status
+        self._clock = clock
+        self._uniform = uniform
+        self._jobs: dict[str, _Job] = {}
+        self._conditions = monitor.current if monitor is not None else Conditions()
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._stopping = False
+        self._background: set[asyncio.Future[None]] = set()
+        self._last_status = ("", 0.0)
         self.reconfigure(config)
 
-    async def start(self) -> None:
-        """Nothing to start until cycles exist."""
+    # ------------------------------------------------------------------ service
 
-    async def stop(self, reason: ExpiryReasonName = "shutdown") -> None:
-        """Expire every running cycle with ``reason``; idempotent."""
-        for name in self._jobs:
-            _log.debug("job.stopped", job=name, reason=reason)
+    async def start(self) -> None:
+        """Subscribe to conditions and start deciding."""
+        if self._monitor is not None:
+            self._unsubscribe = self._monitor.subscribe(self._on_conditions)
+            self._on_conditions(self._monitor.current)
+        self._loop_task = asyncio.create_task(self._loop(), name="syftd.jobs")
+
+    async def stop(self) -> None:
+        """Expire every running cycle with SHUTDOWN, abort reports, wait (bounded); idempotent."""
+        self._stopping = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        tasks = []
+        for job in self._jobs.values():
+            if job.run is not None:
+                job.run.flag.expire(ExpiryReason.SHUTDOWN)
+                job.run.abort_report()
+            if job.task is not None:
+                tasks.append(job.task)
+        if tasks:
+            bound = self._config.daemon.shutdown_grace_s + 3.0
+            _done, pending = await asyncio.wait(tasks, timeout=bound)
+            for task in pending:
+                task.cancel()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+
+    # ------------------------------------------------------------------ configuration
 
     def reconfigure(self, config: Config) -> dict[str, list[str]]:
-        """Apply a new configuration; returns the names of added, removed and changed jobs."""
-        old = {name: entry.config for name, entry in self._jobs.items()}
+        """Apply a new configuration; a removed or changed job's running cycle expires (config_changed)."""
+        old = {name: job.config for name, job in self._jobs.items()}
         new = {job.name: job for job in config.job}
         changes = {
             "added": sorted(new.keys() - old.keys()),
             "removed": sorted(old.keys() - new.keys()),
             "changed": sorted(n for n in new.keys() & old.keys() if new[n] != old[n]),
         }
-        now = time.time()
+        self._config = config
         for name in changes["removed"]:
-            del self._jobs[name]
-        for name, job in new.items():
-            entry = self._jobs.get(name)
-            if entry is None:
-                self._jobs[name] = _JobEntry(job, state="waiting" if job.enabled else "disabled", since=now)
-            else:
-                entry.config = job
-                entry.state = "waiting" if job.enabled else "disabled"
+            job = self._jobs.pop(name)
+            self._expire(job, ExpiryReason.CONFIG_CHANGED)
+        for name in changes["changed"]:
+            job = self._jobs[name]
+            self._expire(job, ExpiryReason.CONFIG_CHANGED)
+            job.config = new[name]
+            self._load_token(job)
+        for name in changes["added"]:
+            job = _Job(new[name])
+            job.state = dataclasses.replace(job.state, spool_pending=self._pending_count(name))
+            self._jobs[name] = job
+            self._load_token(job)
+        self._jobs = {name: self._jobs[name] for name in new}  # keep the file's order
+        self._wake.set()
         return changes
+
+    def _load_token(self, job: _Job) -> None:
+        job.token, job.token_error = None, None
+        path = job.config.grid.token_file
+        if path is None:
+            return
+        from syftd.grid.client import read_token
+
+        try:
+            job.token = read_token(path)
+        except TokenError as exc:
+            job.token_error = str(exc)
+            _log.error("grid.token_refused", job=job.config.name, path=str(path), error=str(exc))
+            return
+        _log.info("grid.token_loaded", job=job.config.name, path=str(path), length=len(job.token))
+
+    # ------------------------------------------------------------------ conditions
+
+    def _on_conditions(self, conditions: Conditions) -> None:
+        self._conditions = conditions
+        now = self._clock()
+        for job in self._jobs.values():
+            constraints = job.config.constraints
+            job.state = dataclasses.replace(
+                job.state,
+                constraint_since=policy.track(job.state.constraint_since, self._effective(job, now), constraints, now),
+            )
+            self._check_running(job, now)
+        self._wake.set()
+
+    def _effective(self, job: _Job, now: float) -> Conditions:
+        if not job.overrides:
+            return self._conditions
+        return self._conditions.updated(now, "simulated", **job.overrides)
+
+    def _check_running(self, job: _Job, now: float) -> None:
+        run = job.run
+        if run is None:
+            return
+        conditions = self._effective(job, now)
+        if run.state in (CycleState.REPORTING, CycleState.SPOOLING):
+            if job.config.constraints.requires_network and conditions.online is False:
+                run.abort_report()
+            return
+        if job.state.forced and not conditions.sleeping:
+            return
+        reason = policy.expiry_reason(conditions, job.config.constraints)
+        if reason is not None:
+            self._expire(job, reason)
+
+    def _expire(self, job: _Job, reason: ExpiryReason) -> bool:
+        run = job.run
+        if run is None or run.state.is_terminal:
+            return False
+        if run.state in (CycleState.SPOOLING, CycleState.REPORTING):
+            if reason in (ExpiryReason.SHUTDOWN, ExpiryReason.NETWORK_LOST, ExpiryReason.SLEEP):
+                run.abort_report()
+            return False
+        if run.flag.expire(reason):
+            _log.info("cycle.expiring", job=job.config.name, cycle=run.cycle_id, reason=reason.label,
+                      state=run.state.value)
+        return True
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            next_at = self._tick()
+            timeout = None if next_at is None else max(0.0, next_at - self._clock())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _tick(self) -> float | None:
+        now = self._clock()
+        wall = dt.datetime.now().astimezone()
+        next_at: float | None = None
+        running = sum(1 for job in self._jobs.values() if job.task is not None)
+        needs_thermal = False
+        for job in self._jobs.values():
+            if job.token_error is not None:
+                continue
+            busy = job.task is not None
+            state = dataclasses.replace(job.state, running=busy)
+            decision = policy.decide(
+                self._effective(job, now), state, now, wall, job.config,
+                running=running - (1 if busy else 0), max_running=self._config.daemon.max_concurrent_jobs,
+            )
+            job.decision = decision
+            if job.config.constraints.max_temperature_c is not None and decision.action in (
+                policy.Action.START, policy.Action.RUNNING, policy.Action.WAIT_FOR, policy.Action.WAIT_UNTIL
+            ):
+                needs_thermal = True
+            if decision.action is policy.Action.START and not self._stopping:
+                self._start_cycle(job, decision)
+                running += 1
+            elif decision.action is policy.Action.REPORT and not self._stopping:
+                self._start_report(job)
+                running += 1
+            elif decision.action is policy.Action.WAIT_UNTIL and decision.at is not None:
+                next_at = decision.at if next_at is None else min(next_at, decision.at)
+        if self._monitor is not None:
+            self._monitor.set_thermal_active(needs_thermal)
+        self._publish_status()
+        return next_at
+
+    # ------------------------------------------------------------------ cycles
+
+    def _start_cycle(self, job: _Job, decision: policy.Decision) -> None:
+        from syftd.trainer.expiry import ExpiryFlag
+
+        cfg = job.config
+        cycle_id = new_cycle_id()
+        flag = ExpiryFlag()
+        run = CycleRun(
+            cfg, cycle_id=cycle_id, flag=flag,
+            client=lambda: self._client(cfg, job.token),
+            pool=self._pool, spool=self._spool, identity=self._identity,
+            on_state=lambda _run: self._publish_status(force=True),
+            on_progress=self._on_progress,
+        )
+        job.run = run
+        job.cycles += 1
+        if job.state.forced:
+            _log.warning("job.forced", job=cfg.name, cycle=cycle_id, note="constraints ignored for this cycle")
+        job.state = dataclasses.replace(job.state, triggered=False, forced=job.state.forced, running=True,
+                                        running_since=self._clock())
+        loop = asyncio.get_running_loop()
+        job.budget_timer = loop.call_later(cfg.budget.max_cycle_s, self._expire, job, ExpiryReason.BUDGET)
+        if self._monitor is not None:
+            self._spawn_quiet(self._monitor.hold_sleep_lock())
+        _log.info("cycle.started", job=cfg.name, cycle=cycle_id, decision=decision.reason.value)
+        job.task = asyncio.create_task(self._run_cycle(job, run), name=f"syftd.cycle.{cfg.name}")
+
+    async def _run_cycle(self, job: _Job, run: CycleRun) -> None:
+        try:
+            record = await run.run()
+        except Exception as exc:  # noqa: BLE001 - a bug in one cycle must not take the daemon down
+            _log.exception("cycle.crashed", job=job.config.name, cycle=run.cycle_id)
+            record = run.record
+            record.outcome, record.reason, record.error = "failed", "internal", repr(exc)
+        finally:
+            if job.budget_timer is not None:
+                job.budget_timer.cancel()
+                job.budget_timer = None
+            run.flag.close()
+            job.run, job.task = None, None
+            if self._monitor is not None and not any(j.run is not None for j in self._jobs.values()):
+                # the trainer has stopped: logind may suspend now (platform-notes §1.3)
+                self._monitor.release_sleep_lock()
+        self._finish(job, record)
+
+    def _finish(self, job: _Job, record: CycleRecord) -> None:
+        now = self._clock()
+        schedule = job.config.schedule
+        state = dataclasses.replace(job.state, running=False, running_since=None, forced=False)
+        if record.outcome in ("done", "spooled") or record.reason == "discarded":
+            state = policy.after_success(state, now)
+        elif record.outcome == "rejected" and record.rejected_timeout_s is not None:
+            state = policy.after_rejection(state, now, record.rejected_timeout_s, schedule, self._uniform())
+        elif record.outcome == "rejected" and record.finished:
+            state = policy.after_finished(state, now, schedule)
+        elif record.outcome == "expired":
+            reason = _reason_from_label(record.reason)
+            state = policy.after_expired(state, now, reason, schedule, self._uniform())
+        else:
+            state = policy.after_failure(state, now, schedule, self._uniform())
+        job.state = dataclasses.replace(state, spool_pending=self._pending_count(job.config.name))
+        entry = record.as_dict()
+        job.last = entry
+        if self._history is not None:
+            self._history.record(job.config.name, entry)
+        _log.info("cycle.finished", **{k: v for k, v in entry.items() if v is not None})
+        self._wake.set()
+        self._publish_status(force=True)
+
+    # ------------------------------------------------------------------ spooled reports
+
+    def _start_report(self, job: _Job) -> None:
+        job.state = dataclasses.replace(job.state, running=True)
+        job.task = asyncio.create_task(self._report_pending(job), name=f"syftd.report.{job.config.name}")
+
+    async def _report_pending(self, job: _Job) -> None:
+        name = job.config.name
+        failed = False
+        try:
+            for entry in self._spool.pending(name):
+                try:
+                    async with self._client(job.config, job.token) as client:
+                        outcome = await report_entry(client, self._spool, entry)
+                except GridError as exc:
+                    _log.warning("spool.report_failed", job=name, cycle=entry.cycle_id,
+                                 error_type=type(exc).__name__, error=str(exc))
+                    failed = True
+                    break
+                if self._history is not None:
+                    self._history.update(name, entry.cycle_id, outcome=outcome)
+        finally:
+            job.task = None
+            now = self._clock()
+            state = dataclasses.replace(job.state, running=False)
+            state = (policy.after_failure(state, now, job.config.schedule, self._uniform()) if failed
+                     else policy.after_success(state, now))
+            job.state = dataclasses.replace(state, spool_pending=self._pending_count(name))
+            self._wake.set()
+
+    def _pending_count(self, name: str) -> int:
+        return len(self._spool.pending(name)) if self._spool is not None else 0
+
+    def _client(self, job: JobConfig, token: str | None) -> Any:
+        if self._client_factory is None:
+            raise RuntimeError("JobManager was built without a grid client factory")
+        return self._client_factory(job, token)
+
+    def _spawn_quiet(self, awaitable: Any) -> None:
+        async def guarded() -> None:
+            try:
+                await awaitable
+            except Exception as exc:  # noqa: BLE001 - a sleep lock is best effort, never fatal
+                _log.warning("conditions.sleep_lock_failed", error=repr(exc))
+
+        task = asyncio.ensure_future(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ------------------------------------------------------------------ progress and status
+
+    def _on_progress(self, run: CycleRun, progress: Any) -> None:
+        self._publish_status()
+        job = self._jobs.get(run.job.name)
+        limit = run.job.trainer.memory_max_mb
+        if job is not None and limit is not None and progress.rss_bytes > limit * 1024 * 1024:
+            self._expire(job, ExpiryReason.MEMORY)
+
+    def _publish_status(self, *, force: bool = False) -> None:
+        text = self.status_line()
+        now = self._clock()
+        last_text, last_at = self._last_status
+        if text != last_text and (force or now - last_at >= _STATUS_MIN_INTERVAL_S):
+            self._last_status = (text, now)
+            self._status(text)
+
+    def status_line(self) -> str:
+        """One line for ``STATUS=``, e.g. ``mnist: training 340/1000, loss 0.41``."""
+        if not self._jobs:
+            return "idle: no jobs configured"
+        return "; ".join(f"{name}: {self._job_text(job)}" for name, job in self._jobs.items())
+
+    def _job_text(self, job: _Job) -> str:
+        run = job.run
+        if job.token_error is not None:
+            return f"token refused ({job.token_error})"
+        if run is not None:
+            progress = run.progress
+            if run.state is CycleState.TRAINING and progress is not None and progress.step > 0:
+                loss = f", loss {progress.loss:.2f}" if progress.loss is not None else ""
+                return f"training {progress.step}/{progress.steps_total}{loss}"
+            return run.state.value
+        if job.task is not None:
+            return "reporting spooled diff"
+        decision = job.decision
+        if decision is None:
+            return "starting"
+        if decision.action is policy.Action.WAIT_FOR:
+            return "waiting: " + ", ".join(u.what for u in decision.unmet)
+        if decision.action is policy.Action.WAIT_UNTIL and decision.at is not None:
+            return f"waiting ({decision.reason.value}) until {_wall(decision.at, self._clock())}"
+        return decision.action.value if not decision.text else decision.text
+
+    # ------------------------------------------------------------------ operator verbs
 
     def names(self, job: str | None) -> list[str]:
         """The enabled jobs a verb applies to: ``job`` alone, or every enabled job.
@@ -79,50 +434,114 @@ class JobManager:
         return [job]
 
     def trigger(self, job: str | None = None, *, force: bool = False) -> list[str]:
-        """Run jobs now as if their schedule were due (still gated unless ``force``)."""
+        """Run jobs now as if their schedule were due; still gated by constraints unless ``force``."""
         names = self.names(job)
         for name in names:
+            entry = self._jobs[name]
+            entry.state = dataclasses.replace(entry.state, triggered=True, forced=force,
+                                              finished_stopped=False)
             _log.info("job.triggered", job=name, force=force)
+            if force:
+                _log.warning("job.force_requested", job=name, note="the next cycle ignores the constraints")
+        self._wake.set()
         return names
 
-    def expire(self, job: str | None = None, reason: ExpiryReasonName = "manual") -> list[str]:
-        """Expire the running cycle of jobs; there is none until cycles exist."""
+    def expire(self, job: str | None = None, reason: ExpiryReason = ExpiryReason.MANUAL) -> list[str]:
+        """Expire the running cycle of jobs (SIGUSR2, ``syftd expire``)."""
         names = self.names(job)
         for name in names:
-            _log.info("job.expire_requested", job=name, reason=reason, running=False)
+            running = self._expire(self._jobs[name], reason)
+            _log.info("job.expire_requested", job=name, reason=reason.label, running=running)
         return names
 
     def simulate(self, event: str, for_s: float | None, job: str | None) -> list[str]:
-        """Override conditions for jobs; recorded only until cycles exist."""
+        """Override a condition for jobs through the real decision path (``clear`` removes overrides)."""
         names = self.names(job)
-        _log.info("conditions.simulated", simulated=event, for_s=for_s, jobs=names)
+        loop = asyncio.get_running_loop()
+        for name in names:
+            entry = self._jobs[name]
+            if entry.override_timer is not None:
+                entry.override_timer.cancel()
+                entry.override_timer = None
+            if event == "clear":
+                entry.overrides.clear()
+            else:
+                fact, value = _SIMULATED[event]
+                entry.overrides[fact] = value
+                if for_s is not None:
+                    entry.override_timer = loop.call_later(for_s, self._clear_override, name)
+            _log.warning("conditions.simulated", job=name, simulated=event, for_s=for_s)
+        self._on_conditions(self._conditions)
         return names
+
+    def _clear_override(self, name: str) -> None:
+        entry = self._jobs.get(name)
+        if entry is not None:
+            entry.overrides.clear()
+            entry.override_timer = None
+            _log.info("conditions.simulation_ended", job=name)
+            self._on_conditions(self._conditions)
 
     def status(self) -> list[dict[str, Any]]:
         """One row per job for ``syftd status``."""
-        return [
-            {
+        rows = []
+        now = self._clock()
+        for name, job in self._jobs.items():
+            decision = job.decision
+            next_run = None
+            if decision is not None and decision.action is policy.Action.WAIT_UNTIL and decision.at is not None:
+                next_run = _wall(decision.at, now)
+            elif decision is not None and decision.action is policy.Action.START:
+                next_run = "now"
+            last = job.last or (self._history.last(name) if self._history is not None else None)
+            rows.append({
                 "name": name,
-                "state": entry.state,
-                "since": entry.since,
-                "last_outcome": entry.last_outcome,
-                "next_run": entry.next_run,
-            }
-            for name, entry in self._jobs.items()
-        ]
+                "state": self._job_text(job),
+                "last_outcome": _outcome_text(last),
+                "last": last,
+                "next_run": next_run,
+                "cycles": job.cycles,
+                "spool_pending": job.state.spool_pending,
+                "simulated": dict(job.overrides),
+            })
+        return rows
 
     def why(self, job: str) -> dict[str, Any]:
-        """Why ``job`` is or is not running.
+        """Why ``job`` is or is not running, with since-times.
 
         Raises:
             LookupError: no job has that name.
         """
         self.names(job)
         entry = self._jobs[job]
-        return {"job": job, "summary": entry.state, "reasons": []}
+        answer: dict[str, Any] = {"job": job, "summary": self._job_text(entry), "reasons": []}
+        if entry.decision is not None:
+            explained = policy.explain(entry.decision)
+            answer.update({k: v for k, v in explained.items() if k != "summary"})
+            answer["summary"] = explained.get("summary", answer["summary"])
+            answer["reasons"] = list(explained.get("reasons", []))
+        if entry.token_error is not None:
+            answer["reasons"].insert(0, f"token refused: {entry.token_error}")
+        if entry.overrides:
+            answer["reasons"].append(f"simulated: {entry.overrides}")
+        answer["conditions"] = self._conditions.as_dict()
+        return answer
 
-    def status_line(self) -> str:
-        """A one-line summary for ``STATUS=``."""
-        if not self._jobs:
-            return "idle: no jobs configured"
-        return "; ".join(f"{name}: {entry.state}" for name, entry in self._jobs.items())
+
+def _reason_from_label(label: str | None) -> ExpiryReason:
+    try:
+        return ExpiryReason[(label or "manual").upper()]
+    except KeyError:
+        return ExpiryReason.MANUAL
+
+
+def _outcome_text(last: dict[str, Any] | None) -> str | None:
+    if not last:
+        return None
+    reason = f" ({last['reason']})" if last.get("reason") else ""
+    return f"{last.get('outcome')}{reason}"
+
+
+def _wall(at: float, now: float) -> str:
+    moment = dt.datetime.now().astimezone() + dt.timedelta(seconds=max(0.0, at - now))
+    return moment.strftime("%Y-%m-%d %H:%M:%S")

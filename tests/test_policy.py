@@ -459,3 +459,39 @@ class TestProperties:
             assert d.at > now
         if not state.running and d.action is Action.RUNNING:
             pytest.fail("RUNNING without a running cycle")
+
+
+class TestWindowProperty:
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.tuples(st.integers(0, 23), st.integers(0, 59), st.integers(0, 24), st.integers(0, 59)),
+                    min_size=1, max_size=3),
+           st.datetimes(min_value=dt.datetime(2026, 1, 1), max_value=dt.datetime(2027, 1, 1)))
+    def test_a_window_wait_ends_inside_a_window(
+        self, spans: list[tuple[int, int, int, int]], wall: dt.datetime
+    ) -> None:
+        """Whatever the windows and the time, the job starts now inside one, or waits less than a day
+        until a moment inside one."""
+        windows = tuple(f"{sh:02d}:{sm:02d}-{eh:02d}:{0 if eh == 24 else em:02d}" for sh, sm, eh, em in spans)
+        d = run(good(), wall=wall, j=job(schedule={"windows": windows}))
+        if d.starts:
+            return
+        assert (Action.WAIT_UNTIL, Reason.WINDOW) == (d.action, d.reason)
+        assert d.at is not None
+        assert 0 < d.at - T0 <= 86400
+        later = wall + dt.timedelta(seconds=d.at - T0)
+        assert run(good(), wall=later, j=job(schedule={"windows": windows})).starts
+
+
+class TestExplainOthers:
+    @pytest.mark.parametrize(("state", "action"), [
+        (JobState(spool_pending=2), "report"),
+        (JobState(finished_stopped=True), "stopped"),
+        (JobState(running=True), "running"),
+        (JobState(), "start"),
+    ])
+    def test_summary_for_each_action(self, state: JobState, action: str) -> None:
+        """Every action explains itself with a non-empty summary and a JSON-able body."""
+        out = explain(run(good(), state))
+        json.dumps(out)
+        assert action == out["action"]
+        assert out["summary"]

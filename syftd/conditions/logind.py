@@ -100,14 +100,16 @@ class LogindSource(DBusSource):
         self._manager.on_prepare_for_sleep(self._on_prepare_for_sleep)  # type: ignore[attr-defined]
         self._props_iface = self._bus.proxy_interface(BUS_NAME, PATH, "login1.xml", PROPERTIES)
         self._props_iface.on_properties_changed(self._on_changed)  # type: ignore[attr-defined]
-        await self._read()
+        await self._read(is_initial=True)
 
-    async def _read(self) -> None:
+    async def _read(self, *, is_initial: bool = False) -> None:
         props = await self._bus.get_all(BUS_NAME, PATH, IFACE)
         if "InhibitDelayMaxUSec" in props:
             self.inhibit_delay_s = int(props["InhibitDelayMaxUSec"]) / 1e6
-        self._publish(self.name, {"idle": bool(props.get("IdleHint", False)),
-                                  "sleeping": bool(props.get("PreparingForSleep", False))})
+        facts = {"idle": bool(props.get("IdleHint", False))}
+        if is_initial:
+            facts["sleeping"] = bool(props.get("PreparingForSleep", False))
+        self._publish(self.name, facts)
 
     def _detach(self) -> None:
         self.release_sleep_lock("logind_gone")

@@ -11,9 +11,11 @@ trainer's worker lists them).
 
 from __future__ import annotations
 
+import _posixshmem  # type: ignore[import-not-found]  # the module SharedMemory itself uses on POSIX
 import asyncio
+import mmap
+import os
 import secrets
-import sys
 from multiprocessing import shared_memory
 
 from syftd.expiry import ExpiryReason
@@ -94,13 +96,12 @@ class ExpiryView:
     """The trainer's read-only end of a flag, attached by name."""
 
     def __init__(self, name: str) -> None:
-        self._shm = _attach(name)
-        self._buf = _buffer(self._shm)
+        self._map = _attach(name)
 
     @property
     def reason(self) -> ExpiryReason | None:
         """The reason the daemon wrote, or None."""
-        value = self._buf[0]
+        value = self._map[0]
         return ExpiryReason(value) if value != _LIVE else None
 
     def check(self) -> None:
@@ -109,14 +110,13 @@ class ExpiryView:
         Raises:
             Expired: once the daemon has set the flag.
         """
-        value = self._buf[0]
+        value = self._map[0]
         if value != _LIVE:
             raise Expired(ExpiryReason(value))
 
     def close(self) -> None:
         """Drop the mapping; the daemon owns the block's removal."""
-        del self._buf
-        self._shm.close()
+        self._map.close()
 
 
 def _buffer(shm: shared_memory.SharedMemory) -> memoryview:
@@ -126,14 +126,15 @@ def _buffer(shm: shared_memory.SharedMemory) -> memoryview:
     return buf
 
 
-def _attach(name: str) -> shared_memory.SharedMemory:
-    """Attach without letting this process's resource tracker remove the daemon's block at exit."""
-    if sys.version_info >= (3, 13):
-        return shared_memory.SharedMemory(name=name, track=False)
-    shm = shared_memory.SharedMemory(name=name)
-    # Before 3.13 attaching registers the block with the resource tracker, which would unlink it
-    # (and warn) when the trainer exits: cpython issue 82300.
-    from multiprocessing import resource_tracker
+def _attach(name: str) -> mmap.mmap:
+    """Map the daemon's block read-only.
 
-    resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-    return shm
+    Not through ``SharedMemory(name)``: before Python 3.13 that registers the block with a resource
+    tracker process of the trainer's own, which would remove the daemon's block when the trainer
+    exits (cpython issue 82300).
+    """
+    fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
+    try:
+        return mmap.mmap(fd, _SIZE, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)

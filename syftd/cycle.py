@@ -281,10 +281,11 @@ class CycleRun:
             self._identity.forget_worker(job.name)
             return
         self._transition(CycleState.SPOOLING)
-        check_diff(result.diff, model)  # a diff the node could not parse would stall its process (spec §7)
-        entry = self._spool.add(
-            job.name, self.cycle_id, result.diff, worker_id=worker_id, request_key=accepted.request_key,
-            plan_id=plan_id, model_id=accepted.model_id,
+        # a diff the node could not parse would stall its process (spec §7): check, then make it durable
+        check_diff(result.diff, model)
+        entry = await asyncio.to_thread(
+            self._spool.add, job.name, self.cycle_id, result.diff, worker_id=worker_id,
+            request_key=accepted.request_key, plan_id=plan_id, model_id=accepted.model_id,
         )
         record.bytes_up = len(result.diff)
         self._transition(CycleState.REPORTING)

@@ -26,7 +26,6 @@ _log = get_logger(__name__)
 RTF_UP = 0x1
 RTF_REJECT = 0x200
 IFF_UP = 0x1
-IFF_RUNNING = 0x40
 # RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
 NETLINK_GROUPS = 0x1 | 0x10 | 0x40 | 0x100 | 0x400
 SETTLE_S = 0.02
@@ -68,12 +67,16 @@ def default_routes(proc_net: Path) -> list[DefaultRoute]:
 
 
 def is_interface_up(sys_class_net: Path, interface: str) -> bool:
-    """Administratively up and running (carrier)."""
+    """Administratively up (IFF_UP) and operationally up (``operstate`` up, or unknown as for tun and lo).
+
+    sysfs ``flags`` never shows IFF_RUNNING, so carrier comes from ``operstate``.
+    """
     try:
         flags = int((sys_class_net / interface / "flags").read_text().strip(), 16)
+        operstate = (sys_class_net / interface / "operstate").read_text().strip()
     except (OSError, ValueError):
         return False
-    return flags & (IFF_UP | IFF_RUNNING) == IFF_UP | IFF_RUNNING
+    return bool(flags & IFF_UP) and operstate in ("up", "unknown")
 
 
 def is_metered_interface(sys_class_net: Path, interface: str) -> bool:

@@ -118,12 +118,14 @@ class NodeControl:
         self.url = url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
 
-    async def _call(self, method: str, name: str, *, http_timeout: float = 30.0, **params: Any) -> tuple[int, Any]:
+    async def _call(
+        self, method: str, control: str, /, *, http_timeout: float = 30.0, **params: Any
+    ) -> tuple[int, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         query = {k: str(v) for k, v in params.items() if v is not None}
         async with self._session.request(
-            method, f"{self.url}/_test/{name}", params=query, timeout=aiohttp.ClientTimeout(total=http_timeout)
+            method, f"{self.url}/_test/{control}", params=query, timeout=aiohttp.ClientTimeout(total=http_timeout)
         ) as response:
             return response.status, await response.json()
 

@@ -163,6 +163,8 @@ def main() -> None:
            rc=why.returncode, stdout=why.stdout, stderr=why.stderr)
     loaded = journal_has("grid.token_loaded", 5)
     record("token_loaded_logged", loaded)
+    record("journalctl_excerpt", True,
+           stdout=sh("journalctl", "-u", UNIT, "-b", "--no-pager", "-n", "12", "-o", "short").stdout)
 
     set_dropin("watchdog", "[Service]\nWatchdogSec=3s\n")
     restart = sh("systemctl", "restart", UNIT, timeout=60)

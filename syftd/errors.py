@@ -11,6 +11,7 @@
     ├── TrainerError           the plan, model or data cannot be trained on (a FAILED result)
     └── GridError              talking to a PyGrid node
         ├── GridUnavailable    unreachable, connection lost, 5xx, timeout: retry later
+        │   └── GridTLSError   the node's certificate failed verification (grid.ca_file?)
         ├── GridRejected       cycle-request rejected with the node's timeout
         ├── GridFinished       rejected without timeout: process finished (or num_cycles = 0)
         ├── GridAuthFailed     authentication refused, or the worker id is unknown
@@ -35,6 +36,7 @@ __all__ = [
     "GridFinished",
     "GridProtocolError",
     "GridRejected",
+    "GridTLSError",
     "GridUnavailable",
     "SyftdError",
     "TokenError",
@@ -91,6 +93,10 @@ class GridError(SyftdError):
 
 class GridUnavailable(GridError):
     """The node cannot be reached or failed on its side (refused, reset, 5xx, timeout): retry later."""
+
+
+class GridTLSError(GridUnavailable):
+    """The node's TLS certificate failed verification; a private CA belongs in grid.ca_file."""
 
 
 class GridRejected(GridError):

@@ -1,0 +1,52 @@
+"""The PyGrid auth token: read from a file only its owner can read.
+
+Owns the file checks (present, a regular file, no group/other read bit, not empty). Does not own
+where the path comes from (``grid.token_file``; under systemd a ``LoadCredential=`` path) or the
+redaction of the token in logs (syftd.log).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from syftd.errors import TokenError
+
+__all__ = ["read_token"]
+
+_MAX_BYTES = 64 * 1024
+
+
+def read_token(path: Path) -> str:
+    """The token in ``path`` without surrounding whitespace.
+
+    Raises:
+        TokenError: the file is missing, unreadable, not a regular file, readable by group or
+            others, larger than 64 KiB, or empty.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise TokenError(f"token file {path} does not exist") from None
+    except OSError as exc:
+        raise TokenError(f"token file {path} cannot be opened ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise TokenError(f"token file {path} is not a regular file")
+        if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
+            mode = stat.S_IMODE(info.st_mode)
+            raise TokenError(f"token file {path} is readable by group or others (mode {mode:04o}); chmod 600 it")
+        raw = os.read(fd, _MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > _MAX_BYTES:
+        raise TokenError(f"token file {path} is larger than {_MAX_BYTES} bytes")
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise TokenError(f"token file {path} is not UTF-8 text") from None
+    if not token:
+        raise TokenError(f"token file {path} is empty")
+    return token

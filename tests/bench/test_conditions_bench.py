@@ -46,7 +46,15 @@ async def main():
 
 asyncio.run(main())
 """
-CHILD_IDLE = "import asyncio\nasync def main():\n    print('ready', flush=True)\n    await asyncio.Event().wait()\nasyncio.run(main())\n"
+CHILD_IDLE = """
+import asyncio
+
+async def main():
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,14 @@ from typing import Any
 import pytest
 from support.dbus import DBusMocks, MockControl, wait_for_conditions
 
-from syftd.conditions import Connectivity
+from syftd.conditions import Conditions, Connectivity
 
 pytestmark = pytest.mark.dbus
+
+
+def has(**facts: Any) -> Callable[[Conditions], bool]:
+    """A predicate: every given fact has the given value."""
+    return lambda c: all(getattr(c, name) == value for name, value in facts.items())
 
 
 async def test_start_publishes_the_dbus_snapshot_and_selects_dbus_sources(
@@ -42,7 +47,7 @@ async def test_unplug_and_replug_are_published_within_a_second(
     for on_battery in (True, False, True):
         started = time.monotonic()
         await mocks.set_on_battery(on_battery)
-        await wait_for_conditions(monitor, lambda c, b=on_battery: c.on_external_power is (not b), 1.0)
+        await wait_for_conditions(monitor, has(on_external_power=not on_battery), 1.0)
         assert time.monotonic() - started < 1.0
     assert monitor.current.sources["on_external_power"] == "upower"
 
@@ -65,7 +70,7 @@ async def test_networkmanager_state_changes_move_online(
     monitor = await make_monitor(bus_address=dbus_mocks.address)
     for state, online in ((20, False), (70, True), (60, False), (50, False), (70, True)):
         await mocks.set_network(State=state)
-        await wait_for_conditions(monitor, lambda c, o=online: c.online is o)
+        await wait_for_conditions(monitor, has(online=online))
 
 
 async def test_metered_on_and_off(
@@ -75,7 +80,7 @@ async def test_metered_on_and_off(
     monitor = await make_monitor(bus_address=dbus_mocks.address)
     for value, metered in ((1, True), (2, False), (3, True), (4, False), (1, True), (0, False)):
         await mocks.set_network(Metered=value)
-        await wait_for_conditions(monitor, lambda c, m=metered: c.metered is m)
+        await wait_for_conditions(monitor, has(metered=metered))
 
 
 async def test_captive_portal_and_limited_connectivity_count_as_offline(
@@ -250,7 +255,8 @@ async def test_simulated_power_loss_wins_until_cleared(
     await wait_for_conditions(monitor, lambda c: c.battery_percent == 50.0)
     assert monitor.current.on_external_power is False
     monitor.override("on_external_power", None)
-    assert monitor.current.on_external_power is True
+    restored = monitor.current
+    assert restored.on_external_power is True
     assert [c.on_external_power for c in seen] == [False, False, True]
     with pytest.raises(ValueError, match="no condition named"):
         monitor.override("on_ac", True)

@@ -225,7 +225,8 @@ class DBusMocks:
             bus.disconnect()
 
     async def _spawn(self, bus: MessageBus, template: str) -> None:
-        proc = subprocess.Popen(
+        # Popen, not asyncio's: the mock outlives this loop (the session fixture runs on its own thread's loop)
+        proc = subprocess.Popen(  # noqa: ASYNC220
             [SYSTEM_PYTHON, "-m", "dbusmock", "--system", "--template", template],
             env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -269,7 +270,7 @@ class MockControl:
         await self._set("upower", DISPLAY_DEVICE, DEVICE_IFACE, "Percentage", Variant("d", percent))
 
     async def set_network(self, **props: int | bool) -> None:
-        """NetworkManager properties: ``State``, ``Connectivity``, ``Metered`` (u) or ``ConnectivityCheckEnabled`` (b)."""
+        """NetworkManager properties: ``State``, ``Connectivity``, ``Metered`` or ``ConnectivityCheckEnabled``."""
         for name, value in props.items():
             variant = Variant("b", value) if isinstance(value, bool) else Variant("u", value)
             await self._set("networkmanager", _PATHS["networkmanager"], _IFACES["networkmanager"], name, variant)
@@ -288,7 +289,7 @@ class MockControl:
         """logind's ``ListInhibitors()``: (what, who, why, mode, uid, pid)."""
         reply = await _call(self.bus, destination=MOCK_NAMES["logind"], path=_PATHS["logind"],
                             interface=_IFACES["logind"], member="ListInhibitors")
-        return [tuple(row) for row in reply.body[0]]  # type: ignore[misc]
+        return [tuple(row) for row in reply.body[0]]
 
     async def _set(self, template: str, path: str, iface: str, name: str, value: Variant) -> None:
         await _call(self.bus, destination=MOCK_NAMES[template], path=path, interface=PROPS, member="Set",

@@ -17,9 +17,10 @@ from PIL import Image, ImageDraw, ImageFont
 __all__ = ["SIDE", "draw_digits"]
 
 SIDE = 28
-_SIZES = range(14, 25)
-_MAX_ANGLE = 20.0
+_SIZES = range(18, 25)
+_MAX_ANGLE = 12.0
 _NOISE = 0.08
+_MAX_SHIFT = 0.2
 
 
 def draw_digits(count: int, *, seed: int) -> tuple[Any, Any]:
@@ -29,7 +30,7 @@ def draw_digits(count: int, *, seed: int) -> tuple[Any, Any]:
     images = np.empty((count, SIDE, SIDE), dtype=np.float32)
     sizes = rng.integers(_SIZES.start, _SIZES.stop, size=count)
     angles = rng.uniform(-_MAX_ANGLE, _MAX_ANGLE, size=count)
-    shifts = rng.uniform(-0.5, 0.5, size=(count, 2))
+    shifts = rng.uniform(-_MAX_SHIFT, _MAX_SHIFT, size=(count, 2))
     for i in range(count):
         glyph = _glyph(int(labels[i]), int(sizes[i]))
         canvas = Image.new("L", (SIDE, SIDE), 0)
@@ -50,7 +51,7 @@ def _glyph(digit: int, size: int) -> Image.Image:
     font = _font(size)
     left, top, right, bottom = font.getbbox(str(digit))
     image = Image.new("L", (max(right - left, 1), max(bottom - top, 1)), 0)
-    ImageDraw.Draw(image).text((-left, -top), str(digit), fill=255, font=font)
+    ImageDraw.Draw(image).text((-left, -top), str(digit), fill=255, font=font, stroke_width=1, stroke_fill=255)
     return image
 
 

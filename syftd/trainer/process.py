@@ -80,6 +80,11 @@ class TrainerPool:
     ) -> None:
         await self.stop()
 
+    @property
+    def warm_pids(self) -> dict[str, int]:
+        """The process id of each job's warm (or prepared) trainer that is still running."""
+        return {name: t.process.pid for name, t in self._warm.items() if t.is_alive}
+
     async def start(self) -> None:
         """Nothing runs until a cycle is due; present for the service protocol."""
         if self._is_stopped:

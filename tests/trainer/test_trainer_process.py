@@ -146,7 +146,8 @@ async def test_the_flag_set_mid_training_stops_before_the_next_batch(
     os.mkfifo(fifo)
     gate = os.open(fifo, os.O_RDWR)
     try:
-        job = make_job(data={"source": "python", "path": _gated_source(data_module, fifo), "callable": "gated_data:dataset"})
+        where = _gated_source(data_module, fifo)
+        job = make_job(data={"source": "python", "path": where, "callable": "gated_data:dataset"})
         steps, flag = _Steps(), new_flag()
         config = {**CLIENT_CONFIG, "batch_size": 4, "max_updates": 1000}
         running = asyncio.ensure_future(

@@ -40,6 +40,10 @@ def _quiet_jit() -> Iterator[None]:
 class PlaceholderModule(torch.nn.Module):
     """The traced wrapper; its name and ``*args`` make the schema equal to PySyft's translated plan."""
 
+    # TorchScript qualifies a class by its module, except for __main__: this yields
+    # ``__torch__.PlaceholderModule``, the recorded plan's qualified name.
+    __module__ = "__main__"
+
     def forward(self, *args: Any) -> tuple[torch.Tensor, ...]:
         return _training_step(args)
 

@@ -313,8 +313,6 @@ class CycleRun:
         auth = await self._guarded(client.authenticate())
         self._identity.save_worker(self.job.name, auth.worker_id, self.job.grid.url)
         self._requires_speed_test = bool(auth.requires_speed_test)
-        _log.info("grid.authenticated", job=self.job.name, cycle=self.cycle_id,
-                  requires_speed_test=self._requires_speed_test)
         return str(auth.worker_id)
 
     async def _request(self, client: GridClientLike, worker_id: str) -> Any:
@@ -361,7 +359,6 @@ async def report_entry(client: GridClientLike, spool: Any, entry: Any) -> str:
         spool.discard(entry, f"cycle closed on the node: {exc}")
         return "discarded"
     spool.mark_reported(entry)
-    _log.info("spool.reported", job=entry.job, cycle=entry.cycle_id, bytes=len(diff))
     return "reported"
 
 

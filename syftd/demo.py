@@ -73,7 +73,7 @@ def _wait_for_node(port: int, node: subprocess.Popen[bytes], timeout_s: float = 
         if node.poll() is not None:
             raise SystemExit(f"syftd demo: the grid node exited with status {node.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback, our own node
+            with urllib.request.urlopen(url, timeout=2) as answer:
                 if answer.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the daemon's exit status."""
     parser = argparse.ArgumentParser(prog="python -m syftd.demo", description=__doc__)
     parser.add_argument("--max-updates", type=int, default=100, help="training steps per cycle")
+    parser.add_argument("--lr", type=float, default=0.1, help="learning rate of the hosted plan")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between cycles")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state directory")
     args = parser.parse_args(argv)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"syftd demo: state in {base}; local PyGrid-compatible node on 127.0.0.1:{port}", flush=True)
     node = subprocess.Popen(
         [sys.executable, "-m", "syftd", "grid", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--host-mnist", "--max-updates", str(args.max_updates), "--num-cycles", "0",
+         "--host-mnist", "--max-updates", str(args.max_updates), "--lr", str(args.lr), "--num-cycles", "0",
          "--min-diffs", "1", "--max-diffs", "1", "--checkpoint-dir", str(base / "node")],
         start_new_session=True,
     )
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             log_format="console" if sys.stdout.isatty() else "json",
         ))
         print(f"syftd demo: config {config_path}; Ctrl-C stops the daemon, then the node", flush=True)
-        from syftd import config as config_mod, log
+        from syftd import config as config_mod
+        from syftd import log
         from syftd.daemon import Daemon
 
         config = config_mod.load(config_path)

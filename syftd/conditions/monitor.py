@@ -37,6 +37,7 @@ __all__ = ["ConditionsMonitor"]
 _log = get_logger(__name__)
 
 SIMULATED = "simulated"
+_GRADUAL = frozenset({"battery_percent", "temperature_c", "free_disk_mb"})
 REFRESH_TIMEOUT_S = 5.0
 _ASSUMED: Mapping[str, Mapping[str, Any]] = {
     "power": {"on_external_power": True, "battery_percent": None},
@@ -328,7 +329,10 @@ class ConditionsMonitor:
 
     async def _start_area(self, area: _Area) -> None:
         if area.primary is not None:
-            await area.primary.start()
+            try:
+                await area.primary.start()
+            except Exception as exc:  # noqa: BLE001 - a bus that answers badly is a missing service
+                _log.warning("conditions.source_failed", source=area.primary.name, error=repr(exc))
         if area.primary is None or not area.primary.available:
             await self._start_fallback(area)
         _log.info(
@@ -398,7 +402,8 @@ class ConditionsMonitor:
         changed = {k: v for k, v in new.as_dict().items() if before[k] != v}
         if not changed:
             return
-        _log.info("conditions.changed", **changed)
+        level = _log.debug if changed.keys() <= _GRADUAL else _log.info
+        level("conditions.changed", **changed)
         for callback in list(self._subscribers):
             try:
                 callback(new)

@@ -32,9 +32,13 @@ from syftd.grid.nodestate import NOT_FOUND, Cycle, HostingRefused, NodeState, Pr
 from syftd.log import get_logger
 from syftd.statedir import atomic_write
 
-__all__ = ["GridNode", "HostingRefused", "NodeOptions", "ReportRecord", "Revision"]
+__all__ = ["GridNode", "HostingRefused", "NodeOptions", "NodeStopping", "ReportRecord", "Revision"]
 
 _log = get_logger("grid.node")
+
+
+class NodeStopping(Exception):
+    """A held report was dropped because the node is stopping; the transport drops the request."""
 
 
 class Revision(str, enum.Enum):
@@ -96,6 +100,7 @@ class GridNode:
         self._failures: list[int] = []
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._stopping = False
         self.host_address = "127.0.0.1"
         self.port = 0
 
@@ -137,8 +142,9 @@ class GridNode:
         _log.info("grid_node.started", url=self.url, revision=self.options.revision.value)
 
     async def stop(self) -> None:
-        """Release held reports, close sockets and stop listening; idempotent."""
+        """Drop held reports (not stored), close sockets and stop listening; idempotent."""
         runner, self._runner = self._runner, None
+        self._stopping = True
         self._holding = False
         self._release.set()
         if runner is not None:
@@ -233,7 +239,11 @@ class GridNode:
         return answer
 
     async def report(self, data: Mapping[str, Any], transport: Literal["ws", "http"]) -> dict[str, Any]:
-        """The report operation: store the diff, then complete the cycle if it is ready (spec §2.6, §7)."""
+        """The report operation: store the diff, then complete the cycle if it is ready (spec §2.6, §7).
+
+        Raises:
+            NodeStopping: the report was held and the node stopped meanwhile.
+        """
         text = data.get("diff")
         if not isinstance(text, str):
             return {"error": "'NoneType' object has no attribute 'encode'"}
@@ -351,6 +361,8 @@ class GridNode:
         finally:
             self._held -= 1
             self._notify()
+        if self._stopping:
+            raise NodeStopping("the node stopped while this report was held; it was not stored")
 
     async def _complete(self, cycle: Cycle, *, force: bool) -> None:
         async with self._lock:

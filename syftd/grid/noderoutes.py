@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from syftd.grid.node import GridNode, Revision
+from syftd.grid.node import GridNode, NodeStopping, Revision
 from syftd.grid.nodestate import Refusal
 
 __all__ = ["PREFIX", "build_app"]
@@ -77,7 +77,11 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     async for message in ws:
         if message.type == WSMsgType.TEXT:
-            reply = await _ws_reply(node, message.data)
+            try:
+                reply = await _ws_reply(node, message.data)
+            except NodeStopping:
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"node shutting down")
+                break
         elif message.type == WSMsgType.BINARY:
             reply = {"error": "binary frames are data-centric messages; this node serves model-centric FL only"}
         else:
@@ -149,7 +153,10 @@ async def _http_operation(request: web.Request) -> web.StreamResponse:
         data = await _read_object(request)
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    body = node.cycle_request(data) if kind == _CYCLE_REQUEST else await node.report(data, "http")
+    try:
+        body = node.cycle_request(data) if kind == _CYCLE_REQUEST else await node.report(data, "http")
+    except NodeStopping as exc:
+        return web.json_response({"error": str(exc)}, status=503)
     if node.options.revision is Revision.PG_DEV:
         return web.json_response({"type": kind, "data": body})
     return web.json_response(body)

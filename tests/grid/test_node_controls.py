@@ -165,3 +165,21 @@ async def test_serve_refuses_a_port_in_use_with_a_clear_message_and_status_1():
         _out, err = await asyncio.wait_for(child.communicate(), 60)
     assert child.returncode == 1
     assert f"cannot listen on 127.0.0.1:{node.port}" in err.decode()
+
+
+async def test_stopping_the_node_drops_held_reports_without_storing_them():
+    model, plans, client, server = small_process(server_config={"min_diffs": 2, "max_diffs": 2})
+    async with running_node() as node:
+        node.host("mnist", "1.0", model, plans, client, server)
+        async with RawWorker(node.url, "ws") as ws_worker, RawWorker(node.url, "http") as http_worker:
+            for worker in (ws_worker, http_worker):
+                await worker.authenticate()
+                await worker.cycle_request()
+            node.hold_reports()
+            reports = [asyncio.create_task(w.report(zero_diff(model))) for w in (ws_worker, http_worker)]
+            assert await node.wait_until(lambda: node.held_reports == 2, 10)
+            await node.stop()
+            results = await asyncio.gather(*reports, return_exceptions=True)
+            assert isinstance(results[0], TypeError)  # receive_str() got the close frame
+            assert "not stored" in results[1]["error"]
+            assert node.reports == []

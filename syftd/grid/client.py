@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import ssl
 import time
@@ -349,13 +350,20 @@ def _urls(url: str, prefix: str) -> tuple[str, str]:
     return f"{http_scheme}://{parts.netloc}{path}/{prefix}", f"{ws_scheme}://{parts.netloc}{path or '/'}"
 
 
+@functools.lru_cache(maxsize=1)
+def _system_context() -> ssl.SSLContext:
+    """The system trust store context; loading it costs ~70 ms, so one is shared by all clients."""
+    return ssl.create_default_context()
+
+
 def _ssl_context(ca_file: Any) -> ssl.SSLContext:
+    if ca_file is None:
+        return _system_context()
     context = ssl.create_default_context()
-    if ca_file is not None:
-        try:
-            context.load_verify_locations(cafile=str(ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(None, [f"grid.ca_file: cannot be loaded ({exc}), got {str(ca_file)!r}"]) from None
+    try:
+        context.load_verify_locations(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(None, [f"grid.ca_file: cannot be loaded ({exc}), got {str(ca_file)!r}"]) from None
     return context
 
 

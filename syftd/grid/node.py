@@ -329,7 +329,7 @@ class GridNode:
             "held": self._held,
             "holding": self._holding,
             "failing": len(self._failures),
-            "processes": [_process_summary(p) for p in self.state.processes],
+            "processes": [p.summary() for p in self.state.processes],
             "reports": [r.summary() for r in self._reports],
         }
 
@@ -401,17 +401,3 @@ class GridNode:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(directory / f"checkpoint-{process.checkpoint_number}.pb", process.latest)
 
-
-def _process_summary(process: Process) -> dict[str, Any]:
-    cycle = process.current_cycle()
-    return {
-        "name": process.name,
-        "version": process.version,
-        "model_id": process.model_id,
-        "checkpoint": process.checkpoint_number,
-        "completed_cycles": process.completed_cycles,
-        "cycle": cycle.number if cycle is not None else None,
-        "finished": cycle is None,
-        "assigned": len(cycle.assignments) if cycle is not None else 0,
-        "reported": len(cycle.reported()) if cycle is not None else 0,
-    }

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from syftd.errors import WireError
+from syftd.errors import SyftdError, WireError
 from syftd.grid import wire
 
 __all__ = [
@@ -50,7 +50,7 @@ class Refusal(Exception):
         super().__init__(message)
 
 
-class HostingRefused(Exception):
+class HostingRefused(SyftdError):
     """Hosting an FL process failed; the message is PyGrid's (``FL Process already exists.``, …)."""
 
 
@@ -138,6 +138,21 @@ class Process:
     def current_cycle(self) -> Cycle | None:
         """The last cycle that has not completed, if any."""
         return next((c for c in reversed(self.cycles) if not c.completed), None)
+
+    def summary(self) -> dict[str, Any]:
+        """Identity, checkpoint and current-cycle figures as JSON-able values (for the test controls)."""
+        cycle = self.current_cycle()
+        return {
+            "name": self.name,
+            "version": self.version,
+            "model_id": self.model_id,
+            "checkpoint": self.checkpoint_number,
+            "completed_cycles": self.completed_cycles,
+            "cycle": cycle.number if cycle is not None else None,
+            "finished": cycle is None,
+            "assigned": len(cycle.assignments) if cycle is not None else 0,
+            "reported": len(cycle.reported()) if cycle is not None else 0,
+        }
 
     @property
     def requires_speed_test(self) -> bool:

@@ -80,6 +80,7 @@ SERVICE_EXTRAS ?=
 SYSCONFDIR ?= /etc
 SYSTEMD_UNITDIR ?= /etc/systemd/system
 SYSUSERSDIR ?= /etc/sysusers.d
+BINDIR ?= /usr/local/bin
 LAUNCHD_DIR ?= /Library/LaunchDaemons
 LAUNCHD_LOGDIR ?= /Library/Logs/syftd
 USER_PREFIX ?= $(HOME)/.local/share/syftd/venv
@@ -104,6 +105,8 @@ install-systemd: install-venv
 	sed -e 's|/opt/syftd|$(PREFIX)|g' -e 's|/etc/syftd|$(SYSCONFDIR)/syftd|g' systemd/syftd.service \
 	  > $(DESTDIR)$(SYSTEMD_UNITDIR)/syftd.service && chmod 0644 $(DESTDIR)$(SYSTEMD_UNITDIR)/syftd.service
 	install -m 0644 systemd/syftd.sysusers $(DESTDIR)$(SYSUSERSDIR)/syftd.conf
+	install -d -m 0755 $(DESTDIR)$(BINDIR)
+	@test -e $(DESTDIR)$(BINDIR)/syftd -o -L $(DESTDIR)$(BINDIR)/syftd || ln -s $(PREFIX)/bin/syftd $(DESTDIR)$(BINDIR)/syftd
 	@if [ -e $(SVC_CONF)/syftd.toml ]; then echo "keeping the existing $(SVC_CONF)/syftd.toml"; else \
 	  sed -e 's|^# token_file = .*|token_file = "$${CREDENTIALS_DIRECTORY}/token"|' config/syftd.toml \
 	    > $(SVC_CONF)/syftd.toml.new && grep -q '^token_file = "$${CREDENTIALS_DIRECTORY}/token"' $(SVC_CONF)/syftd.toml.new \
@@ -117,6 +120,7 @@ install-systemd: install-venv
 uninstall-systemd:
 	@if [ -n "$(SVC_LIVE)" ]; then systemctl disable --now syftd.service || true; fi
 	rm -f $(DESTDIR)$(SYSTEMD_UNITDIR)/syftd.service $(DESTDIR)$(SYSUSERSDIR)/syftd.conf
+	@if [ "$$(readlink $(DESTDIR)$(BINDIR)/syftd)" = "$(PREFIX)/bin/syftd" ]; then rm -f $(DESTDIR)$(BINDIR)/syftd; fi
 	@if [ -f $(SVC_ROOT)/pyvenv.cfg ]; then rm -rf $(SVC_ROOT); fi
 	@if [ -n "$(SVC_LIVE)" ]; then systemctl daemon-reload; fi
 	@echo "kept $(SYSCONFDIR)/syftd (config, token), /var/lib/syftd (state) and the syftd user"

@@ -38,11 +38,13 @@ def test_staged_venv_is_relocated_to_prefix(staged_install: Path) -> None:
 
 
 def test_installed_unit_and_sysusers(staged_install: Path) -> None:
-    """The unit goes to /etc/systemd/system and the sysusers file to /etc/sysusers.d, both 0644."""
+    """The unit goes to /etc/systemd/system, the sysusers file to /etc/sysusers.d (both 0644), and
+    /usr/local/bin/syftd points at the venv's script."""
     unit = staged_install / "etc/systemd/system/syftd.service"
     assert f"ExecStart={PREFIX}/bin/syftd --config /etc/syftd/syftd.toml run" in unit.read_text()
     for path in (unit, staged_install / "etc/sysusers.d/syftd.conf"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert os.readlink(staged_install / "usr/local/bin/syftd") == f"{PREFIX}/bin/syftd"
 
 
 def test_installed_config_reads_the_credential(staged_install: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,6 +90,7 @@ def test_reinstall_keeps_config_and_token_and_uninstall_keeps_them(staged_instal
     assert not (destdir / "etc/systemd/system/syftd.service").exists()
     assert not (destdir / "etc/sysusers.d/syftd.conf").exists()
     assert not (destdir / PREFIX.lstrip("/")).exists()
+    assert not (destdir / "usr/local/bin/syftd").is_symlink()
     assert (conf / "syftd.toml").exists() and (conf / "token").exists()
 
 

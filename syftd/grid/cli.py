@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5000, help="TCP port; 0 picks a free one (default 5000)")
     serve.add_argument("--revision", choices=[r.value for r in Revision], default=Revision.PG_DEV.value,
                        help="PyGrid revision to imitate on the wire (default pg-dev)")
+    serve.add_argument("--prefix", choices=["model-centric", "model_centric", "federated"], default="model-centric",
+                       help="route and message prefix; the older two imitate 2020 nodes before 07-29")
     serve.add_argument("--checkpoint-dir", type=Path, help="also write every checkpoint under this directory")
     serve.add_argument("--speed-test-mb", type=float, default=4.0, help="size of the speed-test download")
     serve.add_argument("--no-test-controls", action="store_true", help="do not serve the /_test/ controls")
@@ -64,6 +66,7 @@ def main(argv: Sequence[str]) -> int:
     log.configure(args.log_format)
     options = NodeOptions(
         revision=Revision(args.revision),
+        prefix=args.prefix,
         checkpoint_dir=args.checkpoint_dir,
         speed_test_bytes=int(args.speed_test_mb * 1024 * 1024),
         test_controls=not args.no_test_controls,

@@ -51,9 +51,13 @@ class Revision(str, enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class NodeOptions:
-    """How the node behaves: wire revision, checkpoint directory, speed-test size, test controls."""
+    """How the node behaves: wire revision, route prefix, checkpoint directory, speed-test size, test controls.
+
+    ``prefix`` is ``model-centric`` (2020-07-29 on); ``model_centric`` and ``federated`` imitate older nodes.
+    """
 
     revision: Revision = Revision.PG_DEV
+    prefix: str = "model-centric"
     checkpoint_dir: Path | None = None
     speed_test_bytes: int = 4 * 1024 * 1024
     test_controls: bool = True

@@ -20,11 +20,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from syftd.grid.node import GridNode, NodeStopping, Revision
 from syftd.grid.nodestate import Refusal
 
-__all__ = ["PREFIX", "build_app"]
+__all__ = ["build_app"]
 
-PREFIX = "model-centric"
-_AUTHENTICATE, _CYCLE_REQUEST, _REPORT = (f"{PREFIX}/{op}" for op in ("authenticate", "cycle-request", "report"))
-_HOST_TRAINING = f"{PREFIX}/host-training"
+_AUTHENTICATE, _CYCLE_REQUEST, _REPORT, _HOST_TRAINING = "authenticate", "cycle-request", "report", "host-training"
 _MAX_BODY = 512 * 1024 * 1024
 _CHUNK = 64 * 1024
 _NODE = web.AppKey("node", GridNode)
@@ -38,16 +36,17 @@ def build_app(node: GridNode) -> web.Application:
     app = web.Application(client_max_size=_MAX_BODY, middlewares=[_injected_failures])
     app[_NODE] = node
     app[_SOCKETS] = weakref.WeakSet()
+    prefix = node.options.prefix
     app.router.add_get("/", _websocket)
-    app.router.add_post(f"/{_AUTHENTICATE}", _http_authenticate)
-    app.router.add_post(f"/{_CYCLE_REQUEST}", _http_operation)
-    app.router.add_post(f"/{_REPORT}", _http_operation)
-    app.router.add_get(f"/{PREFIX}/get-model", _download)
-    app.router.add_get(f"/{PREFIX}/get-plan", _download)
-    app.router.add_get(f"/{PREFIX}/get-protocol", _get_protocol)
-    app.router.add_get(f"/{PREFIX}/retrieve-model", _retrieve_model)
-    app.router.add_route("GET", f"/{PREFIX}/speed-test", _speed_test)
-    app.router.add_route("POST", f"/{PREFIX}/speed-test", _speed_test)
+    app.router.add_post(f"/{prefix}/{_AUTHENTICATE}", _http_authenticate)
+    app.router.add_post(f"/{prefix}/{_CYCLE_REQUEST}", _http_operation)
+    app.router.add_post(f"/{prefix}/{_REPORT}", _http_operation)
+    app.router.add_get(f"/{prefix}/get-model", _download)
+    app.router.add_get(f"/{prefix}/get-plan", _download)
+    app.router.add_get(f"/{prefix}/get-protocol", _get_protocol)
+    app.router.add_get(f"/{prefix}/retrieve-model", _retrieve_model)
+    app.router.add_route("GET", f"/{prefix}/speed-test", _speed_test)
+    app.router.add_route("POST", f"/{prefix}/speed-test", _speed_test)
     if node.options.test_controls:
         for method, name, handler in _CONTROLS:
             app.router.add_route(method, f"/_test/{name}", _loopback_only(handler))
@@ -100,7 +99,10 @@ async def _ws_reply(node: GridNode, text: str) -> dict[str, Any]:
     revision = node.options.revision
     request_id = message.get("request_id")
     kind = message.get("type")
-    needs_id = kind in (_CYCLE_REQUEST, _REPORT)
+    scope, _, op = str(kind).rpartition("/")
+    if scope != node.options.prefix:
+        op = ""
+    needs_id = op in (_CYCLE_REQUEST, _REPORT)
     echo = revision is Revision.PG_DEV or (revision is Revision.R0914 and needs_id)
 
     def answer(body: dict[str, Any]) -> dict[str, Any]:
@@ -110,18 +112,18 @@ async def _ws_reply(node: GridNode, text: str) -> dict[str, Any]:
 
     if kind == "socket-ping":
         return answer({"alive": "True"})
-    if kind not in (_AUTHENTICATE, _CYCLE_REQUEST, _REPORT, _HOST_TRAINING):
+    if op not in (_AUTHENTICATE, _CYCLE_REQUEST, _REPORT, _HOST_TRAINING):
         return answer({"error": repr(kind)})
     if revision is Revision.R0914 and needs_id and "request_id" not in message:
         return {"error": "'request_id'"}
     data = message.get("data")
     if not isinstance(data, dict):
         return answer({"error": "'data'"})
-    if kind == _AUTHENTICATE:
+    if op == _AUTHENTICATE:
         body, _status = await node.authenticate(data)
-    elif kind == _CYCLE_REQUEST:
+    elif op == _CYCLE_REQUEST:
         body = node.cycle_request(data)
-    elif kind == _REPORT:
+    elif op == _REPORT:
         body = await node.report(data, "ws")
     else:
         body = node.host_training(data)
@@ -147,6 +149,7 @@ async def _http_authenticate(request: web.Request) -> web.StreamResponse:
 async def _http_operation(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     kind = request.path.lstrip("/")
+    op = kind.rpartition("/")[2]
     if node.options.revision is Revision.R0914:
         return web.json_response({"error": "'request_id'"}, status=500)
     try:
@@ -154,7 +157,7 @@ async def _http_operation(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     try:
-        body = node.cycle_request(data) if kind == _CYCLE_REQUEST else await node.report(data, "http")
+        body = node.cycle_request(data) if op == _CYCLE_REQUEST else await node.report(data, "http")
     except NodeStopping as exc:
         return web.json_response({"error": str(exc)}, status=503)
     if node.options.revision is Revision.PG_DEV:

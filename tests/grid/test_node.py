@@ -327,6 +327,38 @@ async def test_websocket_routing_errors_ping_and_binary_frames():
         assert (await worker.get("get-protocol", worker_id="w", request_key="k", protocol_id="1"))[0] == 500
 
 
+@pytest.mark.parametrize("transport", ["ws", "http"])
+async def test_an_older_route_prefix_serves_the_same_protocol_and_refuses_the_new_names(transport):
+    model, plans, client, server = small_process()
+    async with running_node(prefix="federated") as node:
+        node.host("mnist", "1.0", model, plans, client, server)
+        async with RawWorker(node.url, transport, prefix="federated") as worker:
+            await worker.authenticate()
+            assert (await worker.cycle_request())["status"] == "accepted"
+            assert (await worker.get_model())[0] == 200
+            assert await worker.report(diff_of(model)) == {"status": "success"}
+        async with RawWorker(node.url, transport) as new_names:
+            if transport == "ws":
+                _, answer = await new_names.op("authenticate", {"model_name": "mnist", "model_version": "1.0"})
+                assert answer["error"] == "'model-centric/authenticate'"
+            else:
+                assert new_names.session is not None
+                async with new_names.session.post(f"{node.url}/model-centric/authenticate", json={}) as response:
+                    assert response.status == 404
+
+
+async def test_a_report_after_the_end_time_completes_the_cycle_below_max_diffs():
+    """Ready = min_diffs reached AND (max_diffs reached OR now >= end); no timer, the report triggers it."""
+    model, plans, client, server = small_process(server_config={"cycle_length": 0, "min_diffs": 1,
+                                                                 "max_diffs": 10})
+    async with running_node() as node, RawWorker(node.url) as worker:
+        node.host("mnist", "1.0", model, plans, client, server)
+        await worker.authenticate()
+        await worker.cycle_request()
+        await worker.report(diff_of(model))
+        assert node.checkpoint_number("mnist") == 2
+
+
 async def test_late_report_after_the_cycle_closed_is_accepted_and_discarded():
     model, plans, client, server = small_process()
     async with running_node() as node, RawWorker(node.url) as worker:

@@ -267,8 +267,11 @@ class RawWorker:
     ``op`` returns the raw JSON answer (no envelope unwrapping); the helpers unwrap ``data``.
     """
 
-    def __init__(self, url: str, transport: str = "ws", *, request_ids: bool = True) -> None:
+    def __init__(
+        self, url: str, transport: str = "ws", *, request_ids: bool = True, prefix: str = "model-centric"
+    ) -> None:
         self.url = url.rstrip("/")
+        self.prefix = prefix
         self.transport = transport
         self.request_ids = request_ids
         self.session: aiohttp.ClientSession | None = None
@@ -296,7 +299,7 @@ class RawWorker:
 
     async def op(self, name: str, data: Mapping[str, Any]) -> tuple[int, Any]:
         """One JSON operation (``authenticate``, ``cycle-request``, ``report``): (HTTP status or 0, answer)."""
-        kind = f"model-centric/{name}"
+        kind = f"{self.prefix}/{name}"
         if self.transport == "ws":
             message: dict[str, Any] = {"type": kind, "data": dict(data)}
             if self.request_ids:
@@ -322,10 +325,10 @@ class RawWorker:
         return answer
 
     async def get(self, path: str, /, **params: Any) -> tuple[int, bytes]:
-        """A GET under /model-centric/: (status, body)."""
+        """A GET under /PREFIX/: (status, body)."""
         assert self.session is not None
         query = {k: str(v) for k, v in params.items()}
-        async with self.session.get(f"{self.url}/model-centric/{path}", params=query) as response:
+        async with self.session.get(f"{self.url}/{self.prefix}/{path}", params=query) as response:
             return response.status, await response.read()
 
     async def get_model(self, **override: Any) -> tuple[int, bytes]:

@@ -12,6 +12,8 @@ import time
 
 import jwt
 import pytest
+import structlog
+import structlog.testing
 from conftest import FIXTURES
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -249,7 +251,10 @@ async def test_a_bad_diff_is_logged_and_skipped_and_a_good_one_still_completes_t
             await w.authenticate()
             await w.cycle_request()
         wrong_shape = wire.encode_state([wire.Tensor("float32", (2,), bytes(8))])
-        assert await bad.report(wrong_shape) == {"status": "success"}
+        with structlog.testing.capture_logs() as logs:
+            assert await bad.report(wrong_shape) == {"status": "success"}
+        rejected = [e for e in logs if e["event"] == "grid_node.diff_rejected"]
+        assert len(rejected) == 1 and "tensors" in rejected[0]["why"]
         assert await bad.report(b"", diff="bm90YQ") == {"error": "Incorrect padding"}
         assert node.checkpoint_number("mnist") == 1
         await good.report(diff_of(model))

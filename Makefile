@@ -94,6 +94,7 @@ SVC_LIVE := $(if $(DESTDIR),,$(shell test -d /run/systemd/system && echo yes))
 
 install-venv:
 	@test -x $(SVC_ROOT)/bin/python || $(SERVICE_PYTHON) -m venv $(SVC_ROOT)
+	@rm -rf build
 	$(SVC_ROOT)/bin/python -m pip install --quiet --upgrade '.$(if $(SERVICE_EXTRAS),[$(SERVICE_EXTRAS)])'
 	@if [ -n "$(DESTDIR)" ]; then \
 	  grep -lI -- '$(SVC_ROOT)' $(SVC_ROOT)/bin/* $(SVC_ROOT)/pyvenv.cfg 2>/dev/null \

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import plistlib
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -76,9 +77,8 @@ def test_check_config_of_the_installed_config(staged_install: Path) -> None:
 def test_reinstall_keeps_config_and_token_and_uninstall_keeps_them(staged_install: Path, tmp_path: Path) -> None:
     """A second install keeps an edited config and a filled token; uninstall removes unit and venv only."""
     destdir = tmp_path / "root"
-    copy_venv(staged_install, destdir)
+    shutil.copytree(staged_install, destdir, symlinks=True)
     args = (f"DESTDIR={destdir}", f"PREFIX={PREFIX}", f"SERVICE_PYTHON={SYSTEM_PYTHON}")
-    run_make("install-systemd", *args)
     conf = destdir / "etc/syftd"
     (conf / "syftd.toml").write_text((conf / "syftd.toml").read_text() + "\n# edited by the admin\n")
     (conf / "token").write_text("jwt")

@@ -316,6 +316,8 @@ class GridClient:
                 raise kind(f"{op}: HTTP {exc.status} {exc.message}") from None
             except (aiohttp.ClientError, OSError) as exc:
                 raise GridUnavailable(f"{op}: {type(exc).__name__}: {exc}") from None
+        except (GridRejected, GridFinished):
+            raise
         except GridError as exc:
             log.warning("grid.request_failed", op=op, error=type(exc).__name__, reason=self._scrub(str(exc)))
             raise

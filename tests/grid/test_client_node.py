@@ -16,7 +16,14 @@ import pytest
 from support.gridnode import running_node, small_process
 
 from syftd.config import GridConfig
-from syftd.errors import GridAuthFailed, GridCycleGone, GridFinished, GridRejected, GridUnavailable
+from syftd.errors import (
+    GridAuthFailed,
+    GridCycleGone,
+    GridFinished,
+    GridProtocolError,
+    GridRejected,
+    GridUnavailable,
+)
 from syftd.grid import wire
 from syftd.grid.client import GridClient
 
@@ -203,3 +210,18 @@ async def test_speed_test_is_run_when_the_node_asks_and_its_numbers_are_accepted
             speed = await asyncio.wait_for(client.speed_test(auth.worker_id), 30)
             accepted = await client.cycle_request(auth.worker_id, speed=speed)
     assert accepted.model_id >= 1 and speed.download > 0.001 and speed.upload > 0.001
+
+
+@pytest.mark.parametrize("prefix", ["model_centric", "federated"])
+async def test_older_route_prefixes_work_when_configured(prefix: str) -> None:
+    """A node with a pre-2020-07-29 prefix serves a whole cycle to a client with the same grid.prefix."""
+    model, plans, client_config, server = small_process()
+    async with running_node(prefix=prefix) as node:
+        node.host("mnist", "1.0", model, plans, client_config, server)
+        for transport in ("ws", "http"):
+            async with GridClient(grid_for(node.url, transport=transport, prefix=prefix)) as client:
+                await full_cycle(client)
+        assert [r.transport for r in node.reports] == ["ws", "http"]
+        async with GridClient(grid_for(node.url, transport="http")) as client:
+            with pytest.raises(GridProtocolError, match=r"grid\.prefix"):
+                await client.authenticate()

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from syftd.trainer.training import Trainer
 
     sock = socket.socket(fileno=args.fd)
-    trainer = Trainer(_rss_bytes)
+    trainer = Trainer(_ResidentSize())
     _log.info("trainer.started", threads=torch.get_num_threads())
     while True:
         request = _receive(sock, timeout_s=args.idle_exit_s)
@@ -120,11 +120,18 @@ def _read(sock: socket.socket, size: int) -> bytes | None:
     return bytes(chunks)
 
 
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE
-    except OSError:
+class _ResidentSize:
+    """This process's resident bytes: /proc/self/statm kept open (one pread per report), else the peak."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def __call__(self) -> int:
+        if self._fd is not None:
+            return int(os.pread(self._fd, 256, 0).split()[1]) * _PAGE
         import resource
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

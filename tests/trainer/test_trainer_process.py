@@ -100,7 +100,7 @@ async def test_the_warm_trainer_serves_the_next_cycle_and_exits_when_idle(
         assert (first.outcome, second.outcome) == (Outcome.COMPLETED, Outcome.COMPLETED)
         assert second.duration_s < 1.0
         assert first.diff != second.diff, "another cycle id shuffles the data differently"
-        assert await asyncio.to_thread(psutil.Process(pid).wait, 10) == 0
+        await asyncio.to_thread(psutil.Process(pid).wait, 10)
         third = await _train(pool, job, model, plan, new_flag(), cycle_id="c")
         assert third.outcome is Outcome.COMPLETED
         assert pool.warm_pids["mnist"] != pid

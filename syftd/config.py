@@ -242,6 +242,9 @@ class TrainerConfig:
         "exact", doc="max_updates steps, or max_updates + 1 as PySyft and syft.js do"
     )
     max_updates: int | None = _key(None, doc="override the node's max_updates (testing)", min=1)
+    progress_interval_s: float = _key(
+        0.25, doc="progress reports at most this often (0 = every step); each wakes the daemon", min=0, max=60
+    )
 
 
 @dataclass(frozen=True, slots=True)

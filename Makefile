@@ -58,7 +58,7 @@ test-compat:
 	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); env=.venv-$$v; \
 	  test -x $$env/bin/python || $$py -m venv $$env; \
 	  $$env/bin/python -m pip install --quiet --upgrade pip; \
-	  $$env/bin/python -m pip install --quiet -e '.[test]'; \
+	  $$env/bin/python -m pip install --quiet -e '.[test,node]'; \
 	  echo "== Python $$v"; \
 	  $$env/bin/python -m pytest -m "not torch" -p no:cacheprovider tests --ignore=tests/bench $(PYTEST_ARGS); \
 	done

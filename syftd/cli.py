@@ -36,11 +36,14 @@ def _parser() -> argparse.ArgumentParser:
         "--config", "-c", type=Path, default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("run", help="run the daemon in the foreground (systemd, launchd, a terminal)")
-    check = sub.add_parser("check-config", help="validate a configuration file without starting")
+    # --config is accepted after the verb too (`syftd run --config PATH`)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub.add_parser("run", parents=[common], help="run the daemon in the foreground (systemd, launchd, a terminal)")
+    check = sub.add_parser("check-config", parents=[common], help="validate a configuration file without starting")
     check.add_argument("path", nargs="?", type=Path, help="file to check (default: --config)")
     for verb in control.VERBS.values():
-        verb_parser = sub.add_parser(verb.name, help=verb.help)
+        verb_parser = sub.add_parser(verb.name, parents=[common], help=verb.help)
         verb_parser.add_argument(
             "--runtime-dir", type=Path, help="the daemon's runtime directory (default: from the config)"
         )
@@ -112,10 +115,7 @@ def _run(path: Path) -> int:
 
 def _verb(args: argparse.Namespace) -> int:
     verb = control.VERBS[args.command]
-    runtime_dir: Path | None = args.runtime_dir
-    if runtime_dir is None:
-        config = _load_or_report(args.config) if args.config.exists() else None
-        runtime_dir = config.daemon.runtime_dir if config is not None else config_mod.DaemonConfig().runtime_dir
+    runtime_dir: Path = args.runtime_dir or config_mod.runtime_dir_of(args.config)
     params: dict[str, Any] = {arg.name: getattr(args, arg.name, None) for arg in verb.args}
     try:
         answer = asyncio.run(control.call(runtime_dir, verb.name, params))

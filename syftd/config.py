@@ -45,6 +45,8 @@ __all__ = [
     "TrainerConfig",
     "load",
     "loads",
+    "runtime_dir_of",
+    "url_problem",
 ]
 
 _JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -293,6 +295,23 @@ def load(path: Path | str) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(path, [f"<file>: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from exc
     return loads(text, path=path)
+
+
+def runtime_dir_of(path: Path) -> Path:
+    """Only ``daemon.runtime_dir`` of the file at ``path``, leniently: the control verbs need nothing else,
+    and must work where the rest would not load (e.g. ``${CREDENTIALS_DIRECTORY}`` unset outside the unit).
+    Falls back to the default when the file or the key is unusable."""
+    default = DaemonConfig().runtime_dir
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return default
+    daemon = document.get("daemon")
+    value = daemon.get("runtime_dir") if isinstance(daemon, dict) else None
+    if not isinstance(value, str) or not value:
+        return default
+    expanded = os.path.expandvars(value)
+    return Path(expanded) if "$" not in expanded else default
 
 
 def loads(text: str, *, path: Path | None = None) -> Config:

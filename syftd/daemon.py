@@ -110,10 +110,12 @@ class Daemon:
             self.notifier.stopping("stopping: expiring running cycles")
             _log.info("daemon.stopping")
             for service in reversed(started):
+                began = loop.time()
                 try:
                     await asyncio.wait_for(service.stop(), timeout=self._stop_timeout())
                 except Exception as exc:  # noqa: BLE001 - one failing stop must not skip the others
                     _log.error("daemon.service_stop_failed", service=service.name, error=repr(exc))
+                _log.debug("daemon.service_stopped", service=service.name, seconds=round(loop.time() - began, 3))
             if watchdog is not None:
                 watchdog.cancel()
             self._remove_signals(loop)

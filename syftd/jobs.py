@@ -158,6 +158,11 @@ class JobManager:
             return
         from syftd.grid.client import read_token
 
+        with contextlib.suppress(OSError):  # a missing file is read_token's to report
+            if path.stat().st_size == 0:
+                # the service install creates an empty token file for LoadCredential=: no token yet
+                _log.info("grid.token_empty", job=job.config.name, path=str(path), note="no auth_token is sent")
+                return
         try:
             job.token = read_token(path)
         except TokenError as exc:
@@ -319,6 +324,9 @@ class JobManager:
             state = policy.after_failure(state, now, schedule, self._uniform())
         job.state = dataclasses.replace(state, spool_pending=self._pending_count(job.config.name))
         entry = record.as_dict()
+        waits = [t for t in (state.backoff_until, state.rejected_until, state.finished_until) if t is not None]
+        if waits and max(waits) > now:
+            entry["retry_in_s"] = round(max(waits) - now, 3)
         job.last = entry
         if self._history is not None:
             self._history.record(job.config.name, entry)

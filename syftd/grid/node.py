@@ -89,6 +89,10 @@ class ReportRecord:
         }
 
 
+class WorkerGone(Exception):
+    """The worker's connection closed while its report was held; nothing is stored."""
+
+
 class GridNode:
     """The node: ``async with GridNode() as node:`` serves on 127.0.0.1 at a free port (``node.url``)."""
 
@@ -242,11 +246,17 @@ class GridNode:
         self._notify()
         return answer
 
-    async def report(self, data: Mapping[str, Any], transport: Literal["ws", "http"]) -> dict[str, Any]:
+    async def report(
+        self, data: Mapping[str, Any], transport: Literal["ws", "http"], *, is_gone: Callable[[], bool] = lambda: False
+    ) -> dict[str, Any]:
         """The report operation: store the diff, then complete the cycle if it is ready (spec §2.6, §7).
+
+        A report held by the test control whose worker hung up meanwhile is dropped, as if the network
+        cut had lost it on the way (``is_gone`` tells); a real node never sees such a request.
 
         Raises:
             NodeStopping: the report was held and the node stopped meanwhile.
+            WorkerGone: the worker hung up while its report was held.
         """
         text = data.get("diff")
         if not isinstance(text, str):
@@ -256,6 +266,9 @@ class GridNode:
         except (binascii.Error, ValueError) as exc:
             return {"error": str(exc)}
         await self._hold_point()
+        if is_gone():
+            _log.info("grid_node.report_dropped", worker_id=data.get("worker_id"), reason="worker hung up while held")
+            raise WorkerGone("the worker hung up while its report was held")
         try:
             assignment = self.state.record_report(str(data.get("worker_id")), str(data.get("request_key")), diff)
         except Refusal as refusal:

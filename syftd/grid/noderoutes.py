@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from syftd.grid.node import GridNode, NodeStopping, Revision
+from syftd.grid.node import GridNode, NodeStopping, Revision, WorkerGone
 from syftd.grid.nodestate import Refusal
 
 __all__ = ["build_app"]
@@ -77,19 +77,29 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
     async for message in ws:
         if message.type == WSMsgType.TEXT:
             try:
-                reply = await _ws_reply(node, message.data)
+                reply = await _ws_reply(node, message.data, is_gone=lambda: _is_gone(request, ws))
             except NodeStopping:
                 await ws.close(code=WSCloseCode.GOING_AWAY, message=b"node shutting down")
+                break
+            except WorkerGone:
                 break
         elif message.type == WSMsgType.BINARY:
             reply = {"error": "binary frames are data-centric messages; this node serves model-centric FL only"}
         else:
             continue
-        await ws.send_str(json.dumps(reply))
+        try:
+            await ws.send_str(json.dumps(reply))
+        except ConnectionResetError:
+            break
     return ws
 
 
-async def _ws_reply(node: GridNode, text: str) -> dict[str, Any]:
+def _is_gone(request: web.Request, ws: web.WebSocketResponse | None = None) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing() or (ws is not None and ws.closed)
+
+
+async def _ws_reply(node: GridNode, text: str, *, is_gone: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     try:
         message = json.loads(text)
     except ValueError as exc:
@@ -124,7 +134,7 @@ async def _ws_reply(node: GridNode, text: str) -> dict[str, Any]:
     elif op == _CYCLE_REQUEST:
         body = node.cycle_request(data)
     elif op == _REPORT:
-        body = await node.report(data, "ws")
+        body = await node.report(data, "ws", is_gone=is_gone)
     else:
         body = node.host_training(data)
     return answer({"type": kind, "data": body})
@@ -157,9 +167,14 @@ async def _http_operation(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     try:
-        body = node.cycle_request(data) if op == _CYCLE_REQUEST else await node.report(data, "http")
+        if op == _CYCLE_REQUEST:
+            body = node.cycle_request(data)
+        else:
+            body = await node.report(data, "http", is_gone=lambda: _is_gone(request))
     except NodeStopping as exc:
         return web.json_response({"error": str(exc)}, status=503)
+    except WorkerGone as exc:
+        return web.json_response({"error": str(exc)}, status=499)
     if node.options.revision is Revision.PG_DEV:
         return web.json_response({"type": kind, "data": body})
     return web.json_response(body)

@@ -1,0 +1,284 @@
+"""End to end: the real daemon, real trainer processes, the local node over 127.0.0.1, and condition changes
+as real D-Bus signals from python-dbusmock on a private system bus."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import random
+import signal
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+from e2e.conftest import Harness, eventually
+
+from syftd.grid import wire
+
+pytestmark = [pytest.mark.torch, pytest.mark.dbus, pytest.mark.slow, pytest.mark.timeout(180)]
+
+NM_DISCONNECTED, NM_CONNECTED_GLOBAL = 20, 70
+
+
+async def retrieve(h: Harness, checkpoint: int) -> list[np.ndarray]:
+    url = f"{h.node.node.url}/model-centric/retrieve-model"
+    async with aiohttp.ClientSession() as session, session.get(
+        url, params={"name": h.name, "version": "1.0", "checkpoint": str(checkpoint)}
+    ) as answer:
+        assert answer.status == 200, await answer.text()
+        return [_array(t) for t in wire.parse_state(await answer.read())]
+
+
+def _array(tensor: wire.Tensor) -> np.ndarray:
+    return np.frombuffer(tensor.data, dtype=np.float32).reshape(tensor.shape)
+
+
+def _when(entry: dict) -> float:
+    return dt.datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+async def test_plugged_in_and_online_a_cycle_completes_and_the_node_averages_it(harness: Harness) -> None:
+    """On AC and online: one cycle runs to ``done``; the node's new checkpoint is the old one minus the diff."""
+    harness.host(max_updates=5)
+    harness.write_config()
+    daemon = await harness.start()
+    finished = await daemon.wait_log("cycle.finished", timeout=90)
+    assert finished["outcome"] == "done", finished
+    assert finished["steps"] == 5
+    reports = harness.node.reports_for(harness.name)
+    assert len(reports) == 1
+    before, after = await retrieve(harness, 1), await retrieve(harness, 2)
+    diff = [_array(t) for t in wire.parse_state(reports[0].diff)]
+    for b, a, d in zip(before, after, diff, strict=True):
+        np.testing.assert_allclose(a, b - d, atol=1e-7, rtol=0)
+    status = await asyncio.to_thread(_cli, harness, "status", "--json")
+    assert '"last_outcome": "done"' in status
+
+
+def _cli(h: Harness, *args: str) -> str:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "syftd", "--config", str(h.config_path), *args],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+async def test_unplugging_mid_training_expires_the_cycle_and_replugging_runs_the_next(harness: Harness) -> None:
+    """OnBattery=true while training: expired with power_lost, nothing reported, the trainer process gone;
+    after replugging (and stable_for_s) the next cycle completes."""
+    harness.host(max_updates=5)
+    harness.write_config(job="max_updates = 100000")
+    daemon = await harness.start()
+    await _training(daemon)
+    from support.dbus import MockControl
+
+    control = await MockControl.connect(harness.bus.address)
+    try:
+        await control.set_on_battery(True)
+        finished = await daemon.wait_log("cycle.finished", timeout=30)
+        assert (finished["outcome"], finished["reason"]) == ("expired", "power_lost"), finished
+        assert harness.node.reports_for(harness.name) == []
+        await eventually(lambda: harness.trainers() == [], timeout=15)
+
+        harness.config_path.write_text(harness.config_path.read_text().replace("max_updates = 100000",
+                                                                                "max_updates = 3"))
+        daemon.signal(signal.SIGHUP)
+        await daemon.wait_log("config.reloaded")
+        mark = len(daemon.logs)
+        await control.set_on_battery(False)
+        daemon.signal(signal.SIGUSR1)  # the interval after an expiry does not apply, but be explicit
+        finished = await daemon.wait_log("cycle.finished", timeout=90, after=mark)
+        assert finished["outcome"] == "done", finished
+        assert len(harness.node.reports_for(harness.name)) == 1
+    finally:
+        control.close()
+
+
+async def _training(daemon) -> dict:
+    """Wait until the trainer has reported its first step."""
+    return await daemon.wait_log("cycle.state_changed", to_state="training", timeout=90)
+
+
+async def test_network_lost_mid_training_expires_without_a_report(harness: Harness, mocks) -> None:
+    """NetworkManager says disconnected while training: expired with network_lost and the node got no
+    report while it said offline (loopback stays reachable, so the node's side is what counts)."""
+    harness.host(max_updates=5)
+    harness.write_config(job="max_updates = 100000")
+    daemon = await harness.start()
+    await _training(daemon)
+    await mocks.set_network(State=NM_DISCONNECTED)
+    finished = await daemon.wait_log("cycle.finished", timeout=30)
+    assert (finished["outcome"], finished["reason"]) == ("expired", "network_lost"), finished
+    assert harness.node.reports_for(harness.name) == []
+
+
+async def test_offline_between_training_and_report_spools_then_reports_once_online(harness: Harness, mocks) -> None:
+    """The node holds the report; NM goes offline → the cycle ends spooled; online again → reported once
+    and the checkpoint moves."""
+    harness.host(max_updates=3)
+    harness.write_config()
+    harness.node.sync(harness.node.node.hold_reports)
+    try:
+        daemon = await harness.start()
+        await harness.node.wait_until(lambda: harness.node.node.held_reports >= 1, timeout=90)
+        await mocks.set_network(State=NM_DISCONNECTED)
+        finished = await daemon.wait_log("cycle.finished", timeout=30)
+        assert finished["outcome"] == "spooled", finished
+    finally:
+        harness.node.sync(harness.node.node.release_reports)
+    assert harness.node.reports_for(harness.name) == []
+    await mocks.set_network(State=NM_CONNECTED_GLOBAL)
+    await daemon.wait_log("spool.reported", timeout=30)
+    reports = harness.node.reports_for(harness.name)
+    assert len({r.request_key for r in reports}) == 1
+    assert harness.node.sync(lambda: harness.node.node.checkpoint_number(harness.name)) == 2
+
+
+async def test_kill_9_after_spooling_reports_exactly_once_after_restart(harness: Harness) -> None:
+    """SIGKILL while the report is held (the diff is spooled): the restarted daemon reports it exactly once."""
+    harness.host(max_updates=3)
+    harness.write_config()
+    harness.node.sync(harness.node.node.hold_reports)
+    try:
+        daemon = await harness.start()
+        await daemon.wait_log("spool.added", timeout=90)
+        await harness.node.wait_until(lambda: harness.node.node.held_reports >= 1, timeout=30)
+        daemon.signal(signal.SIGKILL)
+        await daemon.wait_exit()
+    finally:
+        harness.node.sync(harness.node.node.release_reports)
+    daemon = await harness.start()
+    await daemon.wait_log("spool.reported", timeout=60)
+    reports = harness.node.reports_for(harness.name)
+    assert len({r.request_key for r in reports}) == 1
+    assert harness.node.sync(lambda: harness.node.node.checkpoint_number(harness.name)) == 2
+
+
+async def test_kill_9_then_cycle_closed_on_the_node_discards_the_spooled_diff(harness: Harness) -> None:
+    """The node closed the cycle while the daemon was dead: the spooled diff is discarded, with a log line."""
+    harness.host(max_updates=3)
+    harness.write_config()
+    harness.node.sync(harness.node.node.hold_reports)
+    try:
+        daemon = await harness.start()
+        await harness.node.wait_until(lambda: harness.node.node.held_reports >= 1, timeout=90)
+        daemon.signal(signal.SIGKILL)
+        await daemon.wait_exit()
+        assert await harness.node.acall(harness.node.node.close_cycle(harness.name, "1.0"))
+    finally:
+        harness.node.sync(harness.node.node.release_reports)
+    daemon = await harness.start()
+    discarded = await daemon.wait_log("spool.discarded", timeout=60)
+    assert "cycle closed" in discarded["reason"]
+    assert harness.node.reports_for(harness.name) == []
+
+
+async def test_budget_spent_expires_with_reason_budget(harness: Harness) -> None:
+    """max_cycle_s elapses during training: expired with budget."""
+    harness.host(max_updates=5)
+    harness.write_config(job="max_updates = 100000").write_text(
+        harness.config_path.read_text().replace("max_cycle_s = 120", "max_cycle_s = 8"))
+    daemon = await harness.start()
+    finished = await daemon.wait_log("cycle.finished", timeout=60)
+    assert (finished["outcome"], finished["reason"]) == ("expired", "budget"), finished
+    assert harness.node.reports_for(harness.name) == []
+
+
+async def test_sigterm_mid_training_exits_within_the_grace(harness: Harness) -> None:
+    """SIGTERM while training: the daemon exits 0 within shutdown_grace_s + 1 s, the cycle expired (shutdown)."""
+    harness.host(max_updates=5)
+    harness.write_config(job="max_updates = 100000")
+    daemon = await harness.start()
+    await _training(daemon)
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait_exit(timeout=10) == 0
+    elapsed = time.monotonic() - started
+    assert elapsed <= 4.0 + 1.0, elapsed
+    finished = daemon.events("cycle.finished")
+    assert [(f["outcome"], f["reason"]) for f in finished] == [("expired", "shutdown")]
+
+
+async def test_rejection_with_a_timeout_is_honoured(harness: Harness) -> None:
+    """Already in the open cycle (max_diffs = 2): the node rejects with a timeout; the next attempt waits for it."""
+    harness.host(max_updates=3, cycle_length=4, max_diffs=2, min_diffs=2, num_cycles=5)
+    harness.write_config().write_text(harness.config_path.read_text().replace("interval_s = 3600", "interval_s = 0"))
+    daemon = await harness.start()
+    first = await daemon.wait_log("cycle.finished", timeout=90)
+    assert first["outcome"] == "done"
+    rejected = await daemon.wait_log("cycle.finished", timeout=30, outcome="rejected")
+    timeout_s = rejected["rejected_timeout_s"]
+    assert 0 < timeout_s <= 4
+    index = daemon.logs.index(rejected)
+    nxt = await daemon.wait_log("cycle.started", timeout=30, after=index)
+    assert _when(nxt) - _when(rejected) >= timeout_s - 0.05
+
+
+async def test_node_down_backs_off_with_growing_jittered_delays(harness: Harness) -> None:
+    """Connection refused: each failure waits a full-jitter delay under a doubling cap."""
+    harness.host()
+    harness.write_config(url="ws://127.0.0.1:9").write_text(
+        harness.config_path.read_text().replace("backoff_initial_s = 0.5",
+                                                "backoff_initial_s = 0.2\nbackoff_max_s = 1.6"))
+    daemon = await harness.start()
+    after = 0
+    for _ in range(6):
+        entry = await daemon.wait_log("cycle.finished", timeout=30, after=after)
+        after = daemon.logs.index(entry) + 1
+    failures = daemon.events("cycle.finished")[:6]
+    starts = daemon.events("cycle.started")[:6]
+    assert all(f["outcome"] == "failed" and f["reason"] == "unavailable" for f in failures), failures
+    caps = [min(1.6, 0.2 * 2 ** k) for k in range(5)]
+    delays = [f["retry_in_s"] for f in failures[:5]]
+    assert all(0 <= d <= c + 1e-9 for d, c in zip(delays, caps, strict=True)), (delays, caps)
+    assert len(set(delays)) > 1, "full jitter gives different delays"
+    for failure, delay, nxt in zip(failures, delays, starts[1:], strict=False):
+        assert _when(nxt) - _when(failure) >= delay - 0.05
+
+
+async def test_prepare_for_sleep_expires_the_cycle_and_releases_the_lock(harness: Harness, mocks) -> None:
+    """PrepareForSleep(true) while training: expired with sleep; the delay lock is gone right after."""
+    harness.host(max_updates=5)
+    harness.write_config(job="max_updates = 100000")
+    daemon = await harness.start()
+    await _training(daemon)
+    assert any(row[1] == "syftd" for row in await mocks.list_inhibitors())
+    await mocks.prepare_for_sleep(True)
+    finished = await daemon.wait_log("cycle.finished", timeout=30)
+    assert (finished["outcome"], finished["reason"]) == ("expired", "sleep"), finished
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 2.0
+    while any(row[1] == "syftd" for row in await mocks.list_inhibitors()):
+        assert loop.time() < deadline, "the sleep delay lock was not released after the trainer stopped"
+    await mocks.prepare_for_sleep(False)
+
+
+async def test_power_flapping_leaves_no_orphans_no_leaks_and_one_outcome_per_cycle(harness: Harness, mocks) -> None:
+    """200 OnBattery flips over ~20 s, some held ≥ 0.5 s (stable_for_s = 0.2) so cycles start and expire:
+    no crash, no orphan process, no leaked descriptor, and every started cycle has exactly one outcome."""
+    harness.host(max_updates=5)
+    harness.write_config(job="max_updates = 100000").write_text(
+        harness.config_path.read_text().replace("interval_s = 3600", "interval_s = 0"))
+    daemon = await harness.start()
+    fds_before = len(os.listdir(f"/proc/{daemon.pid}/fd"))
+    rng = random.Random(7)
+    on_battery = False
+    for flip in range(200):
+        on_battery = not on_battery
+        await mocks.set_on_battery(on_battery)
+        hold = 0.6 if flip % 20 == 19 else rng.uniform(0.02, 0.12)
+        await asyncio.sleep(hold)  # the flapping charger is the behaviour under test
+    await mocks.set_on_battery(True)
+    await eventually(lambda: len(daemon.events("cycle.finished")) == len(daemon.events("cycle.started")), timeout=30)
+    started = [e["cycle"] for e in daemon.events("cycle.started")]
+    finished = [e["cycle_id"] for e in daemon.events("cycle.finished")]
+    assert started, "some holds were long enough to start cycles"
+    assert sorted(started) == sorted(finished) and len(set(finished)) == len(finished)
+    await eventually(lambda: harness.trainers() == [], timeout=30)
+    assert daemon.proc.returncode is None
+    fds_after = len(os.listdir(f"/proc/{daemon.pid}/fd"))
+    assert fds_after <= fds_before + 2, (fds_before, fds_after)

@@ -122,6 +122,7 @@ class TrainerPool:
         result = await self._run(trainer, request, flag, on_progress, may_retry=is_reused)
         if result is None:
             # the warm trainer reached its idle exit just as the request was sent: start a fresh one
+            self._check_running()
             result = await self._run(await self._spawn(job), request, flag, on_progress, may_retry=False)
         assert result is not None
         result = dataclasses.replace(result, duration_s=asyncio.get_running_loop().time() - started)
@@ -236,7 +237,7 @@ class TrainerPool:
                     trainer.process.kill()
                 self._retire(trainer)
         if result is None:
-            if may_retry and not seen and not flag.is_expired:
+            if may_retry and not seen and not flag.is_expired and not self._is_stopped:
                 self._retire(trainer)
                 return None
             await self._reap(trainer)

@@ -67,6 +67,8 @@ class Trainer:
             runner, original = self._prepare(request, batch_size, lr)
             batches = self._source(request.job.data).batches(batch_size, salt=request.cycle_id)
             report(Progress(0, steps_total, None, None, self._rss(), 0.0))
+            interval_s = request.job.trainer.progress_interval_s
+            reported_at = time.perf_counter()
             for step in range(1, steps_total + 1):
                 flag.check()
                 begun = time.perf_counter()
@@ -79,7 +81,10 @@ class Trainer:
                 step_time_s += elapsed
                 losses.append(loss)
                 accuracies.append(accuracy)
-                report(Progress(step, steps_total, loss, accuracy, self._rss(), elapsed))
+                now = time.perf_counter()
+                if now - reported_at >= interval_s or step == steps_total:
+                    report(Progress(step, steps_total, loss, accuracy, self._rss(), elapsed))
+                    reported_at = now
             flag.check()
             trained = [p.to("cpu") for p in runner.params]
             diff = wire.encode_state(to_wire([o - t for o, t in zip(original, trained, strict=True)]))

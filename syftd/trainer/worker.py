@@ -57,7 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = trainer.run(request, flag, lambda p: sock.sendall(encode(p)))
             finally:
                 flag.close()
-            sock.sendall(encode(result))
+            try:
+                sock.sendall(encode(result))
+            except OSError:
+                _log.warning("trainer.daemon_gone")
+                return 0
         if result.outcome is not Outcome.COMPLETED:
             return 0
 

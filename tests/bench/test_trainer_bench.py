@@ -1,13 +1,16 @@
 """Benchmark: trainer throughput against a bare loop, expiration latency, trainer start-up (make bench).
 
 Targets (design.md): throughput ≥ 0.95 × a bare in-process loop running the same TorchScript plan on
-the same data with the same threads and priority; flag set → expired result ≤ one batch + 100 ms;
-start-up: a warm trainer must not pay the torch import again. Baselines are measured in the same run.
+the same data with the same threads and priority (both at nice 0 here: under SCHED_IDLE whichever run
+overlaps other work on a shared machine starves, and the ratio would measure the neighbours); flag
+set → expired result ≤ one batch + 100 ms; start-up: a warm trainer must not pay the torch import
+again. Baselines are measured in the same run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -30,12 +33,15 @@ RUNS = 5
 THREADS = 2
 MODEL = (GOLDEN / "012-http-GET-model-centric_get-model.response.bin").read_bytes()
 PLAN = (GOLDEN / "013-http-GET-model-centric_get-plan.response.bin").read_bytes()
-JOB = make_job(data={"samples": 6000}, trainer={"threads": THREADS, "nice": 19, "sched_idle": True, "idle_exit_s": 120})
+JOB = make_job(
+    data={"samples": 6000},
+    trainer={"threads": THREADS, "nice": 0, "sched_idle": False, "idle_exit_s": 120, "progress_interval_s": 0.25},
+)
 
 _BARE_LOOP = """
 import sys, time
 from syftd.trainer.worker import _govern
-_govern(nice=19, is_sched_idle=True)
+_govern(nice=0, is_sched_idle=False)
 import torch
 torch.set_num_threads({threads})
 from syftd.grid import wire
@@ -70,8 +76,9 @@ class _Clock:
         self.at[progress.step] = time.perf_counter()
         if progress.step:
             self.step_s.append(progress.step_time_s)
-        if (event := self.reached.get(progress.step)) is not None:
-            event.set()
+        for step, event in self.reached.items():
+            if progress.step >= step:
+                event.set()
 
 
 async def _cycle(pool: TrainerPool, *, steps: int, cycle_id: str, clock: _Clock, flag: ExpiryFlag) -> object:
@@ -122,12 +129,15 @@ async def test_trainer_throughput_against_a_bare_loop(tmp_path: Path) -> None:
     bare.stdin.close()
     await bare.wait()
     bare_m, trainer_m, cycle_m = (statistics.median(v) for v in (bare_s, trainer_s, cycle_s))
+    pair_m = statistics.median(b / t for b, t in zip(bare_s, trainer_s, strict=True))
     print(
-        f"\ntrainer throughput, {STEPS} steps × {RUNS} alternating runs, {THREADS} threads, nice 19 + SCHED_IDLE:\n"
+        f"\ntrainer throughput, {STEPS} steps × {RUNS} alternating runs, {THREADS} threads, nice 0, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:\n"
         f"  bare loop       median {bare_m:.3f} s  ({STEPS / bare_m:.0f} steps/s)  runs {_fmt(bare_s)}\n"
         f"  trainer loop    median {trainer_m:.3f} s  ({STEPS / trainer_m:.0f} steps/s)  runs {_fmt(trainer_s)}\n"
         f"  whole cycle     median {cycle_m:.3f} s  (request, loop, diff encode + check, result)\n"
         f"  throughput ratio (bare / trainer loop): {bare_m / trainer_m:.3f}  (target ≥ 0.95)\n"
+        f"  median of the 5 paired ratios:          {pair_m:.3f}  (each pair ran back to back)\n"
         f"  ratio incl. per-cycle work:             {bare_m / cycle_m:.3f}"
     )
 
@@ -151,6 +161,7 @@ async def test_expiration_latency_and_start_up() -> None:
             running = asyncio.ensure_future(_cycle(pool, steps=100_000, cycle_id=f"e{run}", clock=clock, flag=flag))
             await asyncio.wait_for(clock.reached[20].wait(), 120)
             cold.append(clock.at[0] - began)
+            await asyncio.sleep(0.137)  # the workload: let the flag land at an arbitrary point in a batch
             set_at = time.perf_counter()
             flag.expire(ExpiryReason.POWER_LOST)
             result = await asyncio.wait_for(running, 30)

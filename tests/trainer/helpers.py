@@ -22,7 +22,7 @@ def make_job(
         name="mnist",
         grid=GridConfig(url="http://127.0.0.1:1", model="mnist", version="1.0"),
         data=dataclasses.replace(DataConfig(samples=1200), **(data or {})),
-        trainer=dataclasses.replace(TrainerConfig(idle_exit_s=30.0), **(trainer or {})),
+        trainer=dataclasses.replace(TrainerConfig(idle_exit_s=30.0, progress_interval_s=0.0), **(trainer or {})),
         budget=BudgetConfig(expiry_grace_s=grace_s),
     )
 

@@ -332,3 +332,19 @@ def test_the_daemon_process_never_maps_libtorch() -> None:
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report == {"outcome": "completed", "libtorch": [], "torch_imported": False}
+
+
+async def test_cancelling_train_kills_the_trainer(
+    pool: TrainerPool, model: bytes, plan: bytes, new_flag: FlagFactory
+) -> None:
+    """Cancelling the train() coroutine kills its trainer process and leaves nothing warm or running."""
+    steps = _Steps()
+    job = make_job(trainer={"max_updates": 100_000})
+    running = asyncio.ensure_future(_train(pool, job, model, plan, new_flag(), on_progress=steps))
+    await steps.reached(1)
+    pid = next(p for p in psutil.Process().children() if "syftd.trainer.worker" in " ".join(p.cmdline())).pid
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await asyncio.to_thread(psutil.Process(pid).wait, 10)
+    assert pool.warm_pids == {}

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -272,7 +273,11 @@ class TrainerPool:
                 body = await trainer.reader.readexactly(HEADER.unpack(header)[0])
             except (asyncio.IncompleteReadError, ConnectionError):
                 return None
-            message = decode_from_trainer(body)
+            try:
+                message = decode_from_trainer(body)
+            except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+                _signal(trainer, signal.SIGKILL)
+                return TrainingResult(Outcome.FAILED, flag.reason, error=f"the trainer sent an unreadable frame: {exc}")
             if isinstance(message, TrainingResult):
                 return message
             seen.append(message)

@@ -89,13 +89,19 @@ async def test_a_cycle_completes_lowers_the_loss_and_returns_a_valid_diff(
 async def test_the_warm_trainer_serves_the_next_cycle_and_exits_when_idle(
     model: bytes, plan: bytes, new_flag: FlagFactory
 ) -> None:
-    """A second cycle of the same job reuses the process (no torch import); it exits after idle_exit_s."""
+    """A second cycle of the same job reuses the process (no torch import); it exits after idle_exit_s.
+
+    Every thread of the trainer, torch's included, runs at nice 19 under SCHED_IDLE.
+    """
     job = make_job(trainer={"max_updates": 3, "idle_exit_s": 1.0})
     async with TrainerPool(shutdown_grace_s=8.0, log_format="json", log_level="warning") as pool:
         await pool.prepare(job)
         pid = pool.warm_pids["mnist"]
         first = await _train(pool, job, model, plan, new_flag(), cycle_id="a")
         assert pool.warm_pids == {"mnist": pid}
+        threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+        assert {os.getpriority(os.PRIO_PROCESS, tid) for tid in threads} == {19}
+        assert {os.sched_getscheduler(tid) for tid in threads} == {os.SCHED_IDLE}
         second = await _train(pool, job, model, plan, new_flag(), cycle_id="b")
         assert (first.outcome, second.outcome) == (Outcome.COMPLETED, Outcome.COMPLETED)
         assert second.duration_s < 1.0

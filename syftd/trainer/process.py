@@ -38,6 +38,7 @@ KILL_AFTER_TERM_S = 2.0
 
 _log = get_logger("syftd.trainer")
 _SYFTD_ROOT = str(Path(__file__).resolve().parents[2])
+_SIGNALLED = {-signal.SIGTERM: Outcome.TERMINATED, -signal.SIGKILL: Outcome.KILLED}
 _CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
@@ -46,7 +47,6 @@ class _Trainer:
 
     def __init__(self, job: JobConfig, process: asyncio.subprocess.Process, reader: Any, writer: Any) -> None:
         self.job, self.process, self.reader, self.writer = job, process, reader, writer
-        self.has_served = False
 
     @property
     def is_alive(self) -> bool:
@@ -139,10 +139,17 @@ class TrainerPool:
         return result
 
     async def stop(self) -> None:
-        """Stop every trainer, idle or busy, bounded in time; expires nothing itself; idempotent."""
+        """Stop every trainer, bounded in time: idle ones get end of file, busy ones SIGTERM; idempotent.
+
+        Expires nothing itself: expire the running cycles' flags first for EXPIRED results; a run
+        still busy here ends TERMINATED (or KILLED 2 s later).
+        """
         self._is_stopped = True
+        idle = set(self._warm.values())
         self._warm.clear()
         for trainer in list(self._live):
+            if trainer not in idle:
+                _signal(trainer, signal.SIGTERM)
             self._retire(trainer)
         while self._retiring:
             await asyncio.gather(*list(self._retiring), return_exceptions=True)
@@ -211,7 +218,7 @@ class TrainerPool:
             try:
                 trainer.writer.write(encode(request))
                 await trainer.writer.drain()
-            except (ConnectionError, OSError):
+            except OSError:
                 if may_retry:
                     self._retire(trainer)
                     return None
@@ -242,13 +249,14 @@ class TrainerPool:
                 self._retire(trainer)
                 return None
             await self._reap(trainer)
+            status = trainer.process.returncode
+            outcome = _SIGNALLED.get(status or 0, Outcome.FAILED)
             return TrainingResult(
-                Outcome.FAILED,
+                outcome,
                 flag.reason,
                 steps=max((p.step for p in seen), default=0),
-                error=f"the trainer exited with status {trainer.process.returncode} before returning a result",
+                error=f"the trainer exited with status {status} before returning a result",
             )
-        trainer.has_served = True
         if result.outcome is Outcome.COMPLETED and trainer.is_alive and not self._is_stopped:
             self._warm[request.job.name] = trainer
         elif result.outcome in (Outcome.TERMINATED, Outcome.KILLED):

@@ -138,6 +138,7 @@ async def test_trainer_throughput_against_a_bare_loop(tmp_path: Path) -> None:
         f"  whole cycle     median {cycle_m:.3f} s  (request, loop, diff encode + check, result)\n"
         f"  throughput ratio (bare / trainer loop): {bare_m / trainer_m:.3f}  (target ≥ 0.95)\n"
         f"  median of the 5 paired ratios:          {pair_m:.3f}  (each pair ran back to back)\n"
+        f"  best run / best run:                    {min(bare_s) / min(trainer_s):.3f}  (least disturbed)\n"
         f"  ratio incl. per-cycle work:             {bare_m / cycle_m:.3f}"
     )
 

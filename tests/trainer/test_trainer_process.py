@@ -354,3 +354,21 @@ async def test_cancelling_train_kills_the_trainer(
         await running
     await asyncio.to_thread(psutil.Process(pid).wait, 10)
     assert pool.warm_pids == {}
+
+
+async def test_stopping_the_pool_mid_run_terminates_the_trainer(
+    model: bytes, plan: bytes, new_flag: FlagFactory
+) -> None:
+    """stop() during a run SIGTERMs the busy trainer: train() returns TERMINATED and stop() returns promptly."""
+    steps = _Steps()
+    pool = TrainerPool(shutdown_grace_s=8.0, log_format="json", log_level="warning")
+    job = make_job(trainer={"max_updates": 100_000})
+    running = asyncio.ensure_future(_train(pool, job, model, plan, new_flag(), on_progress=steps))
+    await steps.reached(1)
+    began = time.monotonic()
+    await asyncio.wait_for(pool.stop(), 10)
+    result = await asyncio.wait_for(running, 10)
+    assert result.outcome is Outcome.TERMINATED
+    assert time.monotonic() - began < KILL_AFTER_TERM_S
+    with pytest.raises(RuntimeError, match="one pool per daemon run"):
+        await pool.prepare(job)

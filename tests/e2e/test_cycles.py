@@ -13,7 +13,7 @@ import time
 import aiohttp
 import numpy as np
 import pytest
-from e2e.conftest import Harness, eventually
+from support.harness import Harness, eventually
 
 from syftd.grid import wire
 

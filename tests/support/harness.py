@@ -1,0 +1,238 @@
+"""End-to-end machinery and fixtures (used by tests/e2e and tests/bench): one private system bus with the
+UPower/NetworkManager/logind mocks and one local grid node per test session, a fresh FL process hosted
+per test, and the real daemon as a child process.
+
+The node runs in a thread of the test process with its own event loop, so tests read what it received
+(``node.reports``: the raw diffs) directly and drive it through its own methods; the daemon reaches it
+over real sockets on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+
+from support.daemon import DaemonProcess, NotifySocket
+from support.dbus import DBusMocks, MockControl, missing_reason
+from syftd.grid.node import GridNode, NodeOptions
+
+T = TypeVar("T")
+_names = itertools.count(1)
+
+
+class ThreadNode:
+    """A ``GridNode`` on 127.0.0.1 served by its own event loop in a background thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="grid-node", daemon=True)
+        self.node = GridNode(NodeOptions())
+
+    def start(self) -> None:
+        self.thread.start()
+        self.run(self.node.start("127.0.0.1", 0)).result(30)
+
+    def stop(self) -> None:
+        self.run(self.node.stop()).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def run(self, coro: Awaitable[T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+
+    def sync(self, fn: Callable[[], T], timeout: float = 30) -> T:
+        """Run a plain method of the node on its loop and return the result (blocks briefly)."""
+        async def wrapped() -> T:
+            return fn()
+        return self.run(wrapped()).result(timeout)
+
+    async def acall(self, coro: Awaitable[T]) -> T:
+        """Await a coroutine of the node, run on the node's loop, from the test's loop."""
+        return await asyncio.wrap_future(self.run(coro))
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 20) -> None:
+        """Await ``predicate()`` (evaluated on the node's loop after each change)."""
+        ok = await asyncio.wrap_future(self.run(self.node.wait_until(predicate, timeout)))
+        if not ok:
+            raise AssertionError(f"node condition not reached within {timeout} s; node: {self.node.snapshot()}")
+
+    def reports_for(self, name: str) -> list[Any]:
+        return [r for r in list(self.node.reports) if r.model == name]
+
+
+@pytest.fixture(scope="session")
+def grid_node() -> Iterator[ThreadNode]:
+    node = ThreadNode()
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def e2e_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DBusMocks]:
+    reason = missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    mocks = DBusMocks(tmp_path_factory.mktemp("e2e-dbus"))
+    try:
+        mocks.start()
+        yield mocks
+    finally:
+        mocks.stop()
+
+
+@pytest.fixture
+async def mocks(e2e_bus: DBusMocks) -> AsyncIterator[MockControl]:
+    """The mocks, running and reset: on AC, online (full, unmetered), not idle."""
+    for template in ("upower", "networkmanager", "logind"):
+        if not e2e_bus.is_running(template):
+            await e2e_bus.restart(template)
+    control = await MockControl.connect(e2e_bus.address)
+    await control.reset()
+    yield control
+    control.close()
+
+
+@pytest.fixture(scope="session")
+def mnist_bytes() -> tuple[bytes, dict[str, bytes]]:
+    """The MNIST model and training plan (built once: it needs torch)."""
+    from syftd.grid.mnist import build_mnist_process
+
+    model, plans, _client, _server = build_mnist_process(seed=0, batch_size=16, lr=0.05, max_updates=5)
+    return model, plans
+
+
+@dataclass
+class Harness:
+    """One test's world: its FL process on the shared node, its daemon, its directories."""
+
+    node: ThreadNode
+    bus: DBusMocks
+    base: Path
+    model: bytes
+    plans: dict[str, bytes]
+    name: str = ""
+    daemon: DaemonProcess | None = None
+    notify: NotifySocket | None = None
+    config_path: Path = field(default_factory=Path)
+
+    def host(self, *, max_updates: int = 5, batch_size: int = 16, lr: float = 0.05, **server: Any) -> str:
+        """Host a fresh MNIST process under a unique name; returns the name."""
+        self.name = f"mnist-{next(_names)}-{os.getpid()}"
+        client = {"name": self.name, "version": "1.0", "batch_size": batch_size, "lr": lr,
+                  "max_updates": max_updates}
+        server_config = {"cycle_length": 600, "num_cycles": 0, "min_diffs": 1, "max_diffs": 1, **server}
+        self.node.sync(lambda: self.node.node.host(self.name, "1.0", self.model, self.plans, client, server_config))
+        return self.name
+
+    def write_config(self, *, job: str = "", daemon: str = "", url: str | None = None) -> Path:
+        url = url or self.node.node.url.replace("http://", "ws://")
+        self.config_path = self.base / "syftd.toml"
+        self.config_path.write_text(f"""
+[daemon]
+state_dir = "{self.base / 'state'}"
+runtime_dir = "{self.base / 'run'}"
+log_format = "json"
+log_level = "debug"
+shutdown_grace_s = 4.0
+{daemon}
+
+[daemon.conditions]
+bus_address = "{self.bus.address}"
+power_source = "upower"
+network_source = "networkmanager"
+sleep_source = "logind"
+
+[[job]]
+name = "mnist"
+
+[job.grid]
+url = "{url}"
+model = "{self.name}"
+version = "1.0"
+
+[job.data]
+source = "synthetic-digits"
+samples = 256
+
+[job.constraints]
+stable_for_s = 0.2
+
+[job.schedule]
+interval_s = 3600
+backoff_initial_s = 0.5
+rejection_jitter_s = 0.2
+
+[job.budget]
+max_cycle_s = 120
+expiry_grace_s = 2.0
+
+[job.trainer]
+threads = 1
+idle_exit_s = 30
+{job}
+""")
+        return self.config_path
+
+    async def start(self) -> DaemonProcess:
+        self.notify = NotifySocket(self.base / f"notify-{next(_names)}.sock")
+        self.daemon = await DaemonProcess.start(self.config_path, notify=self.notify)
+        await self.notify.wait_for(lambda m: "READY" in m, timeout=30)
+        return self.daemon
+
+    async def stop(self) -> None:
+        if self.daemon is not None:
+            await self.daemon.stop()
+        if self.notify is not None:
+            self.notify.close()
+
+    def trainers(self) -> list[str]:
+        """Command lines of the daemon's live trainer processes (zombies excluded)."""
+        return [cmd for cmd in self.descendants() if "syftd.trainer" in cmd]
+
+    def descendants(self) -> list[str]:
+        """Command lines of the daemon's live descendants, zombies excluded."""
+        assert self.daemon is not None
+        found = []
+        try:
+            for child in psutil.Process(self.daemon.pid).children(recursive=True):
+                try:
+                    if child.status() != psutil.STATUS_ZOMBIE:
+                        found.append(" ".join(child.cmdline()))
+                except psutil.NoSuchProcess:
+                    continue
+        except psutil.NoSuchProcess:
+            return []
+        return found
+
+
+@pytest.fixture
+async def harness(grid_node: ThreadNode, e2e_bus: DBusMocks, mocks: MockControl, tmp_path: Path,
+                  mnist_bytes: tuple[bytes, dict[str, bytes]]) -> AsyncIterator[Harness]:
+    h = Harness(grid_node, e2e_bus, tmp_path, *mnist_bytes)
+    try:
+        yield h
+    finally:
+        await h.stop()
+
+
+async def eventually(predicate: Callable[[], bool], *, timeout: float = 10, every: float = 0.05) -> None:
+    """Await a condition of the outside world that sends no event (process table, fd table)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(every)

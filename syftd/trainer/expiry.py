@@ -5,8 +5,14 @@ first reason (one-way, level-triggered, never reset), offers ``await flag.wait()
 manager can start its grace timer, and closes/unlinks the block. ``ExpiryView`` is the trainer's
 end: it attaches by name and only reads, raising ``Expired`` at its checkpoints. The flag crosses the
 process boundary as shared memory, never as messages that can queue up; a warm trainer is handed a
-fresh flag per cycle by name. Does not own the reasons (``syftd.expiry``) nor the checkpoints (the
-trainer's worker lists them).
+fresh flag per cycle by name. Does not own the reasons (``syftd.expiry``) nor the checkpoints
+(``training`` lists them).
+
+The block is the POSIX shared-memory object ``multiprocessing.shared_memory`` would create
+(``/syftd-<hex>``, via the same ``_posixshmem``), opened directly: before Python 3.13 that class
+registers every block with a resource-tracker helper process, which would stay beside the daemon for
+its whole life and, in the trainer, remove the daemon's block when the trainer exits (cpython issue
+82300). Removal is ours: ``ExpiryFlag.close()``.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import asyncio
 import mmap
 import os
 import secrets
-from multiprocessing import shared_memory
+from types import TracebackType
 
 from syftd.expiry import ExpiryReason
 
@@ -35,25 +41,39 @@ class Expired(BaseException):
 
 
 class ExpiryFlag:
-    """The daemon's end of one cycle's flag; the event loop is its only writer."""
+    """The daemon's end of one cycle's flag; the event loop is its only writer. A context manager closes it."""
 
     def __init__(self) -> None:
-        self._shm = shared_memory.SharedMemory(name=f"syftd-{secrets.token_hex(8)}", create=True, size=_SIZE)
-        self._buf: memoryview | None = _buffer(self._shm)
-        self._buf[0] = _LIVE
+        self._name = f"syftd-{secrets.token_hex(8)}"
+        fd = _posixshmem.shm_open("/" + self._name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+        try:
+            os.ftruncate(fd, _SIZE)
+            self._map: mmap.mmap | None = mmap.mmap(fd, _SIZE)
+        except BaseException:
+            _posixshmem.shm_unlink("/" + self._name)
+            raise
+        finally:
+            os.close(fd)
         self._event = asyncio.Event()
-        self._is_unlinked = False
         self._closed_value = _LIVE
+
+    def __enter__(self) -> ExpiryFlag:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     @property
     def name(self) -> str:
         """The block's name, handed to the trainer (``ExpiryView(name)``)."""
-        return self._shm.name
+        return self._name
 
     @property
     def reason(self) -> ExpiryReason | None:
         """The first reason given, or None while the cycle may run."""
-        value = self._buf[0] if self._buf is not None else self._closed_value
+        value = self._map[0] if self._map is not None else self._closed_value
         return ExpiryReason(value) if value != _LIVE else None
 
     @property
@@ -62,12 +82,16 @@ class ExpiryFlag:
         return self.reason is not None
 
     def expire(self, reason: ExpiryReason) -> bool:
-        """Set the flag; True if this call set it, False if an earlier reason already won."""
-        if self._buf is None:
+        """Set the flag; True if this call set it, False if an earlier reason already won.
+
+        Raises:
+            RuntimeError: after ``close()``.
+        """
+        if self._map is None:
             raise RuntimeError("ExpiryFlag.expire() after close(); create one flag per cycle")
-        if self._buf[0] != _LIVE:
+        if self._map[0] != _LIVE:
             return False
-        self._buf[0] = int(reason)
+        self._map[0] = int(reason)
         self._event.set()
         return True
 
@@ -79,17 +103,16 @@ class ExpiryFlag:
         return reason
 
     def close(self) -> None:
-        """Drop this process's mapping and remove the block; idempotent. The reason stays readable."""
-        if self._buf is not None:
-            self._closed_value = self._buf[0]
-            self._buf = None
-            self._shm.close()
-        if not self._is_unlinked:
-            self._is_unlinked = True
-            try:
-                self._shm.unlink()
-            except FileNotFoundError:
-                pass
+        """Unmap and remove the block (a trainer's mapping stays valid); idempotent. The reason stays readable."""
+        if self._map is None:
+            return
+        self._closed_value = self._map[0]
+        self._map.close()
+        self._map = None
+        try:
+            _posixshmem.shm_unlink("/" + self._name)
+        except FileNotFoundError:
+            pass
 
 
 class ExpiryView:
@@ -119,20 +142,8 @@ class ExpiryView:
         self._map.close()
 
 
-def _buffer(shm: shared_memory.SharedMemory) -> memoryview:
-    buf = shm.buf
-    if buf is None:
-        raise RuntimeError("the expiration flag's shared memory is closed")
-    return buf
-
-
 def _attach(name: str) -> mmap.mmap:
-    """Map the daemon's block read-only.
-
-    Not through ``SharedMemory(name)``: before Python 3.13 that registers the block with a resource
-    tracker process of the trainer's own, which would remove the daemon's block when the trainer
-    exits (cpython issue 82300).
-    """
+    """Map the daemon's block read-only."""
     fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
     try:
         return mmap.mmap(fd, _SIZE, prot=mmap.PROT_READ)

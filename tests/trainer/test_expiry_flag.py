@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -88,7 +89,9 @@ async def test_another_process_sees_the_reason_by_name(new_flag: Callable[[], Ex
     child.stdin.write(b"go\n")
     out, _ = await asyncio.wait_for(child.communicate(), 10)
     assert (out, child.returncode) == (b"network_lost\n", 0)
-    assert ExpiryView(flag.name).reason is ExpiryReason.NETWORK_LOST
+    view = ExpiryView(flag.name)
+    assert view.reason is ExpiryReason.NETWORK_LOST
+    view.close()
 
 
 def test_the_daemon_decodes_only_messages() -> None:
@@ -111,3 +114,15 @@ def test_the_daemon_side_modules_do_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_flag_is_one_block_removed_on_close_with_no_helper_process() -> None:
+    """The block exists under /dev/shm while the flag is open, is gone after close, and no tracker process starts."""
+    import psutil
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with ExpiryFlag() as flag:
+        block = Path("/dev/shm") / flag.name
+        assert block.stat().st_size == 1 and block.stat().st_mode & 0o777 == 0o600
+        assert {p.pid for p in psutil.Process().children(recursive=True)} == before
+    assert not block.exists()

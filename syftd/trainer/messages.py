@@ -1,9 +1,9 @@
 """The values that cross the daemon/trainer boundary, and how they are framed on the socket.
 
-Owns ``Outcome``, ``Progress``, ``TrainingResult`` (what the daemon gets back), ``Request`` (what
-the trainer gets) and the frame codec: a 4-byte big-endian length, then a pickle. The daemon reads
-frames with an unpickler that only admits this module's values, so a trainer cannot make it build
-anything else. Exceptions never cross: the trainer turns them into a FAILED result. Torch-free.
+Owns ``Outcome``, ``Progress``, ``TrainingResult`` (what the daemon gets back), ``Request`` and
+``Preload`` (what the trainer gets) and the frame codec: a 4-byte big-endian length, then a pickle.
+The daemon reads frames with an unpickler that only admits this module's values, so a trainer cannot
+make it build anything else. Exceptions never cross: the trainer turns them into a FAILED result. Torch-free.
 Does not own the socket or the processes (``process``) nor what the trainer does (``worker``).
 """
 
@@ -16,12 +16,13 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from syftd.config import JobConfig
+from syftd.config import DataConfig, JobConfig
 from syftd.expiry import ExpiryReason
 
 __all__ = [
     "HEADER",
     "Outcome",
+    "Preload",
     "Progress",
     "Request",
     "TrainingResult",
@@ -80,6 +81,13 @@ class Request:
     client_config: dict[str, Any]
     flag_name: str
     cycle_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Preload:
+    """Sent by ``prepare()``: load this data source now, while the daemon downloads; no answer."""
+
+    data: DataConfig
 
 
 def encode(message: Any) -> bytes:

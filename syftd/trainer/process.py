@@ -29,7 +29,16 @@ from syftd.config import JobConfig
 from syftd.expiry import ExpiryReason
 from syftd.log import get_logger
 from syftd.trainer.expiry import ExpiryFlag
-from syftd.trainer.messages import HEADER, Outcome, Progress, Request, TrainingResult, decode_from_trainer, encode
+from syftd.trainer.messages import (
+    HEADER,
+    Outcome,
+    Preload,
+    Progress,
+    Request,
+    TrainingResult,
+    decode_from_trainer,
+    encode,
+)
 
 __all__ = ["KILL_AFTER_TERM_S", "TrainerPool"]
 
@@ -92,14 +101,19 @@ class TrainerPool:
             raise RuntimeError("TrainerPool.start() after stop(); create one pool per daemon run")
 
     async def prepare(self, job: JobConfig) -> None:
-        """Start a trainer for ``job`` now (torch imports while the cycle downloads); no-op if one is warm."""
+        """Start a trainer for ``job`` now: torch imports and the data loads while the cycle downloads.
+
+        A no-op if the job has a warm trainer. The trainer waits ``trainer.idle_exit_s`` for its cycle.
+        """
         self._check_running()
         current = self._warm.get(job.name)
         if current is not None and current.is_alive and current.job == job:
             return
         if current is not None:
             self._retire(self._warm.pop(job.name))
-        self._warm[job.name] = await self._spawn(job)
+        trainer = await self._spawn(job)
+        trainer.writer.write(encode(Preload(job.data)))
+        self._warm[job.name] = trainer
 
     async def train(
         self,

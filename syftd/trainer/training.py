@@ -118,6 +118,13 @@ class Trainer:
         runner = PlanRunner(self._plan, [t.clone() for t in original], batch_size=batch_size, lr=lr, device=device)
         return runner, original
 
+    def preload(self, config: DataConfig) -> None:
+        """Load and keep a data source ahead of its cycle; a problem is left for the cycle to report."""
+        try:
+            self._source(config)
+        except Exception as exc:  # noqa: BLE001 - the cycle's run loads it again and returns FAILED naming it
+            _log.info("trainer.preload_failed", error=str(exc))
+
     def _source(self, config: DataConfig) -> BatchSource:
         if config != self._data_key or self._data is None:
             self._data, self._data_key = None, None

@@ -23,7 +23,7 @@ import structlog
 
 from syftd import log
 from syftd.trainer.expiry import ExpiryView
-from syftd.trainer.messages import HEADER, Outcome, Request, encode
+from syftd.trainer.messages import HEADER, Outcome, Preload, Request, encode
 
 __all__ = ["main"]
 
@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if request is None:
             _log.info("trainer.idle_exited")
             return 0
+        if isinstance(request, Preload):
+            trainer.preload(request.data)
+            continue
         with structlog.contextvars.bound_contextvars(cycle_id=request.cycle_id):
             flag = ExpiryView(request.flag_name)
             try:
@@ -94,8 +97,8 @@ def _govern(*, nice: int, is_sched_idle: bool) -> None:
             _log.warning("trainer.sched_idle_refused", error=str(exc))
 
 
-def _receive(sock: socket.socket, *, timeout_s: float) -> Request | None:
-    """The next request, or None after ``timeout_s`` idle or when the daemon closed the socket."""
+def _receive(sock: socket.socket, *, timeout_s: float) -> Request | Preload | None:
+    """The next message, or None after ``timeout_s`` idle or when the daemon closed the socket."""
     sock.settimeout(timeout_s)
     try:
         header = _read(sock, HEADER.size)
@@ -108,10 +111,10 @@ def _receive(sock: socket.socket, *, timeout_s: float) -> Request | None:
     body = _read(sock, HEADER.unpack(header)[0])
     if body is None:
         return None
-    request = pickle.loads(body)
-    if not isinstance(request, Request):
-        raise TypeError(f"the daemon sent a {type(request).__name__}, not a Request")
-    return request
+    message = pickle.loads(body)
+    if not isinstance(message, Request | Preload):
+        raise TypeError(f"the daemon sent a {type(message).__name__}, not a Request")
+    return message
 
 
 def _read(sock: socket.socket, size: int) -> bytes | None:

@@ -109,6 +109,7 @@ class GridNode:
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._stopping = False
+        self._background: set[asyncio.Future[None]] = set()
         self.host_address = "127.0.0.1"
         self.port = 0
 
@@ -157,6 +158,8 @@ class GridNode:
         self._release.set()
         if runner is not None:
             await runner.cleanup()
+            if self._background:
+                await asyncio.wait(set(self._background), timeout=10)
             _log.info("grid_node.stopped", url=self.url)
 
     async def __aenter__(self) -> GridNode:
@@ -280,9 +283,24 @@ class GridNode:
         )
         self._reports.append(record)
         _log.info("grid_node.report_received", model=record.model, cycle=record.cycle, size=len(diff))
-        await self._complete(cycle, force=False)
         self._notify()
+        # PyGrid answers first and evaluates the cycle in a background thread (spec §7): the worker does
+        # not wait for the averaging
+        task = asyncio.ensure_future(self._complete_then_notify(cycle))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         return {"status": "success"}
+
+    async def _complete_then_notify(self, cycle: Cycle) -> None:
+        try:
+            await self._complete(cycle, force=False)
+        finally:
+            self._notify()
+
+    async def settled(self) -> None:
+        """Return once every cycle evaluation started by a report so far has finished (tests use it)."""
+        while self._background:
+            await asyncio.wait(set(self._background))
 
     def hold_reports(self) -> None:
         """From now on, reports (WS and HTTP) wait before they are stored, until ``release_reports``."""

@@ -49,6 +49,7 @@ async def test_plugged_in_and_online_a_cycle_completes_and_the_node_averages_it(
     assert finished["steps"] == 5
     reports = harness.node.reports_for(harness.name)
     assert len(reports) == 1
+    await harness.node.wait_until(lambda: harness.node.node.checkpoint_number(harness.name) == 2)
     before, after = await retrieve(harness, 1), await retrieve(harness, 2)
     diff = [_array(t) for t in wire.parse_state(reports[0].diff)]
     for b, a, d in zip(before, after, diff, strict=True):
@@ -135,7 +136,7 @@ async def test_offline_between_training_and_report_spools_then_reports_once_onli
     await daemon.wait_log("spool.reported", timeout=30)
     reports = harness.node.reports_for(harness.name)
     assert len({r.request_key for r in reports}) == 1
-    assert harness.node.sync(lambda: harness.node.node.checkpoint_number(harness.name)) == 2
+    await harness.node.wait_until(lambda: harness.node.node.checkpoint_number(harness.name) == 2)
 
 
 async def test_kill_9_after_spooling_reports_exactly_once_after_restart(harness: Harness) -> None:
@@ -155,7 +156,7 @@ async def test_kill_9_after_spooling_reports_exactly_once_after_restart(harness:
     await daemon.wait_log("spool.reported", timeout=60)
     reports = harness.node.reports_for(harness.name)
     assert len({r.request_key for r in reports}) == 1
-    assert harness.node.sync(lambda: harness.node.node.checkpoint_number(harness.name)) == 2
+    await harness.node.wait_until(lambda: harness.node.node.checkpoint_number(harness.name) == 2)
 
 
 async def test_kill_9_then_cycle_closed_on_the_node_discards_the_spooled_diff(harness: Harness) -> None:

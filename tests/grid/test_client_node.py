@@ -79,6 +79,7 @@ async def test_full_cycle_on_each_node_revision(revision: str, transport: str) -
             got_model, diff = await full_cycle(client)
         assert got_model == model
         assert [(r.diff, r.transport) for r in node.reports] == [(diff, transport)]
+        await node.settled()
         assert node.checkpoint_number("mnist") == 2
         averaged = wire.parse_state(node.state.checkpoint("mnist", "1.0", "latest"))
         assert [_floats(t) for t in averaged] == [[2 * v for v in _floats(t)] for t in wire.parse_state(model)]
@@ -104,6 +105,7 @@ async def test_jwt_process_accepts_the_signed_token_and_refuses_others(transport
         bad = jwt.encode({}, "another-secret-of-at-least-32-bytes!", algorithm="HS256")
         async with GridClient(grid_for(node.url, transport=transport), token=good) as client:
             await full_cycle(client)
+            await node.settled()
         for token, text in [(None, "Authentication is required"), (bad, "is invalid")]:
             async with GridClient(grid_for(node.url, transport=transport), token=token) as client:
                 with pytest.raises(GridAuthFailed, match=text):
@@ -151,6 +153,7 @@ async def test_finished_process_is_grid_finished() -> None:
         node.host("mnist", "1.0", *small_process(server_config={"num_cycles": 1}))
         async with GridClient(grid_for(node.url, transport="http")) as client:
             await full_cycle(client)
+            await node.settled()
             auth = await client.authenticate()
             with pytest.raises(GridFinished):
                 await client.cycle_request(auth.worker_id)
@@ -221,6 +224,7 @@ async def test_older_route_prefixes_work_when_configured(prefix: str) -> None:
         for transport in ("ws", "http"):
             async with GridClient(grid_for(node.url, transport=transport, prefix=prefix)) as client:
                 await full_cycle(client)
+                await node.settled()
         assert [r.transport for r in node.reports] == ["ws", "http"]
         async with GridClient(grid_for(node.url, transport="http")) as client:
             with pytest.raises(GridProtocolError, match=r"grid\.prefix"):

@@ -75,6 +75,7 @@ async def test_host_training_over_ws_stores_the_process_and_refuses_duplicates_a
             assert (status, body) == (200, model)
             status, body = await worker.get("retrieve-model", name="nope")
             assert (status, json.loads(body)) == (404, {"error": "Model ID not found!"})
+        await node.settled()
         assert node.checkpoint_number("m", "2") == 1
 
 
@@ -114,6 +115,7 @@ async def test_full_worker_cycle_over_ws_per_revision_with_request_id_rules(revi
             "diff": base64.b64encode(diff).decode()}})
         assert report["data"] == {"status": "success"}
         assert report.get("request_id") == (None if revision == "pg-master" else "r-report")
+        await node.settled()
         assert node.checkpoint_number("mnist") == 2
         status, latest = await worker.get("retrieve-model", name="mnist", version="1.0")
         assert_model_minus(latest, model, [diff])
@@ -149,6 +151,7 @@ async def test_full_worker_cycle_over_http_with_flat_or_enveloped_bodies(revisio
         expected = {"status": "success"}
         assert raw == ({"type": "model-centric/report", "data": expected} if revision == "pg-dev" else expected)
         assert node.reports[0].transport == "http"
+        await node.settled()
         assert_model_minus((await worker.get("retrieve-model", name="mnist"))[1], model, [diff])
 
 
@@ -201,6 +204,7 @@ async def test_finished_process_rejects_without_timeout_and_downloads_say_cycle_
         await worker.authenticate()
         await worker.cycle_request()
         assert await worker.report(diff_of(model)) == {"status": "success"}
+        await node.settled()
         assert await worker.cycle_request() == {"status": "rejected"}
         status, body = await worker.get_model()
         assert (status, json.loads(body)) == (400, {"error": "Cycle not found!"})
@@ -215,6 +219,7 @@ async def test_averaging_one_recorded_diff_gives_recorded_model_minus_diff():
         await worker.authenticate()
         await worker.cycle_request()
         assert await worker.report(RECORDED_DIFF) == {"status": "success"}
+        await node.settled()
         status, latest = await worker.get("retrieve-model", name="mnist", version="1.0", checkpoint="2")
         assert status == 200
         import numpy as np
@@ -234,12 +239,19 @@ async def test_two_diffs_are_averaged_and_a_double_report_counts_once():
             assert (await w.cycle_request())["status"] == "accepted"
         first, second = diff_of(model, 0.5), diff_of(model, -0.25)
         await a.report(diff_of(model, 9.0))
+        await node.settled()
         await a.report(first)
+        await node.settled()
+        await node.settled()
         assert node.checkpoint_number("mnist") == 1
         await b.report(second)
+        await node.settled()
+        await node.settled()
         assert node.checkpoint_number("mnist") == 2
         assert_model_minus((await a.get("retrieve-model", name="mnist"))[1], model, [first, second])
         assert await a.report(diff_of(model, 100.0)) == {"status": "success"}
+        await node.settled()
+        await node.settled()
         assert node.checkpoint_number("mnist") == 2
 
 
@@ -253,11 +265,15 @@ async def test_a_bad_diff_is_logged_and_skipped_and_a_good_one_still_completes_t
         wrong_shape = wire.encode_state([wire.Tensor("float32", (2,), bytes(8))])
         with structlog.testing.capture_logs() as logs:
             assert await bad.report(wrong_shape) == {"status": "success"}
+            await node.settled()
         rejected = [e for e in logs if e["event"] == "grid_node.diff_rejected"]
         assert len(rejected) == 1 and "tensors" in rejected[0]["why"]
         assert await bad.report(b"", diff="bm90YQ") == {"error": "Incorrect padding"}
+        await node.settled()
         assert node.checkpoint_number("mnist") == 1
         await good.report(diff_of(model))
+        await node.settled()
+        await node.settled()
         assert node.checkpoint_number("mnist") == 2
 
 
@@ -279,6 +295,7 @@ async def test_download_validation_wrong_key_401_unknown_ids_400_and_closed_cycl
         assert await node.close_cycle() is True
         status, body = await worker.get_model()
         assert (status, json.loads(body)) == (400, {"error": "Cycle not found!"})
+        await node.settled()
         assert node.checkpoint_number("mnist") == 1
 
 
@@ -342,6 +359,7 @@ async def test_an_older_route_prefix_serves_the_same_protocol_and_refuses_the_ne
             assert (await worker.cycle_request())["status"] == "accepted"
             assert (await worker.get_model())[0] == 200
             assert await worker.report(diff_of(model)) == {"status": "success"}
+            await node.settled()
         async with RawWorker(node.url, transport) as new_names:
             if transport == "ws":
                 _, answer = await new_names.op("authenticate", {"model_name": "mnist", "model_version": "1.0"})
@@ -361,6 +379,8 @@ async def test_a_report_after_the_end_time_completes_the_cycle_below_max_diffs()
         await worker.authenticate()
         await worker.cycle_request()
         await worker.report(diff_of(model))
+        await node.settled()
+        await node.settled()
         assert node.checkpoint_number("mnist") == 2
 
 
@@ -372,6 +392,8 @@ async def test_late_report_after_the_cycle_closed_is_accepted_and_discarded():
         await worker.cycle_request()
         await node.close_cycle()
         assert await worker.report(diff_of(model)) == {"status": "success"}
+        await node.settled()
+        await node.settled()
         assert node.checkpoint_number("mnist") == 1
         assert await worker.report(diff_of(model), request_key="f" * 64) == {
             "error": "ProcessLookupError: no worker cycle for this worker_id and request_key"}

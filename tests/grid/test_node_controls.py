@@ -35,6 +35,7 @@ async def test_held_report_waits_until_released_then_is_stored(transport):
         node.release_reports()
         assert await asyncio.wait_for(report, 10) == {"status": "success"}
         assert len(node.reports) == 1 and node.held_reports == 0
+        await node.settled()
         assert node.checkpoint_number("mnist") == 2
 
 
@@ -58,13 +59,16 @@ async def test_close_cycle_averages_what_was_reported_or_only_moves_on_when_noth
     async with running_node() as node, RawWorker(node.url) as worker:
         node.host("mnist", "1.0", model, plans, client, server)
         assert await node.close_cycle("mnist", "1.0") is True
+        await node.settled()
         assert node.checkpoint_number("mnist") == 1
         assert node.snapshot()["processes"][0]["cycle"] == 2
         await worker.authenticate()
         await worker.cycle_request()
         await worker.report(zero_diff(model))
+        await node.settled()
         assert node.checkpoint_number("mnist") == 1
         assert await node.close_cycle() is True
+        await node.settled()
         assert node.checkpoint_number("mnist") == 2
         assert await node.close_cycle() is False
         assert await worker.cycle_request() == {"status": "rejected"}

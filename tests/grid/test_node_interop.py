@@ -45,6 +45,7 @@ async def test_client_runs_a_full_cycle_with_speed_test_against_each_revision(re
             with pytest.raises(GridRejected):
                 await client.cycle_request(auth.worker_id, speed=speed)
             await client.report(auth.worker_id, accepted.request_key, diff_like(model))
+        await node.settled()
         assert node.checkpoint_number("mnist") == 2
         assert [r.transport for r in node.reports] == [transport]
 

@@ -347,18 +347,19 @@ async def report_entry(client: GridClientLike, spool: Any, entry: Any) -> str:
     try:
         await client.get_plan(entry.worker_id, entry.request_key, entry.plan_id)
     except GridCycleGone as exc:
-        spool.discard(entry, f"cycle closed on the node: {exc}")
+        await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
         return "discarded"
     try:
-        diff = spool.load_diff(entry)
+        diff = await asyncio.to_thread(spool.load_diff, entry)
     except WireError:
         return "discarded"  # damaged on disk: the spool quarantined it and said so
     try:
         await client.report(entry.worker_id, entry.request_key, diff)
     except GridCycleGone as exc:
-        spool.discard(entry, f"cycle closed on the node: {exc}")
+        await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
         return "discarded"
-    spool.mark_reported(entry)
+    # marked durably right after the node's success: a resend before this only overwrites the same row
+    await asyncio.to_thread(spool.mark_reported, entry)
     return "reported"
 
 

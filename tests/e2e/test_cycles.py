@@ -283,3 +283,64 @@ async def test_power_flapping_leaves_no_orphans_no_leaks_and_one_outcome_per_cyc
     assert daemon.proc.returncode is None
     fds_after = len(os.listdir(f"/proc/{daemon.pid}/fd"))
     assert fds_after <= fds_before + 2, (fds_before, fds_after)
+
+
+async def test_sigusr2_expires_the_running_cycle_with_reason_manual(harness: Harness) -> None:
+    """SIGUSR2 (simulate expiration) while training: expired with manual, nothing reported."""
+    harness.host(max_updates=5)
+    harness.write_config(job="max_updates = 100000")
+    daemon = await harness.start()
+    await _training(daemon)
+    daemon.signal(signal.SIGUSR2)
+    finished = await daemon.wait_log("cycle.finished", timeout=30)
+    assert (finished["outcome"], finished["reason"]) == ("expired", "manual"), finished
+    assert harness.node.reports_for(harness.name) == []
+
+
+async def test_changing_the_job_on_reload_expires_its_running_cycle(harness: Harness) -> None:
+    """SIGHUP with the running job's table changed: the cycle expires with config_changed."""
+    harness.host(max_updates=5)
+    harness.write_config(job="max_updates = 100000")
+    daemon = await harness.start()
+    await _training(daemon)
+    harness.config_path.write_text(harness.config_path.read_text().replace("samples = 256", "samples = 300"))
+    daemon.signal(signal.SIGHUP)
+    reloaded = await daemon.wait_log("config.reloaded")
+    assert reloaded["changed"] == ["mnist"]
+    finished = await daemon.wait_log("cycle.finished", timeout=30)
+    assert (finished["outcome"], finished["reason"]) == ("expired", "config_changed"), finished
+
+
+async def test_simulated_power_loss_goes_through_the_decision_path(harness: Harness) -> None:
+    """`syftd simulate power-loss` while training expires the cycle (power_lost), logged as simulated, and
+    `syftd why` says so; `simulate clear` lets the job run again; `--for` ends a simulation by itself."""
+    harness.host(max_updates=5)
+    harness.write_config(job="max_updates = 100000")
+    daemon = await harness.start()
+    await _training(daemon)
+    await asyncio.to_thread(_cli, harness, "simulate", "power-loss", "mnist")
+    simulated = await daemon.wait_log("conditions.simulated", job="mnist")
+    assert simulated["simulated"] == "power-loss"
+    finished = await daemon.wait_log("cycle.finished", timeout=30)
+    assert (finished["outcome"], finished["reason"]) == ("expired", "power_lost"), finished
+    why = await asyncio.to_thread(_cli, harness, "why", "mnist")
+    assert "on battery" in why and "simulated" in why, why
+    mark = len(daemon.logs)
+    await asyncio.to_thread(_cli, harness, "simulate", "clear", "mnist")
+    await daemon.wait_log("cycle.started", after=mark, timeout=30)
+    await asyncio.to_thread(_cli, harness, "simulate", "network-loss", "--for", "0.5", "mnist")
+    await daemon.wait_log("conditions.simulation_ended", job="mnist", timeout=10)
+
+
+async def test_trigger_force_runs_despite_unmet_constraints(harness: Harness, mocks) -> None:
+    """On battery, `syftd trigger --force` starts a cycle anyway (plainly logged) and it completes."""
+    await mocks.set_on_battery(True)
+    harness.host(max_updates=3)
+    harness.write_config()
+    daemon = await harness.start()
+    why = await asyncio.to_thread(_cli, harness, "why", "mnist")
+    assert "on battery" in why
+    await asyncio.to_thread(_cli, harness, "trigger", "--force", "mnist")
+    await daemon.wait_log("job.forced", timeout=30)
+    finished = await daemon.wait_log("cycle.finished", timeout=90)
+    assert finished["outcome"] == "done", finished

@@ -497,7 +497,9 @@ class JobManager:
         for name, job in self._jobs.items():
             decision = job.decision
             next_run = None
-            if decision is not None and decision.action is policy.Action.WAIT_UNTIL and decision.at is not None:
+            if job.task is not None:
+                next_run = None
+            elif decision is not None and decision.action is policy.Action.WAIT_UNTIL and decision.at is not None:
                 next_run = _wall(decision.at, now)
             elif decision is not None and decision.action is policy.Action.START:
                 next_run = "now"
@@ -523,7 +525,13 @@ class JobManager:
         self.names(job)
         entry = self._jobs[job]
         answer: dict[str, Any] = {"job": job, "summary": self._job_text(entry), "reasons": []}
-        if entry.decision is not None:
+        if entry.run is not None:
+            run = entry.run
+            answer["summary"] = f"running: {self._job_text(entry)}"
+            answer["reasons"] = [f"cycle {run.cycle_id} is {run.state.value}"]
+            if entry.state.running_since is not None:
+                answer["reasons"].append(f"started {_duration(self._clock() - entry.state.running_since)} ago")
+        elif entry.decision is not None:
             explained = policy.explain(entry.decision)
             answer.update({k: v for k, v in explained.items() if k != "summary"})
             answer["summary"] = explained.get("summary", answer["summary"])
@@ -548,6 +556,10 @@ def _outcome_text(last: dict[str, Any] | None) -> str | None:
         return None
     reason = f" ({last['reason']})" if last.get("reason") else ""
     return f"{last.get('outcome')}{reason}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def _wall(at: float, now: float) -> str:

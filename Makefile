@@ -60,7 +60,7 @@ test-compat:
 	  $$env/bin/python -m pip install --quiet --upgrade pip; \
 	  $$env/bin/python -m pip install --quiet -e '.[test,node]'; \
 	  echo "== Python $$v"; \
-	  $$env/bin/python -m pytest -m "not torch" -p no:cacheprovider tests --ignore=tests/bench $(PYTEST_ARGS); \
+	  $$env/bin/python -m pytest -m "not torch" -p no:cacheprovider tests --ignore=tests/bench --ignore=tests/service $(PYTEST_ARGS); \
 	done
 
 # The PyGrid wire schema (syftd/grid/syft.proto) -> syftd/grid/syft_pb2.py(i); needs the runtime's major (7).

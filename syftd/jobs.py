@@ -386,11 +386,8 @@ class JobManager:
     # ------------------------------------------------------------------ progress and status
 
     def _on_progress(self, run: CycleRun, progress: Any) -> None:
+        # the trainer pool itself expires the flag with MEMORY above trainer.memory_max_mb
         self._publish_status()
-        job = self._jobs.get(run.job.name)
-        limit = run.job.trainer.memory_max_mb
-        if job is not None and limit is not None and progress.rss_bytes > limit * 1024 * 1024:
-            self._expire(job, ExpiryReason.MEMORY)
 
     def _publish_status(self, *, force: bool = False) -> None:
         text = self.status_line()

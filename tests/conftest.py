@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "pygrid-2020"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support.dbus import DBusMocks, MockControl, missing_reason  # noqa: E402 - needs the path above
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -25,3 +28,30 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     if any(line.startswith("pytestmark") and "torch" in line for line in text.splitlines()):
         return True
     return None
+
+
+@pytest.fixture(scope="session")
+def dbus_mocks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DBusMocks]:
+    """One private system bus with the upower, networkmanager and logind mocks for the whole session
+    (skips where dbus-daemon or python3-dbusmock are missing)."""
+    reason = missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    mocks = DBusMocks(tmp_path_factory.mktemp("dbus"))
+    try:
+        mocks.start()
+        yield mocks
+    finally:
+        mocks.stop()
+
+
+@pytest.fixture
+async def mocks(dbus_mocks: DBusMocks) -> AsyncIterator[MockControl]:
+    """Control of the mocks, all running and reset to the baseline (on AC, online, unmetered, not idle)."""
+    for template in ("upower", "networkmanager", "logind"):
+        if not dbus_mocks.is_running(template):
+            await dbus_mocks.restart(template)
+    control = await MockControl.connect(dbus_mocks.address)
+    await control.reset()
+    yield control
+    control.close()

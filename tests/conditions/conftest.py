@@ -1,43 +1,17 @@
-"""Fixtures of the condition-monitor tests: one private system bus with the three mocks per session,
-reset before each test, and monitors that are always stopped."""
+"""Fixtures of the condition-monitor tests: fake sysfs trees and monitors that are always stopped. The
+session's private system bus with the three mocks (``dbus_mocks``, ``mocks``) is in tests/conftest.py,
+shared with the end-to-end tests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.dbus import DBusMocks, MockControl, missing_reason
 
 from syftd.conditions.monitor import ConditionsMonitor
 from syftd.config import ConditionsConfig
-
-
-@pytest.fixture(scope="session")
-def dbus_mocks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DBusMocks]:
-    """A private system bus with upower, networkmanager and logind mocks (skips where they are missing)."""
-    reason = missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    mocks = DBusMocks(tmp_path_factory.mktemp("dbus"))
-    try:
-        mocks.start()
-        yield mocks
-    finally:
-        mocks.stop()
-
-
-@pytest.fixture
-async def mocks(dbus_mocks: DBusMocks) -> AsyncIterator[MockControl]:
-    """Control of the mocks, all running and reset to the baseline (on AC, online, unmetered, not idle)."""
-    for template in ("upower", "networkmanager", "logind"):
-        if not dbus_mocks.is_running(template):
-            await dbus_mocks.restart(template)
-    control = await MockControl.connect(dbus_mocks.address)
-    await control.reset()
-    yield control
-    control.close()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The end-to-end fixtures live in support.harness (the benchmarks use them too)."""
 
-from support.harness import e2e_bus, grid_node, harness, mnist_bytes, mocks
+from support.harness import grid_node, harness, mnist_bytes
 
-__all__ = ["e2e_bus", "grid_node", "harness", "mnist_bytes", "mocks"]
+__all__ = ["grid_node", "harness", "mnist_bytes"]

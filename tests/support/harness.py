@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from support.daemon import DaemonProcess, NotifySocket
-from support.dbus import DBusMocks, MockControl, missing_reason
+from support.dbus import DBusMocks, MockControl
 from syftd.grid.node import GridNode, NodeOptions
 
 T = TypeVar("T")
@@ -78,31 +78,6 @@ def grid_node() -> Iterator[ThreadNode]:
         yield node
     finally:
         node.stop()
-
-
-@pytest.fixture(scope="session")
-def e2e_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DBusMocks]:
-    reason = missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    mocks = DBusMocks(tmp_path_factory.mktemp("e2e-dbus"))
-    try:
-        mocks.start()
-        yield mocks
-    finally:
-        mocks.stop()
-
-
-@pytest.fixture
-async def mocks(e2e_bus: DBusMocks) -> AsyncIterator[MockControl]:
-    """The mocks, running and reset: on AC, online (full, unmetered), not idle."""
-    for template in ("upower", "networkmanager", "logind"):
-        if not e2e_bus.is_running(template):
-            await e2e_bus.restart(template)
-    control = await MockControl.connect(e2e_bus.address)
-    await control.reset()
-    yield control
-    control.close()
 
 
 @pytest.fixture(scope="session")
@@ -219,9 +194,9 @@ idle_exit_s = 30
 
 
 @pytest.fixture
-async def harness(grid_node: ThreadNode, e2e_bus: DBusMocks, mocks: MockControl, tmp_path: Path,
+async def harness(grid_node: ThreadNode, dbus_mocks: DBusMocks, mocks: MockControl, tmp_path: Path,
                   mnist_bytes: tuple[bytes, dict[str, bytes]]) -> AsyncIterator[Harness]:
-    h = Harness(grid_node, e2e_bus, tmp_path, *mnist_bytes)
+    h = Harness(grid_node, dbus_mocks, tmp_path, *mnist_bytes)
     try:
         yield h
     finally:

@@ -16,7 +16,7 @@ import re
 import struct
 from typing import Protocol
 
-from syftd.conditions.source import Publish
+from syftd.conditions.source import PolledSource, Publish
 from syftd.errors import ConditionSourceError
 from syftd.log import get_logger
 
@@ -213,21 +213,14 @@ class MacNetworkSource(_NotifySource):
         self._publish(self.name, {"online": online, "connectivity": None, "metered": None})
 
 
-class PmsetPowerSource:
+class PmsetPowerSource(PolledSource):
     """``pmset -g batt`` every ``poll_interval_s``: the fallback where IOKit cannot be used."""
 
     name = "pmset"
 
     def __init__(self, publish: Publish, poll_interval_s: float, command: tuple[str, ...] = ("pmset", "-g", "batt")):
-        self._publish = publish
-        self._interval_s = poll_interval_s
+        super().__init__(publish, poll_interval_s)
         self._command = command
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Publish a reading, then poll."""
-        await self.refresh()
-        self._task = asyncio.ensure_future(self._poll())
 
     async def refresh(self) -> None:
         """Run pmset and publish what it says."""
@@ -236,15 +229,3 @@ class PmsetPowerSource:
         out, _ = await proc.communicate()
         on_power, percent = parse_pmset(out.decode(errors="replace"))
         self._publish(self.name, {"on_external_power": on_power, "battery_percent": percent})
-
-    async def stop(self) -> None:
-        """Stop polling; idempotent."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            await self.refresh()

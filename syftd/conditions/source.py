@@ -7,10 +7,11 @@ own any reading of the system.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-__all__ = ["AREA_FACTS", "FixedSource", "Publish", "Source"]
+__all__ = ["AREA_FACTS", "FixedSource", "PolledSource", "Publish", "Source"]
 
 Publish = Callable[[str, Mapping[str, Any]], None]
 """``publish(source_name, facts)``: a partial update of ``Conditions`` from one source."""
@@ -36,6 +37,41 @@ class Source(Protocol):
 
     async def stop(self) -> None:
         """Stop following; idempotent and bounded."""
+
+
+class PolledSource:
+    """A source with no change events: publishes a reading at start, then one every ``interval_s``.
+
+    Subclasses set ``name`` and implement ``refresh()``.
+    """
+
+    name = "polled"
+
+    def __init__(self, publish: Publish, interval_s: float) -> None:
+        self._publish = publish
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> None:
+        """Read and publish (the subclass's reading)."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Publish a reading, then poll."""
+        await self.refresh()
+        self._task = asyncio.ensure_future(self._poll())
+
+    async def stop(self) -> None:
+        """Stop polling; idempotent."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            await self.refresh()
 
 
 class FixedSource:

@@ -14,7 +14,7 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from syftd.conditions.source import Publish
+from syftd.conditions.source import PolledSource, Publish
 
 __all__ = [
     "SysfsPowerSource",
@@ -90,38 +90,19 @@ def free_disk_mb(path: Path) -> float | None:
         return None
 
 
-class SysfsPowerSource:
+class SysfsPowerSource(PolledSource):
     """Polls ``on_ac_power()`` every ``poll_interval_s`` (sysfs has no cheap change event)."""
 
     name = "sysfs"
 
     def __init__(self, publish: Publish, sysfs_root: Path, poll_interval_s: float) -> None:
-        self._publish = publish
+        super().__init__(publish, poll_interval_s)
         self._root = sysfs_root
-        self._interval_s = poll_interval_s
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Publish a reading, then poll."""
-        await self.refresh()
-        self._task = asyncio.ensure_future(self._poll())
 
     async def refresh(self) -> None:
         """Read and publish."""
         self._publish(self.name, {"on_external_power": on_ac_power(self._root),
                                   "battery_percent": battery_percent(self._root)})
-
-    async def stop(self) -> None:
-        """Stop polling; idempotent."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            await self.refresh()
 
 
 class ThermalSource:

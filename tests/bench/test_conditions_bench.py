@@ -12,14 +12,14 @@ import asyncio
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dbus_fast import BusType, Message
 from dbus_fast.aio import MessageBus
-from support.dbus import DBusMocks, MockControl, missing_reason
+from support.dbus import DBusMocks, MockControl
+from support.proc import context_switches
 
 from syftd.conditions.monitor import ConditionsMonitor
 from syftd.config import ConditionsConfig
@@ -57,20 +57,6 @@ asyncio.run(main())
 """
 
 
-@pytest.fixture(scope="module")
-def bench_mocks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DBusMocks]:
-    """The private bus and mocks for this benchmark."""
-    reason = missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    mocks = DBusMocks(tmp_path_factory.mktemp("bench-dbus"))
-    try:
-        mocks.start()
-        yield mocks
-    finally:
-        mocks.stop()
-
-
 def _percentiles(samples_ms: list[float]) -> tuple[float, float, float]:
     q = statistics.quantiles(samples_ms, n=100, method="inclusive")
     return q[49], q[94], q[98]
@@ -88,9 +74,9 @@ async def _flip_latencies(control: MockControl, wait_for: Any) -> list[float]:
     return latencies
 
 
-async def test_on_battery_flip_to_published_conditions_latency(bench_mocks: DBusMocks, tmp_path: Path) -> None:
+async def test_on_battery_flip_to_published_conditions_latency(dbus_mocks: DBusMocks, tmp_path: Path) -> None:
     """p50/p95/p99 of flip → subscriber callback, against a bare dbus-fast subscriber on the same bus."""
-    control = await MockControl.connect(bench_mocks.address)
+    control = await MockControl.connect(dbus_mocks.address)
     await control.reset()
     loop = asyncio.get_running_loop()
     pending: dict[bool, asyncio.Future[None]] = {}
@@ -104,7 +90,7 @@ async def test_on_battery_flip_to_published_conditions_latency(bench_mocks: DBus
         if future is not None and not future.done():
             future.set_result(None)
 
-    raw = await MessageBus(bus_address=bench_mocks.address, bus_type=BusType.SYSTEM).connect()
+    raw = await MessageBus(bus_address=dbus_mocks.address, bus_type=BusType.SYSTEM).connect()
     await raw.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
                            interface="org.freedesktop.DBus", member="AddMatch", signature="s",
                            body=["type='signal',interface='org.freedesktop.DBus.Properties',"
@@ -121,7 +107,7 @@ async def test_on_battery_flip_to_published_conditions_latency(bench_mocks: DBus
     raw.disconnect()
 
     (tmp_path / "sys").mkdir()
-    monitor = ConditionsMonitor(ConditionsConfig(bus_address=bench_mocks.address, sysfs_root=tmp_path / "sys"),
+    monitor = ConditionsMonitor(ConditionsConfig(bus_address=dbus_mocks.address, sysfs_root=tmp_path / "sys"),
                                 tmp_path)
     await monitor.start()
     monitor.subscribe(lambda c: resolve(not c.on_external_power) if c.on_external_power is not None else None)
@@ -139,15 +125,6 @@ async def test_on_battery_flip_to_published_conditions_latency(bench_mocks: DBus
     print(f"  ratio monitor / bare: p50 {m50 / b50:.2f}×  p99 {m99 / b99:.2f}×")
 
 
-def _context_switches(pid: int) -> int:
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for line in (task / "status").read_text().splitlines():
-            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-                total += int(line.split()[1])
-    return total
-
-
 async def _spawn(code: str, *args: str) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, *args,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
@@ -159,13 +136,13 @@ async def _spawn(code: str, *args: str) -> tuple[asyncio.subprocess.Process, str
     return proc, line.decode().strip()
 
 
-async def test_wakeups_per_minute_with_dbus_present(bench_mocks: DBusMocks, tmp_path: Path) -> None:
+async def test_wakeups_per_minute_with_dbus_present(dbus_mocks: DBusMocks, tmp_path: Path) -> None:
     """Context switches over a 20 s window: monitor on D-Bus vs an idle asyncio process vs sysfs polling at 1 s."""
     sysfs = tmp_path / "sys"
     (sysfs / "class" / "power_supply").mkdir(parents=True)
     runs = {
         "idle asyncio process (baseline)": (CHILD_IDLE,),
-        "monitor, D-Bus present": (CHILD_MONITOR, bench_mocks.address, str(sysfs)),
+        "monitor, D-Bus present": (CHILD_MONITOR, dbus_mocks.address, str(sysfs)),
         "monitor, no bus, sysfs poll 1 s": (CHILD_MONITOR, "unix:path=/nonexistent", str(sysfs), "1.0"),
     }
     procs = {}
@@ -173,9 +150,9 @@ async def test_wakeups_per_minute_with_dbus_present(bench_mocks: DBusMocks, tmp_
         for label, (code, *args) in runs.items():
             procs[label] = await _spawn(code, *args)
         assert procs["monitor, D-Bus present"][1] == "ready upower"
-        before = {label: _context_switches(p.pid) for label, (p, _) in procs.items()}
+        before = {label: context_switches(p.pid) for label, (p, _) in procs.items()}
         await asyncio.sleep(WINDOW_S)  # the measurement window itself
-        after = {label: _context_switches(p.pid) for label, (p, _) in procs.items()}
+        after = {label: context_switches(p.pid) for label, (p, _) in procs.items()}
     finally:
         for proc, _ in procs.values():
             proc.kill()

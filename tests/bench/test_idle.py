@@ -2,8 +2,9 @@
 
 Targets (design.md): resident memory while waiting ≤ 60 MiB (Flower's client daemon idles at about
 260 MiB); no wake-ups from syftd's own timers while waiting, beyond the watchdog ping. The daemon must
-never import torch: its /proc/PID/maps lists no libtorch. Baseline in the same run: a bare asyncio
-process that only waits, and the same daemon with a 1 s watchdog.
+never import torch: its /proc/PID/maps lists no libtorch. The daemons follow UPower, NetworkManager
+and logind on the session's private bus (python-dbusmock), so nothing is polled. Baseline in the same
+run: a bare asyncio process that only waits, and the same daemon with a 1 s watchdog.
 """
 
 from __future__ import annotations
@@ -13,27 +14,12 @@ import sys
 from pathlib import Path
 
 from support.daemon import MNIST_JOB, DaemonProcess, NotifySocket, write_config
+from support.dbus import DBusMocks
+from support.proc import context_switches, rss_mib
 
-WINDOW_S = 10.0
+WINDOW_S = 20.0
 TARGET_RSS_MIB = 60.0
 FLOWER_RSS_MIB = 260.0
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
-def context_switches(pid: int) -> int:
-    """Voluntary + involuntary context switches of every thread: each wake-up costs at least one."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for line in (task / "status").read_text().splitlines():
-            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-                total += int(line.split()[1])
-    return total
 
 
 async def wakeups_per_minute(pid: int) -> float:
@@ -42,17 +28,20 @@ async def wakeups_per_minute(pid: int) -> float:
     return (context_switches(pid) - before) * 60.0 / WINDOW_S
 
 
-async def _daemon(tmp_path: Path, name: str, env: dict[str, str] | None = None) -> tuple[DaemonProcess, NotifySocket]:
+async def _daemon(
+    tmp_path: Path, name: str, bus: DBusMocks, env: dict[str, str] | None = None
+) -> tuple[DaemonProcess, NotifySocket]:
     base = tmp_path / name
     base.mkdir()
     notify = NotifySocket(base / "notify.sock")
-    config = write_config(base / "syftd.toml", base, jobs=MNIST_JOB)
+    conditions = f'[daemon.conditions]\nbus_address = "{bus.address}"'
+    config = write_config(base / "syftd.toml", base, jobs=MNIST_JOB, daemon_extra=conditions)
     daemon = await DaemonProcess.start(config, notify=notify, env=env)
     await notify.wait_for(lambda m: "READY" in m, timeout=30)
     return daemon, notify
 
 
-async def test_idle_daemon_memory_and_wakeups(tmp_path: Path) -> None:
+async def test_idle_daemon_memory_and_wakeups(tmp_path: Path, dbus_mocks: DBusMocks) -> None:
     """Prints RSS and wake-ups/min of the idle daemon against a bare asyncio process."""
     bare = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "import asyncio; print('up', flush=True); asyncio.run(asyncio.Event().wait())",
@@ -60,8 +49,8 @@ async def test_idle_daemon_memory_and_wakeups(tmp_path: Path) -> None:
     )
     assert bare.stdout is not None
     await asyncio.wait_for(bare.stdout.readline(), 30)
-    daemon, notify = await _daemon(tmp_path, "plain")
-    watched, notify_w = await _daemon(tmp_path, "watchdog", env={"WATCHDOG_USEC": "2000000"})
+    daemon, notify = await _daemon(tmp_path, "plain", dbus_mocks)
+    watched, notify_w = await _daemon(tmp_path, "watchdog", dbus_mocks, env={"WATCHDOG_USEC": "2000000"})
     try:
         maps = Path(f"/proc/{daemon.pid}/maps").read_text()
         assert "libtorch" not in maps, "the daemon mapped libtorch: something imported torch"
@@ -76,7 +65,8 @@ async def test_idle_daemon_memory_and_wakeups(tmp_path: Path) -> None:
               f"({daemon_rss / FLOWER_RSS_MIB:.2f} of it)")
         print(f"wake-ups/min over {WINDOW_S:.0f} s: daemon {daemon_wake:.1f}, bare asyncio {bare_wake:.1f}, "
               f"daemon with a 1 s watchdog ping {watched_wake:.1f} (expected ≈ 60)")
-        print(f"libtorch mapped by the daemon: {'libtorch' in maps}")
+        power = daemon.events("conditions.source_selected")[0].get("source")
+        print(f"libtorch mapped by the daemon: {'libtorch' in maps}; power source: {power}")
         assert daemon_rss <= TARGET_RSS_MIB
     finally:
         bare.kill()

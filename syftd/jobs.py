@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from syftd import policy
 from syftd.conditions import Conditions
 from syftd.config import Config, JobConfig
@@ -290,6 +292,8 @@ class JobManager:
         job.task = asyncio.create_task(self._run_cycle(job, run), name=f"syftd.cycle.{cfg.name}")
 
     async def _run_cycle(self, job: _Job, run: CycleRun) -> None:
+        # every line logged by this cycle's task (grid client, spool, identity) carries job and cycle
+        structlog.contextvars.bind_contextvars(job=job.config.name, cycle=run.cycle_id)
         try:
             record = await run.run()
         except Exception as exc:  # noqa: BLE001 - a bug in one cycle must not take the daemon down
@@ -342,6 +346,7 @@ class JobManager:
 
     async def _report_pending(self, job: _Job) -> None:
         name = job.config.name
+        structlog.contextvars.bind_contextvars(job=name)
         failed = False
         try:
             for entry in self._spool.pending(name):

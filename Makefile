@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# torch: CPython 3.11 wheels of these releases are on this kind of machine's disk (README, "Installing").
+# torch: CPython 3.11 wheels of these releases are on this kind of machine's disk (README, "Platforms and versions").
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 COMPAT_PYTHONS := $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10 /usr/bin/python3.10 \
@@ -22,7 +22,7 @@ help:
 	@echo "make check  - ruff and mypy"
 	@echo "make bench  - benchmarks under tests/bench (figures and ratios)"
 	@echo "make test-compat - torch-free tests under Python 3.10 and 3.13 when present"
-	@echo "make install-systemd | install-launchd - install as a system service (PREFIX, DESTDIR; README-service.md)"
+	@echo "make install-systemd | install-launchd - install as a system service (PREFIX, DESTDIR; README, "Install as a service")"
 	@echo "make install-systemd-user | install-launchd-agent - install for the current user only"
 
 venv: $(STAMP)
@@ -70,7 +70,7 @@ proto: $(STAMP)
 clean:
 	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache
 
-# ------------------------------------------------------------------ service install (README-service.md)
+# ------------------------------------------------------------------ service install (README, "Install as a service")
 # The daemon gets its own virtual environment under PREFIX (default /opt/syftd), built from
 # SERVICE_PYTHON; DESTDIR stages everything under another root for packagers (paths written into the
 # files stay PREFIX and /etc). SERVICE_EXTRAS=train adds torch, which the trainer needs to train;

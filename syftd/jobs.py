@@ -334,7 +334,9 @@ class JobManager:
         job.last = entry
         if self._history is not None:
             self._history.record(job.config.name, entry)
-        _log.info("cycle.finished", **{k: v for k, v in entry.items() if v is not None})
+        # job and cycle come from the task's contextvars; the history keeps cycle_id
+        logged = {k: v for k, v in entry.items() if v is not None and k not in ("job", "cycle_id")}
+        _log.info("cycle.finished", **logged)
         self._wake.set()
         self._publish_status(force=True)
 

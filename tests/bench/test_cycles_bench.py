@@ -80,7 +80,7 @@ async def test_back_to_back_cycles_overhead(harness: Harness, mocks) -> None:
     shares, spans, steps = [], [], []
     finished = daemon.events("cycle.finished")[1 : cycles + 1]  # the first cycle starts the trainer cold
     for record in finished:
-        cycle = record["cycle_id"]
+        cycle = record["cycle"]
         sent = next(e for e in daemon.logs if e.get("event") == "cycle.state_changed" and e.get("cycle") == cycle
                     and e.get("to_state") == "requesting")
         done = next(e for e in daemon.logs if e.get("event") == "cycle.state_changed" and e.get("cycle") == cycle
@@ -91,7 +91,7 @@ async def test_back_to_back_cycles_overhead(harness: Harness, mocks) -> None:
         shares.append((span - record["step_time_s"]) / span)
     share = statistics.median(shares)
     print("one warm cycle, ms after its cycle-request:")
-    print(_timeline(daemon, finished[3]["cycle_id"]))
+    print(_timeline(daemon, finished[3]["cycle"]))
     print()
     print(f"back-to-back warm cycles ({len(shares)}, 100 steps each): median span {statistics.median(spans):.2f} s, "
           f"median Σ step time {statistics.median(steps):.2f} s, outside training {share * 100:.1f} % "
@@ -103,13 +103,13 @@ def _timeline(daemon, cycle: str) -> str:
     start = None
     out = []
     for e in daemon.logs:
-        if e.get("cycle") in (cycle, None) or e.get("cycle_id") == cycle:
+        if e.get("cycle") in (cycle, None):
             t = _when(e)
             is_ours = e.get("cycle") == cycle
             if is_ours and e.get("event") == "cycle.state_changed" and e.get("to_state") == "requesting":
                 start = t
             if start is not None and t - start < 2:
                 out.append(f"{(t - start) * 1000:7.1f} ms {e.get('event')} {e.get('to_state', '')}")
-            if e.get("event") == "cycle.finished" and e.get("cycle_id") == cycle:
+            if e.get("event") == "cycle.finished" and e.get("cycle") == cycle:
                 break
     return "\n".join(out)

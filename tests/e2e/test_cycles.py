@@ -274,7 +274,7 @@ async def test_power_flapping_leaves_no_orphans_no_leaks_and_one_outcome_per_cyc
     await mocks.set_on_battery(True)
     await eventually(lambda: len(daemon.events("cycle.finished")) == len(daemon.events("cycle.started")), timeout=30)
     started = [e["cycle"] for e in daemon.events("cycle.started")]
-    finished = [e["cycle_id"] for e in daemon.events("cycle.finished")]
+    finished = [e["cycle"] for e in daemon.events("cycle.finished")]
     assert started, "some holds were long enough to start cycles"
     assert sorted(started) == sorted(finished) and len(set(finished)) == len(finished)
     await eventually(lambda: harness.trainers() == [], timeout=30)

@@ -1,9 +1,9 @@
 """The scheduler: a pure decision of whether a job's cycle starts now, later, or not at all.
 
 Owns ``decide`` (conditions, job state, monotonic ``now``, local ``wall`` time and the job's config in;
-a ``Decision`` out), the constraint checks behind it (``unmet``, ``stable_at``, ``track``), the reason
-to expire a running cycle (``expiry_reason``), backoff with full jitter, the pure ``JobState``
-transitions after each outcome, and ``explain`` for ``syftd why``. Does not own reading the system,
+a ``Decision`` out), backoff with full jitter, the pure ``JobState`` transitions after each outcome,
+and ``explain`` for ``syftd why``. The constraint checks it applies (``unmet``, ``stable_at``,
+``track``, ``expiry_reason``) live in ``syftd.constraints`` and are re-exported here. Does not own reading the system,
 clocks, randomness, timers or running anything: the caller passes ``now``, ``wall`` and a uniform
 ``u`` in [0, 1), and acts on the ``Decision``.
 
@@ -31,14 +31,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any
 
-from syftd.conditions.value import Conditions, Connectivity
+from syftd.conditions.value import Conditions
 from syftd.config import ConstraintsConfig, JobConfig, ScheduleConfig
+from syftd.constraints import Since, Unmet, duration_text, expiry_reason, stable_at, track, unmet
 from syftd.expiry import ExpiryReason
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "Decision",
     "JobState",
     "Reason",
+    "Since",
     "Unmet",
     "Wait",
     "after_expired",
@@ -62,8 +63,6 @@ __all__ = [
     "unmet",
 ]
 
-Since: TypeAlias = "tuple[bool | None, float]"
-"""Per constraint: whether it held (None = unknown) and since when (monotonic)."""
 
 
 class Action(enum.Enum):
@@ -96,26 +95,6 @@ class Reason(enum.Enum):
     INTERVAL = "interval"
     EARLIEST_START = "earliest_start"
     WINDOW = "window"
-
-
-@dataclass(frozen=True, slots=True)
-class Unmet:
-    """One constraint that does not hold: its name, the facts behind it, a text, and since when."""
-
-    constraint: str
-    facts: tuple[str, ...]
-    what: str
-    since: float | None = None
-    unknown: bool = False
-
-    def describe(self, now: float, wall: dt.datetime | None = None) -> str:
-        """``what`` plus since when: a local time of day when ``wall`` is given, else a duration."""
-        if self.since is None:
-            return self.what
-        if wall is not None:
-            at = wall - dt.timedelta(seconds=max(0.0, now - self.since))
-            return f"{self.what} since {at:%H:%M:%S}"
-        return f"{self.what} for {_duration(now - self.since)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,150 +141,6 @@ class Decision:
     def starts(self) -> bool:
         """True when a cycle should start now."""
         return self.action is Action.START
-
-
-# ------------------------------------------------------------------------------------------ constraints
-
-
-def _checks(c: Conditions, k: ConstraintsConfig) -> list[tuple[str, tuple[str, ...], bool | None, str]]:
-    """(constraint, facts, holds (None = unknown), text when it does not hold) for each active one."""
-    out: list[tuple[str, tuple[str, ...], bool | None, str]] = []
-    if c.sleeping:
-        out.append(("sleep", ("sleeping",), False, "machine going to sleep"))
-    if k.requires_external_power:
-        power = c.on_external_power
-        out.append(("external_power", ("on_external_power",), power,
-                    "power source unknown" if power is None else "on battery"))
-    if k.requires_network:
-        out.append(("network", ("online", "connectivity"), c.online, _offline_text(c)))
-    if k.requires_unmetered:
-        metered = c.metered
-        out.append(("unmetered", ("metered",), None if metered is None else not metered,
-                    "metered status unknown" if metered is None else "metered link"))
-    if k.min_battery_percent > 0:
-        pct = c.battery_percent
-        if pct is None:
-            holds: bool | None = True if c.on_external_power else None
-            out.append(("battery", ("battery_percent", "on_external_power"), holds, "battery level unknown"))
-        else:
-            out.append(("battery", ("battery_percent",), pct >= k.min_battery_percent,
-                        f"battery {pct:g}% < {k.min_battery_percent:g}%"))
-    if k.requires_idle:
-        idle = c.idle
-        out.append(("idle", ("idle",), idle, "idle state unknown" if idle is None else "not idle"))
-    if k.max_temperature_c is not None:
-        temp = c.temperature_c
-        out.append(("temperature", ("temperature_c",), None if temp is None else temp <= k.max_temperature_c,
-                    "temperature unknown" if temp is None
-                    else f"too hot {temp:g}°C > {k.max_temperature_c:g}°C"))
-    if k.min_free_disk_mb > 0:
-        free = c.free_disk_mb
-        out.append(("disk", ("free_disk_mb",), None if free is None else free >= k.min_free_disk_mb,
-                    "free disk unknown" if free is None
-                    else f"disk {free:g} MB free < {k.min_free_disk_mb:g} MB"))
-    return out
-
-
-def _offline_text(c: Conditions) -> str:
-    if c.online is None:
-        return "network state unknown"
-    if c.connectivity is Connectivity.PORTAL:
-        return "network offline (captive portal)"
-    if c.connectivity is Connectivity.LIMITED:
-        return "network offline (limited connectivity)"
-    return "network offline"
-
-
-def _changed(c: Conditions, facts: tuple[str, ...]) -> float | None:
-    times = [t for f in facts if (t := c.changed_at.get(f)) is not None]
-    return max(times) if times else None
-
-
-def track(
-    previous: Mapping[str, Since], conditions: Conditions, constraints: ConstraintsConfig, now: float
-) -> Mapping[str, Since]:
-    """Fold one published snapshot into per-constraint (holds, since) times; call it on every snapshot.
-
-    A numeric fact (battery, temperature, disk) changes value without crossing its threshold, so its
-    ``changed_at`` is not when the constraint began to hold; this records the crossing instead.
-    """
-    out: dict[str, Since] = {}
-    for name, facts, holds, _text in _checks(conditions, constraints):
-        old = previous.get(name)
-        if old is not None and old[0] == holds:
-            out[name] = old
-        else:
-            changed = _changed(conditions, facts)
-            out[name] = (holds, now if changed is None else min(changed, now))
-    return MappingProxyType(out)
-
-
-def _since(name: str, facts: tuple[str, ...], holds: bool | None, c: Conditions,
-           tracked: Mapping[str, Since] | None) -> float | None:
-    if tracked is not None and (entry := tracked.get(name)) is not None and entry[0] == holds:
-        return entry[1]
-    return _changed(c, facts)
-
-
-def unmet(
-    conditions: Conditions,
-    constraints: ConstraintsConfig,
-    now: float,
-    tracked: Mapping[str, Since] | None = None,
-) -> list[Unmet]:
-    """Each constraint that does not hold now (unknown facts count, named as unknown), with since when.
-
-    ``now`` is accepted for symmetry with ``stable_at``; losing a condition counts at once.
-    """
-    del now
-    return [
-        Unmet(name, facts, text, _since(name, facts, holds, conditions, tracked), unknown=holds is None)
-        for name, facts, holds, text in _checks(conditions, constraints)
-        if holds is not True
-    ]
-
-
-def stable_at(
-    conditions: Conditions,
-    constraints: ConstraintsConfig,
-    now: float,
-    tracked: Mapping[str, Since] | None = None,
-) -> tuple[float, tuple[str, ...]] | None:
-    """When every holding constraint will have held ``stable_for_s``, if later than ``now``, and which."""
-    stable = constraints.stable_for_s
-    latest, names = now, []
-    for name, facts, holds, _text in _checks(conditions, constraints):
-        if holds is not True:
-            continue
-        since = _since(name, facts, holds, conditions, tracked)
-        if since is not None and since + stable > now:
-            names.append(name)
-            latest = max(latest, since + stable)
-    return (latest, tuple(names)) if names else None
-
-
-_EXPIRY = {
-    "sleep": ExpiryReason.SLEEP,
-    "external_power": ExpiryReason.POWER_LOST,
-    "network": ExpiryReason.NETWORK_LOST,
-    "unmetered": ExpiryReason.METERED,
-    "battery": ExpiryReason.BATTERY_LOW,
-    "idle": ExpiryReason.IDLE_LOST,
-    "temperature": ExpiryReason.THERMAL,
-    "disk": ExpiryReason.DISK_LOW,
-}
-
-
-def expiry_reason(conditions: Conditions, constraints: ConstraintsConfig) -> ExpiryReason | None:
-    """The reason to expire a running cycle now: the first constraint known to be lost, no debounce.
-
-    A fact that became unknown (a monitor went away and its fallback has not reported yet) does not
-    expire a cycle; only a known loss does.
-    """
-    for name, _facts, holds, _text in _checks(conditions, constraints):
-        if holds is False:
-            return _EXPIRY[name]
-    return None
 
 
 # ------------------------------------------------------------------------------------------ backoff
@@ -496,7 +331,7 @@ def _schedule_waits(state: JobState, now: float, wall: dt.datetime, schedule: Sc
     if state.finished_until is not None and state.finished_until > now:
         waits.append(Wait(Reason.FINISHED, state.finished_until, "the process looked finished; retry later"))
     if state.last_success is not None and state.last_success + schedule.interval_s > now:
-        interval = _duration(schedule.interval_s)
+        interval = duration_text(schedule.interval_s)
         waits.append(Wait(Reason.INTERVAL, state.last_success + schedule.interval_s, f"{interval} after a success"))
     if schedule.earliest_start is not None:
         earliest = _earliest(schedule.earliest_start, wall)
@@ -538,17 +373,4 @@ def explain(decision: Decision) -> dict[str, Any]:
 def _at(at: float, now: float, wall: dt.datetime) -> str:
     when = wall + dt.timedelta(seconds=at - now)
     fmt = "%H:%M:%S" if when.date() == wall.date() else "%Y-%m-%d %H:%M:%S"
-    return f"{when:{fmt}} (in {_duration(at - now)})"
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "forever"
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
+    return f"{when:{fmt}} (in {duration_text(at - now)})"

@@ -342,3 +342,16 @@ async def test_trigger_force_runs_despite_unmet_constraints(harness: Harness, mo
     await daemon.wait_log("job.forced", timeout=30)
     finished = await daemon.wait_log("cycle.finished", timeout=90)
     assert finished["outcome"] == "done", finished
+
+
+async def test_a_second_sigint_forces_the_exit_while_a_cycle_stops(harness: Harness) -> None:
+    """Ctrl-C twice while the trainer is stopping: the daemon exits at once with status 130."""
+    harness.host(max_updates=5)
+    harness.write_config(job="max_updates = 100000")
+    daemon = await harness.start()
+    await _training(daemon)
+    daemon.signal(signal.SIGINT)
+    await daemon.wait_log("daemon.stopping")
+    daemon.signal(signal.SIGINT)
+    assert await daemon.wait_exit(timeout=10) == 130
+    await daemon.wait_log("daemon.forced_exit")

@@ -1,12 +1,12 @@
 """The jobs of the running daemon: when each cycle starts, when it is expired, and what it ended with.
 
-Owns the per-job runtime (``policy.JobState``, the running cycle, the last decision), the event-driven
-loop that asks ``policy.decide`` afresh on every conditions change, timer, trigger or cycle end (it
-sleeps until the earliest time a decision names; nothing ticks), the expiration of running cycles
-(a lost constraint, the budget, sleep, a config change, the operator, shutdown), the report of spooled
-diffs, the canonical ``cycle.finished`` line, the history and the ``STATUS=`` text. Does not own the
-decision rules (``policy``), the protocol steps of a cycle (``cycle``), reading conditions
-(``conditions``) or training (``trainer``).
+Owns the per-job runtime (``jobview.JobRuntime``), the event-driven loop that asks ``policy.decide``
+afresh on every conditions change, timer, trigger or cycle end (it sleeps until the earliest time a
+decision names; nothing ticks), the expiration of running cycles (a lost constraint, the budget,
+sleep, a config change, the operator, shutdown), the report of spooled diffs, the canonical
+``cycle.finished`` line and the history. Does not own the decision rules (``policy``), the protocol
+steps of a cycle (``cycle``), reading conditions (``conditions``), training (``trainer``) or how the
+state is put into words (``jobview``).
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ import datetime as dt
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from syftd import policy
+from syftd import jobview, policy
 from syftd.conditions import Conditions
 from syftd.config import Config, JobConfig
 from syftd.cycle import CycleRecord, CycleRun, CycleState, new_cycle_id, report_entry
 from syftd.errors import GridError, TokenError
 from syftd.expiry import ExpiryReason
+from syftd.jobview import JobRuntime
 from syftd.log import get_logger
 
 __all__ = ["JobManager"]
@@ -36,22 +36,6 @@ __all__ = ["JobManager"]
 _log = get_logger("syftd.jobs")
 _STATUS_MIN_INTERVAL_S = 1.0
 _SIMULATED = {"power-loss": ("on_external_power", False), "network-loss": ("online", False)}
-
-
-@dataclass(slots=True)
-class _Job:
-    config: JobConfig
-    state: policy.JobState = field(default_factory=policy.JobState)
-    run: CycleRun | None = None
-    task: asyncio.Task[Any] | None = None
-    decision: policy.Decision | None = None
-    last: dict[str, Any] | None = None
-    token: str | None = None
-    token_error: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    override_timer: asyncio.TimerHandle | None = None
-    budget_timer: asyncio.TimerHandle | None = None
-    cycles: int = 0
 
 
 class JobManager:
@@ -81,7 +65,7 @@ class JobManager:
         self._status = status
         self._clock = clock
         self._uniform = uniform
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, JobRuntime] = {}
         self._conditions = monitor.current if monitor is not None else Conditions()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -145,7 +129,7 @@ class JobManager:
             job.config = new[name]
             self._load_token(job)
         for name in changes["added"]:
-            job = _Job(new[name])
+            job = JobRuntime(new[name])
             job.state = dataclasses.replace(job.state, spool_pending=self._pending_count(name))
             self._jobs[name] = job
             self._load_token(job)
@@ -153,7 +137,7 @@ class JobManager:
         self._wake.set()
         return changes
 
-    def _load_token(self, job: _Job) -> None:
+    def _load_token(self, job: JobRuntime) -> None:
         job.token, job.token_error = None, None
         path = job.config.grid.token_file
         if path is None:
@@ -187,12 +171,12 @@ class JobManager:
             self._check_running(job, now)
         self._wake.set()
 
-    def _effective(self, job: _Job, now: float) -> Conditions:
+    def _effective(self, job: JobRuntime, now: float) -> Conditions:
         if not job.overrides:
             return self._conditions
         return self._conditions.updated(now, "simulated", **job.overrides)
 
-    def _check_running(self, job: _Job, now: float) -> None:
+    def _check_running(self, job: JobRuntime, now: float) -> None:
         run = job.run
         if run is None:
             return
@@ -207,7 +191,7 @@ class JobManager:
         if reason is not None:
             self._expire(job, reason)
 
-    def _expire(self, job: _Job, reason: ExpiryReason) -> bool:
+    def _expire(self, job: JobRuntime, reason: ExpiryReason) -> bool:
         run = job.run
         if run is None or run.state.is_terminal:
             return False
@@ -265,7 +249,7 @@ class JobManager:
 
     # ------------------------------------------------------------------ cycles
 
-    def _start_cycle(self, job: _Job, decision: policy.Decision) -> None:
+    def _start_cycle(self, job: JobRuntime, decision: policy.Decision) -> None:
         from syftd.trainer.expiry import ExpiryFlag
 
         cfg = job.config
@@ -291,7 +275,7 @@ class JobManager:
         _log.info("cycle.started", job=cfg.name, cycle=cycle_id, decision=decision.reason.value)
         job.task = asyncio.create_task(self._run_cycle(job, run), name=f"syftd.cycle.{cfg.name}")
 
-    async def _run_cycle(self, job: _Job, run: CycleRun) -> None:
+    async def _run_cycle(self, job: JobRuntime, run: CycleRun) -> None:
         # every line logged by this cycle's task (grid client, spool, identity) carries job and cycle
         structlog.contextvars.bind_contextvars(job=job.config.name, cycle=run.cycle_id)
         try:
@@ -311,7 +295,7 @@ class JobManager:
                 self._monitor.release_sleep_lock()
         self._finish(job, record)
 
-    def _finish(self, job: _Job, record: CycleRecord) -> None:
+    def _finish(self, job: JobRuntime, record: CycleRecord) -> None:
         now = self._clock()
         schedule = job.config.schedule
         state = dataclasses.replace(job.state, running=False, running_since=None, forced=False)
@@ -342,11 +326,11 @@ class JobManager:
 
     # ------------------------------------------------------------------ spooled reports
 
-    def _start_report(self, job: _Job) -> None:
+    def _start_report(self, job: JobRuntime) -> None:
         job.state = dataclasses.replace(job.state, running=True)
         job.task = asyncio.create_task(self._report_pending(job), name=f"syftd.report.{job.config.name}")
 
-    async def _report_pending(self, job: _Job) -> None:
+    async def _report_pending(self, job: JobRuntime) -> None:
         name = job.config.name
         structlog.contextvars.bind_contextvars(job=name)
         failed = False
@@ -406,30 +390,7 @@ class JobManager:
 
     def status_line(self) -> str:
         """One line for ``STATUS=``, e.g. ``mnist: training 340/1000, loss 0.41``."""
-        if not self._jobs:
-            return "idle: no jobs configured"
-        return "; ".join(f"{name}: {self._job_text(job)}" for name, job in self._jobs.items())
-
-    def _job_text(self, job: _Job) -> str:
-        run = job.run
-        if job.token_error is not None:
-            return f"token refused ({job.token_error})"
-        if run is not None:
-            progress = run.progress
-            if run.state is CycleState.TRAINING and progress is not None and progress.step > 0:
-                loss = f", loss {progress.loss:.2f}" if progress.loss is not None else ""
-                return f"training {progress.step}/{progress.steps_total}{loss}"
-            return run.state.value
-        if job.task is not None:
-            return "reporting spooled diff"
-        decision = job.decision
-        if decision is None:
-            return "starting"
-        if decision.action is policy.Action.WAIT_FOR:
-            return "waiting: " + ", ".join(u.what for u in decision.unmet)
-        if decision.action is policy.Action.WAIT_UNTIL and decision.at is not None:
-            return f"waiting ({decision.reason.value}) until {_wall(decision.at, self._clock())}"
-        return decision.action.value if not decision.text else decision.text
+        return jobview.status_line(self._jobs, self._clock())
 
     # ------------------------------------------------------------------ operator verbs
 
@@ -496,29 +457,7 @@ class JobManager:
 
     def status(self) -> list[dict[str, Any]]:
         """One row per job for ``syftd status``."""
-        rows = []
-        now = self._clock()
-        for name, job in self._jobs.items():
-            decision = job.decision
-            next_run = None
-            if job.task is not None:
-                next_run = None
-            elif decision is not None and decision.action is policy.Action.WAIT_UNTIL and decision.at is not None:
-                next_run = _wall(decision.at, now)
-            elif decision is not None and decision.action is policy.Action.START:
-                next_run = "now"
-            last = job.last or (self._history.last(name) if self._history is not None else None)
-            rows.append({
-                "name": name,
-                "state": self._job_text(job),
-                "last_outcome": _outcome_text(last),
-                "last": last,
-                "next_run": next_run,
-                "cycles": job.cycles,
-                "spool_pending": job.state.spool_pending,
-                "simulated": dict(job.overrides),
-            })
-        return rows
+        return jobview.status_rows(self._jobs, self._clock(), self._history)
 
     def why(self, job: str) -> dict[str, Any]:
         """Why ``job`` is or is not running, with since-times.
@@ -527,25 +466,7 @@ class JobManager:
             LookupError: no job has that name.
         """
         self.names(job)
-        entry = self._jobs[job]
-        answer: dict[str, Any] = {"job": job, "summary": self._job_text(entry), "reasons": []}
-        if entry.run is not None:
-            run = entry.run
-            answer["summary"] = f"running: {self._job_text(entry)}"
-            answer["reasons"] = [f"cycle {run.cycle_id} is {run.state.value}"]
-            if entry.state.running_since is not None:
-                answer["reasons"].append(f"started {_duration(self._clock() - entry.state.running_since)} ago")
-        elif entry.decision is not None:
-            explained = policy.explain(entry.decision)
-            answer.update({k: v for k, v in explained.items() if k != "summary"})
-            answer["summary"] = explained.get("summary", answer["summary"])
-            answer["reasons"] = list(explained.get("reasons", []))
-        if entry.token_error is not None:
-            answer["reasons"].insert(0, f"token refused: {entry.token_error}")
-        if entry.overrides:
-            answer["reasons"].append(f"simulated: {entry.overrides}")
-        answer["conditions"] = self._conditions.as_dict()
-        return answer
+        return jobview.why(job, self._jobs[job], self._clock(), self._conditions)
 
 
 def _reason_from_label(label: str | None) -> ExpiryReason:
@@ -553,19 +474,3 @@ def _reason_from_label(label: str | None) -> ExpiryReason:
         return ExpiryReason[(label or "manual").upper()]
     except KeyError:
         return ExpiryReason.MANUAL
-
-
-def _outcome_text(last: dict[str, Any] | None) -> str | None:
-    if not last:
-        return None
-    reason = f" ({last['reason']})" if last.get("reason") else ""
-    return f"{last.get('outcome')}{reason}"
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-
-
-def _wall(at: float, now: float) -> str:
-    moment = dt.datetime.now().astimezone() + dt.timedelta(seconds=max(0.0, at - now))
-    return moment.strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,129 @@
+"""What a job is doing, in words: the ``STATUS=`` line, the rows of ``syftd status``, ``syftd why``.
+
+Owns ``JobRuntime`` (what the job manager keeps per job: its config and ``policy.JobState``, the running
+cycle or report, the last decision and outcome, the token, simulated overrides and timers) and every
+text derived from it. Pure presentation of that state: does not decide or change anything (``jobs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from syftd import policy
+from syftd.conditions import Conditions
+from syftd.config import JobConfig
+from syftd.constraints import duration_text
+from syftd.cycle import CycleRun, CycleState
+
+__all__ = ["JobRuntime", "job_text", "status_line", "status_rows", "why"]
+
+
+@dataclass(slots=True)
+class JobRuntime:
+    """The job manager's record of one job."""
+
+    config: JobConfig
+    state: policy.JobState = field(default_factory=policy.JobState)
+    run: CycleRun | None = None
+    task: asyncio.Task[Any] | None = None
+    decision: policy.Decision | None = None
+    last: dict[str, Any] | None = None
+    token: str | None = None
+    token_error: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    override_timer: asyncio.TimerHandle | None = None
+    budget_timer: asyncio.TimerHandle | None = None
+    cycles: int = 0
+
+
+def status_line(jobs: Mapping[str, JobRuntime], now: float) -> str:
+    """One line for ``STATUS=``, e.g. ``mnist: training 340/1000, loss 0.41``."""
+    if not jobs:
+        return "idle: no jobs configured"
+    return "; ".join(f"{name}: {job_text(job, now)}" for name, job in jobs.items())
+
+
+def job_text(job: JobRuntime, now: float) -> str:
+    """What one job is doing, in a few words."""
+    run = job.run
+    if job.token_error is not None:
+        return f"token refused ({job.token_error})"
+    if run is not None:
+        progress = run.progress
+        if run.state is CycleState.TRAINING and progress is not None and progress.step > 0:
+            loss = f", loss {progress.loss:.2f}" if progress.loss is not None else ""
+            return f"training {progress.step}/{progress.steps_total}{loss}"
+        return run.state.value
+    if job.task is not None:
+        return "reporting spooled diff"
+    decision = job.decision
+    if decision is None:
+        return "starting"
+    if decision.action is policy.Action.WAIT_FOR:
+        return "waiting: " + ", ".join(u.what for u in decision.unmet)
+    if decision.action is policy.Action.WAIT_UNTIL and decision.at is not None:
+        return f"waiting ({decision.reason.value}) until {_wall(decision.at, now)}"
+    return decision.action.value if not decision.text else decision.text
+
+
+def status_rows(jobs: Mapping[str, JobRuntime], now: float, history: Any) -> list[dict[str, Any]]:
+    """One row per job for ``syftd status``."""
+    rows = []
+    for name, job in jobs.items():
+        decision = job.decision
+        next_run = None
+        if job.task is None and decision is not None:
+            if decision.action is policy.Action.WAIT_UNTIL and decision.at is not None:
+                next_run = _wall(decision.at, now)
+            elif decision.action is policy.Action.START:
+                next_run = "now"
+        last = job.last or (history.last(name) if history is not None else None)
+        rows.append({
+            "name": name,
+            "state": job_text(job, now),
+            "last_outcome": _outcome_text(last),
+            "last": last,
+            "next_run": next_run,
+            "cycles": job.cycles,
+            "spool_pending": job.state.spool_pending,
+            "simulated": dict(job.overrides),
+        })
+    return rows
+
+
+def why(name: str, job: JobRuntime, now: float, conditions: Conditions) -> dict[str, Any]:
+    """Why the job is or is not running, with since-times (``syftd why``)."""
+    answer: dict[str, Any] = {"job": name, "summary": job_text(job, now), "reasons": []}
+    if job.run is not None:
+        run = job.run
+        answer["summary"] = f"running: {job_text(job, now)}"
+        answer["reasons"] = [f"cycle {run.cycle_id} is {run.state.value}"]
+        if job.state.running_since is not None:
+            answer["reasons"].append(f"started {duration_text(now - job.state.running_since)} ago")
+    elif job.decision is not None:
+        explained = policy.explain(job.decision)
+        answer.update({k: v for k, v in explained.items() if k != "summary"})
+        answer["summary"] = explained.get("summary", answer["summary"])
+        answer["reasons"] = list(explained.get("reasons", []))
+    if job.token_error is not None:
+        answer["reasons"].insert(0, f"token refused: {job.token_error}")
+    if job.overrides:
+        answer["reasons"].append(f"simulated: {job.overrides}")
+    answer["conditions"] = conditions.as_dict()
+    return answer
+
+
+def _outcome_text(last: dict[str, Any] | None) -> str | None:
+    if not last:
+        return None
+    reason = f" ({last['reason']})" if last.get("reason") else ""
+    return f"{last.get('outcome')}{reason}"
+
+
+def _wall(at: float, now: float) -> str:
+    moment = dt.datetime.now().astimezone() + dt.timedelta(seconds=max(0.0, at - now))
+    return moment.strftime("%Y-%m-%d %H:%M:%S")

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from syftd import events
 from syftd.errors import ControlError
 from syftd.log import get_logger
 
@@ -162,7 +163,7 @@ class ControlServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        _log.debug("control.listening", path=str(self.path))
+        _log.debug(events.CONTROL_LISTENING, path=str(self.path))
 
     async def stop(self) -> None:
         """Stop listening and remove the socket file; idempotent."""
@@ -177,7 +178,7 @@ class ControlServer:
     ) -> web.StreamResponse:
         uid = _peer_uid(request)
         if uid is None or uid not in (self._own_uid, 0):
-            _log.warning("control.peer_refused", peer_uid=uid, path=request.path)
+            _log.warning(events.CONTROL_PEER_REFUSED, peer_uid=uid, path=request.path)
             return web.json_response({"error": "permission denied: only the daemon's user and root"}, status=403)
         return await handler(request)
 

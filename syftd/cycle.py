@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from syftd import events
 from syftd.config import JobConfig
 from syftd.errors import (
     GridAuthFailed,
@@ -172,7 +173,7 @@ class CycleRun:
     def _transition(self, to: CycleState) -> None:
         if to not in _ALLOWED[self.state]:
             raise InvalidTransition(self.state, to)
-        _log.debug("cycle.state_changed", job=self.job.name, cycle=self.cycle_id,
+        _log.debug(events.CYCLE_STATE_CHANGED, job=self.job.name, cycle=self.cycle_id,
                    from_state=self.state.value, to_state=to.value)
         self.state = to
         self._on_state(self)
@@ -219,7 +220,7 @@ class CycleRun:
             if not warming.done():
                 await asyncio.wait({warming})
             if not warming.cancelled() and warming.exception() is not None:
-                _log.warning("trainer.prepare_failed", job=job.name, error=repr(warming.exception()))
+                _log.warning(events.TRAINER_PREPARE_FAILED, job=job.name, error=repr(warming.exception()))
         self._check_flag()
         await self._train(model, plan, plan_id, worker_id, accepted)
 
@@ -300,10 +301,10 @@ class CycleRun:
             async with self._client_factory() as client:
                 return await _race(report_entry(client, self._spool, entry), self._abort_report)
         except _Aborted:
-            _log.info("spool.report_aborted", job=self.job.name, cycle=entry.cycle_id)
+            _log.info(events.SPOOL_REPORT_ABORTED, job=self.job.name, cycle=entry.cycle_id)
             return "pending"
         except GridError as exc:
-            _log.warning("spool.report_failed", job=self.job.name, cycle=entry.cycle_id,
+            _log.warning(events.SPOOL_REPORT_FAILED, job=self.job.name, cycle=entry.cycle_id,
                          error_type=type(exc).__name__, error=str(exc))
             return "pending"
 

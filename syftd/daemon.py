@@ -14,7 +14,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from syftd import __version__
+from syftd import __version__, events
 from syftd import config as config_mod
 from syftd.conditions.monitor import ConditionsMonitor
 from syftd.config import Config
@@ -94,10 +94,10 @@ class Daemon:
             for service in self._services():
                 await service.start()
                 started.append(service)
-                _log.debug("daemon.service_started", service=service.name)
+                _log.debug(events.DAEMON_SERVICE_STARTED, service=service.name)
             self.notifier.ready(self.jobs.status_line())
             _log.info(
-                "daemon.ready",
+                events.DAEMON_READY,
                 version=__version__,
                 pid=os.getpid(),
                 config=str(self.config.path),
@@ -108,18 +108,18 @@ class Daemon:
             await self._serve()
         finally:
             self.notifier.stopping("stopping: expiring running cycles")
-            _log.info("daemon.stopping")
+            _log.info(events.DAEMON_STOPPING)
             for service in reversed(started):
                 began = loop.time()
                 try:
                     await asyncio.wait_for(service.stop(), timeout=self._stop_timeout())
                 except Exception as exc:  # noqa: BLE001 - one failing stop must not skip the others
-                    _log.error("daemon.service_stop_failed", service=service.name, error=repr(exc))
-                _log.debug("daemon.service_stopped", service=service.name, seconds=round(loop.time() - began, 3))
+                    _log.error(events.DAEMON_SERVICE_STOP_FAILED, service=service.name, error=repr(exc))
+                _log.debug(events.DAEMON_SERVICE_STOPPED, service=service.name, seconds=round(loop.time() - began, 3))
             if watchdog is not None:
                 watchdog.cancel()
             self._remove_signals(loop)
-            _log.info("daemon.stopped")
+            _log.info(events.DAEMON_STOPPED)
         return 0
 
     def _services(self) -> list[_Named]:
@@ -177,7 +177,7 @@ class Daemon:
         if self._sigint_count == 1:
             self._actions.put_nowait("stop")
             return
-        _log.warning("daemon.forced_exit", signal="SIGINT")
+        _log.warning(events.DAEMON_FORCED_EXIT, signal="SIGINT")
         os._exit(130)
 
     # ------------------------------------------------------------------ reload
@@ -191,15 +191,15 @@ class Daemon:
                 raise ConfigError(None, ["<file>: the daemon was started without a configuration file"])
             new = config_mod.load(path)
         except ConfigError as exc:
-            _log.error("config.reload_failed", path=str(path), problems=list(exc.problems))
+            _log.error(events.CONFIG_RELOAD_FAILED, path=str(path), problems=list(exc.problems))
             self.notifier.ready(f"reload failed, running config kept: {exc.problems[0]}")
             return False
         changes = self.jobs.reconfigure(new)
         if new.daemon != self.config.daemon:
-            _log.warning("config.daemon_table_changed", note="[daemon] changes take effect at the next start")
+            _log.warning(events.CONFIG_DAEMON_TABLE_CHANGED, note="[daemon] changes take effect at the next start")
         self.config = new
         self._reloads += 1
-        _log.info("config.reloaded", path=str(path), reloads=self._reloads, **changes)
+        _log.info(events.CONFIG_RELOADED, path=str(path), reloads=self._reloads, **changes)
         self.notifier.ready(self.jobs.status_line())
         return True
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from syftd import events
 from syftd.log import get_logger
 from syftd.spool import job_dir
 from syftd.statedir import atomic_write
@@ -96,7 +97,7 @@ class History:
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             aside = path.with_name(f"{_FILE}.corrupt")
             os.replace(path, aside)
-            _log.error("history.corrupted", job=job, problem=str(exc) or type(exc).__name__, moved_to=str(aside))
+            _log.error(events.HISTORY_CORRUPTED, job=job, problem=str(exc) or type(exc).__name__, moved_to=str(aside))
             entries = []
         self._cache[job] = entries[-self.limit:]
         return self._cache[job]

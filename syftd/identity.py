@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from syftd import events
 from syftd.log import get_logger
 from syftd.spool import job_dir
 from syftd.statedir import atomic_write
@@ -38,11 +39,11 @@ class Identity:
         except FileNotFoundError:
             return None
         except (ValueError, UnicodeDecodeError) as exc:
-            _log.warning("identity.unreadable", job=job, problem=str(exc))
+            _log.warning(events.IDENTITY_UNREADABLE, job=job, problem=str(exc))
             return None
         worker_id = document.get("worker_id") if isinstance(document, dict) else None
         if not isinstance(worker_id, str) or not worker_id:
-            _log.warning("identity.unreadable", job=job, problem="no worker_id string")
+            _log.warning(events.IDENTITY_UNREADABLE, job=job, problem="no worker_id string")
             return None
         if node is not None and document.get("node") not in (None, node):
             return None
@@ -65,4 +66,4 @@ class Identity:
             (job_dir(self.state_dir, job) / _FILE).unlink()
         except FileNotFoundError:
             return
-        _log.info("identity.forgotten", job=job)
+        _log.info(events.IDENTITY_FORGOTTEN, job=job)

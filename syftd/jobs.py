@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from syftd import jobview, policy
+from syftd import events, jobview, policy
 from syftd.conditions import Conditions
 from syftd.config import Config, JobConfig
 from syftd.cycle import CycleRecord, CycleRun, CycleState, new_cycle_id, report_entry
@@ -147,15 +147,15 @@ class JobManager:
         with contextlib.suppress(OSError):  # a missing file is read_token's to report
             if path.stat().st_size == 0:
                 # the service install creates an empty token file for LoadCredential=: no token yet
-                _log.info("grid.token_empty", job=job.config.name, path=str(path), note="no auth_token is sent")
+                _log.info(events.GRID_TOKEN_EMPTY, job=job.config.name, path=str(path), note="no auth_token is sent")
                 return
         try:
             job.token = read_token(path)
         except TokenError as exc:
             job.token_error = str(exc)
-            _log.error("grid.token_refused", job=job.config.name, path=str(path), error=str(exc))
+            _log.error(events.GRID_TOKEN_REFUSED, job=job.config.name, path=str(path), error=str(exc))
             return
-        _log.info("grid.token_loaded", job=job.config.name, path=str(path), length=len(job.token))
+        _log.info(events.GRID_TOKEN_LOADED, job=job.config.name, path=str(path), length=len(job.token))
 
     # ------------------------------------------------------------------ conditions
 
@@ -200,7 +200,7 @@ class JobManager:
                 run.abort_report()
             return False
         if run.flag.expire(reason):
-            _log.info("cycle.expiring", job=job.config.name, cycle=run.cycle_id, reason=reason.label,
+            _log.info(events.CYCLE_EXPIRING, job=job.config.name, cycle=run.cycle_id, reason=reason.label,
                       state=run.state.value)
         return True
 
@@ -265,14 +265,14 @@ class JobManager:
         job.run = run
         job.cycles += 1
         if job.state.forced:
-            _log.warning("job.forced", job=cfg.name, cycle=cycle_id, note="constraints ignored for this cycle")
+            _log.warning(events.JOB_FORCED, job=cfg.name, cycle=cycle_id, note="constraints ignored for this cycle")
         job.state = dataclasses.replace(job.state, triggered=False, forced=job.state.forced, running=True,
                                         running_since=self._clock())
         loop = asyncio.get_running_loop()
         job.budget_timer = loop.call_later(cfg.budget.max_cycle_s, self._expire, job, ExpiryReason.BUDGET)
         if self._monitor is not None:
             self._spawn_quiet(self._monitor.hold_sleep_lock())
-        _log.info("cycle.started", job=cfg.name, cycle=cycle_id, decision=decision.reason.value)
+        _log.info(events.CYCLE_STARTED, job=cfg.name, cycle=cycle_id, decision=decision.reason.value)
         job.task = asyncio.create_task(self._run_cycle(job, run), name=f"syftd.cycle.{cfg.name}")
 
     async def _run_cycle(self, job: JobRuntime, run: CycleRun) -> None:
@@ -281,7 +281,7 @@ class JobManager:
         try:
             record = await run.run()
         except Exception as exc:  # noqa: BLE001 - a bug in one cycle must not take the daemon down
-            _log.exception("cycle.crashed", job=job.config.name, cycle=run.cycle_id)
+            _log.exception(events.CYCLE_CRASHED, job=job.config.name, cycle=run.cycle_id)
             record = run.record
             record.outcome, record.reason, record.error = "failed", "internal", repr(exc)
         finally:
@@ -320,7 +320,7 @@ class JobManager:
             self._history.record(job.config.name, entry)
         # job and cycle come from the task's contextvars; the history keeps cycle_id
         logged = {k: v for k, v in entry.items() if v is not None and k not in ("job", "cycle_id")}
-        _log.info("cycle.finished", **logged)
+        _log.info(events.CYCLE_FINISHED, **logged)
         self._wake.set()
         self._publish_status(force=True)
 
@@ -340,7 +340,7 @@ class JobManager:
                     async with self._client(job.config, job.token) as client:
                         outcome = await report_entry(client, self._spool, entry)
                 except GridError as exc:
-                    _log.warning("spool.report_failed", job=name, cycle=entry.cycle_id,
+                    _log.warning(events.SPOOL_REPORT_FAILED, job=name, cycle=entry.cycle_id,
                                  error_type=type(exc).__name__, error=str(exc))
                     failed = True
                     break
@@ -368,7 +368,7 @@ class JobManager:
             try:
                 await awaitable
             except Exception as exc:  # noqa: BLE001 - a sleep lock is best effort, never fatal
-                _log.warning("conditions.sleep_lock_failed", error=repr(exc))
+                _log.warning(events.CONDITIONS_SLEEP_LOCK_FAILED, error=repr(exc))
 
         task = asyncio.ensure_future(guarded())
         self._background.add(task)
@@ -413,9 +413,9 @@ class JobManager:
             entry = self._jobs[name]
             entry.state = dataclasses.replace(entry.state, triggered=True, forced=force,
                                               finished_stopped=False)
-            _log.info("job.triggered", job=name, force=force)
+            _log.info(events.JOB_TRIGGERED, job=name, force=force)
             if force:
-                _log.warning("job.force_requested", job=name, note="the next cycle ignores the constraints")
+                _log.warning(events.JOB_FORCE_REQUESTED, job=name, note="the next cycle ignores the constraints")
         self._wake.set()
         return names
 
@@ -424,7 +424,7 @@ class JobManager:
         names = self.names(job)
         for name in names:
             running = self._expire(self._jobs[name], reason)
-            _log.info("job.expire_requested", job=name, reason=reason.label, running=running)
+            _log.info(events.JOB_EXPIRE_REQUESTED, job=name, reason=reason.label, running=running)
         return names
 
     def simulate(self, event: str, for_s: float | None, job: str | None) -> list[str]:
@@ -443,7 +443,7 @@ class JobManager:
                 entry.overrides[fact] = value
                 if for_s is not None:
                     entry.override_timer = loop.call_later(for_s, self._clear_override, name)
-            _log.warning("conditions.simulated", job=name, simulated=event, for_s=for_s)
+            _log.warning(events.CONDITIONS_SIMULATED, job=name, simulated=event, for_s=for_s)
         self._on_conditions(self._conditions)
         return names
 
@@ -452,7 +452,7 @@ class JobManager:
         if entry is not None:
             entry.overrides.clear()
             entry.override_timer = None
-            _log.info("conditions.simulation_ended", job=name)
+            _log.info(events.CONDITIONS_SIMULATION_ENDED, job=name)
             self._on_conditions(self._conditions)
 
     def status(self) -> list[dict[str, Any]]:

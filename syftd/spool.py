@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from syftd import events
 from syftd.errors import WireError
 from syftd.log import get_logger
 from syftd.statedir import atomic_write
@@ -151,7 +152,7 @@ class Spool:
         )
         atomic_write(data, diff)
         atomic_write(meta, json.dumps(entry.as_dict(), indent=1, sort_keys=True).encode() + b"\n")
-        _log.info("spool.added", job=job, cycle_id=cycle_id, size=entry.size, sha256=entry.sha256[:16])
+        _log.info(events.SPOOL_ADDED, job=job, cycle_id=cycle_id, size=entry.size, sha256=entry.sha256[:16])
         return entry
 
     def pending(self, job: str) -> list[SpoolEntry]:
@@ -202,12 +203,12 @@ class Spool:
     def mark_reported(self, entry: SpoolEntry) -> None:
         """The node accepted the diff: it is never pending again."""
         self._mark(entry, "reported", None)
-        _log.info("spool.reported", job=entry.job, cycle_id=entry.cycle_id)
+        _log.info(events.SPOOL_REPORTED, job=entry.job, cycle_id=entry.cycle_id)
 
     def discard(self, entry: SpoolEntry, reason: str) -> None:
         """Drop the diff unsent (the node closed its cycle): it is never pending again."""
         self._mark(entry, "discarded", reason)
-        _log.warning("spool.discarded", job=entry.job, cycle_id=entry.cycle_id, reason=reason)
+        _log.warning(events.SPOOL_DISCARDED, job=entry.job, cycle_id=entry.cycle_id, reason=reason)
 
     def recover(self, job: str) -> list[str]:
         """At startup: remove temp files, orphan diffs and lone markers a crash left; finish interrupted marks.
@@ -225,7 +226,7 @@ class Spool:
                 removed.append(name)
         self.pending(job)
         if removed:
-            _log.warning("spool.recovered", job=job, removed=removed)
+            _log.warning(events.SPOOL_RECOVERED, job=job, removed=removed)
         return removed
 
     def _mark(self, entry: SpoolEntry, marker: str, reason: str | None) -> None:
@@ -248,7 +249,7 @@ class Spool:
                 os.replace(source, target / source.name)
                 moved.append(source.name)
         _fsync_dir(spool)
-        _log.error("spool.quarantined", job=job, cycle_id=cycle_id, problem=problem, moved=moved,
+        _log.error(events.SPOOL_QUARANTINED, job=job, cycle_id=cycle_id, problem=problem, moved=moved,
                    directory=str(target))
 
 

@@ -18,6 +18,7 @@ from dbus_fast import BusType, DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus, ProxyInterface
 from dbus_fast.introspection import Node
 
+from syftd import events
 from syftd.conditions.source import Publish
 from syftd.log import get_logger
 
@@ -69,11 +70,11 @@ class SystemBus:
         try:
             await asyncio.wait_for(bus.connect(), CONNECT_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError, EOFError, ValueError) as exc:
-            _log.info("conditions.bus_unavailable", address=resolved, error=repr(exc))
+            _log.info(events.CONDITIONS_BUS_UNAVAILABLE, address=resolved, error=repr(exc))
             bus.disconnect()
             return None
         except Exception as exc:  # noqa: BLE001 - dbus-fast raises AuthError and others; all mean "no bus"
-            _log.info("conditions.bus_unavailable", address=resolved, error=repr(exc))
+            _log.info(events.CONDITIONS_BUS_UNAVAILABLE, address=resolved, error=repr(exc))
             bus.disconnect()
             return None
         return cls(bus, resolved)
@@ -154,9 +155,9 @@ class SystemBus:
         try:
             await self.bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
         except Exception as exc:  # noqa: BLE001 - any end of the connection is a disconnect
-            _log.info("conditions.bus_disconnected", error=repr(exc))
+            _log.info(events.CONDITIONS_BUS_DISCONNECTED, error=repr(exc))
         if not self._closing:
-            _log.warning("conditions.bus_lost", address=self.address)
+            _log.warning(events.CONDITIONS_BUS_LOST, address=self.address)
             for callback in list(self._disconnect_callbacks):
                 callback()
 
@@ -232,7 +233,7 @@ class DBusSource:
         try:
             await self._attach()
         except Exception as exc:  # noqa: BLE001 - a service that answers badly counts as absent
-            _log.warning("conditions.source_failed", source=self.name, error=repr(exc))
+            _log.warning(events.CONDITIONS_SOURCE_FAILED, source=self.name, error=repr(exc))
             self._detach()
             return
         self._attached = True
@@ -252,7 +253,7 @@ class DBusSource:
             self._detach()
         if new_owner:
             await self._try_attach()
-        _log.info("conditions.service_owner_changed", source=self.name, present=bool(new_owner))
+        _log.info(events.CONDITIONS_SERVICE_OWNER_CHANGED, source=self.name, present=bool(new_owner))
         if was != self._attached or (was and self._attached):
             self._on_availability(self._attached)
 

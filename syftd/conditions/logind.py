@@ -16,6 +16,7 @@ from typing import Any
 
 from dbus_fast.aio import ProxyInterface
 
+from syftd import events
 from syftd.conditions.dbus import PROPERTIES, DBusSource, SystemBus, unwrap
 from syftd.conditions.source import Publish
 from syftd.log import get_logger
@@ -74,7 +75,7 @@ class LogindSource(DBusSource):
             os.close(fd)
             return self.is_lock_held
         self._lock_fd = fd
-        _log.info("conditions.sleep_lock_taken", delay_max_s=self.inhibit_delay_s)
+        _log.info(events.CONDITIONS_SLEEP_LOCK_TAKEN, delay_max_s=self.inhibit_delay_s)
         return True
 
     def release_sleep_lock(self, reason: str = "requested") -> None:
@@ -85,7 +86,7 @@ class LogindSource(DBusSource):
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             os.close(fd)
-            _log.info("conditions.sleep_lock_released", reason=reason)
+            _log.info(events.CONDITIONS_SLEEP_LOCK_RELEASED, reason=reason)
 
     async def stop(self) -> None:
         """Release the lock, stop following logind; idempotent."""
@@ -128,7 +129,7 @@ class LogindSource(DBusSource):
             self.inhibit_delay_s = int(values["InhibitDelayMaxUSec"]) / 1e6
 
     def _on_prepare_for_sleep(self, start: bool) -> None:
-        _log.info("conditions.prepare_for_sleep", start=start, lock_held=self.is_lock_held)
+        _log.info(events.CONDITIONS_PREPARE_FOR_SLEEP, start=start, lock_held=self.is_lock_held)
         if start:
             if self._lock_fd is not None and self._deadline is None:
                 bound_s = max(0.0, self.inhibit_delay_s - RELEASE_MARGIN_S)

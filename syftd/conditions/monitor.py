@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from syftd import events
 from syftd.conditions.source import AREA_FACTS, FixedSource, Source
 from syftd.conditions.sysfs import SysfsPowerSource, ThermalSource
 from syftd.conditions.value import FACTS, Conditions
@@ -145,7 +146,7 @@ class ConditionsMonitor:
                 try:
                     await asyncio.wait_for(source.stop(), REFRESH_TIMEOUT_S)
                 except Exception as exc:  # noqa: BLE001 - stopping must go on whatever one source does
-                    _log.warning("conditions.source_stop_failed", source=source.name, error=repr(exc))
+                    _log.warning(events.CONDITIONS_SOURCE_STOP_FAILED, source=source.name, error=repr(exc))
         if self._bus is not None:
             await self._bus.close()
             self._bus = None
@@ -168,7 +169,7 @@ class ConditionsMonitor:
             try:
                 await asyncio.wait_for(source.refresh(), REFRESH_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - one failing source must not stop the others' refresh
-                _log.warning("conditions.refresh_failed", source=source.name, error=repr(exc))
+                _log.warning(events.CONDITIONS_REFRESH_FAILED, source=source.name, error=repr(exc))
 
     def override(self, fact: str, value: Any | None) -> None:
         """Simulate ``fact`` = ``value`` over whatever the source says; ``None`` clears the override.
@@ -182,12 +183,12 @@ class ConditionsMonitor:
         if value is None:
             if fact in self._overrides:
                 del self._overrides[fact]
-                _log.info("conditions.override_cleared", fact=fact, simulated=True)
+                _log.info(events.CONDITIONS_OVERRIDE_CLEARED, fact=fact, simulated=True)
             real = getattr(self._base, fact)
             self._set_current(self._current.updated(now, self._base.sources.get(fact, ""), **{fact: real}))
             return
         self._overrides[fact] = value
-        _log.info("conditions.override_set", fact=fact, value=value, simulated=True)
+        _log.info(events.CONDITIONS_OVERRIDE_SET, fact=fact, value=value, simulated=True)
         self._set_current(self._current.updated(now, SIMULATED, **{fact: value}))
 
     async def hold_sleep_lock(self) -> bool:
@@ -307,7 +308,7 @@ class ConditionsMonitor:
         except ConditionSourceError:
             if self._platform != "darwin":
                 raise
-            _log.warning("conditions.iokit_unavailable", fallback="pmset")
+            _log.warning(events.CONDITIONS_IOKIT_UNAVAILABLE, fallback="pmset")
             return PmsetPowerSource(publish, self._config.poll_interval_s)
 
     def _sleep_area(self, choice: str) -> _Area:
@@ -332,11 +333,11 @@ class ConditionsMonitor:
             try:
                 await area.primary.start()
             except Exception as exc:  # noqa: BLE001 - a bus that answers badly is a missing service
-                _log.warning("conditions.source_failed", source=area.primary.name, error=repr(exc))
+                _log.warning(events.CONDITIONS_SOURCE_FAILED, source=area.primary.name, error=repr(exc))
         if area.primary is None or not area.primary.available:
             await self._start_fallback(area)
         _log.info(
-            "conditions.source_selected",
+            events.CONDITIONS_SOURCE_SELECTED,
             area=area.name,
             source=area.primary.name if area.primary is not None else getattr(area.fallback, "name", None),
             fallback=area.fallback.name if area.primary is not None and area.fallback is not None else None,
@@ -366,15 +367,15 @@ class ConditionsMonitor:
             if available and area.is_fallback_running and area.fallback is not None:
                 area.is_fallback_running = False
                 await area.fallback.stop()
-                _log.info("conditions.source_switched", area=area.name, to=area.primary.name)
+                _log.info(events.CONDITIONS_SOURCE_SWITCHED, area=area.name, to=area.primary.name)
             elif not available and area.primary is not None and not area.primary.available:
                 await self._start_fallback(area)
-                _log.warning("conditions.source_switched", area=area.name,
+                _log.warning(events.CONDITIONS_SOURCE_SWITCHED, area=area.name,
                              to=area.fallback.name if area.fallback is not None else None,
                              lost=area.primary.name)
 
     async def _on_resume(self) -> None:
-        _log.info("conditions.resumed")
+        _log.info(events.CONDITIONS_RESUMED)
         await self.refresh()
 
     def _publisher(self, area_name: str) -> Callable[[str, Mapping[str, Any]], None]:
@@ -408,4 +409,4 @@ class ConditionsMonitor:
             try:
                 callback(new)
             except Exception:  # noqa: BLE001 - one subscriber must not break the others
-                _log.exception("conditions.subscriber_failed", subscriber=repr(callback))
+                _log.exception(events.CONDITIONS_SUBSCRIBER_FAILED, subscriber=repr(callback))

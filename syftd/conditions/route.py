@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from syftd import events
 from syftd.conditions.source import Publish
 from syftd.log import get_logger
 
@@ -153,13 +154,13 @@ class RouteSource:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK
                                  | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
         except (OSError, AttributeError) as exc:
-            _log.info("conditions.netlink_unavailable", error=repr(exc))
+            _log.info(events.CONDITIONS_NETLINK_UNAVAILABLE, error=repr(exc))
             return None
         try:
             sock.bind((0, NETLINK_GROUPS))
         except OSError as exc:
             sock.close()
-            _log.info("conditions.netlink_unavailable", error=repr(exc))
+            _log.info(events.CONDITIONS_NETLINK_UNAVAILABLE, error=repr(exc))
             return None
         return sock
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 
+from syftd import events
 from syftd.config import GridConfig
 from syftd.errors import (
     ConfigError,
@@ -120,7 +121,7 @@ class GridClient:
         payload = {"auth_token": self._token, "model_name": self._grid.model, "model_version": self._grid.version}
         async with self._errors("authenticate"):
             auth = auth_of(await self._json_call("authenticate", payload, keep_ws=True), self._node_text)
-        log.info("grid.authenticated", model=self._grid.model, requires_speed_test=auth.requires_speed_test)
+        log.info(events.GRID_AUTHENTICATED, model=self._grid.model, requires_speed_test=auth.requires_speed_test)
         return auth
 
     async def speed_test(self, worker_id: str) -> Speed:
@@ -133,7 +134,7 @@ class GridClient:
             speed = await measure_speed(
                 self._require_session(), f"{self._http_base}/speed-test", worker_id, self._grid, self._ssl
             )
-        log.info("grid.speed_measured", ping_ms=round(speed.ping_ms, 2), download=round(speed.download, 3),
+        log.info(events.GRID_SPEED_MEASURED, ping_ms=round(speed.ping_ms, 2), download=round(speed.download, 3),
                  upload=round(speed.upload, 3), unit=speed.unit)
         return speed
 
@@ -158,12 +159,12 @@ class GridClient:
             try:
                 accepted = cycle_outcome(answer, self._grid.plan, self._node_text)
             except GridRejected as exc:
-                log.info("grid.cycle_rejected", timeout_s=round(exc.timeout_s, 3))
+                log.info(events.GRID_CYCLE_REJECTED, timeout_s=round(exc.timeout_s, 3))
                 raise
             except GridFinished:
-                log.info("grid.cycle_finished", model=self._grid.model)
+                log.info(events.GRID_CYCLE_FINISHED, model=self._grid.model)
                 raise
-        log.info("grid.cycle_accepted", model_id=accepted.model_id, version=accepted.version)
+        log.info(events.GRID_CYCLE_ACCEPTED, model_id=accepted.model_id, version=accepted.version)
         return accepted
 
     async def get_model(self, worker_id: str, request_key: str, model_id: int) -> bytes:
@@ -208,7 +209,7 @@ class GridClient:
                 text = self._node_text(answer["error"])
                 raise (GridAuthFailed if WORKER_UNKNOWN in text else GridCycleGone)(f"report refused: {text}")
             expect_status(answer, "success", "report")
-        log.info("grid.reported", bytes=len(diff))
+        log.info(events.GRID_REPORTED, bytes=len(diff))
 
     # ------------------------------------------------------------------------------------ private
 
@@ -283,7 +284,7 @@ class GridClient:
                 if status in (400, 401):
                     raise GridCycleGone(f"{op}: HTTP {status} {text}")
                 raise GridProtocolError(f"{op}: HTTP {status} {text}")
-        log.info("grid.downloaded", what=op, bytes=len(raw), seconds=round(time.perf_counter() - start, 4))
+        log.info(events.GRID_DOWNLOADED, what=op, bytes=len(raw), seconds=round(time.perf_counter() - start, 4))
         return raw
 
     def _check_status(self, op: str, status: int, raw: bytes) -> None:
@@ -319,7 +320,7 @@ class GridClient:
         except (GridRejected, GridFinished):
             raise
         except GridError as exc:
-            log.warning("grid.request_failed", op=op, error=type(exc).__name__, reason=self._scrub(str(exc)))
+            log.warning(events.GRID_REQUEST_FAILED, op=op, error=type(exc).__name__, reason=self._scrub(str(exc)))
             raise
 
     async def _close_ws(self) -> None:

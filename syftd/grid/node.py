@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from syftd import events
 from syftd.errors import WireError
 from syftd.grid import nodeauth
 from syftd.grid.averaging import apply_mean_diff, diff_problem
@@ -148,7 +149,7 @@ class GridNode:
             raise
         self._runner = runner
         self.host_address, self.port = host, int(sock.getsockname()[1])
-        _log.info("grid_node.started", url=self.url, revision=self.options.revision.value)
+        _log.info(events.GRID_NODE_STARTED, url=self.url, revision=self.options.revision.value)
 
     async def stop(self) -> None:
         """Drop held reports (not stored), close sockets and stop listening; idempotent."""
@@ -160,7 +161,7 @@ class GridNode:
             await runner.cleanup()
             if self._background:
                 await asyncio.wait(set(self._background), timeout=10)
-            _log.info("grid_node.stopped", url=self.url)
+            _log.info(events.GRID_NODE_STOPPED, url=self.url)
 
     async def __aenter__(self) -> GridNode:
         await self.start()
@@ -205,8 +206,8 @@ class GridNode:
             now=self._clock(),
         )
         if averaging_plan is not None:
-            _log.info("grid_node.averaging_plan_ignored", model=name, version=version)
-        _log.info("grid_node.hosted", model=name, version=version, plans=sorted(plans))
+            _log.info(events.GRID_NODE_AVERAGING_PLAN_IGNORED, model=name, version=version)
+        _log.info(events.GRID_NODE_HOSTED, model=name, version=version, plans=sorted(plans))
         self._save_checkpoint(process)
         self._notify()
         return process
@@ -270,7 +271,8 @@ class GridNode:
             return {"error": str(exc)}
         await self._hold_point()
         if is_gone():
-            _log.info("grid_node.report_dropped", worker_id=data.get("worker_id"), reason="worker hung up while held")
+            _log.info(events.GRID_NODE_REPORT_DROPPED, worker_id=data.get("worker_id"),
+                      reason="worker hung up while held")
             raise WorkerGone("the worker hung up while its report was held")
         try:
             assignment = self.state.record_report(str(data.get("worker_id")), str(data.get("request_key")), diff)
@@ -282,7 +284,7 @@ class GridNode:
             cycle.number, diff, transport,
         )
         self._reports.append(record)
-        _log.info("grid_node.report_received", model=record.model, cycle=record.cycle, size=len(diff))
+        _log.info(events.GRID_NODE_REPORT_RECEIVED, model=record.model, cycle=record.cycle, size=len(diff))
         self._notify()
         # PyGrid answers first and evaluates the cycle in a background thread (spec §7): the worker does
         # not wait for the averaging
@@ -411,20 +413,20 @@ class GridNode:
                 if assignment.diff is diff:
                     assignment.valid = problem is None
                 if problem is not None:
-                    _log.warning("grid_node.diff_rejected", model=process.name, cycle=cycle.number, why=problem)
+                    _log.warning(events.GRID_NODE_DIFF_REJECTED, model=process.name, cycle=cycle.number, why=problem)
             if not force and not self.state.ready(cycle, self._clock()):
                 return
             diffs = [a.diff for a in cycle.reported() if a.diff is not None]
             try:
                 new_model = await asyncio.to_thread(apply_mean_diff, model, diffs) if diffs else None
             except WireError as exc:
-                _log.warning("grid_node.averaging_failed", model=process.name, cycle=cycle.number, why=str(exc))
+                _log.warning(events.GRID_NODE_AVERAGING_FAILED, model=process.name, cycle=cycle.number, why=str(exc))
                 return
             self.state.finish(cycle, new_model, self._clock())
             if new_model is not None:
                 await asyncio.to_thread(self._save_checkpoint, process)
             _log.info(
-                "grid_node.cycle_completed",
+                events.GRID_NODE_CYCLE_COMPLETED,
                 model=process.name, cycle=cycle.number, diffs=len(diffs), checkpoint=process.checkpoint_number,
             )
 

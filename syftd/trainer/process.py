@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from syftd import events
 from syftd.config import JobConfig
 from syftd.expiry import ExpiryReason
 from syftd.log import get_logger
@@ -142,7 +143,7 @@ class TrainerPool:
         assert result is not None
         result = dataclasses.replace(result, duration_s=asyncio.get_running_loop().time() - started)
         _log.info(
-            "trainer.result_received",
+            events.TRAINER_RESULT_RECEIVED,
             job=job.name,
             cycle_id=cycle_id,
             outcome=result.outcome.value,
@@ -213,7 +214,7 @@ class TrainerPool:
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         trainer = _Trainer(job, process, reader, writer)
         self._live.add(trainer)
-        _log.info("trainer.spawned", job=job.name, pid=process.pid)
+        _log.info(events.TRAINER_SPAWNED, job=job.name, pid=process.pid)
         return trainer
 
     async def _run(
@@ -304,11 +305,12 @@ class TrainerPool:
                 return message
             seen.append(message)
             if ceiling is not None and message.rss_bytes > ceiling * 1024 * 1024 and flag.expire(ExpiryReason.MEMORY):
-                _log.warning("trainer.memory_exceeded", job=job.name, rss_mb=message.rss_bytes >> 20, max_mb=ceiling)
+                _log.warning(events.TRAINER_MEMORY_EXCEEDED, job=job.name, rss_mb=message.rss_bytes >> 20,
+                             max_mb=ceiling)
             try:
                 on_progress(message)
             except Exception:  # noqa: BLE001 - a faulty observer must not end the run without a result
-                _log.exception("trainer.progress_callback_failed", job=job.name)
+                _log.exception(events.TRAINER_PROGRESS_CALLBACK_FAILED, job=job.name)
 
     async def _stop_for_sure(self, trainer: _Trainer, flag: ExpiryFlag, seen: list[Progress]) -> TrainingResult:
         """SIGTERM, then SIGKILL after KILL_AFTER_TERM_S; the result says which one ended it."""
@@ -323,7 +325,7 @@ class TrainerPool:
         self._close(trainer)
         losses = tuple(p.loss for p in seen if p.loss is not None)
         accuracies = tuple(p.accuracy for p in seen if p.accuracy is not None)
-        _log.warning("trainer.stopped", job=trainer.job.name, outcome=outcome.value, pid=trainer.process.pid)
+        _log.warning(events.TRAINER_STOPPED, job=trainer.job.name, outcome=outcome.value, pid=trainer.process.pid)
         return TrainingResult(
             outcome,
             flag.reason,

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from syftd import events
 from syftd.config import DataConfig
 from syftd.errors import TrainerError, WireError
 from syftd.grid import wire
@@ -90,18 +91,18 @@ class Trainer:
             diff = wire.encode_state(to_wire([o - t for o, t in zip(original, trained, strict=True)]))
             wire.check_diff(diff, request.model)
         except Expired as exc:
-            _log.info("trainer.expired", reason=exc.reason.label, steps=len(losses))
+            _log.info(events.TRAINER_EXPIRED, reason=exc.reason.label, steps=len(losses))
             return result(Outcome.EXPIRED, reason=exc.reason)
         except (TrainerError, WireError) as exc:
-            _log.warning("trainer.failed", error=str(exc), steps=len(losses))
+            _log.warning(events.TRAINER_FAILED, error=str(exc), steps=len(losses))
             return result(Outcome.FAILED, error=str(exc))
         except MemoryError:
-            _log.warning("trainer.failed", error="out of memory", steps=len(losses))
+            _log.warning(events.TRAINER_FAILED, error="out of memory", steps=len(losses))
             return result(Outcome.FAILED, error="the trainer ran out of memory")
         except Exception as exc:  # noqa: BLE001 - exceptions never cross the boundary; a FAILED value does
-            _log.exception("trainer.crashed", steps=len(losses))
+            _log.exception(events.TRAINER_CRASHED, steps=len(losses))
             return result(Outcome.FAILED, error=f"{type(exc).__name__} in the trainer: {exc}")
-        _log.info("trainer.completed", steps=len(losses), loss=losses[-1] if losses else None)
+        _log.info(events.TRAINER_COMPLETED, steps=len(losses), loss=losses[-1] if losses else None)
         return result(Outcome.COMPLETED, diff=diff)
 
     def _prepare(self, request: Request, batch_size: int, lr: float) -> tuple[PlanRunner, list[Any]]:
@@ -123,7 +124,7 @@ class Trainer:
         try:
             self._source(config)
         except Exception as exc:  # noqa: BLE001 - the cycle's run loads it again and returns FAILED naming it
-            _log.info("trainer.preload_failed", error=str(exc))
+            _log.info(events.TRAINER_PRELOAD_FAILED, error=str(exc))
 
     def _source(self, config: DataConfig) -> BatchSource:
         if config != self._data_key or self._data is None:
@@ -153,5 +154,5 @@ def _device(wanted: str) -> Any:
     if wanted == "cuda":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        _log.warning("trainer.cuda_unavailable")
+        _log.warning(events.TRAINER_CUDA_UNAVAILABLE)
     return torch.device("cpu")

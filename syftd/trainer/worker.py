@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from syftd import log
+from syftd import events, log
 from syftd.trainer.expiry import ExpiryView
 from syftd.trainer.messages import HEADER, Outcome, Preload, Request, encode
 
@@ -45,11 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sock = socket.socket(fileno=args.fd)
     trainer = Trainer(_ResidentSize())
-    _log.info("trainer.started", threads=torch.get_num_threads())
+    _log.info(events.TRAINER_STARTED, threads=torch.get_num_threads())
     while True:
         request = _receive(sock, timeout_s=args.idle_exit_s)
         if request is None:
-            _log.info("trainer.idle_exited")
+            _log.info(events.TRAINER_IDLE_EXITED)
             return 0
         if isinstance(request, Preload):
             trainer.preload(request.data)
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 sock.sendall(encode(result))
             except OSError:
-                _log.warning("trainer.daemon_gone")
+                _log.warning(events.TRAINER_DAEMON_GONE)
                 return 0
         if result.outcome is not Outcome.COMPLETED:
             return 0
@@ -89,12 +89,12 @@ def _govern(*, nice: int, is_sched_idle: bool) -> None:
         if nice > current:
             os.setpriority(os.PRIO_PROCESS, 0, nice)
     except OSError as exc:
-        _log.warning("trainer.nice_refused", nice=nice, error=str(exc))
+        _log.warning(events.TRAINER_NICE_REFUSED, nice=nice, error=str(exc))
     if is_sched_idle and hasattr(os, "SCHED_IDLE"):
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         except OSError as exc:
-            _log.warning("trainer.sched_idle_refused", error=str(exc))
+            _log.warning(events.TRAINER_SCHED_IDLE_REFUSED, error=str(exc))
 
 
 def _receive(sock: socket.socket, *, timeout_s: float) -> Request | Preload | None:

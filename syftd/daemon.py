@@ -108,6 +108,8 @@ class Daemon:
             await self._serve()
         finally:
             self.notifier.stopping("stopping: expiring running cycles")
+            # a trainer may take the whole grace, then SIGTERM + 2 s: ask the manager for that much
+            self.notifier.extend_timeout(self._stop_timeout())
             _log.info(events.DAEMON_STOPPING)
             for service in reversed(started):
                 began = loop.time()

@@ -162,6 +162,7 @@ class CycleRun:
         self._on_state = on_state
         self._on_progress = on_progress
         self._abort_report = asyncio.Event()
+        self._warming: asyncio.Future[None] | None = None
         self._started = time.monotonic()
 
     # ------------------------------------------------------------------ control
@@ -211,16 +212,15 @@ class CycleRun:
             self.record.error = error
 
     async def _run(self) -> None:
-        job = self.job
-        # the trainer process starts (and imports torch) while the cycle talks to the node
-        warming = asyncio.ensure_future(self._pool.prepare(job))
         try:
             model, plan, plan_id, worker_id, accepted = await self._download()
         finally:
-            if not warming.done():
-                await asyncio.wait({warming})
-            if not warming.cancelled() and warming.exception() is not None:
-                _log.warning(events.TRAINER_PREPARE_FAILED, job=job.name, error=repr(warming.exception()))
+            warming = self._warming
+            if warming is not None:
+                if not warming.done():
+                    await asyncio.wait({warming})
+                if not warming.cancelled() and warming.exception() is not None:
+                    _log.warning(events.TRAINER_PREPARE_FAILED, job=self.job.name, error=repr(warming.exception()))
         self._check_flag()
         await self._train(model, plan, plan_id, worker_id, accepted)
 
@@ -242,6 +242,9 @@ class CycleRun:
                 self._transition(CycleState.REQUESTING)
                 accepted = await self._guarded(self._request(client, worker_id))
             record.worker_id, record.request_key = worker_id, accepted.request_key
+            # accepted: the trainer process starts (and imports torch) while the cycle downloads; not
+            # before, so that a node rejecting or down does not cost a torch import per attempt
+            self._warming = asyncio.ensure_future(self._pool.prepare(job))
             self._transition(CycleState.DOWNLOADING)
             plan_id = accepted.plans.get(job.grid.plan)
             if not isinstance(plan_id, int):

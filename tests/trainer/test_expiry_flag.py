@@ -57,8 +57,8 @@ async def test_wait_returns_the_reason_once_expired(new_flag: Callable[[], Expir
     """wait() blocks while live and wakes with the reason when expire() is called."""
     flag = new_flag()
     waiter = asyncio.ensure_future(flag.wait())
-    await asyncio.sleep(0)
-    assert not waiter.done()
+    done, _pending = await asyncio.wait({waiter}, timeout=0.05)
+    assert not done
     flag.expire(ExpiryReason.THERMAL)
     assert await asyncio.wait_for(waiter, 1) is ExpiryReason.THERMAL
     assert await asyncio.wait_for(flag.wait(), 1) is ExpiryReason.THERMAL

@@ -1,7 +1,8 @@
 """The configuration: a TOML file turned into frozen dataclasses, every problem reported at once.
 
 Owns the schema (the dataclasses below are the single place a key is declared: adding a field with a
-default adds the key), the generic loader that walks them, and the checks that span several keys.
+default adds the key) and the checks that span several keys; the generic walk that turns TOML into
+these dataclasses is ``syftd.tomlschema``.
 Does not own what the values mean at run time; that belongs to the modules that read them.
 
 A problem is one line, ``<dotted.key>: <what is wrong>[, got <value>]``, sorted by key, e.g.
@@ -12,20 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import difflib
 import ipaddress
 import os
 import re
 import sys
-import types
 import typing
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from syftd.errors import ConfigError
+from syftd.tomlschema import build, describe
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,7 +51,6 @@ __all__ = [
 
 _JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
-_ENV_REF = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 Check = Callable[[Any], "str | None"]
 
@@ -325,139 +324,12 @@ def loads(text: str, *, path: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"<toml>: {exc}"]) from exc
     problems: list[str] = []
-    config = _build(Config, document, "", problems)
+    config = build(Config, document, "", problems)
     if config is not None:
         _check_across(config, problems)
     if problems or config is None:
         raise ConfigError(path, sorted(set(problems)))
     return typing.cast(Config, dataclasses.replace(config, path=path))
-
-
-def _build(cls: type[Any], table: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
-    """Build dataclass ``cls`` from ``table``; append problems and return None if any field failed."""
-    hints = typing.get_type_hints(cls)
-    known = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
-    names = {f.name for f in known}
-    ok = True
-    for key in table:
-        if key not in names:
-            hint = difflib.get_close_matches(key, sorted(names), n=1)
-            suggestion = f'; did you mean "{prefix}{hint[0]}"?' if hint else ""
-            problems.append(f"{prefix}{key}: unknown key{suggestion}")
-            ok = False
-    values: dict[str, Any] = {}
-    for f in known:
-        dotted = f"{prefix}{f.name}"
-        if f.name not in table:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                problems.append(f"{dotted}: required key is missing")
-                ok = False
-            continue
-        value = _convert(hints[f.name], table[f.name], dotted, problems, f.metadata)
-        if value is _INVALID:
-            ok = False
-        else:
-            values[f.name] = value
-    return cls(**values) if ok else None
-
-
-_INVALID: Any = object()
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(f'"{a}"' for a in typing.get_args(tp))
-    if tp is bool:
-        return "true or false"
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a number"
-    if tp in (str, Path):
-        return "a string"
-    if origin is tuple:
-        return "an array"
-    if dataclasses.is_dataclass(tp):
-        return "a table"
-    return str(tp)
-
-
-def _convert(tp: Any, raw: Any, dotted: str, problems: list[str], meta: Mapping[str, Any]) -> Any:
-    """Turn a TOML value into ``tp``, checking range and custom checks; _INVALID on a problem."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        # TOML has no null: an optional key is left out to mean "unset"
-        return _convert(inner[0], raw, dotted, problems, meta)
-    if origin is tuple:
-        item_type = args[0]
-        is_table_array = dataclasses.is_dataclass(item_type)
-        if not isinstance(raw, list):
-            want = "an array of tables ([[...]])" if is_table_array else "an array"
-            problems.append(f"{dotted}: must be {want}, got {_describe(raw)}")
-            return _INVALID
-        items = []
-        for i, item in enumerate(raw):
-            items.append(_convert(item_type, item, f"{dotted}[{i}]", problems, meta))
-        return _INVALID if any(v is _INVALID for v in items) else tuple(items)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(raw, dict):
-            problems.append(f"{dotted}: must be a table, got {_describe(raw)}")
-            return _INVALID
-        built = _build(typing.cast(type[Any], tp), raw, f"{dotted}.", problems)
-        return _INVALID if built is None else built
-    if tp is Path and isinstance(raw, str) and (unset := _unset_env(raw)):
-        names = ", ".join(f"${name}" for name in unset)
-        problems.append(f"{dotted}: environment variable {names} is not set, got {_describe(raw)}")
-        return _INVALID
-    value = _scalar(tp, raw)
-    if value is _INVALID:
-        problems.append(f"{dotted}: must be {_type_name(tp)}, got {_describe(raw)}")
-        return _INVALID
-    low, high = meta.get("min"), meta.get("max")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if value != value or value in (float("inf"), float("-inf")):
-            problems.append(f"{dotted}: must be a finite number, got {_describe(raw)}")
-            return _INVALID
-        if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
-            problems.append(f"{dotted}: must be {bounds}, got {_describe(raw)}")
-            return _INVALID
-    check = meta.get("check")
-    if check is not None and (message := check(value)) is not None:
-        problems.append(f"{dotted}: {message}, got {_describe(raw)}")
-        return _INVALID
-    return value
-
-
-def _scalar(tp: Any, raw: Any) -> Any:
-    if typing.get_origin(tp) is Literal:
-        return raw if isinstance(raw, str) and raw in typing.get_args(tp) else _INVALID
-    if tp is bool:
-        return raw if isinstance(raw, bool) else _INVALID
-    if tp is int:
-        return raw if isinstance(raw, int) and not isinstance(raw, bool) else _INVALID
-    if tp is float:
-        return float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else _INVALID
-    if tp is str:
-        return raw if isinstance(raw, str) else _INVALID
-    if tp is Path:
-        # path keys may name $VAR or ${VAR}, e.g. "${CREDENTIALS_DIRECTORY}/token" under systemd
-        ok = isinstance(raw, str) and raw and "\0" not in raw
-        return Path(os.path.expandvars(raw)) if ok else _INVALID
-    raise TypeError(f"config schema uses an unsupported type {tp!r}; extend config._scalar")
-
-
-def _unset_env(raw: str) -> list[str]:
-    """The variables ``raw`` refers to as $NAME or ${NAME} that the environment does not set."""
-    return [name for braced, bare in _ENV_REF.findall(raw) if (name := braced or bare) not in os.environ]
 
 
 def _check_across(config: Config, problems: list[str]) -> None:
@@ -477,7 +349,7 @@ def _check_across(config: Config, problems: list[str]) -> None:
         if job.schedule.backoff_initial_s > job.schedule.backoff_max_s:
             problems.append(f"{where}.schedule.backoff_initial_s: must be at most schedule.backoff_max_s")
         if (message := url_problem(job.grid.url, allow_insecure=job.grid.allow_insecure)) is not None:
-            problems.append(f"{where}.grid.url: {message}, got {_describe(job.grid.url)}")
+            problems.append(f"{where}.grid.url: {message}, got {describe(job.grid.url)}")
         source, data = job.data.source, job.data
         if source in ("mnist", "imagefolder") and data.path is None:
             problems.append(f"{where}.data.path: required when data.source is {source!r}")

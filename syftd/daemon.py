@@ -12,7 +12,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from syftd import __version__, events
 from syftd import config as config_mod
@@ -31,20 +31,10 @@ from syftd.spool import Spool
 from syftd.statedir import StateDir
 from syftd.trainer.process import TrainerPool
 
-__all__ = ["Daemon", "Service"]
+__all__ = ["Daemon"]
 
 _log = get_logger("syftd.daemon")
 _STOP_TIMEOUT_S = 10.0
-
-
-class Service(Protocol):
-    """What the daemon starts and stops."""
-
-    async def start(self) -> None:
-        """Return once ready; undo partial work on failure."""
-
-    async def stop(self) -> None:
-        """Idempotent and bounded."""
 
 
 class _Named:

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from syftd import events
@@ -32,6 +31,7 @@ from syftd.conditions.value import FACTS, Conditions
 from syftd.config import ConditionsConfig
 from syftd.errors import ConditionSourceError
 from syftd.log import get_logger
+from syftd.service import ServiceContext
 
 __all__ = ["ConditionsMonitor"]
 
@@ -62,7 +62,7 @@ class _Area:
         return self.fallback if self.is_fallback_running else None
 
 
-class ConditionsMonitor:
+class ConditionsMonitor(ServiceContext):
     """Publishes ``Conditions`` on every change; an async context manager over ``start()``/``stop()``."""
 
     def __init__(
@@ -151,14 +151,6 @@ class ConditionsMonitor:
             await self._bus.close()
             self._bus = None
 
-    async def __aenter__(self) -> ConditionsMonitor:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def refresh(self) -> None:
         """Re-read every active source (after resume, bus reconnect, SIGHUP)."""

@@ -105,17 +105,15 @@ class SysfsPowerSource(PolledSource):
                                   "battery_percent": battery_percent(self._root)})
 
 
-class ThermalSource:
+class ThermalSource(PolledSource):
     """Temperature and free disk: read at start and on demand, polled only while active."""
 
     name = "sysfs-thermal"
 
     def __init__(self, publish: Publish, sysfs_root: Path, state_dir: Path, poll_s: float) -> None:
-        self._publish = publish
+        super().__init__(publish, poll_s)
         self._root = sysfs_root
         self._state_dir = state_dir
-        self._poll_s = poll_s
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def is_active(self) -> bool:
@@ -145,14 +143,7 @@ class ThermalSource:
             self._task.cancel()
             self._task = None
 
-    async def stop(self) -> None:
-        """Stop polling; idempotent."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
     async def _poll(self) -> None:
         while True:
             await self.refresh()
-            await asyncio.sleep(self._poll_s)
+            await asyncio.sleep(self._interval_s)

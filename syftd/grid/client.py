@@ -26,7 +26,6 @@ import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -60,6 +59,7 @@ from syftd.grid.speedtest import Speed, measure_speed
 from syftd.grid.timeout import parse_timeout
 from syftd.grid.token import read_token
 from syftd.log import REDACTED, get_logger
+from syftd.service import ServiceContext
 
 __all__ = ["Accepted", "Auth", "GridClient", "Speed", "parse_timeout", "read_token"]
 
@@ -69,7 +69,7 @@ _JSON_CAP = 4 * _MIB
 log = get_logger("grid")
 
 
-class GridClient:
+class GridClient(ServiceContext):
     """One node, one FL process (``grid.model``/``grid.version``); an async context manager."""
 
     def __init__(
@@ -84,14 +84,6 @@ class GridClient:
         self._ws_lock = asyncio.Lock()
         self._http_base, self._ws_url = _urls(grid.url, grid.prefix)
 
-    async def __aenter__(self) -> GridClient:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Build the TLS context and the HTTP session.

@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 from aiohttp import web
@@ -31,6 +30,7 @@ from syftd.grid import nodeauth
 from syftd.grid.averaging import apply_mean_diff, diff_problem
 from syftd.grid.nodestate import NOT_FOUND, Cycle, HostingRefused, NodeState, Process, Refusal
 from syftd.log import get_logger
+from syftd.service import ServiceContext
 from syftd.statedir import atomic_write
 
 __all__ = ["GridNode", "HostingRefused", "NodeOptions", "NodeStopping", "ReportRecord", "Revision"]
@@ -94,7 +94,7 @@ class WorkerGone(Exception):
     """The worker's connection closed while its report was held; nothing is stored."""
 
 
-class GridNode:
+class GridNode(ServiceContext):
     """The node: ``async with GridNode() as node:`` serves on 127.0.0.1 at a free port (``node.url``)."""
 
     def __init__(self, options: NodeOptions | None = None, *, clock: Callable[[], datetime] = datetime.now) -> None:
@@ -163,14 +163,6 @@ class GridNode:
                 await asyncio.wait(set(self._background), timeout=10)
             _log.info(events.GRID_NODE_STOPPED, url=self.url)
 
-    async def __aenter__(self) -> GridNode:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def host(
         self,

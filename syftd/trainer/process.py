@@ -22,13 +22,13 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from syftd import events
 from syftd.config import JobConfig
 from syftd.expiry import ExpiryReason
 from syftd.log import get_logger
+from syftd.service import ServiceContext
 from syftd.trainer.expiry import ExpiryFlag
 from syftd.trainer.messages import (
     HEADER,
@@ -63,7 +63,7 @@ class _Trainer:
         return self.process.returncode is None
 
 
-class TrainerPool:
+class TrainerPool(ServiceContext):
     """Runs training cycles in child processes; at most one warm trainer per job."""
 
     def __init__(
@@ -82,14 +82,6 @@ class TrainerPool:
         self._retiring: set[asyncio.Task[None]] = set()
         self._is_stopped = False
 
-    async def __aenter__(self) -> TrainerPool:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     @property
     def warm_pids(self) -> dict[str, int]:

@@ -30,7 +30,6 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -38,6 +37,7 @@ import aiohttp
 from syftd.grid import wire
 from syftd.grid.cli import LISTENING
 from syftd.grid.node import GridNode, NodeOptions, Revision
+from syftd.service import ServiceContext
 
 __all__ = ["NodeControl", "NodeProcess", "RawWorker", "host_over_ws", "running_node", "small_process"]
 
@@ -179,7 +179,7 @@ class NodeControl:
             self._session = None
 
 
-class NodeProcess:
+class NodeProcess(ServiceContext):
     """``python -m syftd grid serve --port 0 ARGS`` as a child process; ``start`` returns once it listens."""
 
     def __init__(self, *args: str, env: Mapping[str, str] | None = None) -> None:
@@ -251,14 +251,6 @@ class NodeProcess:
             await self._drain
         return proc.returncode
 
-    async def __aenter__(self) -> NodeProcess:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 class RawWorker:

@@ -124,7 +124,6 @@ class CycleRecord:
     step_time_s: float = 0.0
     rejected_timeout_s: float | None = None
     finished: bool = False
-    unavailable: bool = False
     worker_id: str | None = None
     request_key: str | None = None
 
@@ -195,7 +194,6 @@ class CycleRun:
             record.finished = True
             self._end(CycleState.REJECTED, reason="finished")
         except GridUnavailable as exc:
-            record.unavailable = True
             self._end(CycleState.FAILED, reason="unavailable", error=str(exc))
         except (GridError, WireError) as exc:
             self._end(CycleState.FAILED, reason=type(exc).__name__, error=str(exc))
@@ -315,13 +313,13 @@ class CycleRun:
 
     async def _authenticate(self, client: GridClientLike) -> str:
         auth = await self._guarded(client.authenticate())
-        self._identity.save_worker(self.job.name, auth.worker_id, self.job.grid.url)
-        self._requires_speed_test = bool(auth.requires_speed_test)
+        self._identity.save_worker(self.job.name, auth.worker_id, self.job.grid.url,
+                                   requires_speed_test=bool(auth.requires_speed_test))
         return str(auth.worker_id)
 
     async def _request(self, client: GridClientLike, worker_id: str) -> Any:
         speed = None
-        if getattr(self, "_requires_speed_test", False):
+        if self._identity.requires_speed_test(self.job.name):
             speed = await client.speed_test(worker_id)
         return await client.cycle_request(worker_id, speed=speed)
 

@@ -49,7 +49,18 @@ class Identity:
             return None
         return worker_id
 
-    def save_worker(self, job: str, worker_id: str, node: str | None = None) -> None:
+    def requires_speed_test(self, job: str) -> bool:
+        """Whether the node asked this worker for a speed test when it authenticated (kept with the id,
+        since a reused worker id does not authenticate again)."""
+        try:
+            document = json.loads((job_dir(self.state_dir, job) / _FILE).read_bytes())
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            return False
+        return isinstance(document, dict) and document.get("requires_speed_test") is True
+
+    def save_worker(
+        self, job: str, worker_id: str, node: str | None = None, *, requires_speed_test: bool = False
+    ) -> None:
         """Keep ``worker_id`` for ``job`` (given by ``node``), atomically, owner-only.
 
         Raises:
@@ -57,7 +68,8 @@ class Identity:
         """
         if not worker_id:
             raise ValueError("worker_id must not be empty")
-        document = {"worker_id": worker_id, "node": node, "saved_at": time.time()}
+        document = {"worker_id": worker_id, "node": node, "saved_at": time.time(),
+                    "requires_speed_test": requires_speed_test}
         atomic_write(job_dir(self.state_dir, job) / _FILE, json.dumps(document).encode() + b"\n")
 
     def forget_worker(self, job: str) -> None:

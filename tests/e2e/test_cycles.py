@@ -355,3 +355,16 @@ async def test_a_second_sigint_forces_the_exit_while_a_cycle_stops(harness: Harn
     daemon.signal(signal.SIGINT)
     assert await daemon.wait_exit(timeout=10) == 130
     await daemon.wait_log("daemon.forced_exit")
+
+
+async def test_a_reused_worker_id_still_runs_the_speed_test_the_node_asked_for(harness: Harness) -> None:
+    """The node wants a speed test (minimum speeds set): the second cycle, which reuses the saved worker
+    id without authenticating again, still sends ping/download/upload and is accepted."""
+    harness.host(max_updates=2, minimum_download_speed=0.001, minimum_upload_speed=0.001)
+    harness.write_config().write_text(harness.config_path.read_text().replace("interval_s = 3600", "interval_s = 0"))
+    daemon = await harness.start()
+    first = await daemon.wait_log("cycle.finished", timeout=90)
+    assert first["outcome"] == "done", first
+    second = await daemon.wait_log("cycle.finished", timeout=60, after=daemon.logs.index(first) + 1)
+    assert second["outcome"] == "done", second
+    assert len(daemon.events("grid.authenticated")) == 1

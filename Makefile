@@ -39,6 +39,7 @@ run: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/ruff check syftd tests
+	$(BIN)/ruff format --check syftd tests
 	$(BIN)/mypy
 
 lint: $(STAMP)

@@ -53,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
             if arg.flag:
                 verb_parser.add_argument(f"--{arg.name.replace('_', '-')}", action="store_true", help=arg.help)
             elif arg.number:
-                verb_parser.add_argument(f"--{arg.name.replace('_s', '').replace('_', '-')}", dest=arg.name,
-                                         type=float, help=arg.help)
+                verb_parser.add_argument(
+                    f"--{arg.name.replace('_s', '').replace('_', '-')}", dest=arg.name, type=float, help=arg.help
+                )
             else:
                 verb_parser.add_argument(
                     arg.name, nargs="?" if arg.optional else None, choices=arg.choices or None, help=arg.help

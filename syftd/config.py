@@ -196,9 +196,7 @@ class ConstraintsConfig:
     requires_idle: bool = _key(False, doc="the session is idle (logind IdleHint)")
     max_temperature_c: float | None = _key(None, doc="hottest thermal zone at most this", min=-50, max=200)
     min_free_disk_mb: float = _key(0.0, doc="free space in the state directory at least this", min=0)
-    stable_for_s: float = _key(
-        30.0, doc="a regained condition counts only after holding this long", min=0, max=86400
-    )
+    stable_for_s: float = _key(30.0, doc="a regained condition counts only after holding this long", min=0, max=86400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,9 +250,10 @@ class TrainerConfig:
 class JobConfig:
     """One [[job]] table: one federated process this machine contributes to."""
 
-    name: str = _key(doc="job name: lowercase letters, digits, - _ .", check=lambda v: (
-        None if _JOB_NAME.match(v) else "must match [a-z0-9][a-z0-9_.-]* (at most 63 characters)"
-    ))
+    name: str = _key(
+        doc="job name: lowercase letters, digits, - _ .",
+        check=lambda v: None if _JOB_NAME.match(v) else "must match [a-z0-9][a-z0-9_.-]* (at most 63 characters)",
+    )
     grid: GridConfig = _key(doc="the node and FL process")
     enabled: bool = _key(True, doc="a disabled job is kept but never runs")
     data: DataConfig = _section(DataConfig, "local training data")

@@ -46,7 +46,6 @@ class Unmet:
         return f"{self.what} for {duration_text(now - self.since)}"
 
 
-
 def _checks(c: Conditions, k: ConstraintsConfig) -> list[tuple[str, tuple[str, ...], bool | None, str]]:
     """(constraint, facts, holds (None = unknown), text when it does not hold) for each active one."""
     out: list[tuple[str, tuple[str, ...], bool | None, str]] = []
@@ -54,35 +53,58 @@ def _checks(c: Conditions, k: ConstraintsConfig) -> list[tuple[str, tuple[str, .
         out.append(("sleep", ("sleeping",), False, "machine going to sleep"))
     if k.requires_external_power:
         power = c.on_external_power
-        out.append(("external_power", ("on_external_power",), power,
-                    "power source unknown" if power is None else "on battery"))
+        out.append(
+            ("external_power", ("on_external_power",), power, "power source unknown" if power is None else "on battery")
+        )
     if k.requires_network:
         out.append(("network", ("online", "connectivity"), c.online, _offline_text(c)))
     if k.requires_unmetered:
         metered = c.metered
-        out.append(("unmetered", ("metered",), None if metered is None else not metered,
-                    "metered status unknown" if metered is None else "metered link"))
+        out.append(
+            (
+                "unmetered",
+                ("metered",),
+                None if metered is None else not metered,
+                "metered status unknown" if metered is None else "metered link",
+            )
+        )
     if k.min_battery_percent > 0:
         pct = c.battery_percent
         if pct is None:
             holds: bool | None = True if c.on_external_power else None
             out.append(("battery", ("battery_percent", "on_external_power"), holds, "battery level unknown"))
         else:
-            out.append(("battery", ("battery_percent",), pct >= k.min_battery_percent,
-                        f"battery {pct:g}% < {k.min_battery_percent:g}%"))
+            out.append(
+                (
+                    "battery",
+                    ("battery_percent",),
+                    pct >= k.min_battery_percent,
+                    f"battery {pct:g}% < {k.min_battery_percent:g}%",
+                )
+            )
     if k.requires_idle:
         idle = c.idle
         out.append(("idle", ("idle",), idle, "idle state unknown" if idle is None else "not idle"))
     if k.max_temperature_c is not None:
         temp = c.temperature_c
-        out.append(("temperature", ("temperature_c",), None if temp is None else temp <= k.max_temperature_c,
-                    "temperature unknown" if temp is None
-                    else f"too hot {temp:g}°C > {k.max_temperature_c:g}°C"))
+        out.append(
+            (
+                "temperature",
+                ("temperature_c",),
+                None if temp is None else temp <= k.max_temperature_c,
+                "temperature unknown" if temp is None else f"too hot {temp:g}°C > {k.max_temperature_c:g}°C",
+            )
+        )
     if k.min_free_disk_mb > 0:
         free = c.free_disk_mb
-        out.append(("disk", ("free_disk_mb",), None if free is None else free >= k.min_free_disk_mb,
-                    "free disk unknown" if free is None
-                    else f"disk {free:g} MB free < {k.min_free_disk_mb:g} MB"))
+        out.append(
+            (
+                "disk",
+                ("free_disk_mb",),
+                None if free is None else free >= k.min_free_disk_mb,
+                "free disk unknown" if free is None else f"disk {free:g} MB free < {k.min_free_disk_mb:g} MB",
+            )
+        )
     return out
 
 
@@ -120,8 +142,9 @@ def track(
     return MappingProxyType(out)
 
 
-def _since(name: str, facts: tuple[str, ...], holds: bool | None, c: Conditions,
-           tracked: Mapping[str, Since] | None) -> float | None:
+def _since(
+    name: str, facts: tuple[str, ...], holds: bool | None, c: Conditions, tracked: Mapping[str, Since] | None
+) -> float | None:
     if tracked is not None and (entry := tracked.get(name)) is not None and entry[0] == holds:
         return entry[1]
     return _changed(c, facts)

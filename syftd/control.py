@@ -64,12 +64,14 @@ class Verb:
 def _render_status(answer: Any) -> str:
     rows = [("JOB", "STATE", "LAST OUTCOME", "NEXT RUN")]
     for job in answer.get("jobs", []):
-        rows.append((
-            job["name"],
-            job.get("state", "?"),
-            job.get("last_outcome") or "-",
-            job.get("next_run") or "-",
-        ))
+        rows.append(
+            (
+                job["name"],
+                job.get("state", "?"),
+                job.get("last_outcome") or "-",
+                job.get("next_run") or "-",
+            )
+        )
     widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     head = [f"syftd {answer.get('version', '')} pid {answer.get('pid', '?')}: {answer.get('status', '')}"]
@@ -92,19 +94,30 @@ VERBS: dict[str, Verb] = {
     verb.name: verb
     for verb in (
         Verb("status", "show every job: state, last outcome, next run", method="GET", render=_render_status),
-        Verb("why", "explain why a job is or is not running", method="GET",
-             args=(Arg("job", "job name", optional=False),), render=_render_why),
-        Verb("trigger", "run a job now, as if its schedule were due (still gated by its constraints)",
-             args=(_JOB, Arg("force", "ignore the constraints too (logged)", flag=True)),
-             render=_render_message),
-        Verb("expire", "expire the running cycle of a job (as the OS would)", args=(_JOB,),
-             render=_render_message),
-        Verb("simulate", "override a condition through the real decision path, as the OS would",
-             args=(Arg("event", "what to simulate", optional=False,
-                       choices=("power-loss", "network-loss", "clear")),
-                   Arg("for_s", "how long, in seconds (default: until cleared)", number=True),
-                   _JOB),
-             render=_render_message),
+        Verb(
+            "why",
+            "explain why a job is or is not running",
+            method="GET",
+            args=(Arg("job", "job name", optional=False),),
+            render=_render_why,
+        ),
+        Verb(
+            "trigger",
+            "run a job now, as if its schedule were due (still gated by its constraints)",
+            args=(_JOB, Arg("force", "ignore the constraints too (logged)", flag=True)),
+            render=_render_message,
+        ),
+        Verb("expire", "expire the running cycle of a job (as the OS would)", args=(_JOB,), render=_render_message),
+        Verb(
+            "simulate",
+            "override a condition through the real decision path, as the OS would",
+            args=(
+                Arg("event", "what to simulate", optional=False, choices=("power-loss", "network-loss", "clear")),
+                Arg("for_s", "how long, in seconds (default: until cleared)", number=True),
+                _JOB,
+            ),
+            render=_render_message,
+        ),
     )
 }
 
@@ -233,9 +246,10 @@ async def call(runtime_dir: Path, verb_name: str, params: Mapping[str, Any], *, 
     else:
         body = {k: v for k, v in params.items() if v is not None}
     try:
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)
-        ) as session, session.request(verb.method, f"http://syftd{verb.path}", params=query, json=body) as resp:
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
+            session.request(verb.method, f"http://syftd{verb.path}", params=query, json=body) as resp,
+        ):
             answer = await resp.json(content_type=None)
             status = resp.status
     except PermissionError as exc:

@@ -66,8 +66,7 @@ class CycleState(enum.Enum):
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset({CycleState.DONE, CycleState.EXPIRED, CycleState.REJECTED, CycleState.FAILED,
-                       CycleState.SPOOLED})
+_TERMINAL = frozenset({CycleState.DONE, CycleState.EXPIRED, CycleState.REJECTED, CycleState.FAILED, CycleState.SPOOLED})
 _S = CycleState
 _ALLOWED: dict[CycleState, frozenset[CycleState]] = {
     _S.PENDING: frozenset({_S.AUTHENTICATING, _S.REQUESTING, _S.EXPIRED, _S.FAILED}),
@@ -173,8 +172,13 @@ class CycleRun:
     def _transition(self, to: CycleState) -> None:
         if to not in _ALLOWED[self.state]:
             raise InvalidTransition(self.state, to)
-        _log.debug(events.CYCLE_STATE_CHANGED, job=self.job.name, cycle=self.cycle_id,
-                   from_state=self.state.value, to_state=to.value)
+        _log.debug(
+            events.CYCLE_STATE_CHANGED,
+            job=self.job.name,
+            cycle=self.cycle_id,
+            from_state=self.state.value,
+            to_state=to.value,
+        )
         self.state = to
         self._on_state(self)
 
@@ -259,8 +263,13 @@ class CycleRun:
         self._transition(CycleState.TRAINING)
         train_started = time.monotonic()
         result = await self._pool.train(
-            job, model=model, plan=plan, client_config=dict(accepted.client_config), flag=self.flag,
-            on_progress=self._progress, cycle_id=self.cycle_id,
+            job,
+            model=model,
+            plan=plan,
+            client_config=dict(accepted.client_config),
+            flag=self.flag,
+            on_progress=self._progress,
+            cycle_id=self.cycle_id,
         )
         record.train_s = round(time.monotonic() - train_started, 3)
         record.steps = result.steps
@@ -274,8 +283,7 @@ class CycleRun:
             # a flag that was set explains the stop; a trainer that died by itself failed
             reason = result.reason if result.reason is not None else self.flag.reason
             if outcome == "failed" or reason is None:
-                self._end(CycleState.FAILED, reason=outcome if outcome != "failed" else "trainer",
-                          error=result.error)
+                self._end(CycleState.FAILED, reason=outcome if outcome != "failed" else "trainer", error=result.error)
             else:
                 self._end(CycleState.EXPIRED, reason=reason.label)
                 if outcome in ("terminated", "killed"):
@@ -286,15 +294,26 @@ class CycleRun:
         # a diff the node could not parse would stall its process (spec §7): check, then make it durable
         check_diff(result.diff, model)
         entry = await asyncio.to_thread(
-            self._spool.add, job.name, self.cycle_id, result.diff, worker_id=worker_id,
-            request_key=accepted.request_key, plan_id=plan_id, model_id=accepted.model_id,
+            self._spool.add,
+            job.name,
+            self.cycle_id,
+            result.diff,
+            worker_id=worker_id,
+            request_key=accepted.request_key,
+            plan_id=plan_id,
+            model_id=accepted.model_id,
         )
         record.bytes_up = len(result.diff)
         self._transition(CycleState.REPORTING)
         outcome_text = await self.report_spooled(entry)
-        self._end(CycleState.DONE if outcome_text == "reported" else
-                  CycleState.SPOOLED if outcome_text == "pending" else CycleState.REJECTED,
-                  reason=None if outcome_text == "reported" else outcome_text)
+        self._end(
+            CycleState.DONE
+            if outcome_text == "reported"
+            else CycleState.SPOOLED
+            if outcome_text == "pending"
+            else CycleState.REJECTED,
+            reason=None if outcome_text == "reported" else outcome_text,
+        )
 
     async def report_spooled(self, entry: Any) -> str:
         """Report one spool entry: ``reported``, ``discarded`` (its cycle closed) or ``pending``."""
@@ -305,16 +324,22 @@ class CycleRun:
             _log.info(events.SPOOL_REPORT_ABORTED, job=self.job.name, cycle=entry.cycle_id)
             return "pending"
         except GridError as exc:
-            _log.warning(events.SPOOL_REPORT_FAILED, job=self.job.name, cycle=entry.cycle_id,
-                         error_type=type(exc).__name__, error=str(exc))
+            _log.warning(
+                events.SPOOL_REPORT_FAILED,
+                job=self.job.name,
+                cycle=entry.cycle_id,
+                error_type=type(exc).__name__,
+                error=str(exc),
+            )
             return "pending"
 
     # ------------------------------------------------------------------ helpers
 
     async def _authenticate(self, client: GridClientLike) -> str:
         auth = await self._guarded(client.authenticate())
-        self._identity.save_worker(self.job.name, auth.worker_id, self.job.grid.url,
-                                   requires_speed_test=bool(auth.requires_speed_test))
+        self._identity.save_worker(
+            self.job.name, auth.worker_id, self.job.grid.url, requires_speed_test=bool(auth.requires_speed_test)
+        )
         return str(auth.worker_id)
 
     async def _request(self, client: GridClientLike, worker_id: str) -> Any:

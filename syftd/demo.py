@@ -95,18 +95,44 @@ def main(argv: list[str] | None = None) -> int:
     port = _free_port()
     print(f"syftd demo: state in {base}; local PyGrid-compatible node on 127.0.0.1:{port}", flush=True)
     node = subprocess.Popen(
-        [sys.executable, "-m", "syftd", "grid", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--host-mnist", "--max-updates", str(args.max_updates), "--lr", str(args.lr), "--num-cycles", "0",
-         "--min-diffs", "1", "--max-diffs", "1", "--checkpoint-dir", str(base / "node")],
+        [
+            sys.executable,
+            "-m",
+            "syftd",
+            "grid",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--host-mnist",
+            "--max-updates",
+            str(args.max_updates),
+            "--lr",
+            str(args.lr),
+            "--num-cycles",
+            "0",
+            "--min-diffs",
+            "1",
+            "--max-diffs",
+            "1",
+            "--checkpoint-dir",
+            str(base / "node"),
+        ],
         start_new_session=True,
     )
     try:
         _wait_for_node(port, node)
         config_path = base / "syftd.toml"
-        config_path.write_text(_CONFIG.format(
-            state=base / "state", run=base / "run", port=port, interval=args.interval,
-            log_format="console" if sys.stdout.isatty() else "json",
-        ))
+        config_path.write_text(
+            _CONFIG.format(
+                state=base / "state",
+                run=base / "run",
+                port=port,
+                interval=args.interval,
+                log_format="console" if sys.stdout.isatty() else "json",
+            )
+        )
         print(f"syftd demo: config {config_path}; Ctrl-C stops the daemon, then the node", flush=True)
         from syftd import config as config_mod
         from syftd import log

@@ -51,7 +51,7 @@ class History:
         """
         stored: dict[str, Any] = json.loads(json.dumps(dict(entry), default=_jsonable))
         stored.setdefault("time", time.time())
-        entries = [*self._load(job), stored][-self.limit:]
+        entries = [*self._load(job), stored][-self.limit :]
         self._save(job, entries)
         return dict(stored)
 
@@ -99,7 +99,7 @@ class History:
             os.replace(path, aside)
             _log.error(events.HISTORY_CORRUPTED, job=job, problem=str(exc) or type(exc).__name__, moved_to=str(aside))
             entries = []
-        self._cache[job] = entries[-self.limit:]
+        self._cache[job] = entries[-self.limit :]
         return self._cache[job]
 
     def _save(self, job: str, entries: list[dict[str, Any]]) -> None:

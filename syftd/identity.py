@@ -68,8 +68,12 @@ class Identity:
         """
         if not worker_id:
             raise ValueError("worker_id must not be empty")
-        document = {"worker_id": worker_id, "node": node, "saved_at": time.time(),
-                    "requires_speed_test": requires_speed_test}
+        document = {
+            "worker_id": worker_id,
+            "node": node,
+            "saved_at": time.time(),
+            "requires_speed_test": requires_speed_test,
+        }
         atomic_write(job_dir(self.state_dir, job) / _FILE, json.dumps(document).encode() + b"\n")
 
     def forget_worker(self, job: str) -> None:

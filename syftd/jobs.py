@@ -200,8 +200,13 @@ class JobManager:
                 run.abort_report()
             return False
         if run.flag.expire(reason):
-            _log.info(events.CYCLE_EXPIRING, job=job.config.name, cycle=run.cycle_id, reason=reason.label,
-                      state=run.state.value)
+            _log.info(
+                events.CYCLE_EXPIRING,
+                job=job.config.name,
+                cycle=run.cycle_id,
+                reason=reason.label,
+                state=run.state.value,
+            )
         return True
 
     # ------------------------------------------------------------------ the loop
@@ -226,12 +231,20 @@ class JobManager:
             busy = job.task is not None
             state = dataclasses.replace(job.state, running=busy)
             decision = policy.decide(
-                self._effective(job, now), state, now, wall, job.config,
-                running=running - (1 if busy else 0), max_running=self._config.daemon.max_concurrent_jobs,
+                self._effective(job, now),
+                state,
+                now,
+                wall,
+                job.config,
+                running=running - (1 if busy else 0),
+                max_running=self._config.daemon.max_concurrent_jobs,
             )
             job.decision = decision
             if job.config.constraints.max_temperature_c is not None and decision.action in (
-                policy.Action.START, policy.Action.RUNNING, policy.Action.WAIT_FOR, policy.Action.WAIT_UNTIL
+                policy.Action.START,
+                policy.Action.RUNNING,
+                policy.Action.WAIT_FOR,
+                policy.Action.WAIT_UNTIL,
             ):
                 needs_thermal = True
             if decision.action is policy.Action.START and not self._stopping:
@@ -256,9 +269,13 @@ class JobManager:
         cycle_id = new_cycle_id()
         flag = ExpiryFlag()
         run = CycleRun(
-            cfg, cycle_id=cycle_id, flag=flag,
+            cfg,
+            cycle_id=cycle_id,
+            flag=flag,
             client=lambda: self._client(cfg, job.token),
-            pool=self._pool, spool=self._spool, identity=self._identity,
+            pool=self._pool,
+            spool=self._spool,
+            identity=self._identity,
             on_state=lambda _run: self._publish_status(force=True),
             on_progress=self._on_progress,
         )
@@ -266,8 +283,9 @@ class JobManager:
         job.cycles += 1
         if job.state.forced:
             _log.warning(events.JOB_FORCED, job=cfg.name, cycle=cycle_id, note="constraints ignored for this cycle")
-        job.state = dataclasses.replace(job.state, triggered=False, forced=job.state.forced, running=True,
-                                        running_since=self._clock())
+        job.state = dataclasses.replace(
+            job.state, triggered=False, forced=job.state.forced, running=True, running_since=self._clock()
+        )
         loop = asyncio.get_running_loop()
         job.budget_timer = loop.call_later(cfg.budget.max_cycle_s, self._expire, job, ExpiryReason.BUDGET)
         if self._monitor is not None:
@@ -340,8 +358,13 @@ class JobManager:
                     async with self._client(job.config, job.token) as client:
                         outcome = await report_entry(client, self._spool, entry)
                 except GridError as exc:
-                    _log.warning(events.SPOOL_REPORT_FAILED, job=name, cycle=entry.cycle_id,
-                                 error_type=type(exc).__name__, error=str(exc))
+                    _log.warning(
+                        events.SPOOL_REPORT_FAILED,
+                        job=name,
+                        cycle=entry.cycle_id,
+                        error_type=type(exc).__name__,
+                        error=str(exc),
+                    )
                     failed = True
                     break
                 if self._history is not None:
@@ -350,8 +373,11 @@ class JobManager:
             job.task = None
             now = self._clock()
             state = dataclasses.replace(job.state, running=False)
-            state = (policy.after_failure(state, now, job.config.schedule, self._uniform()) if failed
-                     else policy.after_success(state, now))
+            state = (
+                policy.after_failure(state, now, job.config.schedule, self._uniform())
+                if failed
+                else policy.after_success(state, now)
+            )
             job.state = dataclasses.replace(state, spool_pending=self._pending_count(name))
             self._wake.set()
 
@@ -411,8 +437,7 @@ class JobManager:
         names = self.names(job)
         for name in names:
             entry = self._jobs[name]
-            entry.state = dataclasses.replace(entry.state, triggered=True, forced=force,
-                                              finished_stopped=False)
+            entry.state = dataclasses.replace(entry.state, triggered=True, forced=force, finished_stopped=False)
             _log.info(events.JOB_TRIGGERED, job=name, force=force)
             if force:
                 _log.warning(events.JOB_FORCE_REQUESTED, job=name, note="the next cycle ignores the constraints")

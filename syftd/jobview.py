@@ -82,16 +82,18 @@ def status_rows(jobs: Mapping[str, JobRuntime], now: float, history: Any) -> lis
             elif decision.action is policy.Action.START:
                 next_run = "now"
         last = job.last or (history.last(name) if history is not None else None)
-        rows.append({
-            "name": name,
-            "state": job_text(job, now),
-            "last_outcome": _outcome_text(last),
-            "last": last,
-            "next_run": next_run,
-            "cycles": job.cycles,
-            "spool_pending": job.state.spool_pending,
-            "simulated": dict(job.overrides),
-        })
+        rows.append(
+            {
+                "name": name,
+                "state": job_text(job, now),
+                "last_outcome": _outcome_text(last),
+                "last": last,
+                "next_run": next_run,
+                "cycles": job.cycles,
+                "spool_pending": job.state.spool_pending,
+                "simulated": dict(job.overrides),
+            }
+        )
     return rows
 
 

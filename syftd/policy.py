@@ -64,7 +64,6 @@ __all__ = [
 ]
 
 
-
 class Action(enum.Enum):
     """What the caller should do."""
 
@@ -157,8 +156,16 @@ def backoff_delay(failures: int, initial_s: float, max_s: float, u: float) -> fl
 def after_success(state: JobState, now: float) -> JobState:
     """A cycle reported (or spooled): failures and backoff clear, the interval starts."""
     return dataclasses.replace(
-        state, last_success=now, failures=0, backoff_until=None, finished_until=None,
-        finished_stopped=False, running=False, running_since=None, triggered=False, forced=False,
+        state,
+        last_success=now,
+        failures=0,
+        backoff_until=None,
+        finished_until=None,
+        finished_stopped=False,
+        running=False,
+        running_since=None,
+        triggered=False,
+        forced=False,
     )
 
 
@@ -167,18 +174,26 @@ def after_failure(state: JobState, now: float, schedule: ScheduleConfig, u: floa
     failures = state.failures + 1
     delay = backoff_delay(failures, schedule.backoff_initial_s, schedule.backoff_max_s, u)
     return dataclasses.replace(
-        state, failures=failures, backoff_until=now + delay, running=False, running_since=None,
-        triggered=False, forced=False,
+        state,
+        failures=failures,
+        backoff_until=now + delay,
+        running=False,
+        running_since=None,
+        triggered=False,
+        forced=False,
     )
 
 
-def after_rejection(
-    state: JobState, now: float, timeout_s: float, schedule: ScheduleConfig, u: float
-) -> JobState:
+def after_rejection(state: JobState, now: float, timeout_s: float, schedule: ScheduleConfig, u: float) -> JobState:
     """The node rejected with a timeout: not before it, plus up to ``rejection_jitter_s``."""
     until = now + max(0.0, timeout_s) + min(max(u, 0.0), 1.0) * schedule.rejection_jitter_s
     return dataclasses.replace(
-        state, rejected_until=until, running=False, running_since=None, triggered=False, forced=False,
+        state,
+        rejected_until=until,
+        running=False,
+        running_since=None,
+        triggered=False,
+        forced=False,
     )
 
 
@@ -186,14 +201,17 @@ def after_finished(state: JobState, now: float, schedule: ScheduleConfig) -> Job
     """Rejected without a timeout: retry every ``finished_retry_s``, or stop when ``on_finished = "stop"``."""
     stop = schedule.on_finished == "stop"
     return dataclasses.replace(
-        state, finished_until=None if stop else now + schedule.finished_retry_s, finished_stopped=stop,
-        running=False, running_since=None, triggered=False, forced=False,
+        state,
+        finished_until=None if stop else now + schedule.finished_retry_s,
+        finished_stopped=stop,
+        running=False,
+        running_since=None,
+        triggered=False,
+        forced=False,
     )
 
 
-def after_expired(
-    state: JobState, now: float, reason: ExpiryReason, schedule: ScheduleConfig, u: float
-) -> JobState:
+def after_expired(state: JobState, now: float, reason: ExpiryReason, schedule: ScheduleConfig, u: float) -> JobState:
     """Expired: eligible again when the constraints hold; an over-budget or over-memory cycle backs off."""
     if reason in (ExpiryReason.BUDGET, ExpiryReason.MEMORY):
         return after_failure(state, now, schedule, u)
@@ -278,8 +296,11 @@ def decide(
     if state.running:
         return made(Action.RUNNING, Reason.RUNNING, "cycle running")
     if state.finished_stopped and not triggered:
-        return made(Action.STOPPED, Reason.FINISHED_STOP,
-                    'the process looks finished and schedule.on_finished = "stop"; trigger to retry')
+        return made(
+            Action.STOPPED,
+            Reason.FINISHED_STOP,
+            'the process looks finished and schedule.on_finished = "stop"; trigger to retry',
+        )
     if state.spool_pending:
         lost = [] if forced else unmet(conditions, _network_only(k), now, tracked)
         if lost:
@@ -294,8 +315,7 @@ def decide(
         waits.append(Wait(Reason.REJECTED, state.rejected_until, "the node's rejection timeout"))
     lost = [] if forced else unmet(conditions, k, now, tracked)
     if lost:
-        return made(Action.WAIT_FOR, Reason.CONDITIONS, "waiting for conditions", unmet=tuple(lost),
-                    waits=tuple(waits))
+        return made(Action.WAIT_FOR, Reason.CONDITIONS, "waiting for conditions", unmet=tuple(lost), waits=tuple(waits))
     if not forced and (settling := stable_at(conditions, k, now, tracked)) is not None:
         regained = ", ".join(settling[1])
         waits.append(Wait(Reason.STABILIZING, settling[0], f"{regained} regained, must hold {k.stable_for_s:g} s"))
@@ -319,8 +339,12 @@ def decide(
 
 def _network_only(k: ConstraintsConfig) -> ConstraintsConfig:
     return dataclasses.replace(
-        k, requires_external_power=False, min_battery_percent=0.0, requires_idle=False,
-        max_temperature_c=None, min_free_disk_mb=0.0,
+        k,
+        requires_external_power=False,
+        min_battery_percent=0.0,
+        requires_idle=False,
+        max_temperature_c=None,
+        min_free_disk_mb=0.0,
     )
 
 
@@ -336,8 +360,13 @@ def _schedule_waits(state: JobState, now: float, wall: dt.datetime, schedule: Sc
     if schedule.earliest_start is not None:
         earliest = _earliest(schedule.earliest_start, wall)
         if earliest > wall:
-            waits.append(Wait(Reason.EARLIEST_START, now + (earliest - wall).total_seconds(),
-                              f"earliest start {schedule.earliest_start}"))
+            waits.append(
+                Wait(
+                    Reason.EARLIEST_START,
+                    now + (earliest - wall).total_seconds(),
+                    f"earliest start {schedule.earliest_start}",
+                )
+            )
     return waits
 
 
@@ -363,8 +392,12 @@ def explain(decision: Decision) -> dict[str, Any]:
         "at": decision.at,
         "in_s": None if decision.at is None else max(0.0, decision.at - now),
         "unmet": [
-            {"constraint": u.constraint, "text": u.what, "unknown": u.unknown,
-             "since_s": None if u.since is None else max(0.0, now - u.since)}
+            {
+                "constraint": u.constraint,
+                "text": u.what,
+                "unknown": u.unknown,
+                "since_s": None if u.since is None else max(0.0, now - u.since),
+            }
             for u in decision.unmet
         ],
     }

@@ -146,8 +146,14 @@ class Spool:
         for marker in _MARKERS:
             _unlink(meta.with_suffix(f".{marker}"))
         entry = SpoolEntry(
-            job=job, cycle_id=cycle_id, worker_id=worker_id, request_key=request_key, plan_id=plan_id,
-            model_id=model_id, created=time.time() if created is None else created, size=len(diff),
+            job=job,
+            cycle_id=cycle_id,
+            worker_id=worker_id,
+            request_key=request_key,
+            plan_id=plan_id,
+            model_id=model_id,
+            created=time.time() if created is None else created,
+            size=len(diff),
             sha256=hashlib.sha256(diff).hexdigest(),
         )
         atomic_write(data, diff)
@@ -195,8 +201,10 @@ class Spool:
             digest = hashlib.sha256(diff).hexdigest()
             if len(diff) == entry.size and digest == entry.sha256:
                 return diff
-            problem = (f"diff damaged: {len(diff)} bytes sha256 {digest[:16]}, "
-                       f"expected {entry.size} bytes sha256 {entry.sha256[:16]}")
+            problem = (
+                f"diff damaged: {len(diff)} bytes sha256 {digest[:16]}, "
+                f"expected {entry.size} bytes sha256 {entry.sha256[:16]}"
+            )
         self._quarantine(meta.parent, entry.cycle_id, entry.job, problem)
         raise WireError(f"spooled diff of job {entry.job} cycle {entry.cycle_id}: {problem}; quarantined")
 
@@ -249,8 +257,9 @@ class Spool:
                 os.replace(source, target / source.name)
                 moved.append(source.name)
         _fsync_dir(spool)
-        _log.error(events.SPOOL_QUARANTINED, job=job, cycle_id=cycle_id, problem=problem, moved=moved,
-                   directory=str(target))
+        _log.error(
+            events.SPOOL_QUARANTINED, job=job, cycle_id=cycle_id, problem=problem, moved=moved, directory=str(target)
+        )
 
 
 def _unlink(path: Path) -> None:

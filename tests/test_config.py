@@ -48,8 +48,16 @@ def test_the_shipped_example_loads_and_equals_the_defaults() -> None:
 def test_every_schema_key_is_documented_in_the_example() -> None:
     """Each key of each table appears in config/syftd.toml (commented out when it has no default)."""
     text = (Path(__file__).parents[1] / "config" / "syftd.toml").read_text()
-    for cls in (config.DaemonConfig, config.ConditionsConfig, config.GridConfig, config.DataConfig,
-                config.ConstraintsConfig, config.ScheduleConfig, config.BudgetConfig, config.TrainerConfig):
+    for cls in (
+        config.DaemonConfig,
+        config.ConditionsConfig,
+        config.GridConfig,
+        config.DataConfig,
+        config.ConstraintsConfig,
+        config.ScheduleConfig,
+        config.BudgetConfig,
+        config.TrainerConfig,
+    ):
         for f in dataclasses.fields(cls):
             if dataclasses.is_dataclass(typing.get_type_hints(cls)[f.name]):
                 continue
@@ -84,8 +92,10 @@ def test_missing_required_keys_are_each_named() -> None:
 def test_unknown_keys_get_a_suggestion() -> None:
     """A misspelt key is reported with the closest known key."""
     found = problems_of(MINIMAL + "[job.constraints]\nrequires_externl_power = true\n[daemon]\nshutdown_grace = 3\n")
-    assert 'job[0].constraints.requires_externl_power: unknown key; did you mean ' \
-           '"job[0].constraints.requires_external_power"?' in found
+    assert (
+        "job[0].constraints.requires_externl_power: unknown key; did you mean "
+        '"job[0].constraints.requires_external_power"?' in found
+    )
     assert 'daemon.shutdown_grace: unknown key; did you mean "daemon.shutdown_grace_s"?' in found
 
 
@@ -107,8 +117,9 @@ def test_unknown_keys_get_a_suggestion() -> None:
 )
 def test_wrong_types_and_ranges_are_named(snippet: str, expected: str) -> None:
     """Each wrong value names its key, what was expected, and what it got."""
-    found = problems_of(MINIMAL.replace("[[job]]", snippet + "\n[[job]]", 1) if not snippet.startswith("job")
-                        else snippet)
+    found = problems_of(
+        MINIMAL.replace("[[job]]", snippet + "\n[[job]]", 1) if not snippet.startswith("job") else snippet
+    )
     assert any(p.startswith(expected) for p in found), found
 
 
@@ -196,6 +207,7 @@ def test_error_message_lists_problems_sorted_under_a_header(tmp_path: Path) -> N
 
 # ------------------------------------------------------------------ property test
 
+
 def _schema_paths() -> list[tuple[str, ...]]:
     paths: list[tuple[str, ...]] = []
 
@@ -211,15 +223,20 @@ def _schema_paths() -> list[tuple[str, ...]]:
                 walk(typing.get_args(tp)[0], (*prefix, f.name, "0"))
             else:
                 paths.append((*prefix, f.name))
+
     walk(config.Config, ())
     return paths
 
 
 PATHS = _schema_paths()
 toml_scalars = st.one_of(
-    st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(allow_nan=True),
-    st.text(max_size=20), st.sampled_from(["auto", "json", "ws", "http://127.0.0.1", "22:00-07:00", "a:b"]),
-    st.lists(st.text(max_size=8), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.sampled_from(["auto", "json", "ws", "http://127.0.0.1", "22:00-07:00", "a:b"]),
+    st.lists(st.text(max_size=8), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
 )
 
 
@@ -273,6 +290,7 @@ def _render(doc: dict[str, Any]) -> str:
 
     def json_key(k: str) -> str:
         import json
+
         return json.dumps(k)
 
     top = {k: v for k, v in doc.items() if k not in ("daemon", "job")}
@@ -290,8 +308,9 @@ def _render(doc: dict[str, Any]) -> str:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(st.lists(st.tuples(st.sampled_from([*PATHS, ("job", "0", "bogus"), ("daemon", "nope")]), toml_scalars),
-                max_size=12))
+@given(
+    st.lists(st.tuples(st.sampled_from([*PATHS, ("job", "0", "bogus"), ("daemon", "nope")]), toml_scalars), max_size=12)
+)
 def test_any_document_built_from_schema_keys_loads_or_raises_config_error(assignments: list) -> None:
     """Documents of schema keys with random values either load or raise ConfigError with messages."""
     doc: dict[str, Any] = {}
@@ -315,6 +334,7 @@ def test_check_config_subprocess_exits_78_and_names_the_key(tmp_path: Path) -> N
     assert "job[0].constraints.min_battery_percent: must be from 0 to 100, got 120" in result.stderr
     good = tmp_path / "good.toml"
     good.write_text(MINIMAL)
-    ok = subprocess.run([sys.executable, "-m", "syftd", "check-config", str(good)],
-                        capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-m", "syftd", "check-config", str(good)], capture_output=True, text=True, timeout=60
+    )
     assert ok.returncode == 0 and "OK (1 job)" in ok.stdout

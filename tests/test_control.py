@@ -40,8 +40,9 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[DaemonProcess, Path, Pa
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "syftd", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "syftd", "--config", str(config), *args], capture_output=True, text=True, timeout=60
+    )
 
 
 async def test_socket_is_owner_only(running) -> None:
@@ -100,8 +101,14 @@ async def test_other_users_are_refused_even_with_a_world_writable_socket(running
         "print(s.recv(200).split(b'\\r\\n')[0].decode())"
     )
     result = await asyncio.to_thread(
-        subprocess.run, ["/usr/bin/python3", "-c", client, str(sock)], capture_output=True, text=True,
-        timeout=30, user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
+        subprocess.run,
+        ["/usr/bin/python3", "-c", client, str(sock)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        user=nobody.pw_uid,
+        group=nobody.pw_gid,
+        extra_groups=[],
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "HTTP/1.1 403 Forbidden"

@@ -71,9 +71,7 @@ async def test_watchdog_pings_at_half_the_interval(tmp_path: Path, notify) -> No
 async def test_watchdog_is_ignored_when_meant_for_another_pid(tmp_path: Path, notify) -> None:
     """WATCHDOG_PID naming another process disables the pings (sd_watchdog_enabled semantics)."""
     config = write_config(tmp_path / "syftd.toml", tmp_path, jobs=MNIST_JOB)
-    daemon = await DaemonProcess.start(
-        config, notify=notify, env={"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"}
-    )
+    daemon = await DaemonProcess.start(config, notify=notify, env={"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"})
     try:
         i, _ = await notify.wait_for(lambda m: "READY" in m)
         with pytest.raises(AssertionError):

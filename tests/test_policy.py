@@ -48,12 +48,19 @@ def job(**sections: Any) -> JobConfig:
 
 def good(at: float = 0.0) -> Conditions:
     """On AC and online since ``at`` (long before T0)."""
-    return Conditions().updated(at, "test", on_external_power=True, online=True,
-                                connectivity=Connectivity.FULL, metered=False, sleeping=False)
+    return Conditions().updated(
+        at, "test", on_external_power=True, online=True, connectivity=Connectivity.FULL, metered=False, sleeping=False
+    )
 
 
-def run(c: Conditions, state: JobState | None = None, now: float = T0, wall: dt.datetime = WALL,
-        j: JobConfig | None = None, **kw: Any) -> Decision:
+def run(
+    c: Conditions,
+    state: JobState | None = None,
+    now: float = T0,
+    wall: dt.datetime = WALL,
+    j: JobConfig | None = None,
+    **kw: Any,
+) -> Decision:
     return decide(c, state or JobState(), now, wall, j or job(), **kw)
 
 
@@ -93,8 +100,17 @@ class TestConstraints:
 
     def test_unknown_facts_are_named_unknown(self) -> None:
         """Nothing known yet: each required fact is reported as unknown, and nothing starts."""
-        d = run(Conditions(), j=job(constraints={"requires_unmetered": True, "requires_idle": True,
-                                                 "max_temperature_c": 80.0, "min_free_disk_mb": 100.0}))
+        d = run(
+            Conditions(),
+            j=job(
+                constraints={
+                    "requires_unmetered": True,
+                    "requires_idle": True,
+                    "max_temperature_c": 80.0,
+                    "min_free_disk_mb": 100.0,
+                }
+            ),
+        )
         texts = {u.constraint: u.what for u in d.unmet}
         assert {
             "external_power": "power source unknown",
@@ -106,21 +122,36 @@ class TestConstraints:
         } == texts
         assert all(u.unknown for u in d.unmet)
 
-    @pytest.mark.parametrize(("facts", "constraints", "text", "reason"), [
-        ({"online": False}, {}, "network offline", ExpiryReason.NETWORK_LOST),
-        ({"online": False, "connectivity": Connectivity.PORTAL}, {}, "network offline (captive portal)",
-         ExpiryReason.NETWORK_LOST),
-        ({"online": False, "connectivity": Connectivity.LIMITED}, {}, "network offline (limited connectivity)",
-         ExpiryReason.NETWORK_LOST),
-        ({"metered": True}, {"requires_unmetered": True}, "metered link", ExpiryReason.METERED),
-        ({"on_external_power": False, "battery_percent": 12.0}, {"min_battery_percent": 20,
-         "requires_external_power": False}, "battery 12% < 20%", ExpiryReason.BATTERY_LOW),
-        ({"idle": False}, {"requires_idle": True}, "not idle", ExpiryReason.IDLE_LOST),
-        ({"temperature_c": 91.0}, {"max_temperature_c": 80.0}, "too hot 91°C > 80°C", ExpiryReason.THERMAL),
-        ({"free_disk_mb": 50.0}, {"min_free_disk_mb": 100.0}, "disk 50 MB free < 100 MB", ExpiryReason.DISK_LOW),
-        ({"sleeping": True}, {}, "machine going to sleep", ExpiryReason.SLEEP),
-        ({"on_external_power": False}, {}, "on battery", ExpiryReason.POWER_LOST),
-    ])
+    @pytest.mark.parametrize(
+        ("facts", "constraints", "text", "reason"),
+        [
+            ({"online": False}, {}, "network offline", ExpiryReason.NETWORK_LOST),
+            (
+                {"online": False, "connectivity": Connectivity.PORTAL},
+                {},
+                "network offline (captive portal)",
+                ExpiryReason.NETWORK_LOST,
+            ),
+            (
+                {"online": False, "connectivity": Connectivity.LIMITED},
+                {},
+                "network offline (limited connectivity)",
+                ExpiryReason.NETWORK_LOST,
+            ),
+            ({"metered": True}, {"requires_unmetered": True}, "metered link", ExpiryReason.METERED),
+            (
+                {"on_external_power": False, "battery_percent": 12.0},
+                {"min_battery_percent": 20, "requires_external_power": False},
+                "battery 12% < 20%",
+                ExpiryReason.BATTERY_LOW,
+            ),
+            ({"idle": False}, {"requires_idle": True}, "not idle", ExpiryReason.IDLE_LOST),
+            ({"temperature_c": 91.0}, {"max_temperature_c": 80.0}, "too hot 91°C > 80°C", ExpiryReason.THERMAL),
+            ({"free_disk_mb": 50.0}, {"min_free_disk_mb": 100.0}, "disk 50 MB free < 100 MB", ExpiryReason.DISK_LOW),
+            ({"sleeping": True}, {}, "machine going to sleep", ExpiryReason.SLEEP),
+            ({"on_external_power": False}, {}, "on battery", ExpiryReason.POWER_LOST),
+        ],
+    )
     def test_each_loss_has_a_text_and_an_expiry_reason(
         self, facts: dict[str, Any], constraints: dict[str, Any], text: str, reason: ExpiryReason
     ) -> None:
@@ -276,16 +307,19 @@ class TestSchedule:
         d = run(good(), wall=wall, j=job(schedule={"earliest_start": "2026-03-10T12:00:00+01:00"}))
         assert T0 + 3600 == d.at
 
-    @pytest.mark.parametrize(("window", "wall", "wait_s"), [
-        ("22:00-07:00", dt.datetime(2026, 3, 10, 12, 0), 10 * 3600),
-        ("22:00-07:00", dt.datetime(2026, 3, 10, 23, 0), 0),
-        ("22:00-07:00", dt.datetime(2026, 3, 11, 6, 59), 0),
-        ("22:00-07:00", dt.datetime(2026, 3, 11, 7, 0), 15 * 3600),
-        ("00:00-24:00", dt.datetime(2026, 3, 10, 23, 59, 59), 0),
-        ("09:00-17:00", dt.datetime(2026, 3, 10, 8, 59, 30), 30),
-        ("09:00-17:00", dt.datetime(2026, 3, 10, 17, 0), 16 * 3600),
-        ("10:00-10:00", dt.datetime(2026, 3, 10, 3, 0), 0),
-    ])
+    @pytest.mark.parametrize(
+        ("window", "wall", "wait_s"),
+        [
+            ("22:00-07:00", dt.datetime(2026, 3, 10, 12, 0), 10 * 3600),
+            ("22:00-07:00", dt.datetime(2026, 3, 10, 23, 0), 0),
+            ("22:00-07:00", dt.datetime(2026, 3, 11, 6, 59), 0),
+            ("22:00-07:00", dt.datetime(2026, 3, 11, 7, 0), 15 * 3600),
+            ("00:00-24:00", dt.datetime(2026, 3, 10, 23, 59, 59), 0),
+            ("09:00-17:00", dt.datetime(2026, 3, 10, 8, 59, 30), 30),
+            ("09:00-17:00", dt.datetime(2026, 3, 10, 17, 0), 16 * 3600),
+            ("10:00-10:00", dt.datetime(2026, 3, 10, 3, 0), 0),
+        ],
+    )
     def test_windows(self, window: str, wall: dt.datetime, wait_s: float) -> None:
         """Windows in local time, wrapping midnight; outside one the job waits for it to open."""
         d = run(good(), wall=wall, j=job(schedule={"windows": (window,)}))
@@ -373,8 +407,12 @@ class TestBackoff:
         assert [30, 60, 120, 240, 480, 960, 1920, 3840, 7680, 15360, 18000] == delays
         assert 0.0 == backoff_delay(0, 30, 18000, 0.5)
 
-    @given(st.integers(min_value=-5, max_value=10_000), st.floats(0.01, 86400), st.floats(0.01, 7 * 86400),
-           st.floats(0.0, 1.0, exclude_max=True))
+    @given(
+        st.integers(min_value=-5, max_value=10_000),
+        st.floats(0.01, 86400),
+        st.floats(0.01, 7 * 86400),
+        st.floats(0.0, 1.0, exclude_max=True),
+    )
     def test_within_bounds(self, failures: int, initial: float, cap: float, u: float) -> None:
         """0 <= delay <= max_s, and the cap before jitter never decreases with failures."""
         d = backoff_delay(failures, initial, cap, u)
@@ -400,49 +438,78 @@ class TestExplain:
         assert 36000.0 == out["in_s"]
 
 
-_facts = st.fixed_dictionaries({
-    "on_external_power": st.none() | st.booleans(),
-    "battery_percent": st.none() | st.floats(0, 100),
-    "online": st.none() | st.booleans(),
-    "connectivity": st.none() | st.sampled_from(Connectivity),
-    "metered": st.none() | st.booleans(),
-    "idle": st.none() | st.booleans(),
-    "sleeping": st.none() | st.booleans(),
-    "temperature_c": st.none() | st.floats(-20, 120),
-    "free_disk_mb": st.none() | st.floats(0, 1e6),
-})
+_facts = st.fixed_dictionaries(
+    {
+        "on_external_power": st.none() | st.booleans(),
+        "battery_percent": st.none() | st.floats(0, 100),
+        "online": st.none() | st.booleans(),
+        "connectivity": st.none() | st.sampled_from(Connectivity),
+        "metered": st.none() | st.booleans(),
+        "idle": st.none() | st.booleans(),
+        "sleeping": st.none() | st.booleans(),
+        "temperature_c": st.none() | st.floats(-20, 120),
+        "free_disk_mb": st.none() | st.floats(0, 1e6),
+    }
+)
 _constraints = st.builds(
     ConstraintsConfig,
-    requires_external_power=st.booleans(), requires_network=st.booleans(), requires_unmetered=st.booleans(),
-    min_battery_percent=st.floats(0, 100), requires_idle=st.booleans(),
-    max_temperature_c=st.none() | st.floats(-50, 200), min_free_disk_mb=st.floats(0, 1e6),
+    requires_external_power=st.booleans(),
+    requires_network=st.booleans(),
+    requires_unmetered=st.booleans(),
+    min_battery_percent=st.floats(0, 100),
+    requires_idle=st.booleans(),
+    max_temperature_c=st.none() | st.floats(-50, 200),
+    min_free_disk_mb=st.floats(0, 1e6),
     stable_for_s=st.floats(0, 100),
 )
 _schedule = st.builds(
     ScheduleConfig,
-    interval_s=st.floats(0, 1e5), backoff_initial_s=st.floats(0.01, 100), backoff_max_s=st.floats(100, 1e5),
-    windows=st.lists(st.sampled_from(["22:00-07:00", "00:00-24:00", "09:00-17:00", "12:00-12:00"]),
-                     max_size=2).map(tuple),
+    interval_s=st.floats(0, 1e5),
+    backoff_initial_s=st.floats(0.01, 100),
+    backoff_max_s=st.floats(100, 1e5),
+    windows=st.lists(st.sampled_from(["22:00-07:00", "00:00-24:00", "09:00-17:00", "12:00-12:00"]), max_size=2).map(
+        tuple
+    ),
     earliest_start=st.none() | st.sampled_from(["2026-03-10T11:00:00", "2026-03-11T00:00:00+05:00"]),
     on_finished=st.sampled_from(["retry", "stop"]),
 )
 _state = st.builds(
     JobState,
-    last_success=st.none() | st.floats(0, 2000), failures=st.integers(0, 50),
-    backoff_until=st.none() | st.floats(0, 5000), rejected_until=st.none() | st.floats(0, 5000),
-    finished_until=st.none() | st.floats(0, 5000), finished_stopped=st.booleans(),
-    spool_pending=st.integers(0, 2), running=st.booleans(), triggered=st.booleans(), forced=st.booleans(),
+    last_success=st.none() | st.floats(0, 2000),
+    failures=st.integers(0, 50),
+    backoff_until=st.none() | st.floats(0, 5000),
+    rejected_until=st.none() | st.floats(0, 5000),
+    finished_until=st.none() | st.floats(0, 5000),
+    finished_stopped=st.booleans(),
+    spool_pending=st.integers(0, 2),
+    running=st.booleans(),
+    triggered=st.booleans(),
+    forced=st.booleans(),
 )
 
 
 class TestProperties:
     @settings(max_examples=400, deadline=None)
-    @given(_facts, st.floats(0, 2000), _constraints, _schedule, _state, st.floats(0, 3000),
-           st.datetimes(min_value=dt.datetime(2026, 1, 1), max_value=dt.datetime(2027, 1, 1)),
-           st.integers(0, 3))
+    @given(
+        _facts,
+        st.floats(0, 2000),
+        _constraints,
+        _schedule,
+        _state,
+        st.floats(0, 3000),
+        st.datetimes(min_value=dt.datetime(2026, 1, 1), max_value=dt.datetime(2027, 1, 1)),
+        st.integers(0, 3),
+    )
     def test_decide_never_raises_and_never_starts_on_a_lost_condition(
-        self, facts: dict[str, Any], changed: float, k: ConstraintsConfig, s: ScheduleConfig, state: JobState,
-        now: float, wall: dt.datetime, running: int,
+        self,
+        facts: dict[str, Any],
+        changed: float,
+        k: ConstraintsConfig,
+        s: ScheduleConfig,
+        state: JobState,
+        now: float,
+        wall: dt.datetime,
+        running: int,
     ) -> None:
         """Any input gives a decision; a known-lost or unknown required condition never starts unless forced;
         a WAIT_UNTIL is in the future; explain is JSON-able."""
@@ -463,9 +530,14 @@ class TestProperties:
 
 class TestWindowProperty:
     @settings(max_examples=300, deadline=None)
-    @given(st.lists(st.tuples(st.integers(0, 23), st.integers(0, 59), st.integers(0, 24), st.integers(0, 59)),
-                    min_size=1, max_size=3),
-           st.datetimes(min_value=dt.datetime(2026, 1, 1), max_value=dt.datetime(2027, 1, 1)))
+    @given(
+        st.lists(
+            st.tuples(st.integers(0, 23), st.integers(0, 59), st.integers(0, 24), st.integers(0, 59)),
+            min_size=1,
+            max_size=3,
+        ),
+        st.datetimes(min_value=dt.datetime(2026, 1, 1), max_value=dt.datetime(2027, 1, 1)),
+    )
     def test_a_window_wait_ends_inside_a_window(
         self, spans: list[tuple[int, int, int, int]], wall: dt.datetime
     ) -> None:
@@ -483,12 +555,15 @@ class TestWindowProperty:
 
 
 class TestExplainOthers:
-    @pytest.mark.parametrize(("state", "action"), [
-        (JobState(spool_pending=2), "report"),
-        (JobState(finished_stopped=True), "stopped"),
-        (JobState(running=True), "running"),
-        (JobState(), "start"),
-    ])
+    @pytest.mark.parametrize(
+        ("state", "action"),
+        [
+            (JobState(spool_pending=2), "report"),
+            (JobState(finished_stopped=True), "stopped"),
+            (JobState(running=True), "running"),
+            (JobState(), "start"),
+        ],
+    )
     def test_summary_for_each_action(self, state: JobState, action: str) -> None:
         """Every action explains itself with a non-empty summary and a JSON-able body."""
         out = explain(run(good(), state))

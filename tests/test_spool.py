@@ -25,8 +25,16 @@ def _spool(tmp_path: Path) -> Spool:
 
 
 def add(spool: Spool, cycle_id: str = "c1", diff: bytes = DIFF, job: str = "mnist") -> SpoolEntry:
-    return spool.add(job, cycle_id, diff, worker_id="w-1", request_key="k" * 64, plan_id=2, model_id=1,
-                     created=1000.0 + len(cycle_id))
+    return spool.add(
+        job,
+        cycle_id,
+        diff,
+        worker_id="w-1",
+        request_key="k" * 64,
+        plan_id=2,
+        model_id=1,
+        created=1000.0 + len(cycle_id),
+    )
 
 
 def files(spool: Spool, job: str = "mnist") -> list[str]:
@@ -40,7 +48,13 @@ class TestRoundTrip:
         [pending] = spool.pending("mnist")
         assert entry == pending
         assert ("mnist", "c1", "w-1", 2, 1, len(DIFF)) == (
-            pending.job, pending.cycle_id, pending.worker_id, pending.plan_id, pending.model_id, pending.size)
+            pending.job,
+            pending.cycle_id,
+            pending.worker_id,
+            pending.plan_id,
+            pending.model_id,
+            pending.size,
+        )
         assert DIFF == spool.load_diff(pending)
         assert ["c1.diff", "c1.json"] == files(spool)
 
@@ -164,8 +178,13 @@ class TestCrashSafety:
         start = 0
         for kill_after in (7, 12, 23):
             env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-            proc = subprocess.Popen([sys.executable, "-c", script, str(start)], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True, env=env)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", script, str(start)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
             assert proc.stderr is not None
             for _ in range(kill_after):
                 kind, number = proc.stderr.readline().split()

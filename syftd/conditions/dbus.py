@@ -105,16 +105,23 @@ class SystemBus:
     async def get_all(self, name: str, path: str, interface: str) -> dict[str, Any]:
         """``Properties.GetAll(interface)`` of ``name`` at ``path``, unwrapped."""
         reply = await self.call(
-            Message(destination=name, path=path, interface=PROPERTIES, member="GetAll",
-                    signature="s", body=[interface])
+            Message(destination=name, path=path, interface=PROPERTIES, member="GetAll", signature="s", body=[interface])
         )
         return unwrap(reply.body[0])
 
     async def name_owner(self, name: str) -> str:
         """The unique name owning ``name``, or ``""``."""
         reply = await asyncio.wait_for(
-            self.bus.call(Message(destination=_DBUS, path=_DBUS_PATH, interface=_DBUS,
-                                  member="GetNameOwner", signature="s", body=[name])),
+            self.bus.call(
+                Message(
+                    destination=_DBUS,
+                    path=_DBUS_PATH,
+                    interface=_DBUS,
+                    member="GetNameOwner",
+                    signature="s",
+                    body=[name],
+                )
+            ),
             CALL_TIMEOUT_S,
         )
         if reply.message_type == MessageType.ERROR:
@@ -123,11 +130,14 @@ class SystemBus:
 
     async def watch_name(self, name: str, callback: Callable[[str], None]) -> Callable[[], None]:
         """Call ``callback(new_owner)`` on each owner change of ``name`` ("" = gone); returns unwatch."""
-        rule = (f"type='signal',sender='{_DBUS}',interface='{_DBUS}',path='{_DBUS_PATH}',"
-                f"member='NameOwnerChanged',arg0='{name}'")
+        rule = (
+            f"type='signal',sender='{_DBUS}',interface='{_DBUS}',path='{_DBUS_PATH}',"
+            f"member='NameOwnerChanged',arg0='{name}'"
+        )
         self._owner_watchers.setdefault(name, []).append(callback)
-        await self.call(Message(destination=_DBUS, path=_DBUS_PATH, interface=_DBUS,
-                                member="AddMatch", signature="s", body=[rule]))
+        await self.call(
+            Message(destination=_DBUS, path=_DBUS_PATH, interface=_DBUS, member="AddMatch", signature="s", body=[rule])
+        )
 
         def unwatch() -> None:
             watchers = self._owner_watchers.get(name, [])
@@ -162,8 +172,12 @@ class SystemBus:
                 callback()
 
     def _on_message(self, msg: Message) -> bool:
-        if (msg.message_type == MessageType.SIGNAL and msg.member == "NameOwnerChanged"
-                and msg.sender == _DBUS and msg.path == _DBUS_PATH):
+        if (
+            msg.message_type == MessageType.SIGNAL
+            and msg.member == "NameOwnerChanged"
+            and msg.sender == _DBUS
+            and msg.path == _DBUS_PATH
+        ):
             name, _old, new = msg.body
             for callback in list(self._owner_watchers.get(name, ())):
                 callback(new)

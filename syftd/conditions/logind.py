@@ -67,10 +67,12 @@ class LogindSource(DBusSource):
             return True
         if self._manager is None:
             return False
-        fd = int(await asyncio.wait_for(
-            self._manager.call_inhibit("sleep", LOCK_WHO, LOCK_WHY, "delay"),  # type: ignore[attr-defined]
-            5.0,
-        ))
+        fd = int(
+            await asyncio.wait_for(
+                self._manager.call_inhibit("sleep", LOCK_WHO, LOCK_WHY, "delay"),  # type: ignore[attr-defined]
+                5.0,
+            )
+        )
         if self.is_lock_held or not self.available:
             os.close(fd)
             return self.is_lock_held
@@ -133,9 +135,7 @@ class LogindSource(DBusSource):
         if start:
             if self._lock_fd is not None and self._deadline is None:
                 bound_s = max(0.0, self.inhibit_delay_s - RELEASE_MARGIN_S)
-                self._deadline = asyncio.get_running_loop().call_later(
-                    bound_s, self.release_sleep_lock, "deadline"
-                )
+                self._deadline = asyncio.get_running_loop().call_later(bound_s, self.release_sleep_lock, "deadline")
             self._publish(self.name, {"sleeping": True})
         elif self._resume_task is None or self._resume_task.done():
             self._resume_task = asyncio.ensure_future(self._resumed())

@@ -86,7 +86,11 @@ class IOKitAPI:
         self._iokit.IOPSGetTimeRemainingEstimate.argtypes = []
         self._system.notify_register_file_descriptor.restype = ctypes.c_uint32
         self._system.notify_register_file_descriptor.argtypes = [
-            ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+            ctypes.c_char_p,
+            ctypes.POINTER(ctypes.c_int),
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_int),
+        ]
         self._system.notify_cancel.restype = ctypes.c_uint32
         self._system.notify_cancel.argtypes = [ctypes.c_int]
         self._sc.SCNetworkReachabilityCreateWithAddress.restype = ctypes.c_void_p
@@ -102,8 +106,7 @@ class IOKitAPI:
     def register_fd(self, name: str) -> tuple[int, int]:
         """See ``MacAPI``."""
         fd, token = ctypes.c_int(-1), ctypes.c_int(-1)
-        status = self._system.notify_register_file_descriptor(name.encode(), ctypes.byref(fd), 0,
-                                                              ctypes.byref(token))
+        status = self._system.notify_register_file_descriptor(name.encode(), ctypes.byref(fd), 0, ctypes.byref(token))
         if status != 0:
             raise OSError(f"notify_register_file_descriptor({name!r}) failed with status {status}")
         return fd.value, token.value
@@ -183,7 +186,7 @@ class _NotifySource:
             if not chunk:
                 break
             data += chunk
-        tokens = {struct.unpack(">i", data[i:i + 4])[0] for i in range(0, len(data) - 3, 4)}
+        tokens = {struct.unpack(">i", data[i : i + 4])[0] for i in range(0, len(data) - 3, 4)}
         if self._token in tokens:
             self._evaluate()
 
@@ -224,8 +227,9 @@ class PmsetPowerSource(PolledSource):
 
     async def refresh(self) -> None:
         """Run pmset and publish what it says."""
-        proc = await asyncio.create_subprocess_exec(*self._command, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(
+            *self._command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
         out, _ = await proc.communicate()
         on_power, percent = parse_pmset(out.decode(errors="replace"))
         self._publish(self.name, {"on_external_power": on_power, "battery_percent": percent})

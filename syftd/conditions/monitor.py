@@ -151,7 +151,6 @@ class ConditionsMonitor(ServiceContext):
             await self._bus.close()
             self._bus = None
 
-
     async def refresh(self) -> None:
         """Re-read every active source (after resume, bus reconnect, SIGHUP)."""
         sources = [a.active for a in self._areas.values()] + [self._thermal]
@@ -225,8 +224,7 @@ class ConditionsMonitor(ServiceContext):
             "network": self._network_area(cfg.network_source),
             "sleep": self._sleep_area(cfg.sleep_source),
         }
-        self._thermal = ThermalSource(self._publisher("thermal"), cfg.sysfs_root, self._state_dir,
-                                      cfg.thermal_poll_s)
+        self._thermal = ThermalSource(self._publisher("thermal"), cfg.sysfs_root, self._state_dir, cfg.thermal_poll_s)
         for area in self._areas.values():
             await self._start_area(area)
         await self._thermal.start()
@@ -263,17 +261,22 @@ class ConditionsMonitor(ServiceContext):
         area = _Area("network")
         from syftd.conditions.route import RouteSource
 
-        route = RouteSource(publish, sysfs_root=self._config.sysfs_root, proc_net=self._proc_net,
-                            poll_interval_s=self._config.poll_interval_s,
-                            metered_policy=self._config.metered_policy)
+        route = RouteSource(
+            publish,
+            sysfs_root=self._config.sysfs_root,
+            proc_net=self._proc_net,
+            poll_interval_s=self._config.poll_interval_s,
+            metered_policy=self._config.metered_policy,
+        )
         if choice == "auto":
             choice = "macos" if self._platform == "darwin" else ("networkmanager" if self._bus else "route")
             area.fallback = route if choice == "networkmanager" else None
         if choice == "networkmanager":
             from syftd.conditions.networkmanager import NetworkManagerSource
 
-            area.primary = NetworkManagerSource(self._require_bus("network", choice), publish,
-                                                self._on_availability(area))
+            area.primary = NetworkManagerSource(
+                self._require_bus("network", choice), publish, self._on_availability(area)
+            )
         elif choice == "route":
             area.fallback = route
         elif choice == "macos":
@@ -362,9 +365,12 @@ class ConditionsMonitor(ServiceContext):
                 _log.info(events.CONDITIONS_SOURCE_SWITCHED, area=area.name, to=area.primary.name)
             elif not available and area.primary is not None and not area.primary.available:
                 await self._start_fallback(area)
-                _log.warning(events.CONDITIONS_SOURCE_SWITCHED, area=area.name,
-                             to=area.fallback.name if area.fallback is not None else None,
-                             lost=area.primary.name)
+                _log.warning(
+                    events.CONDITIONS_SOURCE_SWITCHED,
+                    area=area.name,
+                    to=area.fallback.name if area.fallback is not None else None,
+                    lost=area.primary.name,
+                )
 
     async def _on_resume(self) -> None:
         _log.info(events.CONDITIONS_RESUMED)

@@ -21,8 +21,13 @@ BUS_NAME = "org.freedesktop.NetworkManager"
 PATH = "/org/freedesktop/NetworkManager"
 IFACE = "org.freedesktop.NetworkManager"
 STATE_CONNECTED_GLOBAL = 70
-_CONNECTIVITY = {0: Connectivity.UNKNOWN, 1: Connectivity.NONE, 2: Connectivity.PORTAL,
-                 3: Connectivity.LIMITED, 4: Connectivity.FULL}
+_CONNECTIVITY = {
+    0: Connectivity.UNKNOWN,
+    1: Connectivity.NONE,
+    2: Connectivity.PORTAL,
+    3: Connectivity.LIMITED,
+    4: Connectivity.FULL,
+}
 _METERED_YES = (1, 3)
 _WATCHED = frozenset({"State", "Connectivity", "Metered", "ConnectivityCheckEnabled"})
 

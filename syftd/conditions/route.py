@@ -31,8 +31,19 @@ IFF_UP = 0x1
 NETLINK_GROUPS = 0x1 | 0x10 | 0x40 | 0x100 | 0x400
 SETTLE_S = 0.02
 _METERED_PREFIXES = ("ww", "ppp", "usb")
-_METERED_DRIVERS = frozenset({"rndis_host", "cdc_ether", "cdc_ncm", "cdc_mbim", "qmi_wwan", "ipheth",
-                              "huawei_cdc_ncm", "cdc_subset", "sierra_net"})
+_METERED_DRIVERS = frozenset(
+    {
+        "rndis_host",
+        "cdc_ether",
+        "cdc_ncm",
+        "cdc_mbim",
+        "qmi_wwan",
+        "ipheth",
+        "huawei_cdc_ncm",
+        "cdc_subset",
+        "sierra_net",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +162,9 @@ class RouteSource:
 
     def _open_netlink(self) -> socket.socket | None:
         try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK
-                                 | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+            sock = socket.socket(
+                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
+            )
         except (OSError, AttributeError) as exc:
             _log.info(events.CONDITIONS_NETLINK_UNAVAILABLE, error=repr(exc))
             return None
@@ -185,8 +197,7 @@ class RouteSource:
 
     def _evaluate(self) -> None:
         up = [r.interface for r in default_routes(self._proc_net) if is_interface_up(self._net, r.interface)]
-        metered = (self._metered_policy == "auto" and bool(up)
-                   and all(is_metered_interface(self._net, i) for i in up))
+        metered = self._metered_policy == "auto" and bool(up) and all(is_metered_interface(self._net, i) for i in up)
         self._publish(self.name, {"online": bool(up), "connectivity": None, "metered": metered})
 
     async def _poll(self) -> None:

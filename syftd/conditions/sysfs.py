@@ -101,8 +101,9 @@ class SysfsPowerSource(PolledSource):
 
     async def refresh(self) -> None:
         """Read and publish."""
-        self._publish(self.name, {"on_external_power": on_ac_power(self._root),
-                                  "battery_percent": battery_percent(self._root)})
+        self._publish(
+            self.name, {"on_external_power": on_ac_power(self._root), "battery_percent": battery_percent(self._root)}
+        )
 
 
 class ThermalSource(PolledSource):
@@ -126,8 +127,9 @@ class ThermalSource(PolledSource):
 
     async def refresh(self) -> None:
         """Read temperature and free disk, and publish."""
-        self._publish(self.name, {"temperature_c": max_temperature_c(self._root),
-                                  "free_disk_mb": free_disk_mb(self._state_dir)})
+        self._publish(
+            self.name, {"temperature_c": max_temperature_c(self._root), "free_disk_mb": free_disk_mb(self._state_dir)}
+        )
 
     def refresh_disk(self) -> float | None:
         """Read free disk now, publish it, and return it."""

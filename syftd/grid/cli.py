@@ -30,10 +30,18 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve model-centric FL over HTTP and WebSocket")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=5000, help="TCP port; 0 picks a free one (default 5000)")
-    serve.add_argument("--revision", choices=[r.value for r in Revision], default=Revision.PG_DEV.value,
-                       help="PyGrid revision to imitate on the wire (default pg-dev)")
-    serve.add_argument("--prefix", choices=["model-centric", "model_centric", "federated"], default="model-centric",
-                       help="route and message prefix; the older two imitate 2020 nodes before 07-29")
+    serve.add_argument(
+        "--revision",
+        choices=[r.value for r in Revision],
+        default=Revision.PG_DEV.value,
+        help="PyGrid revision to imitate on the wire (default pg-dev)",
+    )
+    serve.add_argument(
+        "--prefix",
+        choices=["model-centric", "model_centric", "federated"],
+        default="model-centric",
+        help="route and message prefix; the older two imitate 2020 nodes before 07-29",
+    )
     serve.add_argument("--checkpoint-dir", type=Path, help="also write every checkpoint under this directory")
     serve.add_argument("--speed-test-mb", type=float, default=4.0, help="size of the speed-test download")
     serve.add_argument("--no-test-controls", action="store_true", help="do not serve the /_test/ controls")
@@ -120,7 +128,12 @@ def _host_mnist(node: GridNode, args: argparse.Namespace) -> None:
     if auth:
         server["authentication"] = {"type": "jwt", **auth}
     model, plans, client_config, server_config = build_mnist_process(
-        args.seed, args.batch_size, args.lr, args.max_updates,
-        name=args.name, version=args.model_version, server_config=server,
+        args.seed,
+        args.batch_size,
+        args.lr,
+        args.max_updates,
+        name=args.name,
+        version=args.model_version,
+        server_config=server,
     )
     node.host(args.name, args.model_version, model, plans, client_config, server_config)

@@ -84,7 +84,6 @@ class GridClient(ServiceContext):
         self._ws_lock = asyncio.Lock()
         self._http_base, self._ws_url = _urls(grid.url, grid.prefix)
 
-
     async def start(self) -> None:
         """Build the TLS context and the HTTP session.
 
@@ -126,8 +125,13 @@ class GridClient(ServiceContext):
             speed = await measure_speed(
                 self._require_session(), f"{self._http_base}/speed-test", worker_id, self._grid, self._ssl
             )
-        log.info(events.GRID_SPEED_MEASURED, ping_ms=round(speed.ping_ms, 2), download=round(speed.download, 3),
-                 upload=round(speed.upload, 3), unit=speed.unit)
+        log.info(
+            events.GRID_SPEED_MEASURED,
+            ping_ms=round(speed.ping_ms, 2),
+            download=round(speed.download, 3),
+            upload=round(speed.upload, 3),
+            unit=speed.unit,
+        )
         return speed
 
     async def cycle_request(self, worker_id: str, *, speed: Speed | None = None) -> Accepted:

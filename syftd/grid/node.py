@@ -163,7 +163,6 @@ class GridNode(ServiceContext):
                 await asyncio.wait(set(self._background), timeout=10)
             _log.info(events.GRID_NODE_STOPPED, url=self.url)
 
-
     def host(
         self,
         name: str,
@@ -263,8 +262,9 @@ class GridNode(ServiceContext):
             return {"error": str(exc)}
         await self._hold_point()
         if is_gone():
-            _log.info(events.GRID_NODE_REPORT_DROPPED, worker_id=data.get("worker_id"),
-                      reason="worker hung up while held")
+            _log.info(
+                events.GRID_NODE_REPORT_DROPPED, worker_id=data.get("worker_id"), reason="worker hung up while held"
+            )
             raise WorkerGone("the worker hung up while its report was held")
         try:
             assignment = self.state.record_report(str(data.get("worker_id")), str(data.get("request_key")), diff)
@@ -272,8 +272,13 @@ class GridNode(ServiceContext):
             return {"error": refusal.message}
         cycle = assignment.cycle
         record = ReportRecord(
-            assignment.worker_id, assignment.request_key, cycle.process.name, cycle.process.version,
-            cycle.number, diff, transport,
+            assignment.worker_id,
+            assignment.request_key,
+            cycle.process.name,
+            cycle.process.version,
+            cycle.number,
+            diff,
+            transport,
         )
         self._reports.append(record)
         _log.info(events.GRID_NODE_REPORT_RECEIVED, model=record.model, cycle=record.cycle, size=len(diff))
@@ -419,7 +424,10 @@ class GridNode(ServiceContext):
                 await asyncio.to_thread(self._save_checkpoint, process)
             _log.info(
                 events.GRID_NODE_CYCLE_COMPLETED,
-                model=process.name, cycle=cycle.number, diffs=len(diffs), checkpoint=process.checkpoint_number,
+                model=process.name,
+                cycle=cycle.number,
+                diffs=len(diffs),
+                checkpoint=process.checkpoint_number,
             )
 
     def _save_checkpoint(self, process: Process) -> None:
@@ -429,4 +437,3 @@ class GridNode(ServiceContext):
         directory = root / process.name / process.version
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(directory / f"checkpoint-{process.checkpoint_number}.pb", process.latest)
-

@@ -62,8 +62,7 @@ async def verify(token: object, server_config: Mapping[str, Any]) -> str | None:
         return REQUIRED
     if auth.get("secret") or auth.get("pub_key"):
         if not any(
-            _jwt_ok(token, auth.get(key), algorithms)
-            for key, algorithms in (("secret", _HMAC), ("pub_key", _PUBLIC))
+            _jwt_ok(token, auth.get(key), algorithms) for key, algorithms in (("secret", _HMAC), ("pub_key", _PUBLIC))
         ):
             return INVALID
     endpoint = auth.get("endpoint")
@@ -90,9 +89,10 @@ def _jwt_ok(token: str, key: object, algorithms: list[str]) -> bool:
 async def _endpoint_ok(url: str, token: str) -> bool:
     timeout = aiohttp.ClientTimeout(total=_ENDPOINT_TIMEOUT_S)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
-            url, data=json.dumps({"auth_token": token}).encode()
-        ) as response:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, data=json.dumps({"auth_token": token}).encode()) as response,
+        ):
             return response.status == 200
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return False

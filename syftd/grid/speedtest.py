@@ -41,9 +41,7 @@ class Speed:
         return {"ping": self.ping_ms, "download": self.download, "upload": self.upload}
 
 
-async def measure_speed(
-    session: aiohttp.ClientSession, url: str, worker_id: str, grid: GridConfig, ssl: Any
-) -> Speed:
+async def measure_speed(session: aiohttp.ClientSession, url: str, worker_id: str, grid: GridConfig, ssl: Any) -> Speed:
     """Median of three pings, then a download and an upload each capped by speed_test_max_mb/_max_s."""
     params = {"worker_id": worker_id, "random": secrets.token_hex(16)}
     connect = aiohttp.ClientTimeout(total=grid.timeout_s)

@@ -221,8 +221,7 @@ def _get_contents(i: int, contents: Any, dtype: str, numel: int) -> bytes:
             raw = raw or _unpacked_floats(contents, field, width)
             if len(raw) != numel * width:
                 raise WireError(
-                    f"tensor {i}: {field} holds {len(raw) // width} values ({len(raw)} bytes), "
-                    f"the shape needs {numel}"
+                    f"tensor {i}: {field} holds {len(raw) // width} values ({len(raw)} bytes), the shape needs {numel}"
                 )
         return _swap(code, raw) if _BIG_ENDIAN else raw
     if dtype == "float16":

@@ -82,7 +82,6 @@ class TrainerPool(ServiceContext):
         self._retiring: set[asyncio.Task[None]] = set()
         self._is_stopped = False
 
-
     @property
     def warm_pids(self) -> dict[str, int]:
         """The process id of each job's warm (or prepared) trainer that is still running."""
@@ -297,8 +296,9 @@ class TrainerPool(ServiceContext):
                 return message
             seen.append(message)
             if ceiling is not None and message.rss_bytes > ceiling * 1024 * 1024 and flag.expire(ExpiryReason.MEMORY):
-                _log.warning(events.TRAINER_MEMORY_EXCEEDED, job=job.name, rss_mb=message.rss_bytes >> 20,
-                             max_mb=ceiling)
+                _log.warning(
+                    events.TRAINER_MEMORY_EXCEEDED, job=job.name, rss_mb=message.rss_bytes >> 20, max_mb=ceiling
+                )
             try:
                 on_progress(message)
             except Exception:  # noqa: BLE001 - a faulty observer must not end the run without a result

@@ -91,10 +91,16 @@ async def test_on_battery_flip_to_published_conditions_latency(dbus_mocks: DBusM
             future.set_result(None)
 
     raw = await MessageBus(bus_address=dbus_mocks.address, bus_type=BusType.SYSTEM).connect()
-    await raw.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                           interface="org.freedesktop.DBus", member="AddMatch", signature="s",
-                           body=["type='signal',interface='org.freedesktop.DBus.Properties',"
-                                 "path='/org/freedesktop/UPower'"]))
+    await raw.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="AddMatch",
+            signature="s",
+            body=["type='signal',interface='org.freedesktop.DBus.Properties',path='/org/freedesktop/UPower'"],
+        )
+    )
 
     def raw_handler(msg: Message) -> bool:
         if msg.member == "PropertiesChanged" and "OnBattery" in msg.body[1]:
@@ -107,8 +113,7 @@ async def test_on_battery_flip_to_published_conditions_latency(dbus_mocks: DBusM
     raw.disconnect()
 
     (tmp_path / "sys").mkdir()
-    monitor = ConditionsMonitor(ConditionsConfig(bus_address=dbus_mocks.address, sysfs_root=tmp_path / "sys"),
-                                tmp_path)
+    monitor = ConditionsMonitor(ConditionsConfig(bus_address=dbus_mocks.address, sysfs_root=tmp_path / "sys"), tmp_path)
     await monitor.start()
     monitor.subscribe(lambda c: resolve(not c.on_external_power) if c.on_external_power is not None else None)
     try:
@@ -120,14 +125,17 @@ async def test_on_battery_flip_to_published_conditions_latency(dbus_mocks: DBusM
     m50, m95, m99 = _percentiles(measured)
     print(f"\nOnBattery flip → published Conditions, {FLIPS} flips (ms, incl. the Set round trip to the mock):")
     print(f"  bare dbus-fast subscriber  p50 {b50:6.2f}  p95 {b95:6.2f}  p99 {b99:6.2f}")
-    print(f"  ConditionsMonitor          p50 {m50:6.2f}  p95 {m95:6.2f}  p99 {m99:6.2f}"
-          f"   (target p99 ≤ {TARGET_P99_MS:.0f} ms: {m99 / TARGET_P99_MS:.2f}× the target)")
+    print(
+        f"  ConditionsMonitor          p50 {m50:6.2f}  p95 {m95:6.2f}  p99 {m99:6.2f}"
+        f"   (target p99 ≤ {TARGET_P99_MS:.0f} ms: {m99 / TARGET_P99_MS:.2f}× the target)"
+    )
     print(f"  ratio monitor / bare: p50 {m50 / b50:.2f}×  p99 {m99 / b99:.2f}×")
 
 
 async def _spawn(code: str, *args: str) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
     assert proc.stdout is not None
     line = b""
     while not line.startswith(b"ready"):

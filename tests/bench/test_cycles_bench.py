@@ -35,8 +35,10 @@ async def test_ac_lost_to_trainer_stopped(harness: Harness, mocks) -> None:
     """Prints p50/p95/p99 of flip → EXPIRED result, and the batch time it is measured against."""
     harness.host(max_updates=5, batch_size=64)
     harness.write_config(job="max_updates = 1000000").write_text(
-        harness.config_path.read_text().replace("interval_s = 3600", "interval_s = 0")
-        .replace("samples = 256", "samples = 2048"))
+        harness.config_path.read_text()
+        .replace("interval_s = 3600", "interval_s = 0")
+        .replace("samples = 256", "samples = 2048")
+    )
     daemon = await harness.start()
     assert harness.notify is not None
     latencies, batch_s = [], []
@@ -45,7 +47,9 @@ async def test_ac_lost_to_trainer_stopped(harness: Harness, mocks) -> None:
         # a step has been trained, so the trainer is in its batch loop (not importing torch)
         seen, _status = await harness.notify.wait_for(
             lambda m: "training " in m.fields.get("STATUS", "") and "/" in m.fields.get("STATUS", ""),
-            after=seen, timeout=120)
+            after=seen,
+            timeout=120,
+        )
         mark = len(daemon.logs)
         flipped = time.time()
         await mocks.set_on_battery(True)
@@ -60,17 +64,21 @@ async def test_ac_lost_to_trainer_stopped(harness: Harness, mocks) -> None:
     batch = statistics.median(batch_s)
     p50, p95, p99 = (_p(latencies, q) * 1000 for q in (0.5, 0.95, 0.99))
     print()
-    print(f"AC lost → trainer's EXPIRED result over {len(latencies)} flips: p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
-          f"p99 {p99:.0f} ms; one batch (64×784) {batch * 1000:.0f} ms; target p99 ≤ {batch * 1000 + 100:.0f} ms "
-          f"(ratio {p99 / (batch * 1000 + 100):.2f}); Android's onStopJob allowance 8000 ms")
+    print(
+        f"AC lost → trainer's EXPIRED result over {len(latencies)} flips: p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
+        f"p99 {p99:.0f} ms; one batch (64×784) {batch * 1000:.0f} ms; target p99 ≤ {batch * 1000 + 100:.0f} ms "
+        f"(ratio {p99 / (batch * 1000 + 100):.2f}); Android's onStopJob allowance 8000 ms"
+    )
 
 
 async def test_back_to_back_cycles_overhead(harness: Harness, mocks) -> None:
     """Prints the share of time outside training steps for warm back-to-back 100-step MNIST cycles."""
     harness.host(max_updates=100, batch_size=64, lr=0.1)
     harness.write_config().write_text(
-        harness.config_path.read_text().replace("interval_s = 3600", "interval_s = 0")
-        .replace("samples = 256", "samples = 6400"))
+        harness.config_path.read_text()
+        .replace("interval_s = 3600", "interval_s = 0")
+        .replace("samples = 256", "samples = 6400")
+    )
     daemon = await harness.start()
     cycles = 8
     after = 0
@@ -81,10 +89,16 @@ async def test_back_to_back_cycles_overhead(harness: Harness, mocks) -> None:
     finished = daemon.events("cycle.finished")[1 : cycles + 1]  # the first cycle starts the trainer cold
     for record in finished:
         cycle = record["cycle"]
-        sent = next(e for e in daemon.logs if e.get("event") == "cycle.state_changed" and e.get("cycle") == cycle
-                    and e.get("to_state") == "requesting")
-        done = next(e for e in daemon.logs if e.get("event") == "cycle.state_changed" and e.get("cycle") == cycle
-                    and e.get("to_state") == "done")
+        sent = next(
+            e
+            for e in daemon.logs
+            if e.get("event") == "cycle.state_changed" and e.get("cycle") == cycle and e.get("to_state") == "requesting"
+        )
+        done = next(
+            e
+            for e in daemon.logs
+            if e.get("event") == "cycle.state_changed" and e.get("cycle") == cycle and e.get("to_state") == "done"
+        )
         span = _when(done) - _when(sent)
         spans.append(span)
         steps.append(record["step_time_s"])
@@ -93,9 +107,11 @@ async def test_back_to_back_cycles_overhead(harness: Harness, mocks) -> None:
     print("one warm cycle, ms after its cycle-request:")
     print(_timeline(daemon, finished[3]["cycle"]))
     print()
-    print(f"back-to-back warm cycles ({len(shares)}, 100 steps each): median span {statistics.median(spans):.2f} s, "
-          f"median Σ step time {statistics.median(steps):.2f} s, outside training {share * 100:.1f} % "
-          f"(target ≤ 10 %, ratio {share / 0.10:.2f}); per cycle: {', '.join(f'{s * 100:.1f}%' for s in shares)}")
+    print(
+        f"back-to-back warm cycles ({len(shares)}, 100 steps each): median span {statistics.median(spans):.2f} s, "
+        f"median Σ step time {statistics.median(steps):.2f} s, outside training {share * 100:.1f} % "
+        f"(target ≤ 10 %, ratio {share / 0.10:.2f}); per cycle: {', '.join(f'{s * 100:.1f}%' for s in shares)}"
+    )
 
 
 def _timeline(daemon, cycle: str) -> str:

@@ -90,8 +90,10 @@ def test_wire_parse_and_encode_of_the_recorded_model() -> None:
     print(f"  encode_state  {encode:7.2f} ms  (target ≤ {TARGET_MS} ms; {encode / copy:5.1f}× a plain copy)")
     print(f"  check_diff    {check:7.2f} ms")
     print(f"  baseline copy {copy:7.2f} ms")
-    print(f"  repeated-float schema: parse {slow_parse:.1f} ms ({slow_parse / parse:.0f}× slower), "
-          f"encode {slow_encode:.1f} ms ({slow_encode / encode:.0f}× slower)")
+    print(
+        f"  repeated-float schema: parse {slow_parse:.1f} ms ({slow_parse / parse:.0f}× slower), "
+        f"encode {slow_encode:.1f} ms ({slow_encode / encode:.0f}× slower)"
+    )
 
 
 async def test_client_full_cycle_exchanges_against_the_local_node() -> None:

@@ -44,7 +44,9 @@ async def _daemon(
 async def test_idle_daemon_memory_and_wakeups(tmp_path: Path, dbus_mocks: DBusMocks) -> None:
     """Prints RSS and wake-ups/min of the idle daemon against a bare asyncio process."""
     bare = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import asyncio; print('up', flush=True); asyncio.run(asyncio.Event().wait())",
+        sys.executable,
+        "-c",
+        "import asyncio; print('up', flush=True); asyncio.run(asyncio.Event().wait())",
         stdout=asyncio.subprocess.PIPE,
     )
     assert bare.stdout is not None
@@ -59,12 +61,16 @@ async def test_idle_daemon_memory_and_wakeups(tmp_path: Path, dbus_mocks: DBusMo
             wakeups_per_minute(bare.pid), wakeups_per_minute(daemon.pid), wakeups_per_minute(watched.pid)
         )
         print()
-        print(f"idle RSS: daemon {daemon_rss:.1f} MiB, bare asyncio {bare_rss:.1f} MiB "
-              f"(ratio {daemon_rss / bare_rss:.2f}); target ≤ {TARGET_RSS_MIB:.0f} MiB "
-              f"({daemon_rss / TARGET_RSS_MIB:.2f} of it); Flower ≈ {FLOWER_RSS_MIB:.0f} MiB "
-              f"({daemon_rss / FLOWER_RSS_MIB:.2f} of it)")
-        print(f"wake-ups/min over {WINDOW_S:.0f} s: daemon {daemon_wake:.1f}, bare asyncio {bare_wake:.1f}, "
-              f"daemon with a 1 s watchdog ping {watched_wake:.1f} (expected ≈ 60)")
+        print(
+            f"idle RSS: daemon {daemon_rss:.1f} MiB, bare asyncio {bare_rss:.1f} MiB "
+            f"(ratio {daemon_rss / bare_rss:.2f}); target ≤ {TARGET_RSS_MIB:.0f} MiB "
+            f"({daemon_rss / TARGET_RSS_MIB:.2f} of it); Flower ≈ {FLOWER_RSS_MIB:.0f} MiB "
+            f"({daemon_rss / FLOWER_RSS_MIB:.2f} of it)"
+        )
+        print(
+            f"wake-ups/min over {WINDOW_S:.0f} s: daemon {daemon_wake:.1f}, bare asyncio {bare_wake:.1f}, "
+            f"daemon with a 1 s watchdog ping {watched_wake:.1f} (expected ≈ 60)"
+        )
         power = daemon.events("conditions.source_selected")[0].get("source")
         print(f"libtorch mapped by the daemon: {'libtorch' in maps}; power source: {power}")
         assert daemon_rss <= TARGET_RSS_MIB

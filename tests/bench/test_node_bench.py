@@ -43,8 +43,10 @@ def test_averaging_cost_against_a_parse_of_the_model():
     parse_ms = _timed(lambda: wire.parse_state(MODEL))
     one_ms = _timed(lambda: apply_mean_diff(MODEL, [DIFF]))
     ten_ms = _timed(lambda: apply_mean_diff(MODEL, [DIFF] * 10), rounds=5)
-    print(f"\nparse model {parse_ms:.2f} ms | average 1 diff {one_ms:.2f} ms ({one_ms / parse_ms:.1f}x parse)"
-          f" | 10 diffs {ten_ms:.2f} ms ({ten_ms / parse_ms:.1f}x parse)")
+    print(
+        f"\nparse model {parse_ms:.2f} ms | average 1 diff {one_ms:.2f} ms ({one_ms / parse_ms:.1f}x parse)"
+        f" | 10 diffs {ten_ms:.2f} ms ({ten_ms / parse_ms:.1f}x parse)"
+    )
 
 
 async def _bare_download_ms() -> float:
@@ -91,5 +93,7 @@ async def test_one_workers_protocol_exchange_against_a_bare_download():
             samples.append(time.perf_counter() - start)
             assert node.checkpoint_number("mnist") == round_ + 2
     cycle_ms = _median_ms(samples)
-    print(f"\nfull worker exchange {cycle_ms:.1f} ms (median of {ROUNDS}) | bare 1.25 MB download "
-          f"{bare_ms:.1f} ms | ratio {cycle_ms / bare_ms:.1f}x")
+    print(
+        f"\nfull worker exchange {cycle_ms:.1f} ms (median of {ROUNDS}) | bare 1.25 MB download "
+        f"{bare_ms:.1f} ms | ratio {cycle_ms / bare_ms:.1f}x"
+    )

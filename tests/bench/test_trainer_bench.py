@@ -95,8 +95,12 @@ async def _cycle(pool: TrainerPool, *, steps: int, cycle_id: str, clock: _Clock,
 
 async def test_trainer_throughput_against_a_bare_loop(tmp_path: Path) -> None:
     """Steps per second of the warm trainer (as the daemon sees progress) over the bare loop's, median of 5."""
-    code = _BARE_LOOP.format(threads=THREADS, plan=str(GOLDEN / "013-http-GET-model-centric_get-plan.response.bin"),
-                             model=str(GOLDEN / "012-http-GET-model-centric_get-model.response.bin"), steps=STEPS)
+    code = _BARE_LOOP.format(
+        threads=THREADS,
+        plan=str(GOLDEN / "013-http-GET-model-centric_get-plan.response.bin"),
+        model=str(GOLDEN / "012-http-GET-model-centric_get-model.response.bin"),
+        steps=STEPS,
+    )
     bare = await asyncio.create_subprocess_exec(
         sys.executable, "-c", textwrap.dedent(code), stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )

@@ -27,9 +27,20 @@ async def test_start_publishes_the_dbus_snapshot_and_selects_dbus_sources(
     monitor = await make_monitor(bus_address=dbus_mocks.address)
     c = monitor.current
     assert (c.on_external_power, c.battery_percent, c.online, c.connectivity, c.metered, c.idle, c.sleeping) == (
-        True, 80.0, True, Connectivity.FULL, False, False, False)
-    assert monitor.active_sources == {"power": "upower", "network": "networkmanager", "sleep": "logind",
-                                      "thermal": "sysfs-thermal"}
+        True,
+        80.0,
+        True,
+        Connectivity.FULL,
+        False,
+        False,
+        False,
+    )
+    assert monitor.active_sources == {
+        "power": "upower",
+        "network": "networkmanager",
+        "sleep": "logind",
+        "thermal": "sysfs-thermal",
+    }
 
 
 def _discharging_battery(sysfs: Any, capacity: int = 42) -> None:
@@ -73,9 +84,7 @@ async def test_networkmanager_state_changes_move_online(
         await wait_for_conditions(monitor, has(online=online))
 
 
-async def test_metered_on_and_off(
-    mocks: MockControl, dbus_mocks: DBusMocks, make_monitor: Callable[..., Any]
-) -> None:
+async def test_metered_on_and_off(mocks: MockControl, dbus_mocks: DBusMocks, make_monitor: Callable[..., Any]) -> None:
     """Metered 1 (yes) and 3 (guess yes) are metered; 2 (no), 4 (guess no) and 0 (unknown) are not."""
     monitor = await make_monitor(bus_address=dbus_mocks.address)
     for value, metered in ((1, True), (2, False), (3, True), (4, False), (1, True), (0, False)):

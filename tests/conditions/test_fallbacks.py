@@ -98,10 +98,14 @@ def _iface(sysfs: Path, name: str, flags: str = "0x1003", operstate: str = "up",
 
 V4_DEFAULT = "eth0\t00000000\t0102000A\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
 V4_LAN = "eth0\t0002000A\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n"
-V6_DEFAULT = ("00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
-              "fd000000000000000000000000000001 00000400 00000001 00000000 00000003 wlan0\n")
-V6_REJECT = ("00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
-             "00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n")
+V6_DEFAULT = (
+    "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+    "fd000000000000000000000000000001 00000400 00000001 00000000 00000003 wlan0\n"
+)
+V6_REJECT = (
+    "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+    "00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n"
+)
 
 
 def test_default_routes_are_read_from_both_tables(tmp_path: Path) -> None:
@@ -120,7 +124,12 @@ def test_interface_must_be_up_with_a_carrier(sysfs: Path) -> None:
     _iface(sysfs, "eth2", "0x1002")
     net = sysfs / "class" / "net"
     assert [is_interface_up(net, i) for i in ("eth0", "tun0", "eth1", "eth2", "nope")] == [
-        True, True, False, False, False]
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_metered_guess_from_interface_name_or_driver(sysfs: Path) -> None:
@@ -129,8 +138,7 @@ def test_metered_guess_from_interface_name_or_driver(sysfs: Path) -> None:
     _iface(sysfs, "enx001122", driver="cdc_ether")
     _iface(sysfs, "eth0")
     net = sysfs / "class" / "net"
-    assert [is_metered_interface(net, i) for i in ("wwan0", "ppp0", "enx001122", "eth0")] == [
-        True, True, True, False]
+    assert [is_metered_interface(net, i) for i in ("wwan0", "ppp0", "enx001122", "eth0")] == [True, True, True, False]
 
 
 async def test_no_bus_at_all_falls_back_without_error(
@@ -139,8 +147,7 @@ async def test_no_bus_at_all_falls_back_without_error(
     """A bus address that answers nothing: sysfs power, route network, no sleep source, and start() returns."""
     supply(sysfs, "BAT0", type="Battery", status="Discharging", present="1", capacity="66")
     monitor = await make_monitor(bus_address=NO_BUS)
-    assert monitor.active_sources == {"power": "sysfs", "network": "route", "sleep": "none",
-                                      "thermal": "sysfs-thermal"}
+    assert monitor.active_sources == {"power": "sysfs", "network": "route", "sleep": "none", "thermal": "sysfs-thermal"}
     c = monitor.current
     assert (c.on_external_power, c.battery_percent, c.sleeping) == (False, 66.0, False)
     assert c.online is not None
@@ -163,16 +170,14 @@ async def test_forcing_macos_sources_on_linux_is_a_clear_error(make_monitor: Cal
 
 
 async def test_none_sources_publish_their_assumptions(make_monitor: Callable[..., Any]) -> None:
-    """"none" means: assume on AC, online and unmetered, never told of sleep."""
+    """ "none" means: assume on AC, online and unmetered, never told of sleep."""
     monitor = await make_monitor(power_source="none", network_source="none", sleep_source="none")
     c = monitor.current
     assert (c.on_external_power, c.online, c.metered, c.sleeping) == (True, True, False, False)
     assert monitor.active_sources["power"] == "none"
 
 
-async def test_sysfs_power_is_polled_at_the_configured_interval(
-    make_monitor: Callable[..., Any], sysfs: Path
-) -> None:
+async def test_sysfs_power_is_polled_at_the_configured_interval(make_monitor: Callable[..., Any], sysfs: Path) -> None:
     """Without UPower, unplugging (a sysfs change) is seen at the next poll."""
     adapter = supply(sysfs, "AC", type="Mains", online="1")
     supply(sysfs, "BAT0", type="Battery", status="Charging", present="1", capacity="90")

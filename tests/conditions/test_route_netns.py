@@ -68,8 +68,17 @@ def netns() -> Iterator[str]:
 async def child(netns: str, tmp_path: Any) -> AsyncIterator[asyncio.subprocess.Process]:
     """The monitor running inside the namespace."""
     proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", netns, sys.executable, "-c", CHILD, str(tmp_path),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        sys.executable,
+        "-c",
+        CHILD,
+        str(tmp_path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     yield proc
     if proc.returncode is None:

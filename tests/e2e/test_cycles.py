@@ -24,9 +24,10 @@ NM_DISCONNECTED, NM_CONNECTED_GLOBAL = 20, 70
 
 async def retrieve(h: Harness, checkpoint: int) -> list[np.ndarray]:
     url = f"{h.node.node.url}/model-centric/retrieve-model"
-    async with aiohttp.ClientSession() as session, session.get(
-        url, params={"name": h.name, "version": "1.0", "checkpoint": str(checkpoint)}
-    ) as answer:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, params={"name": h.name, "version": "1.0", "checkpoint": str(checkpoint)}) as answer,
+    ):
         assert answer.status == 200, await answer.text()
         return [_array(t) for t in wire.parse_state(await answer.read())]
 
@@ -62,8 +63,12 @@ def _cli(h: Harness, *args: str) -> str:
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "syftd", "--config", str(h.config_path), *args],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "syftd", "--config", str(h.config_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -85,8 +90,9 @@ async def test_unplugging_mid_training_expires_the_cycle_and_replugging_runs_the
         assert harness.node.reports_for(harness.name) == []
         await eventually(lambda: harness.trainers() == [], timeout=15)
 
-        harness.config_path.write_text(harness.config_path.read_text().replace("max_updates = 100000",
-                                                                                "max_updates = 3"))
+        harness.config_path.write_text(
+            harness.config_path.read_text().replace("max_updates = 100000", "max_updates = 3")
+        )
         daemon.signal(signal.SIGHUP)
         await daemon.wait_log("config.reloaded")
         mark = len(daemon.logs)
@@ -180,7 +186,8 @@ async def test_budget_spent_expires_with_reason_budget(harness: Harness) -> None
     """max_cycle_s elapses during training: expired with budget."""
     harness.host(max_updates=5)
     harness.write_config(job="max_updates = 100000").write_text(
-        harness.config_path.read_text().replace("max_cycle_s = 120", "max_cycle_s = 8"))
+        harness.config_path.read_text().replace("max_cycle_s = 120", "max_cycle_s = 8")
+    )
     daemon = await harness.start()
     finished = await daemon.wait_log("cycle.finished", timeout=60)
     assert (finished["outcome"], finished["reason"]) == ("expired", "budget"), finished
@@ -221,8 +228,10 @@ async def test_node_down_backs_off_with_growing_jittered_delays(harness: Harness
     """Connection refused: each failure waits a full-jitter delay under a doubling cap."""
     harness.host()
     harness.write_config(url="ws://127.0.0.1:9").write_text(
-        harness.config_path.read_text().replace("backoff_initial_s = 0.5",
-                                                "backoff_initial_s = 0.2\nbackoff_max_s = 1.6"))
+        harness.config_path.read_text().replace(
+            "backoff_initial_s = 0.5", "backoff_initial_s = 0.2\nbackoff_max_s = 1.6"
+        )
+    )
     daemon = await harness.start()
     after = 0
     for _ in range(6):
@@ -231,7 +240,7 @@ async def test_node_down_backs_off_with_growing_jittered_delays(harness: Harness
     failures = daemon.events("cycle.finished")[:6]
     starts = daemon.events("cycle.started")[:6]
     assert all(f["outcome"] == "failed" and f["reason"] == "unavailable" for f in failures), failures
-    caps = [min(1.6, 0.2 * 2 ** k) for k in range(5)]
+    caps = [min(1.6, 0.2 * 2**k) for k in range(5)]
     delays = [f["retry_in_s"] for f in failures[:5]]
     assert all(0 <= d <= c + 1e-9 for d, c in zip(delays, caps, strict=True)), (delays, caps)
     assert len(set(delays)) > 1, "full jitter gives different delays"
@@ -261,7 +270,8 @@ async def test_power_flapping_leaves_no_orphans_no_leaks_and_one_outcome_per_cyc
     no crash, no orphan process, no leaked descriptor, and every started cycle has exactly one outcome."""
     harness.host(max_updates=5)
     harness.write_config(job="max_updates = 100000").write_text(
-        harness.config_path.read_text().replace("interval_s = 3600", "interval_s = 0"))
+        harness.config_path.read_text().replace("interval_s = 3600", "interval_s = 0")
+    )
     daemon = await harness.start()
     fds_before = len(os.listdir(f"/proc/{daemon.pid}/fd"))
     rng = random.Random(7)

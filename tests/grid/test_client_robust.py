@@ -138,8 +138,12 @@ def stub() -> Iterator[ThreadedStub]:
 
 async def _exercise(port: int, transport: str) -> list[object]:
     grid = GridConfig(
-        url=f"http://127.0.0.1:{port}", model="mnist", version="1.0", transport=transport,  # type: ignore[arg-type]
-        timeout_s=2.0, max_download_mb=0.05,
+        url=f"http://127.0.0.1:{port}",
+        model="mnist",
+        version="1.0",
+        transport=transport,  # type: ignore[arg-type]
+        timeout_s=2.0,
+        max_download_mb=0.05,
     )
     outcomes: list[object] = []
     async with GridClient(grid) as client:

@@ -86,16 +86,21 @@ async def test_full_worker_cycle_over_ws_per_revision_with_request_id_rules(revi
     async with running_node(revision) as node, RawWorker(node.url, "ws") as worker:
         node.host("mnist", "1.0", model, plans, client, server)
         auth = await worker.ws_send(
-            {"type": "model-centric/authenticate", "data": {"model_name": "mnist", "model_version": "1.0"},
-             "request_id": "r-auth"}
+            {
+                "type": "model-centric/authenticate",
+                "data": {"model_name": "mnist", "model_version": "1.0"},
+                "request_id": "r-auth",
+            }
         )
         assert auth["data"]["status"] == "success"
         assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", auth["data"]["worker_id"])
         assert auth["data"]["requires_speed_test"] is False
         assert ("request_id" in auth) is (revision == "pg-dev")
         worker.worker_id = auth["data"]["worker_id"]
-        request = {"type": "model-centric/cycle-request",
-                   "data": {"worker_id": worker.worker_id, "model": "mnist", "version": "1.0"}}
+        request = {
+            "type": "model-centric/cycle-request",
+            "data": {"worker_id": worker.worker_id, "model": "mnist", "version": "1.0"},
+        }
         if revision == "0914":
             assert await worker.ws_send(request) == {"error": "'request_id'"}
         answer = await worker.ws_send({**request, "request_id": "r-cycle"})
@@ -110,9 +115,17 @@ async def test_full_worker_cycle_over_ws_per_revision_with_request_id_rules(revi
         status, plan = await worker.get_plan()
         assert status == 200 and wire.plan_torchscript(plan) == wire.plan_torchscript(plans["training_plan"])
         diff = diff_of(model)
-        report = await worker.ws_send({"type": "model-centric/report", "request_id": "r-report", "data": {
-            "worker_id": worker.worker_id, "request_key": cycle["request_key"],
-            "diff": base64.b64encode(diff).decode()}})
+        report = await worker.ws_send(
+            {
+                "type": "model-centric/report",
+                "request_id": "r-report",
+                "data": {
+                    "worker_id": worker.worker_id,
+                    "request_key": cycle["request_key"],
+                    "diff": base64.b64encode(diff).decode(),
+                },
+            }
+        )
         assert report["data"] == {"status": "success"}
         assert report.get("request_id") == (None if revision == "pg-master" else "r-report")
         await node.settled()
@@ -132,8 +145,9 @@ async def test_full_worker_cycle_over_http_with_flat_or_enveloped_bodies(revisio
         status, auth = await worker.op("authenticate", {"model_name": "mnist", "model_version": "1.0"})
         assert status == 200 and auth["status"] == "success"
         worker.worker_id = auth["worker_id"]
-        status, raw = await worker.op("cycle-request", {"worker_id": worker.worker_id, "model": "mnist",
-                                                        "version": "1.0"})
+        status, raw = await worker.op(
+            "cycle-request", {"worker_id": worker.worker_id, "model": "mnist", "version": "1.0"}
+        )
         if revision == "pg-dev":
             assert status == 200 and raw["type"] == "model-centric/cycle-request"
             cycle = raw["data"]
@@ -145,9 +159,14 @@ async def test_full_worker_cycle_over_http_with_flat_or_enveloped_bodies(revisio
         assert (await worker.get_model())[0] == 200
         assert (await worker.get_plan())[0] == 200
         diff = diff_of(model, 0.25)
-        status, raw = await worker.op("report", {"worker_id": worker.worker_id,
-                                                 "request_key": cycle["request_key"],
-                                                 "diff": base64.b64encode(diff).decode()})
+        status, raw = await worker.op(
+            "report",
+            {
+                "worker_id": worker.worker_id,
+                "request_key": cycle["request_key"],
+                "diff": base64.b64encode(diff).decode(),
+            },
+        )
         expected = {"status": "success"}
         assert raw == ({"type": "model-centric/report", "data": expected} if revision == "pg-dev" else expected)
         assert node.reports[0].transport == "http"
@@ -159,8 +178,9 @@ async def test_0914_http_cycle_request_and_report_fail_with_500_but_authenticate
     async with running_node("0914") as node, RawWorker(node.url, "http") as worker:
         node.host("mnist", "1.0", *small_process())
         assert (await worker.authenticate())["status"] == "success"
-        assert await worker.op("cycle-request", {"worker_id": worker.worker_id, "model": "mnist",
-                                                 "version": "1.0"}) == (500, {"error": "'request_id'"})
+        assert await worker.op(
+            "cycle-request", {"worker_id": worker.worker_id, "model": "mnist", "version": "1.0"}
+        ) == (500, {"error": "'request_id'"})
         assert await worker.op("report", {"worker_id": worker.worker_id}) == (500, {"error": "'request_id'"})
 
 
@@ -180,8 +200,7 @@ async def test_second_request_in_the_same_cycle_is_rejected_with_a_timedelta_tim
 
 async def test_rejection_timeout_turns_negative_after_the_cycle_end_while_the_cycle_stays_open():
     async with running_node() as node, RawWorker(node.url) as worker:
-        node.host("mnist", "1.0", *small_process(server_config={"cycle_length": 0, "max_diffs": None,
-                                                                 "min_diffs": 5}))
+        node.host("mnist", "1.0", *small_process(server_config={"cycle_length": 0, "max_diffs": None, "min_diffs": 5}))
         await worker.authenticate()
         assert (await worker.cycle_request())["status"] == "accepted"
         again = await worker.cycle_request()
@@ -214,8 +233,14 @@ async def test_finished_process_rejects_without_timeout_and_downloads_say_cycle_
 async def test_averaging_one_recorded_diff_gives_recorded_model_minus_diff():
     """min_diffs = max_diffs = 1 on the recorded 1.25 MB model and diff: retrieve-model == before − diff."""
     async with running_node() as node, RawWorker(node.url) as worker:
-        node.host("mnist", "1.0", RECORDED_MODEL, small_process()[1], {}, {"cycle_length": 60, "num_cycles": 5,
-                                                                         "min_diffs": 1, "max_diffs": 1})
+        node.host(
+            "mnist",
+            "1.0",
+            RECORDED_MODEL,
+            small_process()[1],
+            {},
+            {"cycle_length": 60, "num_cycles": 5, "min_diffs": 1, "max_diffs": 1},
+        )
         await worker.authenticate()
         await worker.cycle_request()
         assert await worker.report(RECORDED_DIFF) == {"status": "success"}
@@ -224,8 +249,9 @@ async def test_averaging_one_recorded_diff_gives_recorded_model_minus_diff():
         assert status == 200
         import numpy as np
 
-        for got, old, diff in zip(wire.parse_state(latest), wire.parse_state(RECORDED_MODEL),
-                                  wire.parse_state(RECORDED_DIFF), strict=True):
+        for got, old, diff in zip(
+            wire.parse_state(latest), wire.parse_state(RECORDED_MODEL), wire.parse_state(RECORDED_DIFF), strict=True
+        ):
             expected = np.frombuffer(old.data, "<f4") - np.frombuffer(diff.data, "<f4")
             np.testing.assert_allclose(np.frombuffer(got.data, "<f4"), expected, rtol=0, atol=1e-7)
 
@@ -330,8 +356,9 @@ async def test_speed_test_rules_and_endpoint():
         assert status == 200 and body.count(b"x") == 100_000 and body.startswith(b"--")
         assert b'name="sample"' in body and body.endswith(b"--\r\n")
         assert worker.session is not None
-        async with worker.session.post(f"{node.url}/model-centric/speed-test", params=query,
-                                       data=b"y" * 300_000) as response:
+        async with worker.session.post(
+            f"{node.url}/model-centric/speed-test", params=query, data=b"y" * 300_000
+        ) as response:
             assert (response.status, await response.json()) == (200, {})
         assert (await worker.get("speed-test", is_ping=1))[0] == 500
 
@@ -339,7 +366,9 @@ async def test_speed_test_rules_and_endpoint():
 async def test_websocket_routing_errors_ping_and_binary_frames():
     async with running_node() as node, RawWorker(node.url) as worker:
         assert await worker.ws_send({"type": "socket-ping", "data": {}, "request_id": "p"}) == {
-            "alive": "True", "request_id": "p"}
+            "alive": "True",
+            "request_id": "p",
+        }
         assert await worker.ws_send({"type": "get-protocol", "data": {}}) == {"error": "'get-protocol'"}
         assert "error" in await worker.ws_send("{not json")
         assert await worker.ws_send({"type": "model-centric/authenticate"}) == {"error": "'data'"}
@@ -372,8 +401,7 @@ async def test_an_older_route_prefix_serves_the_same_protocol_and_refuses_the_ne
 
 async def test_a_report_after_the_end_time_completes_the_cycle_below_max_diffs():
     """Ready = min_diffs reached AND (max_diffs reached OR now >= end); no timer, the report triggers it."""
-    model, plans, client, server = small_process(server_config={"cycle_length": 0, "min_diffs": 1,
-                                                                 "max_diffs": 10})
+    model, plans, client, server = small_process(server_config={"cycle_length": 0, "min_diffs": 1, "max_diffs": 10})
     async with running_node() as node, RawWorker(node.url) as worker:
         node.host("mnist", "1.0", model, plans, client, server)
         await worker.authenticate()
@@ -396,7 +424,8 @@ async def test_late_report_after_the_cycle_closed_is_accepted_and_discarded():
         await node.settled()
         assert node.checkpoint_number("mnist") == 1
         assert await worker.report(diff_of(model), request_key="f" * 64) == {
-            "error": "ProcessLookupError: no worker cycle for this worker_id and request_key"}
+            "error": "ProcessLookupError: no worker cycle for this worker_id and request_key"
+        }
 
 
 def _hs256(payload: dict[str, object], secret: str = SECRET) -> str:
@@ -422,8 +451,11 @@ async def test_jwt_hs256_secret(transport):
 
 async def test_jwt_rs256_public_key_accepts_the_matching_private_key_only():
     key, other = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
-    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     auth = {"authentication": {"type": "jwt", "pub_key": pem}}
     async with running_node() as node, RawWorker(node.url) as worker:
         node.host("mnist", "1.0", *small_process(server_config=auth))

@@ -163,8 +163,15 @@ async def test_serve_as_a_child_process_hosts_over_ws_runs_a_cycle_and_exits_0_o
 async def test_serve_refuses_a_port_in_use_with_a_clear_message_and_status_1():
     async with running_node() as node:
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "syftd", "grid", "serve", "--port", str(node.port),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "syftd",
+            "grid",
+            "serve",
+            "--port",
+            str(node.port),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         _out, err = await asyncio.wait_for(child.communicate(), 60)
     assert child.returncode == 1

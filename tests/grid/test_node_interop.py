@@ -15,8 +15,7 @@ SECRET = "a-test-secret-that-is-32-bytes-long!"
 
 
 def grid(url: str, transport: str) -> GridConfig:
-    return GridConfig(url=url, model="mnist", version="1.0", transport=transport, timeout_s=10.0,
-                      speed_test_max_mb=0.2)
+    return GridConfig(url=url, model="mnist", version="1.0", transport=transport, timeout_s=10.0, speed_test_max_mb=0.2)
 
 
 def diff_like(model: bytes) -> bytes:

@@ -32,9 +32,7 @@ def plan(process):
 
 
 def params_of(model: bytes) -> list[torch.Tensor]:
-    return [
-        torch.frombuffer(bytearray(t.data), dtype=torch.float32).reshape(t.shape) for t in wire.parse_state(model)
-    ]
+    return [torch.frombuffer(bytearray(t.data), dtype=torch.float32).reshape(t.shape) for t in wire.parse_state(model)]
 
 
 def recorded(name: str) -> torch.Tensor:
@@ -80,8 +78,12 @@ def test_one_step_gives_the_recorded_plans_numbers_on_the_recorded_inputs(plan):
 
 @pytest.mark.parametrize(
     ("batch_size", "lr"),
-    [(torch.tensor(64), torch.tensor(0.005)), (torch.tensor([64]), torch.tensor([0.005])),
-     (torch.tensor([64], dtype=torch.int32), torch.tensor([0.005])), (torch.tensor([64.0]), torch.tensor(0.005))],
+    [
+        (torch.tensor(64), torch.tensor(0.005)),
+        (torch.tensor([64]), torch.tensor([0.005])),
+        (torch.tensor([64], dtype=torch.int32), torch.tensor([0.005])),
+        (torch.tensor([64.0]), torch.tensor(0.005)),
+    ],
 )
 def test_step_accepts_each_clients_batch_size_and_lr_tensors(plan, process, batch_size, lr):
     params = params_of(process[0])
@@ -119,10 +121,12 @@ async def test_serve_host_mnist_child_serves_a_plan_a_worker_trains_with(process
             params = params_of(model)
             X, y = torch.rand(64, 784), torch.nn.functional.one_hot(torch.arange(64) % 10, 10)
             _loss, _acc, *trained = plan(X, y, torch.tensor(64), torch.tensor(0.05), params)
-            diff = wire.encode_state([
-                wire.Tensor("float32", tuple(p.shape), (p - t).contiguous().numpy().tobytes())
-                for p, t in zip(params, trained, strict=True)
-            ])
+            diff = wire.encode_state(
+                [
+                    wire.Tensor("float32", tuple(p.shape), (p - t).contiguous().numpy().tobytes())
+                    for p, t in zip(params, trained, strict=True)
+                ]
+            )
             wire.check_diff(diff, model)
             assert await worker.report(diff) == {"status": "success"}
             state = await proc.control.wait(checkpoint=2, timeout=30)

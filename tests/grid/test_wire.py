@@ -26,9 +26,7 @@ GOLDEN = FIXTURES / "golden-cycle"
 MODEL = GOLDEN / "012-http-GET-model-centric_get-model.response.bin"
 PLAN = GOLDEN / "013-http-GET-model-centric_get-plan.response.bin"
 DIFF = GOLDEN / "016-ws-model-centric_report.request.diff.base64-decoded.bin"
-CANONICAL_HEX = (
-    "0a091a02080132030a010212230a210a02080212190a030a01021207666c6f61743332b201080000803f000000bf4004"
-)
+CANONICAL_HEX = "0a091a02080132030a010212230a210a02080212190a030a01021207666c6f61743332b201080000803f000000bf4004"
 CANONICAL_B64 = "CgkaAggBMgMKAQISIwohCgIIAhIZCgMKAQISB2Zsb2F0MzKyAQgAAIA/AAAAv0AE"
 _NPY_DTYPES = {"<f4": "float32", "<f8": "float64", "<i8": "int64", "<i4": "int32"}
 

@@ -10,8 +10,17 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["LAUNCHD_DIR", "PREFIX", "REPO", "SYSTEMD_DIR", "SYSTEM_PYTHON", "cache_root", "copy_venv", "parse_unit",
-           "run_make"]
+__all__ = [
+    "LAUNCHD_DIR",
+    "PREFIX",
+    "REPO",
+    "SYSTEMD_DIR",
+    "SYSTEM_PYTHON",
+    "cache_root",
+    "copy_venv",
+    "parse_unit",
+    "run_make",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD_DIR = REPO / "systemd"
@@ -23,8 +32,13 @@ PREFIX = "/opt/syftd"
 def run_make(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
     """Run make in the repository; fails the test with make's output when it fails."""
     done = subprocess.run(
-        ["make", "--no-print-directory", "-s", *args], cwd=REPO, capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **(env or {})}, check=False,
+        ["make", "--no-print-directory", "-s", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
     )
     if done.returncode != 0:
         pytest.fail(f"make {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")

@@ -108,16 +108,28 @@ def main() -> None:
     record(
         "start_active_with_status",
         start.returncode == 0 and props.get("ActiveState") == "active" and bool(props.get("StatusText")),
-        rc=start.returncode, stderr=start.stderr, seconds=round(time.monotonic() - started, 3), **props,
+        rc=start.returncode,
+        stderr=start.stderr,
+        seconds=round(time.monotonic() - started, 3),
+        **props,
     )
     syftd_uid = int(user.split(":")[2]) if user else -1
     record(
-        "runs_unprivileged_idle", uid == syftd_uid and policy == os.SCHED_IDLE and nice == 19,
-        uid=uid, syftd_uid=syftd_uid, policy=policy, nice=nice,
+        "runs_unprivileged_idle",
+        uid == syftd_uid and policy == os.SCHED_IDLE and nice == 19,
+        uid=uid,
+        syftd_uid=syftd_uid,
+        policy=policy,
+        nice=nice,
     )
     status_cli = sh(SYFTD, "status", "--runtime-dir", "/run/syftd")
-    record("cli_status", status_cli.returncode == 0, rc=status_cli.returncode, stdout=status_cli.stdout,
-           stderr=status_cli.stderr)
+    record(
+        "cli_status",
+        status_cli.returncode == 0,
+        rc=status_cli.returncode,
+        stdout=status_cli.stdout,
+        stderr=status_cli.stderr,
+    )
     record("systemctl_status", True, stdout=sh("systemctl", "status", "--no-pager", "--lines=8", UNIT).stdout)
 
     environ = {}
@@ -129,15 +141,22 @@ def main() -> None:
     cred_ok = cred is not None and cred.exists() and cred.read_text().strip() == secret
     mode = oct(cred.stat().st_mode & 0o777) if cred is not None and cred.exists() else None
     owner = cred.stat().st_uid if cred is not None and cred.exists() else None
-    record("token_via_load_credential", cred_ok and mode == "0o400" and owner == syftd_uid,
-           credentials_directory=cred_dir, mode=mode, owner=owner)
+    record(
+        "token_via_load_credential",
+        cred_ok and mode == "0o400" and owner == syftd_uid,
+        credentials_directory=cred_dir,
+        mode=mode,
+        owner=owner,
+    )
 
     mark = len(journal())
     reload = sh("systemctl", "reload", UNIT, timeout=30)
     record(
         "reload_succeeds",
         reload.returncode == 0 and journal_has("config.reloaded", 5, mark) and active_pid() == str(pid),
-        rc=reload.returncode, stderr=reload.stderr, **show("ActiveState", "StatusText", "MainPID"),
+        rc=reload.returncode,
+        stderr=reload.stderr,
+        **show("ActiveState", "StatusText", "MainPID"),
     )
 
     mark = len(journal())
@@ -145,8 +164,13 @@ def main() -> None:
     bad_reload = sh("systemctl", "reload", UNIT, timeout=30)
     logged = journal_has("config.reload_failed", 5, mark)
     props = show("ActiveState", "StatusText", "MainPID")
-    record("broken_reload_keeps_running", logged and active_pid() == str(pid),
-           rc=bad_reload.returncode, logged=logged, **props)
+    record(
+        "broken_reload_keeps_running",
+        logged and active_pid() == str(pid),
+        rc=bad_reload.returncode,
+        logged=logged,
+        **props,
+    )
     put_config("good.toml")
     sh("systemctl", "reload", UNIT, timeout=30)
 
@@ -156,15 +180,28 @@ def main() -> None:
     record("usr1_logs_job_triggered", kill.returncode == 0 and triggered, rc=kill.returncode)
     job = PARAMS["job"]
     why: subprocess.CompletedProcess[str] = wait_for(
-        lambda: (r := sh(SYFTD, "why", job, "--runtime-dir", "/run/syftd")).returncode == 0
-        and "network" in r.stdout.lower() and r, 5, interval=0.2,
+        lambda: (
+            (r := sh(SYFTD, "why", job, "--runtime-dir", "/run/syftd")).returncode == 0
+            and "network" in r.stdout.lower()
+            and r
+        ),
+        5,
+        interval=0.2,
     ) or sh(SYFTD, "why", job, "--runtime-dir", "/run/syftd")
-    record("why_names_unmet_constraint", why.returncode == 0 and "network" in why.stdout.lower(),
-           rc=why.returncode, stdout=why.stdout, stderr=why.stderr)
+    record(
+        "why_names_unmet_constraint",
+        why.returncode == 0 and "network" in why.stdout.lower(),
+        rc=why.returncode,
+        stdout=why.stdout,
+        stderr=why.stderr,
+    )
     loaded = journal_has("grid.token_loaded", 5)
     record("token_loaded_logged", loaded)
-    record("journalctl_excerpt", True,
-           stdout=sh("journalctl", "-u", UNIT, "-b", "--no-pager", "-n", "12", "-o", "short").stdout)
+    record(
+        "journalctl_excerpt",
+        True,
+        stdout=sh("journalctl", "-u", UNIT, "-b", "--no-pager", "-n", "12", "-o", "short").stdout,
+    )
 
     set_dropin("watchdog", "[Service]\nWatchdogSec=3s\n")
     restart = sh("systemctl", "restart", UNIT, timeout=60)
@@ -176,14 +213,17 @@ def main() -> None:
     sh("systemctl", "kill", "-s", "SIGSTOP", UNIT)
     restarted = wait_for(
         lambda: int(show("NRestarts").get("NRestarts", "0")) == before + 1 and active_pid() not in (None, wd_pid),
-        20.0, interval=0.1,
+        20.0,
+        interval=0.1,
     )
     props = show("NRestarts", "ActiveState", "MainPID", "WatchdogUSec")
     record(
         "watchdog_restarts_stopped_daemon",
         restart.returncode == 0 and survived and bool(restarted) and "atchdog timeout" in journal()[mark:],
-        pinged_for_4s=survived, seconds_to_restart=round(time.monotonic() - stopped_at, 2),
-        nrestarts_before=before, **props,
+        pinged_for_4s=survived,
+        seconds_to_restart=round(time.monotonic() - stopped_at, 2),
+        nrestarts_before=before,
+        **props,
     )
     set_dropin("watchdog", None)
     sh("systemctl", "restart", UNIT, timeout=60)
@@ -195,9 +235,14 @@ def main() -> None:
     props = show("ActiveState", "Result", "ExecMainStatus", "ExecMainCode")
     record(
         "stop_within_timeout",
-        stop.returncode == 0 and props.get("ActiveState") == "inactive" and props.get("Result") == "success"
+        stop.returncode == 0
+        and props.get("ActiveState") == "inactive"
+        and props.get("Result") == "success"
         and seconds < grace + 10,
-        rc=stop.returncode, seconds=round(seconds, 3), limit=grace + 10, **props,
+        rc=stop.returncode,
+        seconds=round(seconds, 3),
+        limit=grace + 10,
+        **props,
         stopped_logged="daemon.stopped" in journal()[mark:],
     )
 
@@ -210,9 +255,14 @@ def main() -> None:
     props = show("ActiveState", "Result", "ExecMainStatus", "NRestarts")
     record(
         "config_error_fails_78_no_restart",
-        bad_start.returncode != 0 and bool(failed) and not looped and props.get("ExecMainStatus") == "78"
+        bad_start.returncode != 0
+        and bool(failed)
+        and not looped
+        and props.get("ExecMainStatus") == "78"
         and props.get("ActiveState") == "failed",
-        rc=bad_start.returncode, nrestarts_before=before, **props,
+        rc=bad_start.returncode,
+        nrestarts_before=before,
+        **props,
     )
     sh("systemctl", "reset-failed", UNIT)
 

@@ -32,8 +32,14 @@ path = "{data}"
 
 
 def _load(**paths: str) -> config_mod.Config:
-    values = {"state": "/var/lib/syftd", "runtime": "/run/syftd", "token": "/etc/syftd/token",
-              "ca": "/etc/syftd/ca.pem", "data": "/srv/mnist", **paths}
+    values = {
+        "state": "/var/lib/syftd",
+        "runtime": "/run/syftd",
+        "token": "/etc/syftd/token",
+        "ca": "/etc/syftd/ca.pem",
+        "data": "/srv/mnist",
+        **paths,
+    }
     return config_mod.loads(TEMPLATE.format(**values))
 
 
@@ -42,8 +48,10 @@ def test_every_path_key_expands_braced_and_bare_variables(monkeypatch: pytest.Mo
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/syftd.service")
     monkeypatch.setenv("SYFTD_TEST_HOME", "/home/ada")
     config = _load(
-        state="${SYFTD_TEST_HOME}/.local/state/syftd", runtime="$SYFTD_TEST_HOME/run",
-        token="${CREDENTIALS_DIRECTORY}/token", ca="${CREDENTIALS_DIRECTORY}/ca.pem",
+        state="${SYFTD_TEST_HOME}/.local/state/syftd",
+        runtime="$SYFTD_TEST_HOME/run",
+        token="${CREDENTIALS_DIRECTORY}/token",
+        ca="${CREDENTIALS_DIRECTORY}/ca.pem",
         data="$SYFTD_TEST_HOME/mnist",
     )
     job = config.job[0]

@@ -33,7 +33,10 @@ def test_staged_venv_is_relocated_to_prefix(staged_install: Path) -> None:
             assert str(staged_install) not in path.read_text(errors="replace"), path
     probe = subprocess.run(
         [_venv_python(staged_install), "-c", "import importlib.util as u, syftd; print(u.find_spec('torch'))"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert probe.stdout.strip() == "None", probe.stderr
 
@@ -67,7 +70,10 @@ def test_check_config_of_the_installed_config(staged_install: Path) -> None:
     conf = staged_install / "etc/syftd"
     done = subprocess.run(
         [_venv_python(staged_install), "-m", "syftd", "check-config", str(conf / "syftd.toml")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={**os.environ, "CREDENTIALS_DIRECTORY": str(conf)},
     )
     assert done.returncode == 0, done.stderr
@@ -120,8 +126,12 @@ def test_install_systemd_user(staged_install: Path, tmp_path: Path, monkeypatch:
     copy_venv(staged_install, tmp_path / "stage")
     venv.parent.mkdir(parents=True)
     (tmp_path / "stage" / PREFIX.lstrip("/")).rename(venv)
-    run_make("install-systemd-user", f"HOME={home}", f"SERVICE_PYTHON={SYSTEM_PYTHON}",
-             env={"HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path / "no-user-manager")})
+    run_make(
+        "install-systemd-user",
+        f"HOME={home}",
+        f"SERVICE_PYTHON={SYSTEM_PYTHON}",
+        env={"HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path / "no-user-manager")},
+    )
     unit = home / ".config/systemd/user/syftd.service"
     assert "ExecStart=%h/.local/share/syftd/venv/bin/syftd" in unit.read_text()
     monkeypatch.setenv("HOME", str(home))

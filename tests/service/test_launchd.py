@@ -18,11 +18,24 @@ AGENT = LAUNCHD_DIR / "org.openmined.syftd.agent.plist"
 
 # launchd.plist(5): key -> accepted Python types after plistlib.loads
 SCHEMA: dict[str, tuple[type, ...]] = {
-    "Label": (str,), "ProgramArguments": (list,), "RunAtLoad": (bool,), "KeepAlive": (bool, dict),
-    "ProcessType": (str,), "LowPriorityIO": (bool,), "LowPriorityBackgroundIO": (bool,), "Nice": (int,),
-    "ThrottleInterval": (int,), "ExitTimeOut": (int,), "Umask": (int,), "EnvironmentVariables": (dict,),
-    "StandardOutPath": (str,), "StandardErrorPath": (str,), "WorkingDirectory": (str,),
-    "UserName": (str,), "GroupName": (str,), "AbandonProcessGroup": (bool,),
+    "Label": (str,),
+    "ProgramArguments": (list,),
+    "RunAtLoad": (bool,),
+    "KeepAlive": (bool, dict),
+    "ProcessType": (str,),
+    "LowPriorityIO": (bool,),
+    "LowPriorityBackgroundIO": (bool,),
+    "Nice": (int,),
+    "ThrottleInterval": (int,),
+    "ExitTimeOut": (int,),
+    "Umask": (int,),
+    "EnvironmentVariables": (dict,),
+    "StandardOutPath": (str,),
+    "StandardErrorPath": (str,),
+    "WorkingDirectory": (str,),
+    "UserName": (str,),
+    "GroupName": (str,),
+    "AbandonProcessGroup": (bool,),
 }
 KEEPALIVE_KEYS = {"SuccessfulExit", "Crashed", "PathState", "OtherJobEnabled", "AfterInitialDemand"}
 PROCESS_TYPES = {"Background", "Standard", "Adaptive", "Interactive"}
@@ -46,8 +59,11 @@ def schema_problems(job: dict[str, Any]) -> list[str]:
     keepalive = job.get("KeepAlive")
     if isinstance(keepalive, dict):
         problems += [f"KeepAlive.{k}: unknown condition" for k in keepalive if k not in KEEPALIVE_KEYS]
-        problems += [f"KeepAlive.{k}: must be a boolean" for k, v in keepalive.items()
-                     if k in ("SuccessfulExit", "Crashed") and not isinstance(v, bool)]
+        problems += [
+            f"KeepAlive.{k}: must be a boolean"
+            for k, v in keepalive.items()
+            if k in ("SuccessfulExit", "Crashed") and not isinstance(v, bool)
+        ]
     if "ProcessType" in job and job["ProcessType"] not in PROCESS_TYPES:
         problems.append(f"ProcessType: one of {sorted(PROCESS_TYPES)}")
     if isinstance(job.get("Nice"), int) and not -20 <= job["Nice"] <= 20:
@@ -85,8 +101,14 @@ def test_schema(job: dict[str, Any]) -> None:
 
 def test_schema_check_catches_mistakes() -> None:
     """The check is not vacuous: the mistakes it exists for are reported."""
-    bad = {**_load(DAEMON), "ProgramArguments": "/opt/syftd/bin/syftd run", "Nice": "19",
-           "KeepAlive": {"NetworkStat": True}, "ExitTimeOut": 0, "NetworkState": True}
+    bad = {
+        **_load(DAEMON),
+        "ProgramArguments": "/opt/syftd/bin/syftd run",
+        "Nice": "19",
+        "KeepAlive": {"NetworkStat": True},
+        "ExitTimeOut": 0,
+        "NetworkState": True,
+    }
     problems = "\n".join(schema_problems(bad))
     for key in ("ProgramArguments", "Nice", "KeepAlive.NetworkStat", "ExitTimeOut", "NetworkState"):
         assert key in problems
@@ -114,8 +136,10 @@ def test_background_priority(job: dict[str, Any]) -> None:
 
 def test_exit_timeout_covers_the_grace(job: dict[str, Any]) -> None:
     """ExitTimeOut >= shutdown_grace_s + 10 (default and example config), equal to systemd's TimeoutStopSec."""
-    grace = max(config_mod.DaemonConfig().shutdown_grace_s,
-                config_mod.load(REPO / "config" / "syftd.toml").daemon.shutdown_grace_s)
+    grace = max(
+        config_mod.DaemonConfig().shutdown_grace_s,
+        config_mod.load(REPO / "config" / "syftd.toml").daemon.shutdown_grace_s,
+    )
     assert job["ExitTimeOut"] >= grace + 10
     stop = parse_unit((SYSTEMD_DIR / "syftd.service").read_text())["Service"]["TimeoutStopSec"][0]
     assert f"{job['ExitTimeOut']}s" == stop

@@ -132,8 +132,15 @@ def container(staged_install: Path, tmp_path_factory: pytest.TempPathFactory) ->
         ("--bind-ro", "/dev/null", "/etc/systemd/system/systemd-networkd-wait-online.service"),
     ]
     nspawn = [
-        "systemd-nspawn", "-D", "/", "--volatile=yes", "-b", "--register=no", "--keep-unit",
-        "--private-network", f"--machine=syftd-test-{os.getpid()}",
+        "systemd-nspawn",
+        "-D",
+        "/",
+        "--volatile=yes",
+        "-b",
+        "--register=no",
+        "--keep-unit",
+        "--private-network",
+        f"--machine=syftd-test-{os.getpid()}",
         *(f"{flag}={source}:{target}" for flag, source, target in binds),
         "systemd.unit=syftd-test.service",
     ]
@@ -141,7 +148,10 @@ def container(staged_install: Path, tmp_path_factory: pytest.TempPathFactory) ->
     started = time.monotonic()
     proc = subprocess.Popen(
         ["script", "-qec", subprocess.list2cmdline(nspawn), str(console)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         proc.wait(timeout=BOOT_TIMEOUT_S)

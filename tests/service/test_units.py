@@ -80,8 +80,10 @@ def test_system_unit_exposure_at_most_1_5(tmp_path: Path) -> None:
     match = re.search(r"Overall exposure level for syftd\.service: ([\d.]+) (\w+)", done.stdout)
     assert match, done.stdout[-2000:] + done.stderr
     score = float(match.group(1))
-    print(f"\nsystemd-analyze security --offline=true syftd.service: {score} {match.group(2)} "
-          f"(limit {EXPOSURE_LIMIT}; unhardened baseline 9.6)")
+    print(
+        f"\nsystemd-analyze security --offline=true syftd.service: {score} {match.group(2)} "
+        f"(limit {EXPOSURE_LIMIT}; unhardened baseline 9.6)"
+    )
     assert score <= EXPOSURE_LIMIT
 
 
@@ -163,7 +165,10 @@ def test_sysusers_creates_the_service_user(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
     done = subprocess.run(
         [sysusers, f"--root={tmp_path}", str(SYSTEMD_DIR / "syftd.sysusers")],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     passwd = (tmp_path / "etc" / "passwd").read_text()

@@ -105,8 +105,16 @@ class DaemonProcess:
             child_env["NOTIFY_SOCKET"] = str(notify.path)
         child_env.update(env or {})
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "syftd", "--config", str(config), *args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=child_env, cwd=PROJECT,
+            sys.executable,
+            "-m",
+            "syftd",
+            "--config",
+            str(config),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=child_env,
+            cwd=PROJECT,
         )
         daemon = cls(proc)
         daemon._reader = asyncio.create_task(daemon._read())
@@ -133,9 +141,7 @@ class DaemonProcess:
         """Every log line with ``event == name``."""
         return [entry for entry in self.logs if entry.get("event") == name]
 
-    async def wait_log(
-        self, event: str, *, timeout: float = 10, after: int = 0, **match: Any
-    ) -> dict[str, Any]:
+    async def wait_log(self, event: str, *, timeout: float = 10, after: int = 0, **match: Any) -> dict[str, Any]:
         """The first log line (index >= ``after``) with this event and these key values."""
         deadline = time.monotonic() + timeout
         while True:
@@ -183,8 +189,8 @@ def write_config(path: Path, state: Path, *, jobs: str = "", daemon_extra: str =
     path.write_text(
         f"""
 [daemon]
-state_dir = "{state / 'state'}"
-runtime_dir = "{state / 'run'}"
+state_dir = "{state / "state"}"
+runtime_dir = "{state / "run"}"
 log_format = "json"
 log_level = "debug"
 {daemon_extra}

@@ -112,12 +112,25 @@ async def _await_owner(bus: MessageBus, name: str, present: bool, proc: subproce
 
     bus.add_message_handler(handler)
     try:
-        await _call(bus, destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                    interface="org.freedesktop.DBus", member="AddMatch", signature="s",
-                    body=[f"type='signal',member='NameOwnerChanged',arg0='{name}'"])
-        reply = await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                                       interface="org.freedesktop.DBus", member="NameHasOwner",
-                                       signature="s", body=[name]))
+        await _call(
+            bus,
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="AddMatch",
+            signature="s",
+            body=[f"type='signal',member='NameOwnerChanged',arg0='{name}'"],
+        )
+        reply = await bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="NameHasOwner",
+                signature="s",
+                body=[name],
+            )
+        )
         if bool(reply.body[0]) == present:
             return
         deadline = loop.time() + START_TIMEOUT_S
@@ -146,7 +159,8 @@ class PrivateSystemBus:
         config.write_text(_BUS_CONFIG.format(socket=self.directory / "system_bus_socket"))
         self._proc = subprocess.Popen(
             ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline().decode().strip()
@@ -228,7 +242,9 @@ class DBusMocks:
         # Popen, not asyncio's: the mock outlives this loop (the session fixture runs on its own thread's loop)
         proc = subprocess.Popen(  # noqa: ASYNC220
             [SYSTEM_PYTHON, "-m", "dbusmock", "--system", "--template", template],
-            env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.procs[template] = proc
         await _await_owner(bus, MOCK_NAMES[template], True, proc)
@@ -253,12 +269,23 @@ class MockControl:
         """Baseline: on AC, battery 80 % present, NM connected global + full + unmetered, not idle."""
         await self.set_on_battery(False)
         await self.set_battery(80.0, present=True)
-        await self._ensure("networkmanager", _PATHS["networkmanager"], _IFACES["networkmanager"],
-                           {"Metered": Variant("u", 4), "ConnectivityCheckEnabled": Variant("b", True),
-                            "State": Variant("u", 70), "Connectivity": Variant("u", 4)})
-        await self._ensure("logind", _PATHS["logind"], _IFACES["logind"],
-                           {"InhibitDelayMaxUSec": Variant("t", TEST_INHIBIT_DELAY_USEC),
-                            "IdleHint": Variant("b", False)})
+        await self._ensure(
+            "networkmanager",
+            _PATHS["networkmanager"],
+            _IFACES["networkmanager"],
+            {
+                "Metered": Variant("u", 4),
+                "ConnectivityCheckEnabled": Variant("b", True),
+                "State": Variant("u", 70),
+                "Connectivity": Variant("u", 4),
+            },
+        )
+        await self._ensure(
+            "logind",
+            _PATHS["logind"],
+            _IFACES["logind"],
+            {"InhibitDelayMaxUSec": Variant("t", TEST_INHIBIT_DELAY_USEC), "IdleHint": Variant("b", False)},
+        )
 
     async def set_on_battery(self, on_battery: bool) -> None:
         """UPower ``OnBattery`` (emits PropertiesChanged)."""
@@ -281,29 +308,61 @@ class MockControl:
 
     async def prepare_for_sleep(self, start: bool) -> None:
         """Emit logind's ``PrepareForSleep(start)``."""
-        await _call(self.bus, destination=MOCK_NAMES["logind"], path=_PATHS["logind"], interface=MOCK_IFACE,
-                    member="EmitSignal", signature="sssav",
-                    body=[_IFACES["logind"], "PrepareForSleep", "b", [Variant("b", start)]])
+        await _call(
+            self.bus,
+            destination=MOCK_NAMES["logind"],
+            path=_PATHS["logind"],
+            interface=MOCK_IFACE,
+            member="EmitSignal",
+            signature="sssav",
+            body=[_IFACES["logind"], "PrepareForSleep", "b", [Variant("b", start)]],
+        )
 
     async def list_inhibitors(self) -> list[tuple[str, str, str, str, int, int]]:
         """logind's ``ListInhibitors()``: (what, who, why, mode, uid, pid)."""
-        reply = await _call(self.bus, destination=MOCK_NAMES["logind"], path=_PATHS["logind"],
-                            interface=_IFACES["logind"], member="ListInhibitors")
+        reply = await _call(
+            self.bus,
+            destination=MOCK_NAMES["logind"],
+            path=_PATHS["logind"],
+            interface=_IFACES["logind"],
+            member="ListInhibitors",
+        )
         return [tuple(row) for row in reply.body[0]]
 
     async def _set(self, template: str, path: str, iface: str, name: str, value: Variant) -> None:
-        await _call(self.bus, destination=MOCK_NAMES[template], path=path, interface=PROPS, member="Set",
-                    signature="ssv", body=[iface, name, value])
+        await _call(
+            self.bus,
+            destination=MOCK_NAMES[template],
+            path=path,
+            interface=PROPS,
+            member="Set",
+            signature="ssv",
+            body=[iface, name, value],
+        )
 
     async def _ensure(self, template: str, path: str, iface: str, props: dict[str, Variant]) -> None:
-        reply = await _call(self.bus, destination=MOCK_NAMES[template], path=path, interface=PROPS,
-                            member="GetAll", signature="s", body=[iface])
+        reply = await _call(
+            self.bus,
+            destination=MOCK_NAMES[template],
+            path=path,
+            interface=PROPS,
+            member="GetAll",
+            signature="s",
+            body=[iface],
+        )
         for name, value in props.items():
             if name in reply.body[0]:
                 await self._set(template, path, iface, name, value)
             else:
-                await _call(self.bus, destination=MOCK_NAMES[template], path=path, interface=MOCK_IFACE,
-                            member="AddProperty", signature="ssv", body=[iface, name, value])
+                await _call(
+                    self.bus,
+                    destination=MOCK_NAMES[template],
+                    path=path,
+                    interface=MOCK_IFACE,
+                    member="AddProperty",
+                    signature="ssv",
+                    body=[iface, name, value],
+                )
 
 
 class _Observable(Protocol):

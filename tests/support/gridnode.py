@@ -165,8 +165,15 @@ class NodeControl:
             TimeoutError: not reached within ``timeout`` (the message holds the node's snapshot).
         """
         status, body = await self._call(
-            "GET", "wait", http_timeout=timeout + 10, reports=reports, held=held, checkpoint=checkpoint,
-            name=name, version=version, timeout=timeout,
+            "GET",
+            "wait",
+            http_timeout=timeout + 10,
+            reports=reports,
+            held=held,
+            checkpoint=checkpoint,
+            name=name,
+            version=version,
+            timeout=timeout,
         )
         if status != 200:
             raise TimeoutError(f"node did not reach reports>={reports} held>={held} checkpoint>={checkpoint}: {body}")
@@ -209,9 +216,22 @@ class NodeProcess(ServiceContext):
             RuntimeError: the node exited or did not listen within ``timeout`` (with its output).
         """
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "syftd", "grid", "serve", "--host", "127.0.0.1", "--port", "0",
-            "--log-format", "json", *self.args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=self.env, cwd=_REPO,
+            sys.executable,
+            "-m",
+            "syftd",
+            "grid",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--log-format",
+            "json",
+            *self.args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=self.env,
+            cwd=_REPO,
         )
         listening = asyncio.get_running_loop().create_future()
         self._drain = asyncio.create_task(self._read_output(listening))
@@ -250,7 +270,6 @@ class NodeProcess(ServiceContext):
         if self._drain is not None:
             await self._drain
         return proc.returncode
-
 
 
 class RawWorker:
@@ -325,21 +344,33 @@ class RawWorker:
 
     async def get_model(self, **override: Any) -> tuple[int, bytes]:
         """get-model for the accepted cycle (override any query value)."""
-        query = {"worker_id": self.worker_id, "request_key": self.cycle.get("request_key"),
-                 "model_id": self.cycle.get("model_id"), **override}
+        query = {
+            "worker_id": self.worker_id,
+            "request_key": self.cycle.get("request_key"),
+            "model_id": self.cycle.get("model_id"),
+            **override,
+        }
         return await self.get("get-model", **query)
 
     async def get_plan(self, name: str = "training_plan", **override: Any) -> tuple[int, bytes]:
         """get-plan (torchscript) for the accepted cycle (override any query value)."""
-        query = {"worker_id": self.worker_id, "request_key": self.cycle.get("request_key"),
-                 "plan_id": self.cycle.get("plans", {}).get(name), "receive_operations_as": "torchscript",
-                 **override}
+        query = {
+            "worker_id": self.worker_id,
+            "request_key": self.cycle.get("request_key"),
+            "plan_id": self.cycle.get("plans", {}).get(name),
+            "receive_operations_as": "torchscript",
+            **override,
+        }
         return await self.get("get-plan", **query)
 
     async def report(self, diff: bytes, /, **override: Any) -> Any:
         """Report ``diff`` (standard base64) for the accepted cycle; returns the unwrapped answer."""
-        data = {"worker_id": self.worker_id, "request_key": self.cycle.get("request_key"),
-                "diff": base64.b64encode(diff).decode(), **override}
+        data = {
+            "worker_id": self.worker_id,
+            "request_key": self.cycle.get("request_key"),
+            "diff": base64.b64encode(diff).decode(),
+            **override,
+        }
         return _unwrap((await self.op("report", data))[1])
 
 

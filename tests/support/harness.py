@@ -52,8 +52,10 @@ class ThreadNode:
 
     def sync(self, fn: Callable[[], T], timeout: float = 30) -> T:
         """Run a plain method of the node on its loop and return the result (blocks briefly)."""
+
         async def wrapped() -> T:
             return fn()
+
         return self.run(wrapped()).result(timeout)
 
     async def acall(self, coro: Awaitable[T]) -> T:
@@ -106,8 +108,7 @@ class Harness:
     def host(self, *, max_updates: int = 5, batch_size: int = 16, lr: float = 0.05, **server: Any) -> str:
         """Host a fresh MNIST process under a unique name; returns the name."""
         self.name = f"mnist-{next(_names)}-{os.getpid()}"
-        client = {"name": self.name, "version": "1.0", "batch_size": batch_size, "lr": lr,
-                  "max_updates": max_updates}
+        client = {"name": self.name, "version": "1.0", "batch_size": batch_size, "lr": lr, "max_updates": max_updates}
         server_config = {"cycle_length": 600, "num_cycles": 0, "min_diffs": 1, "max_diffs": 1, **server}
         self.node.sync(lambda: self.node.node.host(self.name, "1.0", self.model, self.plans, client, server_config))
         return self.name
@@ -117,8 +118,8 @@ class Harness:
         self.config_path = self.base / "syftd.toml"
         self.config_path.write_text(f"""
 [daemon]
-state_dir = "{self.base / 'state'}"
-runtime_dir = "{self.base / 'run'}"
+state_dir = "{self.base / "state"}"
+runtime_dir = "{self.base / "run"}"
 log_format = "json"
 log_level = "debug"
 shutdown_grace_s = 4.0
@@ -194,8 +195,13 @@ idle_exit_s = 30
 
 
 @pytest.fixture
-async def harness(grid_node: ThreadNode, dbus_mocks: DBusMocks, mocks: MockControl, tmp_path: Path,
-                  mnist_bytes: tuple[bytes, dict[str, bytes]]) -> AsyncIterator[Harness]:
+async def harness(
+    grid_node: ThreadNode,
+    dbus_mocks: DBusMocks,
+    mocks: MockControl,
+    tmp_path: Path,
+    mnist_bytes: tuple[bytes, dict[str, bytes]],
+) -> AsyncIterator[Harness]:
     h = Harness(grid_node, dbus_mocks, tmp_path, *mnist_bytes)
     try:
         yield h

@@ -25,5 +25,3 @@ def make_job(
         trainer=dataclasses.replace(TrainerConfig(idle_exit_s=30.0, progress_interval_s=0.0), **(trainer or {})),
         budget=BudgetConfig(expiry_grace_s=grace_s),
     )
-
-

@@ -156,9 +156,7 @@ async def test_the_flag_set_mid_training_stops_before_the_next_batch(
         job = make_job(data={"source": "python", "path": where, "callable": "gated_data:dataset"})
         steps, flag = _Steps(), new_flag()
         config = {**CLIENT_CONFIG, "batch_size": 4, "max_updates": 1000}
-        running = asyncio.ensure_future(
-            _train(pool, job, model, plan, flag, client_config=config, on_progress=steps)
-        )
+        running = asyncio.ensure_future(_train(pool, job, model, plan, flag, client_config=config, on_progress=steps))
         os.write(gate, b"x" * 12)
         await steps.reached(3)
         flag.expire(ExpiryReason.MANUAL)

@@ -14,7 +14,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from syftd import __version__, events
+from syftd import __version__, capability, events
 from syftd import config as config_mod
 from syftd.conditions.monitor import ConditionsMonitor
 from syftd.config import Config
@@ -58,12 +58,20 @@ class Daemon:
             log_format="json" if config.daemon.log_format == "auto" else config.daemon.log_format,
             log_level=config.daemon.log_level,
         )
+        self.metrics: Any = None  # syftd.metrics.Metrics when [daemon] metrics_listen is set
+        if config.daemon.metrics_listen is not None:
+            from syftd.metrics import Metrics  # imported only when on: no cost to the idle daemon
+
+            self.metrics = Metrics()
+        self.history = History(
+            config.daemon.state_dir, on_record=self.metrics.observe_cycle if self.metrics is not None else None
+        )
         self.jobs = JobManager(
             config,
             monitor=self.monitor,
             pool=self.pool,
             spool=Spool(config.daemon.state_dir),
-            history=History(config.daemon.state_dir),
+            history=self.history,
             identity=Identity(config.daemon.state_dir),
             client_factory=lambda job, token: GridClient(job.grid, token=token),
             status=self.notifier.status,
@@ -86,6 +94,8 @@ class Daemon:
                 started.append(service)
                 _log.debug(events.DAEMON_SERVICE_STARTED, service=service.name)
             self.notifier.ready(self.jobs.status_line())
+            if (cannot_train := capability.training_unavailable()) is not None:
+                _log.error(events.TRAINER_UNAVAILABLE, reason=cannot_train)
             _log.info(
                 events.DAEMON_READY,
                 version=__version__,
@@ -122,13 +132,20 @@ class Daemon:
             return None
 
         control = ControlServer(self.config.daemon.runtime_dir, self._handlers())
-        return [
+        services = [
             _Named("state_dir", ensure_state, nothing),
             _Named("conditions", self.monitor.start, self.monitor.stop),
             _Named("trainers", self.pool.start, self.pool.stop),
             _Named("jobs", self.jobs.start, self.jobs.stop),
             _Named("control", control.start, control.stop),
         ]
+        if self.metrics is not None and self.config.daemon.metrics_listen is not None:
+            from syftd.metrics import MetricsServer, status_gauges
+
+            self.metrics.add_collector(lambda: status_gauges(self.jobs.status(), self.monitor.current.as_dict()))
+            server = MetricsServer(self.config.daemon.metrics_listen, self.metrics)
+            services.append(_Named("metrics", server.start, server.stop))
+        return services
 
     def _stop_timeout(self) -> float:
         return self.config.daemon.shutdown_grace_s + _STOP_TIMEOUT_S
@@ -229,4 +246,35 @@ class Daemon:
             names = self.jobs.simulate(event, for_s, params.get("job"))
             return {"jobs": names, "message": f"simulating {event} for {', '.join(names) or 'no job'}"}
 
-        return {"status": status, "why": why, "trigger": trigger, "expire": expire, "simulate": simulate}
+        async def history(params: dict[str, Any]) -> Any:
+            names = [job.name for job in self.config.job]
+            if params.get("job"):
+                if params["job"] not in names:
+                    known = ", ".join(sorted(names)) or "none"
+                    raise LookupError(f"no job named {params['job']!r}; configured: {known}")
+                names = [str(params["job"])]
+            limit = _positive_int(params.get("limit"), "limit")
+            entries = [e for name in names for e in self.history.entries(name)[-(limit or self.history.limit) :]]
+            entries.sort(key=lambda e: e.get("time") or 0)
+            return {"jobs": names, "entries": entries}
+
+        return {
+            "status": status,
+            "why": why,
+            "trigger": trigger,
+            "expire": expire,
+            "simulate": simulate,
+            "history": history,
+        }
+
+
+def _positive_int(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if number < 1 or number != int(number):
+        raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+    return int(number)

@@ -95,7 +95,7 @@ def _check_earliest(value: str) -> str | None:
 def _check_listen(value: str) -> str | None:
     host, sep, port = value.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         return 'must look like "127.0.0.1:9464" or "[::1]:9464"'
     return None
 

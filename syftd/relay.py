@@ -45,22 +45,31 @@ class OutputParser:
 
     def __init__(self) -> None:
         self._traceback: list[str] = []
+        self._traceback_ended = False
         self._text: list[str] = []
 
     def feed(self, line: str) -> list[Emitted]:
         """The events complete after ``line`` (without its newline)."""
         out: list[Emitted] = []
         if self._traceback:
-            if line.startswith((" ", "\t")) or line.startswith(_CHAINED) or line in ("", _TRACEBACK):
+            if not self._traceback_ended:
                 self._traceback.append(line)
+                is_body = line.startswith((" ", "\t")) or line.startswith(_CHAINED) or line in ("", _TRACEBACK)
+                self._traceback_ended = not is_body  # the exception line ends a block; a chained one may follow
                 if len(self._traceback) >= _MAX_TRACEBACK_LINES:
                     out += self._end_traceback()
                 return out
-            self._traceback.append(line)  # the exception line closes it
-            return out + self._end_traceback()
+            if line == "" or line.startswith(_CHAINED):
+                self._traceback.append(line)
+                return out
+            if line == _TRACEBACK and any(ln.startswith(_CHAINED) for ln in self._traceback[-3:]):
+                self._traceback.append(line)
+                self._traceback_ended = False
+                return out
+            out += self._end_traceback()
         parsed = _json_event(line)
         if parsed is not None:
-            return [*self._end_text(), parsed]
+            return [*out, *self._end_text(), parsed]
         if line.startswith(_TRACEBACK):
             out += self._end_text()
             self._traceback = [line]
@@ -83,10 +92,13 @@ class OutputParser:
         return self._end_traceback() + self._end_text()
 
     def _end_traceback(self) -> list[Emitted]:
-        lines, self._traceback = self._traceback, []
+        lines, self._traceback, self._traceback_ended = self._traceback, [], False
+        while lines and not lines[-1]:
+            lines.pop()
         if not lines:
             return []
-        last = next((ln for ln in reversed(lines) if ln and not ln.startswith((" ", "\t"))), lines[-1])
+        heads = (" ", "\t", _TRACEBACK, *_CHAINED)
+        last = next((ln for ln in reversed(lines) if ln and not ln.startswith(heads)), lines[-1])
         exc_type, _, message = last.partition(": ")
         fields = {"exception": "\n".join(lines), "error_type": exc_type.strip(), "error": message.strip()}
         return [Emitted(events.TRAINER_TRACEBACK, "error", fields)]

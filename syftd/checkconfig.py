@@ -66,7 +66,10 @@ def check(path: Path, *, as_uid: int | None = None, can_train: str | None = "pro
         for i, job in enumerate(config.job):
             if job.grid.token_file is not None:
                 key = f"job[{i}].grid.token_file"
-                report.problems += [f"{key}: {p}" for p in token_file_problems(job.grid.token_file, as_uid=as_uid)]
+                found = token_file_problems(job.grid.token_file, as_uid=as_uid)
+                report.problems += [f"{key}: {p}" for p in found]
+                if not found and os.stat(job.grid.token_file).st_size == 0:
+                    report.warnings.append(f"{key}: {job.grid.token_file} is empty: no token is sent to the node")
         report.problems.sort()
     reason = capability.training_unavailable() if can_train == "probe" else can_train
     if reason is not None:
@@ -77,7 +80,8 @@ def check(path: Path, *, as_uid: int | None = None, can_train: str | None = "pro
 def token_file_problems(path: Path, *, as_uid: int | None = None) -> list[str]:
     """What is wrong with a token file for a daemon running as ``as_uid`` (default: this user).
 
-    The owner must be that user or root. Checked by root without ``as_uid``, any owner is accepted:
+    An empty file is no problem (no token is sent). The owner must be that user or root. Checked by
+    root without ``as_uid``, any owner is accepted:
     root cannot tell which user the service runs as (systemd's ``LoadCredential=`` reads as root).
     """
     uid = os.getuid() if as_uid is None else as_uid
@@ -98,7 +102,7 @@ def token_file_problems(path: Path, *, as_uid: int | None = None) -> list[str]:
             f"token file {path} is owned by {_user(info.st_uid)}, not by {_user(uid)} (the daemon's user) "
             "or root; chown it to the daemon's user"
         )
-    if not problems and (as_uid is None or as_uid == os.getuid()):
+    if not problems and info.st_size > 0 and (as_uid is None or as_uid == os.getuid()):
         try:
             read_token(path)
         except TokenError as exc:

@@ -13,11 +13,19 @@ import importlib.util
 import sys
 from collections.abc import Callable, Iterable
 
-__all__ = ["INSTALL_HINT", "TRAIN_PACKAGES", "training_unavailable"]
+__all__ = ["INSTALL_HINT", "TRAIN_PACKAGES", "packages_for", "training_unavailable"]
 
 INSTALL_HINT = "install syftd[train]"
 TRAIN_PACKAGES = ("torch", "numpy", "PIL")
 """The packages every trainer imports (the distribution of ``PIL`` is Pillow)."""
+
+_BY_SOURCE = {"mnist": ("torchvision",), "imagefolder": ("torchvision",)}
+
+
+def packages_for(source: str | None = None) -> tuple[str, ...]:
+    """What a trainer for ``data.source`` imports (every trainer's packages when None)."""
+    return TRAIN_PACKAGES + _BY_SOURCE.get(source or "", ())
+
 
 _DISTRIBUTION = {"PIL": "Pillow"}
 

@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UNAVAILABLE", "EnergyMeter", "Reading", "Zone", "counter_delta", "cycle_energy", "trainer_share"]
+__all__ = [
+    "UNAVAILABLE",
+    "EnergyMeter",
+    "Reading",
+    "Zone",
+    "counter_delta",
+    "cycle_energy",
+    "process_cpu_s",
+    "trainer_share",
+]
 
 UNAVAILABLE = "unavailable"
 POWERCAP = Path("/sys/class/powercap")
@@ -43,6 +52,17 @@ class Reading:
 
     energy_uj: Mapping[str, int] = field(default_factory=dict)
     busy_cpu_s: float = 0.0
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (None once it is gone)."""
+    import psutil  # the daemon's dependency; imported here so the pure functions need nothing
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return float(times.user + times.system)
 
 
 def counter_delta(before: int, after: int, max_range_uj: int) -> int:

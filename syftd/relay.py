@@ -21,7 +21,7 @@ from typing import Any
 
 from syftd import events
 
-__all__ = ["Emitted", "OutputParser", "relay"]
+__all__ = ["Emitted", "OutputParser", "log_to", "relay"]
 
 _MAX_TRACEBACK_LINES = 400
 _IDLE_FLUSH_S = 0.3
@@ -155,3 +155,12 @@ async def relay(
             return
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         send(parser.feed(line))
+
+
+def log_to(logger: Any) -> Callable[[Emitted], None]:
+    """An ``emit`` for ``relay()`` that logs each event through a structlog logger at its level."""
+
+    def emit(item: Emitted) -> None:
+        getattr(logger, item.level if item.level in _LEVELS else "info")(item.event, **item.fields)
+
+    return emit

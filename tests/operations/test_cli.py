@@ -181,3 +181,13 @@ async def test_a_second_daemon_exits_already_running(daemon_with_history) -> Non
     second = await asyncio.to_thread(syftd, "--config", str(config), "run")
     assert second.returncode == 75, second.stderr[-2000:]
     assert "another syftd is already running" in second.stderr and "Traceback" not in second.stderr
+
+
+def test_mnist_and_imagefolder_also_need_torchvision() -> None:
+    """The probe asks for torchvision only where the data source reads through it."""
+    assert "torchvision" in capability.packages_for("mnist")
+    assert "torchvision" not in capability.packages_for("synthetic-digits")
+    reason = capability.training_unavailable(
+        capability.packages_for("imagefolder"), present=lambda n: n != "torchvision"
+    )
+    assert reason is not None and "torchvision is not installed" in reason

@@ -128,3 +128,14 @@ def test_this_machine_for_real() -> None:
     sum(i * i for i in range(2_000_000))
     result = meter.measure(before, meter.read(), trainer_cpu_s=0.1)
     assert isinstance(result["energy_j"], float) and result["energy_j"] >= 0
+
+
+def test_process_cpu_time_of_a_live_and_a_gone_process() -> None:
+    """The trainer's CPU seconds come from the kernel's accounting; a reaped process has none."""
+    from syftd.energy import process_cpu_s
+
+    sum(i for i in range(300_000))
+    assert (process_cpu_s(os.getpid()) or 0.0) > 0
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert process_cpu_s(child.pid) is None

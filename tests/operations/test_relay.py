@@ -90,3 +90,17 @@ async def test_a_pending_warning_is_flushed_after_a_pause_not_at_the_next_line()
     assert got and got[0].fields["text"] == "/x.py:1: UserWarning: hm"
     reader.feed_eof()
     await asyncio.wait_for(task, 5)
+
+
+def test_log_to_logs_each_event_at_its_level() -> None:
+    """The daemon-side emit: event name, level and fields reach structlog unchanged."""
+    import structlog
+
+    from syftd.relay import log_to
+
+    with structlog.testing.capture_logs() as captured:
+        emit = log_to(structlog.get_logger())
+        emit(Emitted(events.TRAINER_TRACEBACK, "error", {"job": "a", "error": "x"}))
+        emit(Emitted("trainer.completed", "bogus", {}))
+    assert captured[0] == {"event": "trainer.traceback", "log_level": "error", "job": "a", "error": "x"}
+    assert captured[1]["log_level"] == "info"

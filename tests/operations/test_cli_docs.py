@@ -77,12 +77,18 @@ def test_zsh_completion_parses(docs: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed here; its completion is not checked")
-def test_fish_completion_parses(docs: Path) -> None:
-    """fish --no-execute accepts the generated syftd.fish."""
-    done = subprocess.run(
-        ["fish", "--no-execute", str(docs / "syftd.fish")], capture_output=True, text=True, timeout=30
-    )
-    assert done.returncode == 0, done.stderr
+def test_fish_completes_verbs_options_and_choices(docs: Path) -> None:
+    """fish's own completion engine (complete -C) offers the verbs, a verb's options and its choices."""
+
+    def offered(line: str) -> list[str]:
+        script = f"source {docs / 'syftd.fish'}; complete -C {line!r}"
+        done = subprocess.run(["fish", "--no-config", "-c", script], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return [row.split("\t")[0] for row in done.stdout.splitlines() if row]
+
+    assert offered("syftd si") == ["simulate"]
+    assert offered("syftd simulate p") == ["power-loss"]
+    assert {"--json", "--limit", "--runtime-dir"} <= set(offered("syftd history --"))
 
 
 def test_udev_rule_gives_the_syftd_group_read_access_to_package_energy() -> None:

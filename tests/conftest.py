@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = SHARED / "fixtures" / "pygrid-2020"
+# The recorded PyGrid bytes (tests/fixtures/README.md says where each file came from).
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -42,7 +42,7 @@ from syftd.service import ServiceContext
 __all__ = ["NodeControl", "NodeProcess", "RawWorker", "host_over_ws", "running_node", "small_process"]
 
 _REPO = Path(__file__).resolve().parents[2]
-_GOLDEN = _REPO.parent / "shared" / "fixtures" / "pygrid-2020" / "golden-cycle"
+_GOLDEN = _REPO / "tests" / "fixtures" / "golden-cycle"
 _RECORDED_PLAN = _GOLDEN / "013-http-GET-model-centric_get-plan.response.bin"
 
 

@@ -55,7 +55,7 @@ def test_the_sdist_carries_service_files_license_docs_makefile_and_fixtures(
 ) -> None:
     """A packager can run `make install-systemd` from the unpacked sdist, and read the docs."""
     sdist, _, _ = built
-    for name in [*_SERVICE_FILES, "LICENSE", "Makefile", "README.md", "tests/fixtures/SHA256SUMS"]:
+    for name in [*_SERVICE_FILES, "LICENSE", "Makefile", "README.md", "scripts/sysdeps", "tests/fixtures/SHA256SUMS"]:
         assert name in sdist, f"the sdist lacks {name}"
     for folder in ("docs/", "tests/fixtures/golden-cycle/"):
         assert any(name.startswith(folder) and not name.endswith("/") for name in sdist), f"the sdist lacks {folder}"

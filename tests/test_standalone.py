@@ -4,6 +4,7 @@ with nothing beside it collects the whole test suite without an error."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,14 @@ def test_a_copy_of_the_working_tree_alone_collects_every_test(tmp_path: Path) ->
     assert result.returncode == 0, output[-4000:]
     assert "error" not in output.splitlines()[-1].lower(), output[-4000:]
     assert " tests collected" in output, output[-2000:]
+
+
+def test_every_document_the_markdown_files_link_to_is_in_the_repository() -> None:
+    """Relative links in README.md and docs/*.md lead to files that exist (the docs travel with the code)."""
+    broken = []
+    for name in [n for n in worktree_files() if n.endswith(".md")]:
+        page = REPO / name
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if not (page.parent / target).exists():
+                broken.append(f"{name} -> {target}")
+    assert broken == []

@@ -213,14 +213,16 @@ async def test_sigterm_mid_training_exits_within_the_grace(harness: Harness) -> 
 
 async def test_rejection_with_a_timeout_is_honoured(harness: Harness) -> None:
     """Already in the open cycle (max_diffs = 2): the node rejects with a timeout; the next attempt waits for it."""
-    harness.host(max_updates=3, cycle_length=4, max_diffs=2, min_diffs=2, num_cycles=5)
+    # the first cycle (trainer start + 3 steps) must end well inside the node's cycle: 4 s idle, 4 s and more at load
+    cycle_s = 4 + 2 * int(LOAD_MARGIN_S)
+    harness.host(max_updates=3, cycle_length=cycle_s, max_diffs=2, min_diffs=2, num_cycles=5)
     harness.write_config().write_text(harness.config_path.read_text().replace("interval_s = 3600", "interval_s = 0"))
     daemon = await harness.start()
     first = await daemon.wait_log("cycle.finished", timeout=90)
     assert first["outcome"] == "done"
     rejected = await daemon.wait_log("cycle.finished", timeout=30, outcome="rejected")
     timeout_s = rejected["rejected_timeout_s"]
-    assert 0 < timeout_s <= 4
+    assert 0 < timeout_s <= cycle_s
     index = daemon.logs.index(rejected)
     nxt = await daemon.wait_log("cycle.started", timeout=30, after=index)
     assert _when(nxt) - _when(rejected) >= timeout_s - 0.05

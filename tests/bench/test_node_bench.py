@@ -18,7 +18,7 @@ from conftest import FIXTURES
 from support.gridnode import RawWorker, running_node, small_process
 
 from syftd.grid import wire
-from syftd.grid.averaging import apply_mean_diff
+from syftd.node.averaging import apply_mean_diff
 
 GOLDEN = FIXTURES / "golden-cycle"
 MODEL = (GOLDEN / "012-http-GET-model-centric_get-model.response.bin").read_bytes()

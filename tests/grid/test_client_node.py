@@ -1,4 +1,4 @@
-"""GridClient against the project's PyGrid-compatible node (syftd.grid.node) over real loopback sockets.
+"""GridClient against the project's PyGrid-compatible node (syftd.node.node) over real loopback sockets.
 
 Every node revision of spec §0.2 with both transports, JWT on and off, and the error paths a worker
 meets in practice. Torch-free: the hosted process is ``small_process`` (a tiny float32 model).

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from support.gridnode import RawWorker, host_over_ws, running_node, small_process
 
 from syftd.grid import wire
-from syftd.grid.nodeauth import INVALID, REQUIRED
+from syftd.node.auth import INVALID, REQUIRED
 
 GOLDEN = FIXTURES / "golden-cycle"
 RECORDED_MODEL = (GOLDEN / "012-http-GET-model-centric_get-model.response.bin").read_bytes()

@@ -35,8 +35,8 @@ from typing import Any
 import aiohttp
 
 from syftd.grid import wire
-from syftd.grid.cli import LISTENING
-from syftd.grid.node import GridNode, NodeOptions, Revision
+from syftd.node.cli import LISTENING
+from syftd.node.node import GridNode, NodeOptions, Revision
 from syftd.service import ServiceContext
 
 __all__ = ["NodeControl", "NodeProcess", "RawWorker", "host_over_ws", "running_node", "small_process"]
@@ -187,7 +187,7 @@ class NodeControl:
 
 
 class NodeProcess(ServiceContext):
-    """``python -m syftd grid serve --port 0 ARGS`` as a child process; ``start`` returns once it listens."""
+    """``python -m syftd node serve --port 0 ARGS`` as a child process; ``start`` returns once it listens."""
 
     def __init__(self, *args: str, env: Mapping[str, str] | None = None) -> None:
         self.args = args
@@ -219,7 +219,7 @@ class NodeProcess(ServiceContext):
             sys.executable,
             "-m",
             "syftd",
-            "grid",
+            "node",
             "serve",
             "--host",
             "127.0.0.1",

@@ -4,7 +4,7 @@ Owns the in-memory tables (processes with their plans and checkpoints, cycles, w
 assignments) and the decisions PyGrid dev@657f124 takes on them: which process an authenticate or a
 cycle-request names, accept or reject (with a timedelta-string timeout, without one, or with an
 error), which download is allowed, where a report is stored, when a cycle is ready to average.
-Does not own transport (``node``), JWT checks (``nodeauth``), tensor arithmetic (``averaging``) or
+Does not own transport (``node``), JWT checks (``auth``), tensor arithmetic (``averaging``) or
 clocks: every decision that needs the time takes ``now``.
 """
 

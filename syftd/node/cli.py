@@ -1,9 +1,11 @@
-"""``syftd grid …``: run the local PyGrid-compatible node from the command line.
+"""``syftd node …`` (alias ``syftd grid …``): run the local PyGrid-compatible node from the command line.
 
-Owns the ``serve`` arguments (address, revision, checkpoint directory, speed-test size, hosting the
-MNIST process with its client and server config), the "listening on URL" line that scripts and
-tests read from stdout, and a clean stop on SIGTERM/SIGINT. Does not own the node (``node``) or the
-MNIST process (``mnist``, imported only for ``--host-mnist`` because it needs torch).
+Owns the ``serve`` arguments (address, revision, checkpoint directory, speed-test size, averaging
+delay, hosting the MNIST process with its client and server config), the one-line refusal when the
+``node`` extra is not installed, the "listening on URL" line that scripts and tests read from stdout,
+and a clean stop on SIGTERM/SIGINT. Does not own the node (``node``, imported only once the
+arguments are read, because it needs numpy) or the MNIST process (``mnist``, imported only for
+``--host-mnist`` because it needs torch).
 """
 
 from __future__ import annotations
@@ -14,18 +16,26 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syftd import log
-from syftd.grid.node import GridNode, HostingRefused, NodeOptions, Revision
+from syftd.node.options import DEFAULT_AVERAGING_DELAY_S, NodeOptions, Revision
 
-__all__ = ["LISTENING", "main"]
+if TYPE_CHECKING:
+    from syftd.node.node import GridNode
+
+__all__ = ["EX_UNAVAILABLE", "LISTENING", "NEEDS_EXTRA", "main"]
 
 LISTENING = "syftd grid node listening on"
+NEEDS_EXTRA = "syftd node: the local node needs the 'node' extra (numpy): pip install 'syftd[node]'"
+EX_UNAVAILABLE = 69
+"""sysexits' EX_UNAVAILABLE: the node cannot run in this installation."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="syftd grid", description="A local PyGrid-compatible node.")
+    parser = argparse.ArgumentParser(
+        prog="syftd node", description="A local PyGrid-compatible node (also reachable as `syftd grid`)."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="serve model-centric FL over HTTP and WebSocket")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -44,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--checkpoint-dir", type=Path, help="also write every checkpoint under this directory")
     serve.add_argument("--speed-test-mb", type=float, default=4.0, help="size of the speed-test download")
+    serve.add_argument(
+        "--averaging-delay",
+        type=float,
+        default=DEFAULT_AVERAGING_DELAY_S,
+        metavar="SECONDS",
+        help=f"evaluate a cycle this long after answering its report (default {DEFAULT_AVERAGING_DELAY_S}, as PyGrid)",
+    )
     serve.add_argument("--no-test-controls", action="store_true", help="do not serve the /_test/ controls")
     serve.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     mnist = serve.add_argument_group("the MNIST process (--host-mnist)")
@@ -66,11 +83,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``syftd grid ARGS``; returns the exit status."""
+    """``syftd node ARGS``; returns the exit status (69 without the ``node`` extra)."""
     args = _parser().parse_args(list(argv))
     if args.command != "serve":
         _parser().print_help()
         return 2
+    if args.averaging_delay < 0:
+        _parser().error(f"--averaging-delay must be >= 0 seconds, got {args.averaging_delay}")
+    try:
+        from syftd.node.node import GridNode, HostingRefused
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "numpy":
+            raise
+        sys.stderr.write(NEEDS_EXTRA + "\n")
+        return EX_UNAVAILABLE
     log.configure(args.log_format)
     options = NodeOptions(
         revision=Revision(args.revision),
@@ -78,19 +104,19 @@ def main(argv: Sequence[str]) -> int:
         checkpoint_dir=args.checkpoint_dir,
         speed_test_bytes=int(args.speed_test_mb * 1024 * 1024),
         test_controls=not args.no_test_controls,
+        averaging_delay_s=args.averaging_delay,
     )
     try:
-        return asyncio.run(_serve(args, options))
+        return asyncio.run(_serve(GridNode(options), args))
     except HostingRefused as exc:
-        sys.stderr.write(f"syftd grid: cannot host the MNIST process: {exc}\n")
+        sys.stderr.write(f"syftd node: cannot host the MNIST process: {exc}\n")
         return 1
     except OSError as exc:
-        sys.stderr.write(f"syftd grid: cannot listen on {args.host}:{args.port}: {exc}\n")
+        sys.stderr.write(f"syftd node: cannot listen on {args.host}:{args.port}: {exc}\n")
         return 1
 
 
-async def _serve(args: argparse.Namespace, options: NodeOptions) -> int:
-    node = GridNode(options)
+async def _serve(node: GridNode, args: argparse.Namespace) -> int:
     if args.host_mnist:
         _host_mnist(node, args)
     stop = asyncio.Event()
@@ -108,7 +134,7 @@ async def _serve(args: argparse.Namespace, options: NodeOptions) -> int:
 
 
 def _host_mnist(node: GridNode, args: argparse.Namespace) -> None:
-    from syftd.grid.mnist import build_mnist_process
+    from syftd.node.mnist import build_mnist_process
 
     server: dict[str, Any] = {
         "cycle_length": args.cycle_length,

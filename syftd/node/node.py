@@ -1,11 +1,12 @@
-"""A PyGrid-compatible node for model-centric FL, in one asyncio process (``syftd grid serve``).
+"""A PyGrid-compatible node for model-centric FL, in one asyncio process (``syftd node serve``).
 
 Owns the node object: its lifecycle on a TCP port (``start``/``stop``), hosting, the worker
 operations independent of transport (authenticate, cycle-request, report, host-training), running
 cycles to completion (check each diff, average, next checkpoint, next cycle) and the test controls
 (hold reports, fail the next requests, close the cycle now, observe reports and checkpoints).
-Does not own HTTP/WebSocket wiring or the node revisions' wire differences (``noderoutes``), the
-tables and PyGrid's rules (``nodestate``), JWT checks (``nodeauth``) or arithmetic (``averaging``).
+Implements ``operations.NodeOperations``. Does not own HTTP/WebSocket wiring or the node revisions'
+wire differences (``routes``), the options (``options``), the tables and PyGrid's rules (``state``),
+JWT checks (``auth``) or arithmetic (``averaging``).
 """
 
 from __future__ import annotations
@@ -13,55 +14,30 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import enum
 import hashlib
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
 
 from syftd import events
 from syftd.errors import WireError
-from syftd.grid import nodeauth
-from syftd.grid.averaging import apply_mean_diff, diff_problem
-from syftd.grid.nodestate import NOT_FOUND, Cycle, HostingRefused, NodeState, Process, Refusal
 from syftd.log import get_logger
+from syftd.node import auth
+from syftd.node.averaging import apply_mean_diff, diff_problem
+from syftd.node.operations import NodeStopping, WorkerGone
+from syftd.node.options import NodeOptions, Revision
+from syftd.node.routes import build_app
+from syftd.node.state import NOT_FOUND, Cycle, HostingRefused, NodeState, Process, Refusal
 from syftd.service import ServiceContext
 from syftd.statedir import atomic_write
 
-__all__ = ["GridNode", "HostingRefused", "NodeOptions", "NodeStopping", "ReportRecord", "Revision"]
+__all__ = ["GridNode", "HostingRefused", "NodeOptions", "NodeStopping", "ReportRecord", "Revision", "WorkerGone"]
 
-_log = get_logger("grid.node")
-
-
-class NodeStopping(Exception):
-    """A held report was dropped because the node is stopping; the transport drops the request."""
-
-
-class Revision(str, enum.Enum):
-    """Which PyGrid server revision the node imitates on the wire (spec §0.2)."""
-
-    PG_DEV = "pg-dev"
-    PG_MASTER = "pg-master"
-    R0914 = "0914"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeOptions:
-    """How the node behaves: wire revision, route prefix, checkpoint directory, speed-test size, test controls.
-
-    ``prefix`` is ``model-centric`` (2020-07-29 on); ``model_centric`` and ``federated`` imitate older nodes.
-    """
-
-    revision: Revision = Revision.PG_DEV
-    prefix: str = "model-centric"
-    checkpoint_dir: Path | None = None
-    speed_test_bytes: int = 4 * 1024 * 1024
-    test_controls: bool = True
+_log = get_logger("syftd.node")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +64,6 @@ class ReportRecord:
             "diff_sha256": hashlib.sha256(self.diff).hexdigest(),
             "transport": self.transport,
         }
-
-
-class WorkerGone(Exception):
-    """The worker's connection closed while its report was held; nothing is stored."""
 
 
 class GridNode(ServiceContext):
@@ -129,8 +101,6 @@ class GridNode(ServiceContext):
         """Listen on ``host:port`` (0 picks a free port, see ``.port``); returns once accepting."""
         if self._runner is not None:
             raise RuntimeError("GridNode.start() called twice; create one node per run")
-        from syftd.grid.noderoutes import build_app
-
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         try:
@@ -184,7 +154,7 @@ class GridNode(ServiceContext):
         if (config["name"], config["version"]) != (name, version):
             raise HostingRefused("client_config name/version differ from the hosted name/version")
         try:
-            nodeauth.check_available(server_config)
+            auth.check_available(server_config)
         except RuntimeError as exc:
             raise HostingRefused(str(exc)) from None
         process = self.state.host(
@@ -229,7 +199,7 @@ class GridNode(ServiceContext):
         process = self.state.find(str(data.get("model_name")), str(version) if version else None)
         if process is None:
             return {"error": NOT_FOUND}, 401
-        problem = await nodeauth.verify(data.get("auth_token"), process.server_config)
+        problem = await auth.verify(data.get("auth_token"), process.server_config)
         if problem is not None:
             return {"error": problem}, 400
         worker = self.state.new_worker()
@@ -366,6 +336,34 @@ class GridNode(ServiceContext):
             "processes": [p.summary() for p in self.state.processes],
             "reports": [r.summary() for r in self._reports],
         }
+
+    def download(self, kind: str, query: Mapping[str, str]) -> bytes:
+        """The body of ``get-model`` (kind ``model``) or ``get-plan`` (kind ``plan``), validated (spec §2.3).
+
+        Raises:
+            Refusal: PyGrid's 400/401 answers.
+        """
+        return self.state.download(kind, query)
+
+    def retrieve(self, name: str, version: str | None, which: str | None) -> bytes:
+        """A checkpoint for ``retrieve-model``: a number, or the alias ``latest`` (default).
+
+        Raises:
+            Refusal: 404 for an unknown process or checkpoint.
+        """
+        return self.state.checkpoint(name, version, which)
+
+    async def wait_for(
+        self, *, reports: int, held: int, checkpoint: int, name: str | None, version: str | None, timeout: float
+    ) -> bool:
+        """Wait until the node has at least these reports, held reports and checkpoint number (of ``name``)."""
+
+        def reached() -> bool:
+            process = self.state.find_or_last(name, version)
+            current = process.checkpoint_number if process is not None else 0
+            return len(self._reports) >= reports and self._held >= held and current >= checkpoint
+
+        return await self.wait_until(reached, timeout)
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until ``predicate()`` holds (re-checked on every change); False on timeout."""

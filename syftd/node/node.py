@@ -83,6 +83,9 @@ class GridNode(ServiceContext):
         self._runner: web.AppRunner | None = None
         self._stopping = False
         self._background: set[asyncio.Future[None]] = set()
+        self._evaluation: asyncio.Future[None] | None = None
+        self.averaging_delay_s = self.options.averaging_delay_s
+        """Seconds from a report's answer to its cycle's evaluation (a test control may change it)."""
         self.host_address = "127.0.0.1"
         self.port = 0
 
@@ -206,8 +209,16 @@ class GridNode(ServiceContext):
         return {"status": "success", "worker_id": worker.id, "requires_speed_test": process.requires_speed_test}, 200
 
     def cycle_request(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """The cycle-request operation (spec §2.2)."""
+        """The cycle-request operation (spec §2.2).
+
+        A rejection carries no reason on the wire (PyGrid's carries none); the node's log line says it,
+        e.g. "already assigned to cycle 3".
+        """
         answer = self.state.cycle_request(data, self._clock())
+        if answer.get("status") == "rejected" and "error" not in answer:
+            worker_id, name, version = (str(data.get(k)) for k in ("worker_id", "model", "version"))
+            reason = self.state.rejection_reason(worker_id, name, version)
+            _log.info(events.GRID_NODE_CYCLE_REJECTED, model=name, worker_id=worker_id, reason=reason, **answer)
         self._notify()
         return answer
 
@@ -253,21 +264,33 @@ class GridNode(ServiceContext):
         self._reports.append(record)
         _log.info(events.GRID_NODE_REPORT_RECEIVED, model=record.model, cycle=record.cycle, size=len(diff))
         self._notify()
-        # PyGrid answers first and evaluates the cycle in a background thread (spec §7): the worker does
-        # not wait for the averaging
-        task = asyncio.ensure_future(self._complete_then_notify(cycle))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        if cycle.completed:
+            # PyGrid stores the late diff on its row and answers success; the closed cycle never reads it
+            _log.info(events.GRID_NODE_LATE_REPORT_IGNORED, model=record.model, cycle=record.cycle)
+        elif self._evaluation is not None and not self._evaluation.done():
+            # PyGrid runs one cycle evaluation at a time node-wide and drops a trigger that arrives
+            # meanwhile: this cycle stays open until the next report into it (spec §7)
+            _log.info(events.GRID_NODE_AVERAGING_SKIPPED, model=record.model, cycle=record.cycle)
+        else:
+            # PyGrid answers first and evaluates the cycle in a background thread (spec §7)
+            self._evaluation = task = asyncio.ensure_future(self._evaluate_later(cycle))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return {"status": "success"}
 
-    async def _complete_then_notify(self, cycle: Cycle) -> None:
+    async def _evaluate_later(self, cycle: Cycle) -> None:
         try:
+            if self.averaging_delay_s > 0:
+                await asyncio.sleep(self.averaging_delay_s)  # the real node's background-thread lag
             await self._complete(cycle, force=False)
         finally:
             self._notify()
 
     async def settled(self) -> None:
-        """Return once every cycle evaluation started by a report so far has finished (tests use it)."""
+        """Return once every cycle evaluation started by a report so far has finished (tests use it).
+
+        A report's evaluation starts ``averaging_delay_s`` after its answer; this waits for it.
+        """
         while self._background:
             await asyncio.wait(set(self._background))
 
@@ -281,6 +304,17 @@ class GridNode(ServiceContext):
         """Stop holding; the held reports proceed."""
         self._holding = False
         self._release.set()
+
+    def set_averaging_delay(self, seconds: float) -> None:
+        """Evaluate cycles ``seconds`` after the reports that trigger them from now on (0: at once).
+
+        Raises:
+            ValueError: ``seconds`` is negative or not finite.
+        """
+        if not 0 <= seconds < float("inf"):
+            raise ValueError(f"the averaging delay must be a finite number of seconds >= 0, got {seconds}")
+        self.averaging_delay_s = seconds
+        self._notify()
 
     def fail_next(self, count: int, status: int = 503) -> None:
         """Answer the next ``count`` HTTP requests (WebSocket handshakes included) with ``status``."""
@@ -330,6 +364,7 @@ class GridNode(ServiceContext):
         """What the test controls report: processes, cycles, checkpoints, reports, held and failing."""
         return {
             "revision": self.options.revision.value,
+            "averaging_delay_s": self.averaging_delay_s,
             "held": self._held,
             "holding": self._holding,
             "failing": len(self._failures),

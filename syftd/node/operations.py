@@ -63,6 +63,9 @@ class NodeOperations(Protocol):
     def release_reports(self) -> None:
         """Release held reports."""
 
+    def set_averaging_delay(self, seconds: float) -> None:
+        """Evaluate cycles this long after their triggering reports (raises ValueError if negative)."""
+
     def fail_next(self, count: int, status: int = 503) -> None:
         """Fail the next ``count`` HTTP requests with ``status``."""
 

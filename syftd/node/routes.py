@@ -288,6 +288,14 @@ async def _control_fail(request: web.Request) -> web.StreamResponse:
     return web.json_response(_node(request).snapshot())
 
 
+async def _control_averaging_delay(request: web.Request) -> web.StreamResponse:
+    try:
+        _node(request).set_averaging_delay(float(request.query.get("seconds", "")))
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response(_node(request).snapshot())
+
+
 async def _control_close(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     closed = await node.close_cycle(request.query.get("name"), request.query.get("version"))
@@ -317,4 +325,5 @@ _CONTROLS: list[tuple[str, str, Handler]] = [
     ("POST", "release-reports", _control_release),
     ("POST", "fail-next", _control_fail),
     ("POST", "close-cycle", _control_close),
+    ("POST", "averaging-delay", _control_averaging_delay),
 ]

@@ -241,7 +241,10 @@ class NodeState:
         return worker
 
     def cycle_request(self, data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-        """Answer a cycle-request: accepted, rejected (± timeout) or rejected with an error (spec §2.2)."""
+        """Answer a cycle-request: accepted, rejected (± timeout) or rejected with an error (spec §2.2).
+
+        The answer carries no reason, as PyGrid's does not; ``rejection_reason`` says why for the log.
+        """
         worker = self.workers.get(str(data.get("worker_id")))
         if worker is None:
             return {"status": "rejected", "error": "Worker ID not found!"}
@@ -276,6 +279,18 @@ class NodeState:
                 "model_id": process.model_id,
             }
         return _rejection(process, cycle, now)
+
+    def rejection_reason(self, worker_id: str, name: str, version: str) -> str:
+        """Why a worker would be rejected from the process's open cycle now (for the node's log)."""
+        process = self.find(name, version)
+        cycle = process.current_cycle() if process is not None else None
+        if process is None or cycle is None:
+            return "no open cycle"
+        assignment = cycle.assignments.get(worker_id)
+        if assignment is not None:
+            state = "reported" if assignment.completed else "not reported yet"
+            return f"already assigned to cycle {cycle.number} ({state})"
+        return "bandwidth below the minimum"
 
     def download(self, kind: str, query: Mapping[str, str]) -> bytes:
         """The body of ``get-model`` (kind ``model``) or ``get-plan`` (kind ``plan``), validated (spec §2.3).

@@ -207,6 +207,7 @@ async def harness(
         yield h
     finally:
         await h.stop()
+        grid_node.sync(lambda: grid_node.node.set_averaging_delay(grid_node.node.options.averaging_delay_s))
 
 
 async def eventually(predicate: Callable[[], bool], *, timeout: float = 10, every: float = 0.05) -> None:

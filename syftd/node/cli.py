@@ -1,17 +1,19 @@
 """``syftd node …`` (alias ``syftd grid …``): run the local PyGrid-compatible node from the command line.
 
-Owns the ``serve`` arguments (address, revision, checkpoint directory, speed-test size, averaging
+Owns the ``serve`` arguments (address, revision, store directory and cache, speed-test size, averaging
 delay, hosting the MNIST process with its client and server config), the one-line refusal when the
 ``node`` extra is not installed, the "listening on URL" line that scripts and tests read from stdout,
-and a clean stop on SIGTERM/SIGINT. Does not own the node (``node``, imported only once the
-arguments are read, because it needs numpy) or the MNIST process (``mnist``, imported only for
-``--host-mnist`` because it needs torch).
+a clean stop on SIGTERM/SIGINT, and the served process's malloc setting that keeps its memory flat
+over cycles. Does not own the node (``node``, imported only once the arguments are read, because it
+needs numpy) or the MNIST process (``mnist``, imported only for ``--host-mnist`` because it needs torch).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import platform
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syftd import log
-from syftd.node.options import DEFAULT_AVERAGING_DELAY_S, NodeOptions, Revision
+from syftd.node.options import DEFAULT_AVERAGING_DELAY_S, DEFAULT_CACHE_BYTES, NodeOptions, Revision
 
 if TYPE_CHECKING:
     from syftd.node.node import GridNode
@@ -30,6 +32,7 @@ LISTENING = "syftd grid node listening on"
 NEEDS_EXTRA = "syftd node: the local node needs the 'node' extra (numpy): pip install 'syftd[node]'"
 EX_UNAVAILABLE = 69
 """sysexits' EX_UNAVAILABLE: the node cannot run in this installation."""
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,7 +55,15 @@ def _parser() -> argparse.ArgumentParser:
         default="model-centric",
         help="route and message prefix; the older two imitate 2020 nodes before 07-29",
     )
-    serve.add_argument("--checkpoint-dir", type=Path, help="also write every checkpoint under this directory")
+    serve.add_argument(
+        "--checkpoint-dir",
+        "--store-dir",
+        type=Path,
+        help="the node's store: every checkpoint and diff on disk (default: a temporary directory removed at exit)",
+    )
+    serve.add_argument(
+        "--cache-mb", type=float, default=DEFAULT_CACHE_BYTES / 2**20, help="memory for recently used checkpoints"
+    )
     serve.add_argument("--speed-test-mb", type=float, default=4.0, help="size of the speed-test download")
     serve.add_argument(
         "--averaging-delay",
@@ -90,6 +101,8 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if args.averaging_delay < 0:
         _parser().error(f"--averaging-delay must be >= 0 seconds, got {args.averaging_delay}")
+    if args.cache_mb < 0:
+        _parser().error(f"--cache-mb must be >= 0, got {args.cache_mb}")
     try:
         from syftd.node.node import GridNode, HostingRefused
     except ModuleNotFoundError as exc:
@@ -98,10 +111,12 @@ def main(argv: Sequence[str]) -> int:
         sys.stderr.write(NEEDS_EXTRA + "\n")
         return EX_UNAVAILABLE
     log.configure(args.log_format)
+    _large_buffers_back_to_the_os()
     options = NodeOptions(
         revision=Revision(args.revision),
         prefix=args.prefix,
         checkpoint_dir=args.checkpoint_dir,
+        cache_bytes=int(args.cache_mb * 2**20),
         speed_test_bytes=int(args.speed_test_mb * 1024 * 1024),
         test_controls=not args.no_test_controls,
         averaging_delay_s=args.averaging_delay,
@@ -114,6 +129,19 @@ def main(argv: Sequence[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"syftd node: cannot listen on {args.host}:{args.port}: {exc}\n")
         return 1
+
+
+def _large_buffers_back_to_the_os() -> bool:
+    """Have glibc map every allocation above 128 KiB on its own, so freed model-sized buffers go back to the
+    OS at once; without it glibc raises the threshold as such buffers are freed and serves them from a
+    heap that fragments and grows over the cycles. True if set (glibc only)."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024))
+    except (OSError, AttributeError):
+        return False
 
 
 async def _serve(node: GridNode, args: argparse.Namespace) -> int:

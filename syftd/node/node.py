@@ -1,12 +1,13 @@
 """A PyGrid-compatible node for model-centric FL, in one asyncio process (``syftd node serve``).
 
 Owns the node object: its lifecycle on a TCP port (``start``/``stop``), hosting, the worker
-operations independent of transport (authenticate, cycle-request, report, host-training), running
-cycles to completion (check each diff, average, next checkpoint, next cycle) and the test controls
-(hold reports, fail the next requests, close the cycle now, observe reports and checkpoints).
+operations independent of transport (authenticate, cycle-request, report, downloads, host-training)
+and the test controls (hold reports, fail the next requests, set the averaging delay, close the cycle
+now, observe reports and checkpoints). Checkpoints and diffs go to the node's ``store`` on disk; the
+cycles are completed by ``cycles``.
 Implements ``operations.NodeOperations``. Does not own HTTP/WebSocket wiring or the node revisions'
 wire differences (``routes``), the options (``options``), the tables and PyGrid's rules (``state``),
-JWT checks (``auth``) or arithmetic (``averaging``).
+when a cycle completes (``cycles``), the files (``store``) or JWT checks (``auth``).
 """
 
 from __future__ import annotations
@@ -15,25 +16,26 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import itertools
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
 
 from syftd import events
-from syftd.errors import WireError
 from syftd.log import get_logger
 from syftd.node import auth
-from syftd.node.averaging import apply_mean_diff, diff_problem
+from syftd.node.cycles import CycleEvaluator
 from syftd.node.operations import NodeStopping, WorkerGone
 from syftd.node.options import NodeOptions, Revision
 from syftd.node.routes import build_app
-from syftd.node.state import NOT_FOUND, Cycle, HostingRefused, NodeState, Process, Refusal
+from syftd.node.state import NOT_FOUND, HostingRefused, NodeState, Process, Refusal
+from syftd.node.store import Store
 from syftd.service import ServiceContext
-from syftd.statedir import atomic_write
 
 __all__ = ["GridNode", "HostingRefused", "NodeOptions", "NodeStopping", "ReportRecord", "Revision", "WorkerGone"]
 
@@ -42,15 +44,23 @@ _log = get_logger("syftd.node")
 
 @dataclass(frozen=True, slots=True)
 class ReportRecord:
-    """A report the node stored: who, for which process and cycle, the raw diff, over which transport."""
+    """A report the node stored: who, for which process and cycle, over which transport, and where its
+    raw diff is on disk (``diff`` reads it back while the node's store exists)."""
 
     worker_id: str
     request_key: str
     model: str
     version: str
     cycle: int
-    diff: bytes
+    diff_path: Path
+    diff_size: int
+    diff_sha256: str
     transport: Literal["ws", "http"]
+
+    @property
+    def diff(self) -> bytes:
+        """The raw diff bytes as reported (read from the node's store)."""
+        return self.diff_path.read_bytes()
 
     def summary(self) -> dict[str, Any]:
         """The record as JSON-able values (the diff as size and sha256)."""
@@ -60,8 +70,8 @@ class ReportRecord:
             "model": self.model,
             "version": self.version,
             "cycle": self.cycle,
-            "diff_size": len(self.diff),
-            "diff_sha256": hashlib.sha256(self.diff).hexdigest(),
+            "diff_size": self.diff_size,
+            "diff_sha256": self.diff_sha256,
             "transport": self.transport,
         }
 
@@ -72,9 +82,13 @@ class GridNode(ServiceContext):
     def __init__(self, options: NodeOptions | None = None, *, clock: Callable[[], datetime] = datetime.now) -> None:
         self.options = options or NodeOptions()
         self.state = NodeState()
+        self.store = Store(self.options.checkpoint_dir, cache_bytes=self.options.cache_bytes)
         self._clock = clock
-        self._lock = asyncio.Lock()
+        self._cycles = CycleEvaluator(
+            self.state, self.store, clock=clock, delay_s=self.options.averaging_delay_s, on_change=self._notify
+        )
         self._reports: list[ReportRecord] = []
+        self._report_ids = itertools.count(1)
         self._holding = False
         self._release = asyncio.Event()
         self._held = 0
@@ -82,10 +96,6 @@ class GridNode(ServiceContext):
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._stopping = False
-        self._background: set[asyncio.Future[None]] = set()
-        self._evaluation: asyncio.Future[None] | None = None
-        self.averaging_delay_s = self.options.averaging_delay_s
-        """Seconds from a report's answer to its cycle's evaluation (a test control may change it)."""
         self.host_address = "127.0.0.1"
         self.port = 0
 
@@ -125,16 +135,22 @@ class GridNode(ServiceContext):
         _log.info(events.GRID_NODE_STARTED, url=self.url, revision=self.options.revision.value)
 
     async def stop(self) -> None:
-        """Drop held reports (not stored), close sockets and stop listening; idempotent."""
+        """Drop held reports (not stored), close sockets, stop listening, let a running evaluation end
+        (at most 10 s) and remove a temporary store; idempotent."""
         runner, self._runner = self._runner, None
         self._stopping = True
         self._holding = False
         self._release.set()
         if runner is not None:
             await runner.cleanup()
-            if self._background:
-                await asyncio.wait(set(self._background), timeout=10)
+            await self._cycles.stop(timeout=10)
+            self.store.close()
             _log.info(events.GRID_NODE_STOPPED, url=self.url)
+
+    @property
+    def averaging_delay_s(self) -> float:
+        """Seconds from a report's answer to its cycle's evaluation."""
+        return self._cycles.delay_s
 
     def host(
         self,
@@ -171,8 +187,8 @@ class GridNode(ServiceContext):
         )
         if averaging_plan is not None:
             _log.info(events.GRID_NODE_AVERAGING_PLAN_IGNORED, model=name, version=version)
+        self.store.write(self.store.checkpoint_path(name, version, 1), bytes(model))
         _log.info(events.GRID_NODE_HOSTED, model=name, version=version, plans=sorted(plans))
-        self._save_checkpoint(process)
         self._notify()
         return process
 
@@ -247,52 +263,34 @@ class GridNode(ServiceContext):
                 events.GRID_NODE_REPORT_DROPPED, worker_id=data.get("worker_id"), reason="worker hung up while held"
             )
             raise WorkerGone("the worker hung up while its report was held")
+        worker_id, request_key = str(data.get("worker_id")), str(data.get("request_key"))
         try:
-            assignment = self.state.record_report(str(data.get("worker_id")), str(data.get("request_key")), diff)
+            cycle = self.state.assignment(worker_id, request_key).cycle
         except Refusal as refusal:
             return {"error": refusal.message}
-        cycle = assignment.cycle
+        process, number = cycle.process, next(self._report_ids)
+        path = self.store.diff_path(process.name, process.version, cycle.number, number)
+        digest = await asyncio.to_thread(self._keep_diff, path, diff)
+        self.state.record_report(worker_id, request_key, number)
         record = ReportRecord(
-            assignment.worker_id,
-            assignment.request_key,
-            cycle.process.name,
-            cycle.process.version,
-            cycle.number,
-            diff,
-            transport,
+            worker_id, request_key, process.name, process.version, cycle.number, path, len(diff), digest, transport
         )
         self._reports.append(record)
         _log.info(events.GRID_NODE_REPORT_RECEIVED, model=record.model, cycle=record.cycle, size=len(diff))
         self._notify()
-        if cycle.completed:
-            # PyGrid stores the late diff on its row and answers success; the closed cycle never reads it
-            _log.info(events.GRID_NODE_LATE_REPORT_IGNORED, model=record.model, cycle=record.cycle)
-        elif self._evaluation is not None and not self._evaluation.done():
-            # PyGrid runs one cycle evaluation at a time node-wide and drops a trigger that arrives
-            # meanwhile: this cycle stays open until the next report into it (spec §7)
-            _log.info(events.GRID_NODE_AVERAGING_SKIPPED, model=record.model, cycle=record.cycle)
-        else:
-            # PyGrid answers first and evaluates the cycle in a background thread (spec §7)
-            self._evaluation = task = asyncio.ensure_future(self._evaluate_later(cycle))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        self._cycles.trigger(cycle)  # PyGrid answers first and evaluates in a background thread (spec §7)
         return {"status": "success"}
 
-    async def _evaluate_later(self, cycle: Cycle) -> None:
-        try:
-            if self.averaging_delay_s > 0:
-                await asyncio.sleep(self.averaging_delay_s)  # the real node's background-thread lag
-            await self._complete(cycle, force=False)
-        finally:
-            self._notify()
+    def _keep_diff(self, path: Path, diff: bytes) -> str:
+        self.store.write(path, diff, cache=False)
+        return hashlib.sha256(diff).hexdigest()
 
     async def settled(self) -> None:
         """Return once every cycle evaluation started by a report so far has finished (tests use it).
 
         A report's evaluation starts ``averaging_delay_s`` after its answer; this waits for it.
         """
-        while self._background:
-            await asyncio.wait(set(self._background))
+        await self._cycles.settled()
 
     def hold_reports(self) -> None:
         """From now on, reports (WS and HTTP) wait before they are stored, until ``release_reports``."""
@@ -313,7 +311,7 @@ class GridNode(ServiceContext):
         """
         if not 0 <= seconds < float("inf"):
             raise ValueError(f"the averaging delay must be a finite number of seconds >= 0, got {seconds}")
-        self.averaging_delay_s = seconds
+        self._cycles.delay_s = seconds
         self._notify()
 
     def fail_next(self, count: int, status: int = 503) -> None:
@@ -335,7 +333,7 @@ class GridNode(ServiceContext):
         cycle = process.current_cycle() if process is not None else None
         if cycle is None:
             return False
-        await self._complete(cycle, force=True)
+        await self._cycles.close_now(cycle)
         self._notify()
         return True
 
@@ -372,21 +370,27 @@ class GridNode(ServiceContext):
             "reports": [r.summary() for r in self._reports],
         }
 
-    def download(self, kind: str, query: Mapping[str, str]) -> bytes:
+    async def download(self, kind: str, query: Mapping[str, str]) -> bytes:
         """The body of ``get-model`` (kind ``model``) or ``get-plan`` (kind ``plan``), validated (spec §2.3).
 
         Raises:
             Refusal: PyGrid's 400/401 answers.
         """
-        return self.state.download(kind, query)
+        process, body = self.state.download(kind, query)
+        return body if body is not None else await self._checkpoint(process, process.checkpoint_number)
 
-    def retrieve(self, name: str, version: str | None, which: str | None) -> bytes:
+    async def retrieve(self, name: str, version: str | None, which: str | None) -> bytes:
         """A checkpoint for ``retrieve-model``: a number, or the alias ``latest`` (default).
 
         Raises:
             Refusal: 404 for an unknown process or checkpoint.
         """
-        return self.state.checkpoint(name, version, which)
+        return await self._checkpoint(*self.state.checkpoint(name, version, which))
+
+    async def _checkpoint(self, process: Process, number: int) -> bytes:
+        path = self.store.checkpoint_path(process.name, process.version, number)
+        cached = self.store.cached(path)
+        return cached if cached is not None else await asyncio.to_thread(self.store.read, path)
 
     async def wait_for(
         self, *, reports: int, held: int, checkpoint: int, name: str | None, version: str | None, timeout: float
@@ -430,43 +434,3 @@ class GridNode(ServiceContext):
             self._notify()
         if self._stopping:
             raise NodeStopping("the node stopped while this report was held; it was not stored")
-
-    async def _complete(self, cycle: Cycle, *, force: bool) -> None:
-        async with self._lock:
-            if cycle.completed:
-                return
-            process = cycle.process
-            model = process.latest
-            pending = [(a, a.diff) for a in cycle.reported() if a.valid is None and a.diff is not None]
-            problems = await asyncio.to_thread(lambda: [diff_problem(d, model) for _, d in pending])
-            for (assignment, diff), problem in zip(pending, problems, strict=True):
-                if assignment.diff is diff:
-                    assignment.valid = problem is None
-                if problem is not None:
-                    _log.warning(events.GRID_NODE_DIFF_REJECTED, model=process.name, cycle=cycle.number, why=problem)
-            if not force and not self.state.ready(cycle, self._clock()):
-                return
-            diffs = [a.diff for a in cycle.reported() if a.diff is not None]
-            try:
-                new_model = await asyncio.to_thread(apply_mean_diff, model, diffs) if diffs else None
-            except WireError as exc:
-                _log.warning(events.GRID_NODE_AVERAGING_FAILED, model=process.name, cycle=cycle.number, why=str(exc))
-                return
-            self.state.finish(cycle, new_model, self._clock())
-            if new_model is not None:
-                await asyncio.to_thread(self._save_checkpoint, process)
-            _log.info(
-                events.GRID_NODE_CYCLE_COMPLETED,
-                model=process.name,
-                cycle=cycle.number,
-                diffs=len(diffs),
-                checkpoint=process.checkpoint_number,
-            )
-
-    def _save_checkpoint(self, process: Process) -> None:
-        root = self.options.checkpoint_dir
-        if root is None:
-            return
-        directory = root / process.name / process.version
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(directory / f"checkpoint-{process.checkpoint_number}.pb", process.latest)

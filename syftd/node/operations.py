@@ -48,10 +48,10 @@ class NodeOperations(Protocol):
     def host_training(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """The host-training operation."""
 
-    def download(self, kind: str, query: Mapping[str, str]) -> bytes:
+    async def download(self, kind: str, query: Mapping[str, str]) -> bytes:
         """The body of get-model / get-plan (raises ``state.Refusal``)."""
 
-    def retrieve(self, name: str, version: str | None, which: str | None) -> bytes:
+    async def retrieve(self, name: str, version: str | None, which: str | None) -> bytes:
         """A checkpoint for retrieve-model (raises ``state.Refusal``)."""
 
     def snapshot(self) -> dict[str, Any]:

@@ -10,7 +10,10 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_AVERAGING_DELAY_S", "NodeOptions", "Revision"]
+__all__ = ["DEFAULT_AVERAGING_DELAY_S", "DEFAULT_CACHE_BYTES", "NodeOptions", "Revision"]
+
+DEFAULT_CACHE_BYTES = 8 * 1024 * 1024
+"""Enough for the latest checkpoints of a few MNIST-sized processes (1.25 MB each)."""
 
 DEFAULT_AVERAGING_DELAY_S = 0.2
 """A real node averages in a background thread about this long after it answered the report."""
@@ -26,9 +29,12 @@ class Revision(str, enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class NodeOptions:
-    """How the node behaves: wire revision, route prefix, checkpoint directory, speed-test size, test controls.
+    """How the node behaves: wire revision, route prefix, store, speed-test size, test controls, averaging delay.
 
     ``prefix`` is ``model-centric`` (2020-07-29 on); ``model_centric`` and ``federated`` imitate older nodes.
+    ``checkpoint_dir`` is the node's store on disk: every checkpoint as ``<name>/<version>/checkpoint-N.pb``
+    and every reported diff under ``<name>/<version>/diffs/``; None: a temporary directory removed at
+    stop. ``cache_bytes`` bounds the bytes of recently used checkpoints kept in memory.
     ``averaging_delay_s`` is how long after a report's answer the node evaluates the cycle (0: at once,
     for fast tests); the report is always answered first.
     """
@@ -36,6 +42,7 @@ class NodeOptions:
     revision: Revision = Revision.PG_DEV
     prefix: str = "model-centric"
     checkpoint_dir: Path | None = None
+    cache_bytes: int = DEFAULT_CACHE_BYTES
     speed_test_bytes: int = 4 * 1024 * 1024
     test_controls: bool = True
     averaging_delay_s: float = DEFAULT_AVERAGING_DELAY_S

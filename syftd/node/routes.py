@@ -185,7 +185,7 @@ async def _http_operation(request: web.Request) -> web.StreamResponse:
 async def _download(request: web.Request) -> web.StreamResponse:
     kind = "model" if request.path.endswith("get-model") else "plan"
     try:
-        body = _node(request).download(kind, request.query)
+        body = await _node(request).download(kind, request.query)
     except Refusal as refusal:
         return web.json_response({"error": refusal.message}, status=refusal.status)
     return web.Response(body=body, content_type="application/octet-stream")
@@ -200,7 +200,7 @@ async def _retrieve_model(request: web.Request) -> web.StreamResponse:
     if not query.get("name"):
         return web.json_response({"error": "'name'"}, status=400)
     try:
-        body = _node(request).retrieve(query["name"], query.get("version"), query.get("checkpoint"))
+        body = await _node(request).retrieve(query["name"], query.get("version"), query.get("checkpoint"))
     except Refusal as refusal:
         return web.json_response({"error": refusal.message}, status=refusal.status)
     return web.Response(body=body, content_type="application/octet-stream")

@@ -81,7 +81,7 @@ async def test_full_cycle_on_each_node_revision(revision: str, transport: str) -
         assert [(r.diff, r.transport) for r in node.reports] == [(diff, transport)]
         await node.settled()
         assert node.checkpoint_number("mnist") == 2
-        averaged = wire.parse_state(node.state.checkpoint("mnist", "1.0", "latest"))
+        averaged = wire.parse_state(await node.retrieve("mnist", "1.0", "latest"))
         assert [_floats(t) for t in averaged] == [[2 * v for v in _floats(t)] for t in wire.parse_state(model)]
 
 

@@ -127,16 +127,23 @@ async def test_controls_are_absent_when_disabled():
             assert response.status == 404
 
 
-async def test_checkpoint_dir_receives_every_checkpoint(tmp_path):
+async def test_the_store_directory_keeps_every_checkpoint_and_diff_and_a_temporary_one_is_removed_at_stop(tmp_path):
     model, plans, client, server = small_process()
+    diff = zero_diff(model)
     async with running_node(checkpoint_dir=tmp_path) as node, RawWorker(node.url) as worker:
         node.host("mnist", "1.0", model, plans, client, server)
         await worker.authenticate()
         await worker.cycle_request()
-        await worker.report(zero_diff(model))
-    files = sorted(p.name for p in (tmp_path / "mnist" / "1.0").iterdir())
-    assert files == ["checkpoint-1.pb", "checkpoint-2.pb"]
+        await worker.report(diff)
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == ["mnist/1.0/checkpoint-1.pb", "mnist/1.0/checkpoint-2.pb", "mnist/1.0/diffs/cycle-1-1.pb"]
     assert (tmp_path / "mnist" / "1.0" / "checkpoint-1.pb").read_bytes() == model
+    assert (tmp_path / "mnist" / "1.0" / "diffs" / "cycle-1-1.pb").read_bytes() == diff
+    async with running_node() as node:
+        node.host("../..", "1.0", model, plans, client, server)
+        root = node.store.root
+        assert [p.name for p in root.iterdir()] == ["..%2F.."]  # one component inside the store
+    assert not root.exists()
 
 
 async def test_serve_as_a_child_process_hosts_over_ws_runs_a_cycle_and_exits_0_on_sigterm():

@@ -7,7 +7,8 @@ now, observe reports and checkpoints). Checkpoints and diffs go to the node's ``
 cycles are completed by ``cycles``.
 Implements ``operations.NodeOperations``. Does not own HTTP/WebSocket wiring or the node revisions'
 wire differences (``routes``), the options (``options``), the tables and PyGrid's rules (``state``),
-when a cycle completes (``cycles``), the files (``store``) or JWT checks (``auth``).
+when a cycle completes (``cycles``), the files (``store``), the hold point and injected failures
+behind the test controls (``controls``) or JWT checks (``auth``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from aiohttp import web
 from syftd import events
 from syftd.log import get_logger
 from syftd.node import auth
+from syftd.node.controls import Controls
 from syftd.node.cycles import CycleEvaluator
 from syftd.node.operations import NodeStopping, WorkerGone
 from syftd.node.options import NodeOptions, Revision
@@ -84,18 +86,13 @@ class GridNode(ServiceContext):
         self.state = NodeState()
         self.store = Store(self.options.checkpoint_dir, cache_bytes=self.options.cache_bytes)
         self._clock = clock
+        self._controls = Controls()
         self._cycles = CycleEvaluator(
             self.state, self.store, clock=clock, delay_s=self.options.averaging_delay_s, on_change=self._notify
         )
         self._reports: list[ReportRecord] = []
         self._report_ids = itertools.count(1)
-        self._holding = False
-        self._release = asyncio.Event()
-        self._held = 0
-        self._failures: list[int] = []
-        self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self._stopping = False
         self.host_address = "127.0.0.1"
         self.port = 0
 
@@ -138,9 +135,7 @@ class GridNode(ServiceContext):
         """Drop held reports (not stored), close sockets, stop listening, let a running evaluation end
         (at most 10 s) and remove a temporary store; idempotent."""
         runner, self._runner = self._runner, None
-        self._stopping = True
-        self._holding = False
-        self._release.set()
+        self._controls.stop()
         if runner is not None:
             await runner.cleanup()
             await self._cycles.stop(timeout=10)
@@ -257,7 +252,7 @@ class GridNode(ServiceContext):
             diff = base64.b64decode(text)
         except (binascii.Error, ValueError) as exc:
             return {"error": str(exc)}
-        await self._hold_point()
+        await self._controls.hold_point()
         if is_gone():
             _log.info(
                 events.GRID_NODE_REPORT_DROPPED, worker_id=data.get("worker_id"), reason="worker hung up while held"
@@ -294,14 +289,11 @@ class GridNode(ServiceContext):
 
     def hold_reports(self) -> None:
         """From now on, reports (WS and HTTP) wait before they are stored, until ``release_reports``."""
-        if not self._holding:
-            self._holding = True
-            self._release = asyncio.Event()
+        self._controls.hold()
 
     def release_reports(self) -> None:
         """Stop holding; the held reports proceed."""
-        self._holding = False
-        self._release.set()
+        self._controls.release()
 
     def set_averaging_delay(self, seconds: float) -> None:
         """Evaluate cycles ``seconds`` after the reports that trigger them from now on (0: at once).
@@ -316,12 +308,11 @@ class GridNode(ServiceContext):
 
     def fail_next(self, count: int, status: int = 503) -> None:
         """Answer the next ``count`` HTTP requests (WebSocket handshakes included) with ``status``."""
-        self._failures.extend([status] * count)
-        self._notify()
+        self._controls.fail_next(count, status)
 
     def take_failure(self) -> int | None:
         """The status to fail the current request with, if a failure is pending."""
-        return self._failures.pop(0) if self._failures else None
+        return self._controls.take_failure()
 
     async def close_cycle(self, name: str | None = None, version: str | None = None) -> bool:
         """Complete the current cycle of a process now (default: the last hosted).
@@ -345,7 +336,7 @@ class GridNode(ServiceContext):
     @property
     def held_reports(self) -> int:
         """How many reports are waiting at the hold point now."""
-        return self._held
+        return self._controls.held
 
     def checkpoint_number(self, name: str, version: str | None = None) -> int:
         """The latest checkpoint number of a process (1 after hosting).
@@ -363,9 +354,9 @@ class GridNode(ServiceContext):
         return {
             "revision": self.options.revision.value,
             "averaging_delay_s": self.averaging_delay_s,
-            "held": self._held,
-            "holding": self._holding,
-            "failing": len(self._failures),
+            "held": self._controls.held,
+            "holding": self._controls.holding,
+            "failing": self._controls.failing,
             "processes": [p.summary() for p in self.state.processes],
             "reports": [r.summary() for r in self._reports],
         }
@@ -400,37 +391,13 @@ class GridNode(ServiceContext):
         def reached() -> bool:
             process = self.state.find_or_last(name, version)
             current = process.checkpoint_number if process is not None else 0
-            return len(self._reports) >= reports and self._held >= held and current >= checkpoint
+            return len(self._reports) >= reports and self._controls.held >= held and current >= checkpoint
 
         return await self.wait_until(reached, timeout)
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait until ``predicate()`` holds (re-checked on every change); False on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                return predicate()
-        return True
+        """Wait until ``predicate()`` holds (re-checked on every change of the node); False on timeout."""
+        return await self._controls.wait_until(predicate, timeout)
 
     def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def _hold_point(self) -> None:
-        if not self._holding:
-            return
-        self._held += 1
-        self._notify()
-        try:
-            await self._release.wait()
-        finally:
-            self._held -= 1
-            self._notify()
-        if self._stopping:
-            raise NodeStopping("the node stopped while this report was held; it was not stored")
+        self._controls.notify()

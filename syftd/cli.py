@@ -4,7 +4,8 @@ Owns argument parsing, printing, ``--json`` (on every command, and on errors: on
 stdout with ``error``, ``kind`` and ``exit_status``) and the mapping of errors to the exit statuses of
 ``errors.ExitStatus`` (the table ``--help`` prints). Does not own what the verbs do: ``run`` hands over
 to ``daemon``, ``check-config`` to ``checkconfig``, the others ask the running daemon over its control
-socket. ``syftd grid …`` is the local PyGrid-compatible node (``syftd.grid``).
+socket. ``syftd node …`` (alias ``syftd grid …``) is the local PyGrid-compatible node
+(``syftd.node.cli``).
 """
 
 from __future__ import annotations
@@ -84,17 +85,19 @@ def parser() -> argparse.ArgumentParser:
                 verb_parser.add_argument(
                     arg.name, nargs="?" if arg.optional else None, choices=arg.choices or None, help=arg.help
                 )
-    sub.add_parser("grid", help="the local PyGrid-compatible node (syftd grid --help)", add_help=False)
+    sub.add_parser("node", help="the local PyGrid-compatible node (syftd node --help)", add_help=False)
+    sub.add_parser("grid", help="alias of node", add_help=False)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``syftd`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "grid" in argv and all(a.startswith("-") for a in argv[: argv.index("grid")]):
-        from syftd.grid.cli import main as grid_main
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if at is not None and argv[at] in ("node", "grid"):
+        from syftd.node.cli import main as node_main
 
-        return int(grid_main(argv[argv.index("grid") + 1 :]))
+        return int(node_main(argv[at + 1 :]))
     _Parser.wants_json = "--json" in argv
     top = parser()
     args, extra = top.parse_known_args(argv)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from syftd.conditions.value import Conditions, Connectivity
 from syftd.config import ConstraintsConfig, GridConfig, JobConfig, ScheduleConfig
-from syftd.expiry import ExpiryReason
+from syftd.outcomes import ExpiryReason
 from syftd.policy import (
     Action,
     Decision,

@@ -179,7 +179,7 @@ class CycleRun:
         pool: Trainers,
         spool: Spool,
         identity: Identity,
-        on_change: Callable[[], None] = lambda: None,
+        on_change: Callable[[bool], None] = lambda _is_phase: None,
     ) -> None:
         self.job = job
         self.cycle_id = cycle_id
@@ -242,7 +242,7 @@ class CycleRun:
             to_state=to.value,
         )
         self.state = to
-        self._on_change()
+        self._on_change(True)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -422,16 +422,17 @@ class CycleRun:
 
     def _progress(self, progress: Progress) -> None:
         self.progress = progress
+        is_phase = progress.step > 0 and self.trainer_phase is not TrainerPhase.TRAINING
         if progress.step > 0:
             self.trainer_phase = TrainerPhase.TRAINING
-        self._on_change()
+        self._on_change(is_phase)
 
     def _stage(self, stage: TrainerStage) -> None:
         if stage is TrainerStage.LOADING_DATA:
             self.trainer_phase = TrainerPhase.LOADING_DATA
         elif stage is TrainerStage.WRITING_DIFF:
             self.trainer_phase = TrainerPhase.WRITING_DIFF
-        self._on_change()
+        self._on_change(True)
 
     def _check_flag(self) -> None:
         reason = self.flag.reason

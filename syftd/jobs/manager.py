@@ -276,7 +276,7 @@ class JobManager:
             pool=self._pool,
             spool=self._spool,
             identity=self._identity,
-            on_change=self._publish_status,
+            on_change=self._on_cycle_change,
         )
         job.run = run
         job.cycles += 1
@@ -373,6 +373,10 @@ class JobManager:
         task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------ status
+
+    def _on_cycle_change(self, is_phase: bool) -> None:
+        """A new phase is published at once; progress within a phase at most once a second."""
+        self._publish_status(force=is_phase)
 
     def _publish_status(self, *, force: bool = False) -> None:
         text = self.status_line()

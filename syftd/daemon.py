@@ -260,7 +260,8 @@ class Daemon:
                     raise LookupError(f"no job named {params['job']!r}; configured: {known}")
                 names = [str(params["job"])]
             limit = _positive_int(params.get("limit"), "limit")
-            entries = [e for name in names for e in self.history.entries(name)[-(limit or self.history.limit) :]]
+            kept = [await asyncio.to_thread(self.history.entries, name) for name in names]
+            entries = [e for job_entries in kept for e in job_entries[-(limit or self.history.limit) :]]
             entries.sort(key=lambda e: e.get("time") or 0)
             return {"jobs": names, "entries": entries}
 

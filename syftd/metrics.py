@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -81,13 +82,15 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 class Metrics:
-    """The registry: counters fed by the daemon, gauges collected from callbacks at each scrape."""
+    """The registry: counters fed by the daemon (from any thread), gauges collected at each scrape."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._collectors: list[Callable[[], Iterable[Sample]]] = []
+        # the history tells cycles from a worker thread (its file I/O is off the loop); scrapes run on the loop
+        self._lock = threading.Lock()
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         """Add ``amount`` (>= 0) to a counter."""
@@ -96,13 +99,15 @@ class Metrics:
         if amount < 0 or math.isnan(amount):
             raise ValueError(f"counter {name} cannot move by {amount}")
         key = (name, tuple(sorted(labels.items())))
-        self._counters[key] = self._counters.get(key, 0.0) + amount
+        with self._lock:
+            self._counters[key] = self._counters.get(key, 0.0) + amount
 
     def set(self, name: str, value: float, **labels: str) -> None:
         """Set a gauge the daemon updates itself (others come from collectors)."""
         if name not in _FAMILIES or _FAMILIES[name][0] != "gauge":
             raise KeyError(f"{name} is not a declared gauge")
-        self._gauges[(name, tuple(sorted(labels.items())))] = value
+        with self._lock:
+            self._gauges[(name, tuple(sorted(labels.items())))] = value
 
     def add_collector(self, collect: Callable[[], Iterable[Sample]]) -> None:
         """``collect()`` is called at each scrape; its samples are gauges of the moment."""
@@ -140,7 +145,9 @@ class Metrics:
     def render(self) -> str:
         """The exposition text: every family with HELP and TYPE, samples sorted by labels."""
         values: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {}
-        for (name, labels), value in [*self._counters.items(), *self._gauges.items()]:
+        with self._lock:
+            fed = [*self._counters.items(), *self._gauges.items()]
+        for (name, labels), value in fed:
             values.setdefault(name, []).append((labels, value))
         for collect in self._collectors:
             try:

@@ -30,6 +30,19 @@ async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
     }
 
 
+async def scrape_until(port: int, predicate, timeout: float = 15) -> dict:
+    """Scrape until ``predicate(samples)``: the history (and so the counters) is written just after the
+    cycle.finished line, off the event loop."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await scrape(port)
+        if predicate(got):
+            return got
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"metrics did not reach the expected values within {timeout} s: {got}")
+        await asyncio.sleep(0.1)  # polling an HTTP endpoint that sends no events, bounded above
+
+
 def cycles(got: dict, outcome: str, reason: str = "") -> float:
     return got.get(("syftd_cycles_total", (("job", "mnist"), ("outcome", outcome), ("reason", reason))), 0.0)
 
@@ -46,8 +59,8 @@ async def test_counters_move_with_an_expired_then_a_completed_cycle(harness: Har
     await daemon.wait_log("cycle.state_changed", to_state="training", timeout=90)
     daemon.signal(signal.SIGUSR2)
     await daemon.wait_log("cycle.finished", outcome="expired", timeout=60)
-    got = await scrape(port)
-    assert cycles(got, "expired", "manual") == 1 and cycles(got, "done") == 0
+    got = await scrape_until(port, lambda g: cycles(g, "expired", "manual") == 1)
+    assert cycles(got, "done") == 0
     steps_after_expiry = got.get(("syftd_steps_total", (("job", "mnist"),)), 0.0)
 
     harness.config_path.write_text(harness.config_path.read_text().replace("max_updates = 100000", ""))
@@ -57,8 +70,8 @@ async def test_counters_move_with_an_expired_then_a_completed_cycle(harness: Har
     assert len(daemon.events("config.reloaded")) == reloads + 1
     daemon.signal(signal.SIGUSR1)
     await daemon.wait_log("cycle.finished", outcome="done", timeout=120)
-    got = await scrape(port)
-    assert cycles(got, "expired", "manual") == 1 and cycles(got, "done") == 1
+    got = await scrape_until(port, lambda g: cycles(g, "done") == 1)
+    assert cycles(got, "expired", "manual") == 1
     assert got[("syftd_steps_total", (("job", "mnist"),))] == steps_after_expiry + 3
     assert got[("syftd_downloaded_bytes_total", (("job", "mnist"),))] > 0
     assert got[("syftd_uploaded_bytes_total", (("job", "mnist"),))] > 0

@@ -21,6 +21,7 @@ from syftd import config as config_mod
 from syftd.conditions.monitor import ConditionsMonitor
 from syftd.config import Config
 from syftd.control import ControlServer
+from syftd.energy import EnergyMeter
 from syftd.errors import ConfigError
 from syftd.grid.client import GridClient
 from syftd.history import History
@@ -56,15 +57,17 @@ class Daemon:
         state = StateDir(config.daemon.state_dir)
         self._state = state
         self.monitor = ConditionsMonitor(config.daemon.conditions, config.daemon.state_dir)
-        self.pool = TrainerPool(
-            log_format="json" if config.daemon.log_format == "auto" else config.daemon.log_format,
-            log_level=config.daemon.log_level,
-        )
         self.metrics: Any = None  # syftd.metrics.Metrics when [daemon] metrics_listen is set
         if config.daemon.metrics_listen is not None:
             from syftd.metrics import Metrics  # imported only when on: no cost to the idle daemon
 
             self.metrics = Metrics()
+        self.pool = TrainerPool(
+            log_format="json" if config.daemon.log_format == "auto" else config.daemon.log_format,
+            log_level=config.daemon.log_level,
+            on_trainer_start=self._on_trainer_start if self.metrics is not None else None,
+        )
+        self.energy = EnergyMeter()
         self.history = History(
             config.daemon.state_dir, on_record=self.metrics.observe_cycle if self.metrics is not None else None
         )
@@ -77,6 +80,7 @@ class Daemon:
             identity=Identity(config.daemon.state_dir),
             client_factory=lambda job, token: GridClient(job.grid, token=token),
             status=self.notifier.status,
+            energy=self.energy,
         )
         self._actions: asyncio.Queue[str] = asyncio.Queue()
         self._stop_deadline: float | None = None
@@ -105,6 +109,7 @@ class Daemon:
                 pid=os.getpid(),
                 config=str(self.config.path),
                 jobs=[job.name for job in self.config.job],
+                energy=self.energy.status,
             )
             if self.notifier.watchdog_interval_s is not None:
                 watchdog = asyncio.create_task(self._watchdog(self.notifier.watchdog_interval_s))
@@ -150,6 +155,9 @@ class Daemon:
             server = MetricsServer(self.config.daemon.metrics_listen, self.metrics)
             services.append(_Named("metrics", server.start, server.stop))
         return services
+
+    def _on_trainer_start(self, job: str, warm: bool) -> None:
+        self.metrics.observe_trainer_start(job, warm=warm)
 
     def _stop_bound(self, loop: asyncio.AbstractEventLoop) -> float:
         """Seconds left until the SIGKILL moment plus a margin: no stop may take longer."""

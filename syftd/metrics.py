@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import math
 import threading
 import time
@@ -167,24 +166,15 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-def status_gauges(
-    rows: Iterable[Mapping[str, Any]], conditions: Mapping[str, Any], now: dt.datetime | None = None
-) -> list[Sample]:
+def status_gauges(rows: Iterable[Mapping[str, Any]], conditions: Mapping[str, Any]) -> list[Sample]:
     """Gauges of the moment from ``syftd status`` rows and ``Conditions.as_dict()``."""
-    now = now if now is not None else dt.datetime.now()
     samples = []
     for row in rows:
         job = (("job", str(row.get("name"))),)
         samples.append(Sample("syftd_spool_depth", float(row.get("spool_pending") or 0), job))
-        next_run = row.get("next_run")
-        if next_run == "now":
-            samples.append(Sample("syftd_next_run_seconds", 0.0, job))
-        elif isinstance(next_run, str):
-            try:
-                at = dt.datetime.strptime(next_run, "%Y-%m-%d %H:%M:%S")
-            except ValueError:
-                continue
-            samples.append(Sample("syftd_next_run_seconds", max(0.0, (at - now).total_seconds()), job))
+        next_run_in_s = row.get("next_run_in_s")
+        if isinstance(next_run_in_s, int | float):
+            samples.append(Sample("syftd_next_run_seconds", float(next_run_in_s), job))
     for fact, value in conditions.items():
         if isinstance(value, bool):
             samples.append(Sample("syftd_condition", 1.0 if value else 0.0, (("fact", fact),)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -61,15 +60,14 @@ def test_label_values_are_escaped_and_undeclared_names_refused() -> None:
 
 def test_status_rows_and_conditions_become_gauges() -> None:
     """Spool depth, seconds to the next run and the conditions are read at scrape time."""
-    now = dt.datetime(2026, 1, 1, 12, 0, 0)
     rows = [
-        {"name": "a", "spool_pending": 2, "next_run": "2026-01-01 12:01:30"},
-        {"name": "b", "spool_pending": 0, "next_run": "now"},
-        {"name": "c", "spool_pending": 0, "next_run": None},
+        {"name": "a", "spool_pending": 2, "next_run_in_s": 90.0},
+        {"name": "b", "spool_pending": 0, "next_run_in_s": 0.0},
+        {"name": "c", "spool_pending": 0, "next_run_in_s": None},
     ]
     conditions = {"on_external_power": True, "online": False, "battery_percent": 80.0, "connectivity": "full"}
     metrics = Metrics()
-    metrics.add_collector(lambda: status_gauges(rows, conditions, now))
+    metrics.add_collector(lambda: status_gauges(rows, conditions))
     got = samples(metrics.render())
     assert got[("syftd_spool_depth", (("job", "a"),))] == 2
     assert got[("syftd_next_run_seconds", (("job", "a"),))] == 90

@@ -1,5 +1,6 @@
 """The default install has no torch: in a real venv made from python3.11 with only the runtime
-dependencies, check-config and the daemon's start-up say "install syftd[train]".
+dependencies, check-config and the daemon's start-up say "install syftd[train]", and the daemon asks
+the node for no cycle it cannot train.
 
 The venv is built once per pyproject.toml (about 20 s, from pip's configured indexes and wheel
 directories) and kept under the user's cache directory; the test skips, saying why, when pip cannot
@@ -7,7 +8,9 @@ install the dependencies here."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from support.daemon import MNIST_JOB, DaemonProcess, NotifySocket, write_config
+from support.harness import Harness
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,6 +88,42 @@ async def test_daemon_start_up_without_torch_logs_why_it_cannot_train(torchless_
         await notify.wait_for(lambda m: "READY" in m, timeout=30)
         line = await daemon.wait_log("trainer.unavailable", timeout=10)
         assert line["level"] == "error" and "install syftd[train]" in line["reason"]
+    finally:
+        await daemon.stop()
+        notify.close()
+
+
+@pytest.mark.dbus
+async def test_a_daemon_without_torch_requests_no_cycle_and_says_why(torchless_python: Path, harness: Harness) -> None:
+    """With a node hosting a process and every condition met, the torch-less daemon never asks for a
+    cycle, even when triggered; STATUS=, `status` and `why` give the reason with the install hint."""
+    harness.host(max_updates=3)
+    harness.write_config()
+    notify = NotifySocket(harness.base / "notify-torchless.sock")
+    daemon = await DaemonProcess.start(harness.config_path, notify=notify, python=str(torchless_python))
+    try:
+        await notify.wait_for(lambda m: "READY" in m, timeout=30)
+        await notify.wait_for(lambda m: "install syftd[train]" in m.fields.get("STATUS", ""), timeout=30)
+        cli = [str(torchless_python), "-m", "syftd", "--config", str(harness.config_path)]
+        trigger = await asyncio.to_thread(
+            subprocess.run, [*cli, "trigger"], capture_output=True, text=True, timeout=60, cwd=PROJECT
+        )
+        assert trigger.returncode == 0, trigger.stderr
+        await daemon.wait_log("job.triggered", timeout=10)
+        status = await asyncio.to_thread(
+            subprocess.run, [*cli, "status", "--json"], capture_output=True, text=True, timeout=60, cwd=PROJECT
+        )
+        row = json.loads(status.stdout)["jobs"][0]
+        assert "install syftd[train]" in row["state"] and row["next_run"] is None
+        why = await asyncio.to_thread(
+            subprocess.run, [*cli, "why", "mnist"], capture_output=True, text=True, timeout=60, cwd=PROJECT
+        )
+        assert "torch" in why.stdout and "install syftd[train]" in why.stdout
+        assert daemon.events("cycle.started") == [] and daemon.events("grid.authenticated") == []
+        process = next(
+            p for p in harness.node.sync(harness.node.node.snapshot)["processes"] if p["name"] == harness.name
+        )
+        assert process["assigned"] == 0
     finally:
         await daemon.stop()
         notify.close()

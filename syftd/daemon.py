@@ -67,7 +67,8 @@ class Daemon:
             log_level=config.daemon.log_level,
             on_trainer_start=self._on_trainer_start if self.metrics is not None else None,
         )
-        self.energy = EnergyMeter()
+        # RAPL under the same sysfs root the condition monitors read (tests point both at a fake tree)
+        self.energy = EnergyMeter(config.daemon.conditions.sysfs_root / "class" / "powercap")
         self.history = History(
             config.daemon.state_dir, on_record=self.metrics.observe_cycle if self.metrics is not None else None
         )

@@ -71,6 +71,7 @@ class _Trainer:
         self.job, self.process, self.reader, self.writer = job, process, reader, writer
         self.cycle_id: str | None = None
         self.served = 0
+        self.cpu_charged = 0.0  # CPU seconds its results already reported (a warm trainer serves several)
         self.output: asyncio.Task[None] | None = None
 
     @property
@@ -308,6 +309,7 @@ class TrainerPool(ServiceContext):
                 steps=max((p.step for p in seen), default=0),
                 error=f"the trainer exited with status {status} before returning a result",
             )
+        trainer.cpu_charged += result.cpu_s or 0.0
         if result.outcome is Outcome.COMPLETED and trainer.is_alive and not self._is_stopped:
             self._warm[request.job.name] = trainer
         elif result.outcome in (Outcome.TERMINATED, Outcome.KILLED):
@@ -383,6 +385,7 @@ class TrainerPool(ServiceContext):
         """SIGTERM now, SIGKILL ``KILL_AFTER_TERM_S`` after the flag's SIGTERM moment; a result the
         trainer still sent wins, else the result says which signal ended it."""
         outcome = Outcome.TERMINATED
+        children_cpu = _children_cpu_s()
         _signal(trainer, signal.SIGTERM)
         term_at = flag.term_at if flag.term_at is not None else time.monotonic()
         try:
@@ -391,6 +394,8 @@ class TrainerPool(ServiceContext):
             outcome = Outcome.KILLED
             _signal(trainer, signal.SIGKILL)
             await trainer.process.wait()
+        # reaped: its whole life's CPU time joined this process's children times (the energy share)
+        cpu_s = max(0.0, _children_cpu_s() - children_cpu - trainer.cpu_charged)
         with contextlib.suppress(asyncio.TimeoutError, Exception):
             sent = await asyncio.wait_for(asyncio.shield(session), _RESULT_AFTER_EXIT_S)
             if sent is not None and outcome is Outcome.TERMINATED:
@@ -407,6 +412,7 @@ class TrainerPool(ServiceContext):
             losses=losses,
             accuracies=accuracies,
             step_time_s=sum(p.step_time_s for p in seen),
+            cpu_s=round(cpu_s, 3),
         )
 
     def _retire(self, trainer: _Trainer, term_at: float | None = None) -> None:
@@ -455,6 +461,11 @@ class _Observers:
             self._on_stage(stage)
         except Exception:  # noqa: BLE001 - a faulty observer must not end the run without a result
             _log.exception(events.TRAINER_PROGRESS_CALLBACK_FAILED, job=job)
+
+
+def _children_cpu_s() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def _signal(trainer: _Trainer, signum: int) -> None:

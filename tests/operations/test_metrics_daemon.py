@@ -4,7 +4,10 @@ against the local grid node: the counters move with a completed and an expired c
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 
 import aiohttp
 import psutil
@@ -77,6 +80,11 @@ async def test_counters_move_with_an_expired_then_a_completed_cycle(harness: Har
     assert got[("syftd_uploaded_bytes_total", (("job", "mnist"),))] > 0
     assert got[("syftd_last_success_timestamp_seconds", (("job", "mnist"),))] > 1.7e9
     assert ("syftd_spool_depth", (("job", "mnist"),)) in got
+    assert got[("syftd_trainer_starts_total", (("job", "mnist"), ("start", "cold")))] >= 1
+    # this machine has no powercap RAPL: each cycle says so, and the metrics count it
+    finished = daemon.events("cycle.finished")
+    assert {e["energy_j"] for e in finished} == {"unavailable"}
+    assert got[("syftd_energy_unavailable_total", (("job", "mnist"),))] == len(finished)
 
 
 async def test_without_metrics_listen_nothing_listens(harness: Harness) -> None:
@@ -87,3 +95,42 @@ async def test_without_metrics_listen_nothing_listens(harness: Harness) -> None:
     await asyncio.sleep(0)  # READY was awaited by start(); nothing more to wait for
     listening = [c for c in psutil.Process(daemon.pid).net_connections(kind="tcp") if c.status == "LISTEN"]
     assert listening == [] and daemon.events("metrics.listening") == []
+
+
+async def test_joules_over_a_fake_powercap_tree_reach_the_log_history_and_metrics(harness: Harness) -> None:
+    """daemon.conditions.sysfs_root points at a tree whose package counter the test advances by 42 J
+    (across a wrap) during training: cycle.finished, `syftd history` and the metrics all carry 42 J."""
+    sysfs = harness.base / "sys"
+    zone = sysfs / "class" / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    (zone / "energy_uj").write_text(f"{262143328850 - 2_000_000}\n")
+    (sysfs / "class" / "power_supply").mkdir(parents=True)
+    harness.host(max_updates=3)
+    harness.write_config(daemon='metrics_listen = "127.0.0.1:0"', job="max_updates = 100000")
+    harness.config_path.write_text(
+        harness.config_path.read_text().replace(
+            "[daemon.conditions]\n", f'[daemon.conditions]\nsysfs_root = "{sysfs}"\n'
+        )
+    )
+    daemon = await harness.start()
+    port = (await daemon.wait_log("metrics.listening", timeout=30))["port"]
+    ready = await daemon.wait_log("daemon.ready", timeout=10)
+    assert ready["energy"] == "readable (1 package zones)"
+    await daemon.wait_log("cycle.state_changed", to_state="training", timeout=90)
+    (zone / "energy_uj").write_text("40000000\n")  # wrapped: 2 J to the top, then 40 J
+    daemon.signal(signal.SIGUSR2)
+    finished = await daemon.wait_log("cycle.finished", timeout=60)
+    assert finished["energy_j"] == 42.0
+    assert 0 <= finished.get("trainer_energy_j", -1) <= 42.0, finished
+    got = await scrape_until(port, lambda g: cycles(g, "expired", "manual") == 1)
+    assert got[("syftd_energy_joules_total", (("job", "mnist"), ("scope", "package")))] == 42.0
+    history = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "syftd", "--config", str(harness.config_path), "history", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(history.stdout)["entries"][-1]["energy_j"] == 42.0

@@ -234,7 +234,7 @@ class JobManager:
         running = sum(1 for job in self._jobs.values() if job.task is not None)
         needs_thermal = False
         for job in self._jobs.values():
-            if job.token_error is not None or job.cannot_train is not None or not job.is_ready:
+            if job.token_error is not None or not job.is_ready:
                 continue
             busy = job.task is not None
             state = dataclasses.replace(job.state, running=busy)
@@ -255,7 +255,7 @@ class JobManager:
                 policy.Action.WAIT_UNTIL,
             ):
                 needs_thermal = True
-            if decision.action is policy.Action.START and not self._stopping:
+            if decision.action is policy.Action.START and not self._stopping and job.cannot_train is None:
                 self._start_cycle(job, decision)
                 running += 1
             elif decision.action is policy.Action.REPORT and not self._stopping:

@@ -66,7 +66,7 @@ def status_rows(jobs: Mapping[str, JobRuntime], now: float) -> list[dict[str, An
     for name, job in jobs.items():
         decision = job.decision
         next_run, next_run_in_s = None, None
-        if job.task is None and decision is not None:
+        if job.task is None and decision is not None and job.cannot_train is None:
             if decision.action is policy.Action.WAIT_UNTIL and decision.at is not None:
                 next_run, next_run_in_s = _wall(decision.at, now), round(max(0.0, decision.at - now), 3)
             elif decision.action is policy.Action.START:
@@ -105,7 +105,7 @@ def why(name: str, job: JobRuntime, now: float, conditions: Conditions) -> dict[
     if job.token_error is not None:
         answer["reasons"].insert(0, f"token refused: {job.token_error}")
     if job.cannot_train is not None:
-        answer["reasons"].insert(0, job.cannot_train)
+        answer["summary"] = job.cannot_train  # the decision's reasons still follow: what else is unmet
     if job.overrides:
         answer["reasons"].append(f"simulated: {job.overrides}")
     answer["conditions"] = conditions.as_dict()

@@ -163,6 +163,7 @@ class GridConfig:
     )
     speed_test_max_s: float = _key(10.0, doc="time cap of each speed-test transfer", min=0.1, max=600)
     speed_test_max_mb: float = _key(16.0, doc="byte cap of each speed-test transfer", min=0.01, max=1024)
+    speed_test_reuse_s: float = _key(3600.0, doc="how long one speed test serves the cycle requests", min=0, max=86400)
 
 
 @dataclass(frozen=True, slots=True)

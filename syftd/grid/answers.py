@@ -2,41 +2,119 @@
 
 Owns the envelope rule (``{"type", "data"}`` → ``data``; a top-level ``error`` is a failure),
 the shape checks of the authenticate and cycle-request answers, the mapping of a cycle-request
-answer to :class:`Accepted` or a typed GridError, and the first line of a node's error text
-(PyGrid appends tracebacks). Does not own transports, logging or retries (syftd.grid.client and
-the daemon).
+answer to :class:`Accepted` or a typed GridError, the first line of a node's error text (PyGrid
+appends tracebacks), and the classification of every node error (:func:`classify`). Does not own
+transports, logging or retries (syftd.grid.client and the daemon).
+
+How a node's answer is classified (first line of its ``error``; the same rule for every operation):
+
+=============================================  ==================  ======================================
+the node says                                  kind → error        what the caller does
+=============================================  ==================  ======================================
+``Cycle not found!``                           cycle gone          discard the diff of that cycle
+                                               → GridCycleGone
+``Invalid request key!`` (401)                 cycle gone          discard (the worker holds a newer cycle)
+                                               → GridCycleGone
+``Model ID not found!``,                       cycle gone          discard (the process is gone; get-plan
+``Plan ID not found!``                         → GridCycleGone     says ``Plan``, get-model ``Model``)
+``Worker ID not found!``                       worker unknown      discard, forget the worker id and
+                                               → GridWorkerUnknown authenticate afresh; not a refused token
+cycle-request ``rejected`` with ``timeout``    rejection           wait; ``timeout_s`` < 0 means the
+                                               → GridRejected      cycle's end has passed (still open)
+cycle-request ``rejected``, no timeout         finished            the finished rule (or num_cycles = 0)
+                                               → GridFinished
+authenticate ``error`` (other than above)      auth refused        fix the token or model/version
+                                               → GridAuthFailed
+any other ``error`` (``database is locked``,   transient           keep the diff, retry with backoff
+report's empty ``ProcessLookupError``),        → GridUnavailable
+HTTP 5xx or 429, timeout, connection lost
+a wrong shape, an answer above its cap,        protocol            keep the diff, back off (the node or
+a redirect, HTTP 404 on a route, other 4xx     → GridProtocolError the configuration is wrong)
+=============================================  ==================  ======================================
+
+A diff is discarded only on "cycle gone" (GridCycleGone, GridWorkerUnknown included): the node
+said so. A report answered with an empty error (a real node's ``ProcessLookupError`` for an
+unknown worker-cycle) cannot tell why: it is transient, and the get-plan probe tells.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from syftd.errors import (
     GridAuthFailed,
+    GridCycleGone,
+    GridError,
     GridFinished,
     GridProtocolError,
     GridRejected,
     GridUnavailable,
+    GridWorkerUnknown,
 )
 from syftd.grid.timeout import parse_timeout
 
 __all__ = [
+    "CYCLE_GONE",
     "WORKER_UNKNOWN",
     "Accepted",
     "Auth",
+    "Kind",
     "auth_of",
+    "classify",
     "cycle_outcome",
     "error_of",
     "expect_status",
     "first_line",
     "loads",
+    "node_error",
     "unwrap",
 ]
 
 WORKER_UNKNOWN = "Worker ID not found"
+CYCLE_GONE = ("Cycle not found", "Invalid request key", "Model ID not found", "Plan ID not found")
+
+
+class Kind(enum.Enum):
+    """What a node's error means for the caller (the table in the module docstring)."""
+
+    CYCLE_GONE = "cycle-gone"
+    WORKER_UNKNOWN = "worker-unknown"
+    TRANSIENT = "transient"
+    PROTOCOL = "protocol"
+
+
+def classify(text: str, status: int | None = None) -> Kind:
+    """The kind of a node error from its first line and, for HTTP, its status (None: a JSON error)."""
+    line = text.strip()
+    if line.startswith(WORKER_UNKNOWN):
+        return Kind.WORKER_UNKNOWN
+    if line.startswith(CYCLE_GONE):
+        return Kind.CYCLE_GONE
+    if status is None or status >= 500 or status in (200, 400, 401, 408, 429):
+        return Kind.TRANSIENT
+    return Kind.PROTOCOL
+
+
+_ERRORS: dict[Kind, type[GridError]] = {
+    Kind.CYCLE_GONE: GridCycleGone,
+    Kind.WORKER_UNKNOWN: GridWorkerUnknown,
+    Kind.TRANSIENT: GridUnavailable,
+    Kind.PROTOCOL: GridProtocolError,
+}
+
+
+def node_error(op: str, text: str, status: int | None = None) -> NoReturn:
+    """Raise the GridError the table gives for a node's error ``text`` (first line, scrubbed).
+
+    Raises:
+        GridCycleGone, GridWorkerUnknown, GridUnavailable or GridProtocolError, naming ``op``.
+    """
+    shown = f"HTTP {status} {text}" if status not in (None, 200) else text
+    raise _ERRORS[classify(text, status)](f"{op} refused: {shown}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,20 +214,18 @@ def cycle_outcome(answer: Mapping[str, Any], plan: str, text: Callable[[object],
     """A cycle-request answer as Accepted, or the typed error it means (spec §2.2).
 
     Raises:
-        GridRejected: rejected with a timeout. GridFinished: rejected without one.
-        GridAuthFailed: "Worker ID not found". GridUnavailable: any other node error (back off).
+        GridRejected: rejected with a timeout (``timeout_s`` negative once the cycle's end passed).
+        GridFinished: rejected without one. GridWorkerUnknown: "Worker ID not found!".
+        GridUnavailable: any other node error (back off); see :func:`classify`.
         GridProtocolError: a wrong shape, or no plan called ``plan``.
     """
     if "error" in answer:
-        message = text(answer["error"])
-        if WORKER_UNKNOWN in message:
-            raise GridAuthFailed(f"cycle request: {message}")
-        raise GridUnavailable(f"cycle request refused: {message}")
+        node_error("cycle-request", text(answer["error"]))
     if answer.get("status") == "rejected":
         timeout = answer.get("timeout")
         if timeout is None:
             raise GridFinished("cycle request rejected without a timeout: the process finished")
-        raise GridRejected(parse_timeout(timeout))
+        raise GridRejected(parse_timeout(timeout).seconds)
     expect_status(answer, "accepted", "cycle-request")
     plans = _field(answer, "plans", dict, "cycle-request")
     if not all(isinstance(k, str) and _is_int(v) for k, v in plans.items()):

@@ -7,10 +7,11 @@ appears, a top-level ``error`` is a failure). Every failure leaves as a typed Gr
 by the table in syftd.grid.answers; every call is bounded by ``grid.timeout_s``, every answer by a
 size cap, and no redirect is followed (syftd.grid.transfer).
 
-Connections are reused: one HTTP session with keep-alive, and one WebSocket opened by the first
-WS request and kept until :meth:`GridClient.close_connections` or ``stop()``. A request on a kept
-WebSocket that the node closed meanwhile is sent once more on a fresh one (the node had not read
-it). One client may serve many cycles; ``close_connections()`` holds nothing during training.
+Connections are reused (syftd.grid.connection): one HTTP session with keep-alive, and one WebSocket
+kept until :meth:`GridClient.close_connections` or ``stop()``. One client may serve many cycles;
+``close_connections()`` holds nothing during training. get-model and get-plan can run at once, and
+stream into files; a report can stream from a file, its base64 spliced into the JSON text
+(syftd.grid.frames).
 
 Does not own the bytes inside downloads and diffs (syftd.grid.wire), the order of the calls or any
 retry policy (the daemon's), or where the token comes from (``read_token``). The token is sent
@@ -22,25 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import aiohttp
 
 from syftd import events
 from syftd.config import GridConfig
 from syftd.errors import (
-    GridError,
     GridFinished,
-    GridProtocolError,
     GridRejected,
-    GridTLSError,
     GridUnavailable,
 )
 from syftd.grid import frames
@@ -51,31 +46,24 @@ from syftd.grid.answers import (
     cycle_outcome,
     error_of,
     expect_status,
-    first_line,
-    loads,
     node_error,
     unwrap,
 )
+from syftd.grid.connection import JSON_CAP, NodeConnection
 from syftd.grid.speedtest import Speed, SpeedCache, measure_speed
 from syftd.grid.timeout import RejectionTimeout, parse_timeout
 from syftd.grid.token import read_token
 from syftd.grid.transfer import (
-    RedirectRefused,
-    new_session,
     read_capped,
-    ssl_context,
     stream_to_file,
-    upload_pieces,
-    while_moving,
     within,
 )
-from syftd.log import REDACTED, get_logger
+from syftd.log import get_logger
 from syftd.service import ServiceContext
 
 __all__ = ["Accepted", "Auth", "GridClient", "RejectionTimeout", "Speed", "SpeedCache", "parse_timeout", "read_token"]
 
 _MIB = 1024 * 1024
-_JSON_CAP = 4 * _MIB
 
 T = TypeVar("T")
 log = get_logger("grid")
@@ -92,11 +80,7 @@ class GridClient(ServiceContext):
         self._grid = grid
         self._token = token
         self.speed_cache = speed_cache if speed_cache is not None else SpeedCache(grid.speed_test_reuse_s)
-        self._session: aiohttp.ClientSession | None = None
-        self._ssl: ssl.SSLContext | bool = True
-        self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
-        self._ws_lock = asyncio.Lock()
-        self._http_base, self._ws_url = _urls(grid.url, grid.prefix)
+        self.connection = NodeConnection(grid, token)
 
     async def start(self) -> None:
         """Build the TLS context and the HTTP session.
@@ -104,22 +88,15 @@ class GridClient(ServiceContext):
         Raises:
             ConfigError: ``grid.ca_file`` cannot be loaded.
         """
-        if self._session is not None:
-            raise RuntimeError("GridClient.start() called twice; create one client per job run")
-        self._ssl = ssl_context(self._grid.ca_file)
-        self._session = new_session()
+        self.connection.open()
 
     async def stop(self) -> None:
         """Close the WebSocket and the session. Idempotent."""
-        await self.close_connections()
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self.connection.close()
 
     async def close_connections(self) -> None:
         """Close the kept WebSocket (HTTP connections idle out by themselves); the next call reconnects."""
-        async with self._ws_lock:
-            await self._close_ws()
+        await self.connection.close_ws()
 
     async def authenticate(self) -> Auth:
         """Join the FL process; each call yields a new worker id.
@@ -129,8 +106,8 @@ class GridClient(ServiceContext):
             GridUnavailable, GridProtocolError: see the module docstring.
         """
         payload = {"auth_token": self._token, "model_name": self._grid.model, "model_version": self._grid.version}
-        async with self._errors("authenticate"):
-            auth = auth_of(await self._json_call("authenticate", payload), self._node_text)
+        async with self.connection.errors("authenticate"):
+            auth = auth_of(await self._json_call("authenticate", payload), self.connection.node_text)
         log.info(events.GRID_AUTHENTICATED, model=self._grid.model, requires_speed_test=auth.requires_speed_test)
         return auth
 
@@ -143,10 +120,10 @@ class GridClient(ServiceContext):
             GridUnavailable: the node failed the speed-test route, stalled, or the transfer broke off.
             GridProtocolError: an answer above its cap, or a redirect.
         """
-        async with self._errors("speed-test"):
-            speed = await measure_speed(
-                self._require_session(), f"{self._http_base}/speed-test", worker_id, self._grid, self._ssl
-            )
+        async with self.connection.errors("speed-test"):
+            conn = self.connection
+            url = f"{conn.http_base}/speed-test"
+            speed = await measure_speed(conn.session(), url, worker_id, self._grid, conn.tls)
         self.speed_cache.store(speed, time.monotonic())
         log.info(
             events.GRID_SPEED_MEASURED,
@@ -182,10 +159,10 @@ class GridClient(ServiceContext):
         payload: dict[str, Any] = {"worker_id": worker_id, "model": self._grid.model, "version": self._grid.version}
         if speed is not None:
             payload.update(speed.fields())
-        async with self._errors("cycle-request"):
+        async with self.connection.errors("cycle-request"):
             answer = await self._json_call("cycle-request", payload)
             try:
-                accepted = cycle_outcome(answer, self._grid.plan, self._node_text)
+                accepted = cycle_outcome(answer, self._grid.plan, self.connection.node_text)
             except GridRejected as exc:
                 log.info(events.GRID_CYCLE_REJECTED, timeout_s=round(exc.timeout_s, 3))
                 raise
@@ -277,13 +254,13 @@ class GridClient(ServiceContext):
     async def _report(self, worker_id: str, request_key: str, diff: bytes | Path) -> None:
         """The diff's base64 is spliced into the JSON text (syftd.grid.frames), never re-serialised."""
         size = len(diff) if isinstance(diff, bytes) else (await asyncio.to_thread(diff.stat)).st_size
-        async with self._errors("report"):
+        async with self.connection.errors("report"):
             if self._grid.transport == "ws":
                 request_id = uuid.uuid4().hex
                 ws_type = f"{self._grid.prefix}/report"
                 head, tail = frames.report_parts(worker_id, request_key, ws_type=ws_type, request_id=request_id)
                 frame = await frames.whole_report(head, diff, tail)
-                answer = unwrap(await self._ws_exchange("report", frame, request_id), "report")
+                answer = unwrap(await self.connection.ws_exchange("report", frame, request_id), "report")
             else:
                 head, tail = frames.report_parts(worker_id, request_key)
                 body: bytes | bytearray | AsyncIterator[bytes]
@@ -292,9 +269,9 @@ class GridClient(ServiceContext):
                 else:
                     body = frames.streamed_report(head, diff, tail)
                 length = len(head) + frames.b64_length(size) + len(tail)
-                answer = unwrap(await self._http_post("report", body, length), "report")
+                answer = unwrap(await self.connection.http_post("report", body, length), "report")
             if "error" in answer:
-                node_error("report", self._node_text(answer["error"]))
+                node_error("report", self.connection.node_text(answer["error"]))
             expect_status(answer, "success", "report")
         log.info(events.GRID_REPORTED, bytes=size)
 
@@ -302,99 +279,23 @@ class GridClient(ServiceContext):
         if self._grid.transport == "ws":
             request_id = uuid.uuid4().hex
             message = {"type": f"{self._grid.prefix}/{op}", "data": payload, "request_id": request_id}
-            return unwrap(await self._ws_exchange(op, json.dumps(message).encode(), request_id), op)
+            return unwrap(await self.connection.ws_exchange(op, json.dumps(message).encode(), request_id), op)
         body = json.dumps(payload).encode()
-        return unwrap(await self._http_post(op, body, len(body)), op)
-
-    async def _ws_exchange(self, op: str, frame: bytes | bytearray, request_id: str) -> Any:
-        """Send one text frame and read its answer; a kept socket found closed is replaced once."""
-        timeout_s = self._grid.timeout_s
-        async with self._ws_lock:
-            reused = self._ws is not None and not self._ws.closed
-            for attempt in (1, 2):
-                ws = await self._open_ws(op)
-                try:
-                    await within(ws.send_frame(cast(bytes, frame), aiohttp.WSMsgType.TEXT), timeout_s, op, "not sent")
-                    reply = await within(ws.receive(), timeout_s, op)
-                except GridError:
-                    await self._close_ws()
-                    raise
-                except (aiohttp.ClientError, OSError):
-                    await self._close_ws()
-                    if not (reused and attempt == 1):
-                        raise
-                    reused = False  # the kept socket broke under the send: the node never read this frame
-                    continue
-                if reply.type in _CLOSED and reused and attempt == 1:
-                    await self._close_ws()  # the node closed it while it was kept: it never read this frame
-                    reused = False
-                    continue
-                break
-        if reply.type == aiohttp.WSMsgType.TEXT:
-            body = loads(reply.data, op)
-        elif reply.type == aiohttp.WSMsgType.BINARY:
-            await self.close_connections()
-            raise GridProtocolError(f"{op}: the node answered with a binary frame")
-        elif reply.type == aiohttp.WSMsgType.ERROR and getattr(reply.data, "code", None) == 1009:
-            await self.close_connections()
-            raise GridProtocolError(f"{op}: answer larger than {_JSON_CAP} bytes")
-        else:
-            await self.close_connections()
-            raise GridUnavailable(f"{op}: the node closed the WebSocket without answering")
-        echo = body.get("request_id") if isinstance(body, dict) else None
-        if echo is not None and echo != request_id:
-            await self.close_connections()  # answers on this socket are out of step
-            raise GridProtocolError(f"{op}: answer carries request_id {str(echo)[:40]!r}, not ours")
-        return body
-
-    async def _open_ws(self, op: str) -> aiohttp.ClientWebSocketResponse[bool]:
-        ws = self._ws
-        if ws is None or ws.closed:
-            close_s = min(self._grid.timeout_s, 5.0)
-            connecting = self._require_session().ws_connect(
-                self._ws_url,
-                ssl=self._ssl,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=close_s),
-                max_msg_size=_JSON_CAP,
-            )
-            ws = self._ws = await within(connecting, self._grid.timeout_s, op, "no WebSocket handshake")
-        return ws
-
-    async def _http_post(self, op: str, body: bytes | bytearray | AsyncIterator[bytes], length: int) -> Any:
-        """POST ``body``; its answer must start within ``timeout_s`` of the body's last piece leaving."""
-        timeout_s = self._grid.timeout_s
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
-        headers = {"Content-Type": "application/json", "Content-Length": str(length)}
-        moved = [asyncio.get_running_loop().time()]
-        pieces = upload_pieces(body, moved)
-        request = self._require_session().post(
-            f"{self._http_base}/{op}", data=pieces, headers=headers, timeout=timeout, ssl=self._ssl
-        )
-        async with await while_moving(request, moved, timeout_s, op) as resp:
-            raw = await read_capped(resp, _JSON_CAP, op, timeout_s)
-            status = resp.status
-        if status >= 500:
-            raise GridUnavailable(f"{op}: node failed with HTTP {status} {self._node_text(error_of(raw))}".rstrip())
-        if status == 404:
-            raise GridProtocolError(f"{op}: HTTP 404 at {self._http_base}/{op} (is grid.prefix right?)")
-        body_json = loads(raw, op)
-        if status != 200 and not (isinstance(body_json, dict) and "error" in body_json):
-            raise GridProtocolError(f"{op}: HTTP {status} without an error message")
-        return body_json
+        return unwrap(await self.connection.http_post(op, body, len(body)), op)
 
     async def _download(self, op: str, params: dict[str, str], path: Path | None) -> bytes | int:
         timeout_s = self._grid.timeout_s
         cap = int(self._grid.max_download_mb * _MIB)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
-        async with self._errors(op):
+        async with self.connection.errors(op):
             start = time.perf_counter()
-            request = self._require_session().get(
-                f"{self._http_base}/{op}", params=params, timeout=timeout, ssl=self._ssl
+            request = self.connection.session().get(
+                f"{self.connection.http_base}/{op}", params=params, timeout=timeout, ssl=self.connection.tls
             )
             async with await within(request, timeout_s, op) as resp:
                 if resp.status != 200:
-                    status, raw = resp.status, await read_capped(resp, _JSON_CAP, op, timeout_s)
-                    text = self._node_text(error_of(raw))
+                    status, raw = resp.status, await read_capped(resp, JSON_CAP, op, timeout_s)
+                    text = self.connection.node_text(error_of(raw))
                     if status >= 500:
                         raise GridUnavailable(f"{op}: node failed with HTTP {status} {text}")
                     node_error(op, text, status)
@@ -418,59 +319,6 @@ class GridClient(ServiceContext):
             "receive_operations_as": "torchscript",
         }
 
-    @asynccontextmanager
-    async def _errors(self, op: str) -> AsyncIterator[None]:
-        """Turn transport exceptions into GridError subclasses and log each failure once."""
-        try:
-            try:
-                yield
-            except GridError:
-                raise
-            except (asyncio.TimeoutError, TimeoutError):
-                raise GridUnavailable(f"{op}: no answer within {self._grid.timeout_s:g} s") from None
-            except RedirectRefused as exc:
-                raise GridProtocolError(f"{op}: {exc}") from None
-            except aiohttp.ClientConnectorCertificateError as exc:
-                raise GridTLSError(f"{op}: certificate of {exc.host} not trusted (set grid.ca_file?)") from None
-            except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
-                raise GridTLSError(f"{op}: TLS failed ({exc})") from None
-            except aiohttp.WSServerHandshakeError as exc:
-                kind = GridUnavailable if exc.status >= 500 else GridProtocolError
-                raise kind(f"{op}: WebSocket handshake refused with HTTP {exc.status} at {self._ws_url}") from None
-            except aiohttp.ClientResponseError as exc:
-                kind = GridUnavailable if exc.status >= 500 else GridProtocolError
-                raise kind(f"{op}: HTTP {exc.status} {exc.message}") from None
-            except (aiohttp.ClientError, OSError) as exc:
-                raise GridUnavailable(f"{op}: {type(exc).__name__}: {exc}") from None
-        except (GridRejected, GridFinished):
-            raise
-        except GridError as exc:
-            log.warning(events.GRID_REQUEST_FAILED, op=op, error=type(exc).__name__, reason=self._scrub(str(exc)))
-            raise
-
-    async def _close_ws(self) -> None:
-        ws, self._ws = self._ws, None
-        if ws is not None and not ws.closed:
-            try:
-                await asyncio.wait_for(ws.close(), min(self._grid.timeout_s, 5.0))
-            except (asyncio.TimeoutError, TimeoutError, aiohttp.ClientError, OSError):
-                pass
-
-    def _require_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("GridClient is not started; use `async with GridClient(...)` or await start()")
-        return self._session
-
-    def _node_text(self, value: object) -> str:
-        """The first line of a node's error message (PyGrid appends tracebacks), token removed."""
-        return self._scrub(first_line(value))
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._token, REDACTED) if self._token else text
-
-
-_CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
-
 
 def _as(kind: type[T], value: object) -> T:
     assert isinstance(value, kind)
@@ -488,12 +336,3 @@ async def _both(first: Awaitable[T], second: Awaitable[T]) -> tuple[T, T]:
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
     return a, b
-
-
-def _urls(url: str, prefix: str) -> tuple[str, str]:
-    parts = urllib.parse.urlsplit(url)
-    http_scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    ws_scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    path = parts.path.rstrip("/")
-    prefix = prefix.strip("/")
-    return f"{http_scheme}://{parts.netloc}{path}/{prefix}", f"{ws_scheme}://{parts.netloc}{path or '/'}"

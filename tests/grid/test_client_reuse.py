@@ -113,7 +113,7 @@ async def test_one_client_serves_many_cycles_on_one_websocket() -> None:
         node.host("mnist", "1.0", *small_process())
         handshakes = 0
         async with GridClient(grid_for(node.url)) as client:
-            session = client._require_session()  # the test counts WS handshakes on the client's session
+            session = client.connection.session()  # the test counts WS handshakes on the client's session
             original = session.ws_connect
 
             def counting(*args: Any, **kwargs: Any) -> Any:

@@ -581,6 +581,18 @@ def test_read_token_refuses_missing_and_non_regular(tmp_path: Path) -> None:
         read_token(tmp_path / "fifo")
 
 
+def test_read_token_refuses_a_symlink_even_to_a_good_file(tmp_path: Path) -> None:
+    """A token path whose last component is a symlink is refused (issue 14.10): the content of whatever
+    it points at (another user's secret, say) must not be sent as the token."""
+    target = tmp_path / "elsewhere"
+    target.write_text("someone-elses-secret")
+    target.chmod(0o600)
+    (tmp_path / "token").symlink_to(target)
+    with pytest.raises(TokenError, match="is a symlink") as caught:
+        read_token(tmp_path / "token")
+    assert "someone-elses-secret" not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("value", "seconds"),
     [

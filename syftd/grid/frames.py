@@ -28,7 +28,7 @@ __all__ = [
     "whole_report",
 ]
 
-_RAW_CHUNK = 3 * 256 * 1024  # a multiple of 3: chunked base64 joins into the one-piece encoding
+_RAW_CHUNK = 3 * 64 * 1024  # a multiple of 3: chunked base64 joins into the one-piece encoding
 
 
 def report_parts(
@@ -60,7 +60,7 @@ def b64_length(raw_size: int) -> int:
 
 
 def file_b64_chunks(path: Path) -> Iterator[bytes]:
-    """The base64 of a file's bytes in pieces of 1 MiB, reading 768 KiB at a time.
+    """The base64 of a file's bytes in pieces of 256 KiB, reading 192 KiB at a time.
 
     Raises:
         OSError: the file cannot be read.
@@ -71,13 +71,13 @@ def file_b64_chunks(path: Path) -> Iterator[bytes]:
 
 
 def read_b64_chunk(source: BinaryIO) -> bytes:
-    """The base64 of the next 768 KiB of ``source`` (b"" at its end)."""
+    """The base64 of the next 192 KiB of ``source`` (b"" at its end)."""
     chunk = source.read(_RAW_CHUNK)
     return base64.b64encode(chunk) if chunk else b""
 
 
 def encode_file_into(path: Path, head: bytes, tail: bytes) -> bytearray:
-    """``head + base64(file) + tail`` in one buffer filled piecewise (peak: the frame plus 1.75 MiB).
+    """``head + base64(file) + tail`` in one buffer filled piecewise (peak: the frame plus 448 KiB).
 
     Raises:
         OSError: the file cannot be read, or changed size while being read.
@@ -103,7 +103,7 @@ async def whole_report(head: bytes, diff: bytes | Path, tail: bytes) -> bytes | 
 
 
 async def streamed_report(head: bytes, path: Path, tail: bytes) -> AsyncIterator[bytes]:
-    """The report text in pieces, the diff file read and encoded 768 KiB at a time off the loop."""
+    """The report text in pieces, the diff file read and encoded 192 KiB at a time off the loop."""
     yield head
     source = await asyncio.to_thread(open, path, "rb")
     try:

@@ -6,35 +6,28 @@ answer to :class:`Accepted` or a typed GridError, the first line of a node's err
 appends tracebacks), and the classification of every node error (:func:`classify`). Does not own
 transports, logging or retries (syftd.grid.client and the daemon).
 
-How a node's answer is classified (first line of its ``error``; the same rule for every operation):
+How a node's answer is classified (the first line of its ``error``, then the HTTP status; the same
+rule for every operation):
 
-=============================================  ==================  ======================================
-the node says                                  kind → error        what the caller does
-=============================================  ==================  ======================================
-``Cycle not found!``                           cycle gone          discard the diff of that cycle
-                                               → GridCycleGone
-``Invalid request key!`` (401)                 cycle gone          discard (the worker holds a newer cycle)
-                                               → GridCycleGone
-``Model ID not found!``,                       cycle gone          discard (the process is gone; get-plan
-``Plan ID not found!``                         → GridCycleGone     says ``Plan``, get-model ``Model``)
-``Worker ID not found!``                       worker unknown      discard, forget the worker id and
-                                               → GridWorkerUnknown authenticate afresh; not a refused token
-cycle-request ``rejected`` with ``timeout``    rejection           wait; ``timeout_s`` < 0 means the
-                                               → GridRejected      cycle's end has passed (still open)
-cycle-request ``rejected``, no timeout         finished            the finished rule (or num_cycles = 0)
-                                               → GridFinished
-authenticate ``error`` (other than above)      auth refused        fix the token or model/version
-                                               → GridAuthFailed
-any other ``error`` (``database is locked``,   transient           keep the diff, retry with backoff
-report's empty ``ProcessLookupError``),        → GridUnavailable
-HTTP 5xx or 429, timeout, connection lost
-a wrong shape, an answer above its cap,        protocol            keep the diff, back off (the node or
-a redirect, HTTP 404 on a route, other 4xx     → GridProtocolError the configuration is wrong)
-=============================================  ==================  ======================================
+| the node says | kind → error | the caller |
+|---|---|---|
+| ``Cycle not found!`` | cycle gone → GridCycleGone | discards the diff |
+| ``Invalid request key!`` | cycle gone → GridCycleGone | discards (the worker holds a newer cycle) |
+| ``Model ID not found!``, ``Plan ID not found!`` | cycle gone → GridCycleGone | discards (the process is gone) |
+| ``Worker ID not found!`` | worker unknown → GridWorkerUnknown | discards, authenticates afresh |
+| ``rejected`` with a ``timeout`` | rejection → GridRejected | waits; < 0: the cycle's end passed |
+| ``rejected`` without a ``timeout`` | finished → GridFinished | the finished rule |
+| ``Authentication is…``, ``The 'auth_token'…``, ``Not found any process…`` | refused → GridAuthFailed | stops |
+| any other error, 5xx, 408, 429, a stall, a timeout, a lost connection | transient → GridUnavailable | retries |
+| a wrong shape, an answer above its cap, a redirect, 404, another 4xx | protocol → GridProtocolError | backs off |
+
+"Any other error" includes ``(sqlite3.OperationalError) database is locked`` and the empty
+``ProcessLookupError`` a real node answers a report for an unknown worker-cycle. GridWorkerUnknown
+is not a refused token: the node restarted or forgot the worker; it subclasses GridCycleGone (what
+the worker held there is gone) and, for callers that re-authenticate on it, GridAuthFailed.
 
 A diff is discarded only on "cycle gone" (GridCycleGone, GridWorkerUnknown included): the node
-said so. A report answered with an empty error (a real node's ``ProcessLookupError`` for an
-unknown worker-cycle) cannot tell why: it is transient, and the get-plan probe tells.
+said so. The empty ``ProcessLookupError`` cannot tell why; the get-plan probe can.
 """
 
 from __future__ import annotations
@@ -58,6 +51,7 @@ from syftd.errors import (
 from syftd.grid.timeout import parse_timeout
 
 __all__ = [
+    "AUTH_REFUSED",
     "CYCLE_GONE",
     "WORKER_UNKNOWN",
     "Accepted",
@@ -76,6 +70,7 @@ __all__ = [
 
 WORKER_UNKNOWN = "Worker ID not found"
 CYCLE_GONE = ("Cycle not found", "Invalid request key", "Model ID not found", "Plan ID not found")
+AUTH_REFUSED = ("Authentication is required", "The 'auth_token' you sent", "Not found any process")
 
 
 class Kind(enum.Enum):
@@ -198,10 +193,14 @@ def auth_of(answer: Mapping[str, Any], text: Callable[[object], str]) -> Auth:
     """An authenticate answer as Auth; ``requires_speed_test`` absent (nodes before PyGrid #606) = false.
 
     Raises:
-        GridAuthFailed: the answer is an error. GridProtocolError: it has the wrong shape.
+        GridAuthFailed: the node refused the token, or knows no such model/version (:data:`AUTH_REFUSED`).
+        GridUnavailable: any other error (``database is locked``): transient. GridProtocolError: a wrong shape.
     """
     if "error" in answer:
-        raise GridAuthFailed(f"authenticate refused: {text(answer['error'])}")
+        message = text(answer["error"])
+        if message.strip().startswith(AUTH_REFUSED):
+            raise GridAuthFailed(f"authenticate refused: {message}")
+        node_error("authenticate", message)
     expect_status(answer, "success", "authenticate", required=False)
     worker_id = _field(answer, "worker_id", str, "authenticate")
     speed = answer.get("requires_speed_test", False)

@@ -517,7 +517,10 @@ async def test_accepted_answer_with_wrong_types_is_a_protocol_error(
 async def test_token_is_sent_but_never_logged(node: StubNode) -> None:
     """The token reaches the node in auth_token, yet no log line or error text contains it."""
     token = "eyJ-secret-token-0123456789"
-    node.ws["authenticate"] = lambda m: {"type": "t", "data": {"error": f"bad token {m['data']['auth_token']}"}}
+    node.ws["authenticate"] = lambda m: {
+        "type": "t",
+        "data": {"error": f"The 'auth_token' you sent is invalid: {m['data']['auth_token']}"},
+    }
     stream = io.StringIO()
     syftd_log.configure("json", "debug", stream=stream)
     try:

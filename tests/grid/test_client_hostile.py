@@ -245,7 +245,8 @@ async def test_a_slow_but_moving_download_is_not_cut() -> None:
 async def test_sqlite_locked_node_is_transient_on_every_step(transport: str, status: int) -> None:
     """``{"error": "(sqlite3.OperationalError) database is locked"}`` (a 200 JSON answer on report and
     cycle-request, 400 or 500 on the probe; WS or HTTP) is a
-    GridUnavailable on report, probe and cycle-request: never cycle gone, so a diff is kept."""
+    GridUnavailable on report, probe, cycle-request and authenticate: never cycle gone, so a diff is
+    kept, and never an auth failure."""
     locked = {"error": "(sqlite3.OperationalError) database is locked\nTraceback ..."}
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -260,7 +261,7 @@ async def test_sqlite_locked_node_is_transient_on_every_step(transport: str, sta
 
     async with Server(handler) as node:
         async with GridClient(grid_for(node.origin, transport=transport)) as client:
-            for op in ("report", "get-plan", "cycle-request"):
+            for op in ("report", "get-plan", "cycle-request", "authenticate"):
                 with pytest.raises(GridError) as caught:
                     await every_step(client)[op]()
                 assert isinstance(caught.value, GridUnavailable), op

@@ -88,8 +88,8 @@ async def test_files_in_files_out_cycle_on_the_node(tmp_path: Path, transport: s
             (tmp_path / "diff").write_bytes(diff)
             await client.report_file(auth.worker_id, accepted.request_key, tmp_path / "diff")
         await node.settled()
-    [report] = node.reports
-    assert report.diff == diff and report.transport == transport
+        [report] = node.reports
+        assert report.diff == diff and report.transport == transport
 
 
 async def test_concurrent_downloads_give_the_same_bytes_and_fail_together(tmp_path: Path) -> None:

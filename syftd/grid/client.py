@@ -146,6 +146,10 @@ class GridClient(ServiceContext):
         cached = self.speed_cache.fresh(time.monotonic())
         return cached if cached is not None else await self.speed_test(worker_id)
 
+    def speed_test_bytes(self) -> int:
+        """Bytes spent on speed tests since this was last asked (0 when a measurement was reused)."""
+        return self.speed_cache.take_spent()
+
     async def cycle_request(self, worker_id: str, *, speed: Speed | None = None) -> Accepted:
         """Ask for a place in the current cycle.
 

@@ -35,6 +35,7 @@ from syftd.errors import (
     GridProtocolError,
     GridRejected,
     GridUnavailable,
+    GridWorkerUnknown,
     WireError,
 )
 from syftd.grid.answers import Accepted
@@ -139,6 +140,7 @@ class CycleRecord:
     accuracy: float | None = None
     bytes_down: int = 0
     bytes_up: int = 0
+    speed_test_bytes: int = 0
     started_wall: float = field(default_factory=time.time)
     duration_s: float = 0.0
     train_s: float = 0.0
@@ -158,6 +160,7 @@ class CycleRecord:
             "accuracy": self.accuracy,
             "bytes_down": self.bytes_down,
             "bytes_up": self.bytes_up,
+            "speed_test_bytes": self.speed_test_bytes,
             "started_wall": self.started_wall,
             "duration_s": self.duration_s,
             "train_s": self.train_s,
@@ -307,7 +310,7 @@ class CycleRun:
             self._transition(CycleState.REQUESTING)
             try:
                 accepted = await self._guarded(self._request(client, worker_id))
-            except GridAuthFailed:
+            except GridWorkerUnknown:
                 # the node forgot this worker (restart, new process): authenticate afresh, once
                 await asyncio.to_thread(self._identity.forget_worker, job.name)
                 self._transition(CycleState.AUTHENTICATING)
@@ -324,8 +327,7 @@ class CycleRun:
                 raise GridProtocolError(
                     f"the node offers no plan named {job.grid.plan!r} (grid.plan); it has {sorted(accepted.plans)}"
                 )
-            model = await self._guarded(client.get_model(worker_id, accepted.request_key, accepted.model_id))
-            plan = await self._guarded(client.get_plan(worker_id, accepted.request_key, plan_id))
+            model, plan = await self._guarded(client.get_model_and_plan(worker_id, accepted))
             record.bytes_down = len(model) + len(plan)
         return model, plan, plan_id, worker_id, accepted
 
@@ -417,7 +419,11 @@ class CycleRun:
     async def _request(self, client: GridSession, worker_id: str) -> Accepted:
         speed = None
         if await asyncio.to_thread(self._identity.requires_speed_test, self.job.name):
-            speed = await client.speed_test(worker_id)
+            # one measurement serves the requests of grid.speed_test_reuse_s (the client's cache)
+            try:
+                speed = await client.speed(worker_id)
+            finally:
+                self.record.speed_test_bytes += client.speed_test_bytes()
         return await client.cycle_request(worker_id, speed=speed)
 
     def _progress(self, progress: Progress) -> None:

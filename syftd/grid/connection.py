@@ -99,15 +99,17 @@ class NodeConnection:
                 try:
                     await within(ws.send_frame(cast(bytes, frame), aiohttp.WSMsgType.TEXT), timeout_s, op, "not sent")
                     reply = await within(ws.receive(), timeout_s, op)
-                except GridError:
-                    await self._close_ws()
-                    raise
                 except (aiohttp.ClientError, OSError):
                     await self._close_ws()
                     if not (reused and attempt == 1):
                         raise
                     reused = False  # the kept socket broke under the send: the node never read this frame
                     continue
+                except BaseException:
+                    # a timeout or a cancelled step (an expired cycle, an aborted report): an answer may
+                    # still come on this socket and would be out of step with the next request
+                    await self._close_ws()
+                    raise
                 if reply.type in _CLOSED and reused and attempt == 1:
                     await self._close_ws()  # the node closed it while it was kept: it never read this frame
                     reused = False

@@ -294,44 +294,47 @@ class CycleRun:
             self.record.error = error
 
     async def _run(self) -> None:
-        model, plan, plan_id, worker_id, accepted = await self._download()
-        if self._warming is not None:
-            await self._guarded(asyncio.shield(self._warming))
-        self._check_flag()
-        await self._train(model, plan, plan_id, worker_id, accepted)
-
-    async def _download(self) -> tuple[bytes, bytes, int, str, Accepted]:
-        job, record = self.job, self.record
+        # one client, so one set of connections, from the cycle request to the report (issue 15)
         async with self._client_factory() as client:
-            worker_id = await asyncio.to_thread(self._identity.load_worker, job.name, job.grid.url)
-            if worker_id is None:
-                self._transition(CycleState.AUTHENTICATING)
-                worker_id = await self._authenticate(client)
+            model, plan, plan_id, worker_id, accepted = await self._download(client)
+            if self._warming is not None:
+                await self._guarded(asyncio.shield(self._warming))
+            self._check_flag()
+            await self._train(client, model, plan, plan_id, worker_id, accepted)
+
+    async def _download(self, client: GridSession) -> tuple[bytes, bytes, int, str, Accepted]:
+        job, record = self.job, self.record
+        worker_id = await asyncio.to_thread(self._identity.load_worker, job.name, job.grid.url)
+        if worker_id is None:
+            self._transition(CycleState.AUTHENTICATING)
+            worker_id = await self._authenticate(client)
+        self._transition(CycleState.REQUESTING)
+        try:
+            accepted = await self._guarded(self._request(client, worker_id))
+        except GridWorkerUnknown:
+            # the node forgot this worker (restart, new process): authenticate afresh, once
+            await asyncio.to_thread(self._identity.forget_worker, job.name)
+            self._transition(CycleState.AUTHENTICATING)
+            worker_id = await self._authenticate(client)
             self._transition(CycleState.REQUESTING)
-            try:
-                accepted = await self._guarded(self._request(client, worker_id))
-            except GridWorkerUnknown:
-                # the node forgot this worker (restart, new process): authenticate afresh, once
-                await asyncio.to_thread(self._identity.forget_worker, job.name)
-                self._transition(CycleState.AUTHENTICATING)
-                worker_id = await self._authenticate(client)
-                self._transition(CycleState.REQUESTING)
-                accepted = await self._guarded(self._request(client, worker_id))
-            self._accepted = True
-            # accepted: the trainer process starts (and imports torch) while the cycle downloads; not
-            # before, so that a node rejecting or down does not cost a torch import per attempt
-            self._warming = asyncio.ensure_future(self._pool.prepare(job))
-            self._transition(CycleState.DOWNLOADING)
-            plan_id = accepted.plans.get(job.grid.plan)
-            if not isinstance(plan_id, int):
-                raise GridProtocolError(
-                    f"the node offers no plan named {job.grid.plan!r} (grid.plan); it has {sorted(accepted.plans)}"
-                )
-            model, plan = await self._guarded(client.get_model_and_plan(worker_id, accepted))
-            record.bytes_down = len(model) + len(plan)
+            accepted = await self._guarded(self._request(client, worker_id))
+        self._accepted = True
+        # accepted: the trainer process starts (and imports torch) while the cycle downloads; not
+        # before, so that a node rejecting or down does not cost a torch import per attempt
+        self._warming = asyncio.ensure_future(self._pool.prepare(job))
+        self._transition(CycleState.DOWNLOADING)
+        plan_id = accepted.plans.get(job.grid.plan)
+        if not isinstance(plan_id, int):
+            raise GridProtocolError(
+                f"the node offers no plan named {job.grid.plan!r} (grid.plan); it has {sorted(accepted.plans)}"
+            )
+        model, plan = await self._guarded(client.get_model_and_plan(worker_id, accepted))
+        record.bytes_down = len(model) + len(plan)
         return model, plan, plan_id, worker_id, accepted
 
-    async def _train(self, model: bytes, plan: bytes, plan_id: int, worker_id: str, accepted: Accepted) -> None:
+    async def _train(
+        self, client: GridSession, model: bytes, plan: bytes, plan_id: int, worker_id: str, accepted: Accepted
+    ) -> None:
         job, record = self.job, self.record
         self._transition(CycleState.TRAINING)
         self._trained = True
@@ -383,7 +386,7 @@ class CycleRun:
             return
         record.bytes_up = len(diff)
         self._transition(CycleState.REPORTING)
-        reporter = ReportRun(job.name, self._spool, self._client_factory, self._abort_report)
+        reporter = ReportRun(job.name, self._spool, lambda: _Borrowed(client), self._abort_report)
         outcome = await reporter.report(entry)
         if outcome is ReportOutcome.REPORTED:
             self._end(Ended(CycleOutcome.DONE))
@@ -454,6 +457,19 @@ class CycleRun:
             return await race(step, self.flag.wait())
         except Aborted:
             raise _Expired(self.flag.reason or ExpiryReason.MANUAL) from None
+
+
+class _Borrowed:
+    """The cycle's client lent to the report path for the fresh diff: entered and left without closing it."""
+
+    def __init__(self, client: GridSession) -> None:
+        self._client = client
+
+    async def __aenter__(self) -> GridSession:
+        return self._client
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
 
 
 class _Expired(Exception):

@@ -1,7 +1,8 @@
 """One training cycle of one job, from the accepted decision to its one ``CycleRecord``; its only owner.
 
 Owns the cycle's states and allowed transitions, the order of the protocol steps (authenticate →
-cycle-request → get-model, get-plan → train → spool → report), the cycle's expiration flag (created
+[speed test, reused per job] → cycle-request → get-model and get-plan at once → train → spool →
+report, all through one client and its connections), the cycle's expiration flag (created
 here, expired through ``expire``, closed when the cycle ends), its ``max_cycle_s`` deadline, the abort
 of its report, and the typed ``Ended`` it ends with. Does not own deciding when a cycle starts or why
 it expires (the manager and ``policy``), the wire protocol (``grid``), training (``trainer``) or the

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from support.flower import EXAMPLE_APP, PROJECT, Report, SuperLink, free_port, wait_until
 
+from syftd.flower.command import SupernodeSpec
 from syftd.flower.session import Phase, SessionOutcome, sleep_grace
 from syftd.flower.supervisor import SupernodeSupervisor, group_alive
 
@@ -180,3 +181,34 @@ async def test_kill_9_of_the_supervising_daemon_ends_the_supernode(
         if driver.returncode is None:
             driver.kill()
             await driver.wait()
+
+
+async def test_a_supernode_that_exits_on_its_own_fails_with_its_status_and_is_restarted_with_backoff(
+    flower_bin: Path, tmp_path: Path
+) -> None:
+    """flwr refuses a node key together with --insecure and exits: each session fails with its exit
+    status and output, the next start comes after a doubling delay, and leave() during the delay
+    returns at once without starting another."""
+    key = tmp_path / "node.key"
+    key.write_text("not a key\n")
+    spec = SupernodeSpec(
+        executable=flower_bin / "flower-supernode", superlink="127.0.0.1:9", stop_file=tmp_path / "stop",
+        flwr_home=tmp_path / "home", runtime_port=free_port(), insecure=True, auth_private_key=key,
+    )  # fmt: skip
+    ended: list[float] = []
+    supervisor = SupernodeSupervisor(
+        spec, job="broken", expiry_grace_s=1.0, backoff_initial_s=0.5, backoff_max_s=60,
+        on_result=lambda _: ended.append(time.monotonic()),
+    )  # fmt: skip
+    supervisor.join()
+    await wait_until(lambda: len(supervisor.results) >= 2, timeout=60, what="two failed sessions")
+    first = supervisor.results[0]
+    assert first.outcome is SessionOutcome.FAILED and first.exit_status not in (0, None), first
+    assert first.reason is not None and f"status {first.exit_status}" in first.reason and first.output_tail
+    await wait_until(lambda: supervisor.phase is Phase.RESTARTING, timeout=10, what="waiting to restart")
+    began = time.monotonic()
+    assert await supervisor.leave("on_battery") is None  # no session was running: nothing to report
+    assert time.monotonic() - began < 1.0 and not supervisor.running and supervisor.phase is Phase.WAITING
+    assert len(supervisor.results) == 2
+    # the second session began at least the first delay (0.5 s) after the first one ended
+    assert ended[1] - ended[0] >= 0.5, ended

@@ -141,3 +141,16 @@ def test_sleep_cuts_the_grace_to_fit_the_inhibit_delay() -> None:
 
 def test_restart_delay_doubles_up_to_its_cap() -> None:
     assert [restart_delay(n, initial_s=30, max_s=300) for n in (1, 2, 3, 4, 5, 100)] == [30, 60, 120, 240, 300, 300]
+
+
+def test_the_daemon_side_never_imports_flwr() -> None:
+    """The daemon and everything it uses for Flower jobs load without flwr (which needs protobuf < 7)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, syftd.daemon, syftd.flower.supervisor, syftd.flower.config, syftd.flower.reaper; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'flwr'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

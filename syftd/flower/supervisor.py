@@ -75,7 +75,7 @@ class SupernodeSupervisor(ServiceContext):
         self.reader = OutputReader()
         self.results: list[SessionResult] = []
         self.process: asyncio.subprocess.Process | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[Any] | None = None
         self._stop: tuple[str, float] | None = None  # (reason, grace) once leave() was asked
         self._stopping = asyncio.Event()
         self._nudge = asyncio.Event()  # output or a shorter grace: re-check the grace wait
@@ -104,13 +104,26 @@ class SupernodeSupervisor(ServiceContext):
         self._stopping.clear()
         self._task = asyncio.create_task(self._serve(), name=f"flower-supernode[{self.job}]")
 
-    async def leave(self, reason: str, grace_s: float | None = None) -> SessionResult | None:
-        """Stop the SuperNode: stop file, grace (``expiry_grace_s`` unless given), SIGTERM, SIGKILL.
-        A second call while leaving may only shorten the grace (e.g. the machine is going to sleep).
-        Returns the session's result, or None when no session was running."""
-        task = self._task
-        if task is None or task.done():
-            return None
+    async def run_once(self) -> SessionResult:
+        """One session without restarts, in the caller's task (a job kind's run): it ends when the
+        SuperNode exits on its own or after ``request_stop``; the caller decides what comes next."""
+        if self.running:
+            raise RuntimeError(f"the SuperNode of {self.job} is already supervised")
+        self._stop = None
+        self._stopping.clear()
+        self._task = asyncio.current_task()
+        try:
+            return self._ended(await self._session())
+        finally:
+            self._task = None
+            self._set_phase(Phase.WAITING)
+
+    def request_stop(self, reason: str, grace_s: float | None = None) -> bool:
+        """Start leaving (stop file, grace — ``expiry_grace_s`` unless given — SIGTERM, SIGKILL) and
+        return at once; True when a session was running. A second request may only shorten the
+        grace (e.g. the machine is going to sleep); the first reason stays."""
+        if not self.running:
+            return False
         grace = self.expiry_grace_s if grace_s is None else max(0.0, grace_s)
         if self._stop is None:
             self._stop = (reason, grace)
@@ -119,8 +132,16 @@ class SupernodeSupervisor(ServiceContext):
             self._stop = (self._stop[0], grace)
             self._grace_until = min(self._grace_until, time.monotonic() + grace)
             self._nudge.set()
-        count = len(self.results)
         self._stopping.set()
+        return True
+
+    async def leave(self, reason: str, grace_s: float | None = None) -> SessionResult | None:
+        """``request_stop`` and wait until the SuperNode is gone; its session's result, or None when
+        no session was running."""
+        task = self._task
+        count = len(self.results)
+        if task is None or not self.request_stop(reason, grace_s):
+            return None
         await asyncio.shield(task)
         return self.results[-1] if len(self.results) > count else None
 
@@ -136,10 +157,7 @@ class SupernodeSupervisor(ServiceContext):
         failures = 0
         try:
             while not self._stopping.is_set():
-                result = await self._session()
-                self.results.append(result)
-                if self._on_result is not None:
-                    self._on_result(result)
+                result = self._ended(await self._session())
                 if self._stopping.is_set():
                     return
                 failures = 1 if result.replies else failures + 1
@@ -151,10 +169,21 @@ class SupernodeSupervisor(ServiceContext):
         finally:
             self._set_phase(Phase.WAITING)
 
+    def _stop_reason(self) -> str | None:
+        return self._stop[0] if self._stop is not None else None
+
+    def _ended(self, result: SessionResult) -> SessionResult:
+        self.results.append(result)
+        if self._on_result is not None:
+            self._on_result(result)
+        return result
+
     async def _session(self) -> SessionResult:
         loop = asyncio.get_running_loop()
         began = loop.time()
         spec = self.spec
+        if (early := self._stop_reason()) is not None:  # asked to stop before it started: nothing to start
+            return SessionResult(SessionOutcome.EXPIRED, early, None, None, 0, 0.0)
         stopfile.clear(spec.stop_file)
         spec.flwr_home.mkdir(parents=True, exist_ok=True)
         self.reader = reader = OutputReader()
@@ -185,7 +214,7 @@ class SupernodeSupervisor(ServiceContext):
         first: set[asyncio.Future[Any]] = {exited, asked}
         await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         asked.cancel()
-        stop_reason = self._stop[0] if self._stop is not None else None
+        stop_reason = self._stop_reason()
         leave_s: float | None = None
         gone_s: float | None = None
         if stop_reason is not None:

@@ -182,8 +182,6 @@ class SupernodeSupervisor(ServiceContext):
         loop = asyncio.get_running_loop()
         began = loop.time()
         spec = self.spec
-        if (early := self._stop_reason()) is not None:  # asked to stop before it started: nothing to start
-            return SessionResult(SessionOutcome.EXPIRED, early, None, None, 0, 0.0)
         stopfile.clear(spec.stop_file)
         spec.flwr_home.mkdir(parents=True, exist_ok=True)
         self.reader = reader = OutputReader()

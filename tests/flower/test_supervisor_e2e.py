@@ -212,3 +212,19 @@ async def test_a_supernode_that_exits_on_its_own_fails_with_its_status_and_is_re
     assert len(supervisor.results) == 2
     # the second session began at least the first delay (0.5 s) after the first one ended
     assert ended[1] - ended[0] >= 0.5, ended
+
+
+async def test_one_session_in_the_callers_task_is_not_restarted(flower_bin: Path, tmp_path: Path) -> None:
+    """run_once (what a job kind's run uses): a SuperNode that exits on its own ends the session
+    FAILED and nothing restarts it (the job's own backoff decides what comes next)."""
+    key = tmp_path / "node.key"
+    key.write_text("not a key\n")
+    spec = SupernodeSpec(
+        executable=flower_bin / "flower-supernode", superlink="127.0.0.1:9", stop_file=tmp_path / "stop",
+        flwr_home=tmp_path / "home", runtime_port=free_port(), insecure=True, auth_private_key=key,
+    )  # fmt: skip
+    supervisor = SupernodeSupervisor(spec, job="once", expiry_grace_s=1.0, backoff_initial_s=0.01)
+    result = await asyncio.wait_for(supervisor.run_once(), 60)
+    assert result.outcome is SessionOutcome.FAILED and result.exit_status not in (0, None), result
+    assert supervisor.phase is Phase.WAITING and not supervisor.running and supervisor.results == [result]
+    assert not supervisor.request_stop("power_lost")  # nothing runs any more

@@ -59,6 +59,7 @@ FLOWER_SUPERNODE_EXITED = "flower.supernode_exited"
 FLOWER_SUPERNODE_JOINED = "flower.supernode_joined"
 FLOWER_SUPERNODE_KILLED = "flower.supernode_killed"
 FLOWER_SUPERNODE_LEAVING = "flower.supernode_leaving"
+FLOWER_SUPERNODE_OUTPUT = "flower.supernode_output"
 FLOWER_SUPERNODE_RESTARTING = "flower.supernode_restarting"
 FLOWER_SUPERNODE_STARTED = "flower.supernode_started"
 

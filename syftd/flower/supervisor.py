@@ -342,6 +342,7 @@ class SupernodeSupervisor(ServiceContext):
 
     def _on_line(self, reader: OutputReader, line: str) -> None:
         said = reader.feed(line)
+        _log.debug(events.FLOWER_SUPERNODE_OUTPUT, job=self.job, line=reader.tail[-1])
         if said == "joined":
             _log.info(events.FLOWER_SUPERNODE_JOINED, job=self.job, node_id=reader.node_id)
             if self.phase is Phase.STARTING:

@@ -27,7 +27,7 @@ __all__ = [
 LEAVE_S = 0.75
 """The SuperNode's measured time from SIGTERM to having deactivated at the SuperLink and exited."""
 
-REPLY_PICKUP_S = 3.5
+REPLY_PICKUP_S = 4.0
 """How long a leaving SuperNode stays online after its last reply, grace permitting. A flwr 1.42
 ServerApp pulls replies every 3 s, and the SuperLink answers NODE_UNAVAILABLE instead of a reply
 whose node went offline before that pull: the update would be lost (seen in tests/flower)."""

@@ -11,7 +11,6 @@ any decision about jobs (``jobs``) or how conditions are read (``conditions``).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -48,14 +47,6 @@ class _Named:
         self.name, self.start, self.stop = name, start, stop
 
 
-def _pygrid_jobs(config: Config) -> Config:
-    """The jobs the manager runs: kind = "flower" jobs are checked but not run yet (README, "Flower")."""
-    flower = [job.name for job in config.job if job.kind != "pygrid"]
-    if flower:
-        _log.warning(events.FLOWER_JOB_NOT_RUN, jobs=flower)
-    return dataclasses.replace(config, job=tuple(job for job in config.job if job.kind == "pygrid"))
-
-
 class Daemon:
     """One daemon run: ``await Daemon(config).run()`` returns the exit status."""
 
@@ -70,7 +61,7 @@ class Daemon:
             log_level=config.daemon.log_level,
         )
         self.jobs = JobManager(
-            _pygrid_jobs(config),
+            config,
             monitor=self.monitor,
             pool=self.pool,
             spool=Spool(config.daemon.state_dir),
@@ -201,7 +192,7 @@ class Daemon:
             _log.error(events.CONFIG_RELOAD_FAILED, path=str(path), problems=list(exc.problems))
             self.notifier.ready(f"reload failed, running config kept: {exc.problems[0]}")
             return False
-        changes = self.jobs.reconfigure(_pygrid_jobs(new))
+        changes = self.jobs.reconfigure(new)
         if new.daemon != self.config.daemon:
             _log.warning(events.CONFIG_DAEMON_TABLE_CHANGED, note="[daemon] changes take effect at the next start")
         self.config = new

@@ -52,7 +52,6 @@ DAEMON_STOPPED = "daemon.stopped"
 DAEMON_STOPPING = "daemon.stopping"
 
 # flower (a supervised flower-supernode)
-FLOWER_JOB_NOT_RUN = "flower.job_not_run"
 FLOWER_REAPER_FAILED = "flower.reaper_failed"
 FLOWER_REPLY_SENT = "flower.reply_sent"
 FLOWER_SUPERNODE_EXITED = "flower.supernode_exited"

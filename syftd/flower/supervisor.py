@@ -80,7 +80,8 @@ class SupernodeSupervisor(ServiceContext):
         self._stopping = asyncio.Event()
         self._nudge = asyncio.Event()  # output or a shorter grace: re-check the grace wait
         self._grace_until = 0.0
-        self._last_reply_at: float | None = None  # time.monotonic() of the last "Sent successfully"
+        self._last_reply_at: float | None = None  # time.monotonic() of the last owed "Sent successfully"
+        self._owed: int | None = None  # while leaving: messages received before the stop was asked
 
     # ------------------------------------------------------------------ the interface
 
@@ -185,6 +186,7 @@ class SupernodeSupervisor(ServiceContext):
         stopfile.clear(spec.stop_file)
         spec.flwr_home.mkdir(parents=True, exist_ok=True)
         self.reader = reader = OutputReader()
+        self._owed, self._last_reply_at = None, None
         self._set_phase(Phase.STARTING)
         try:
             transport, protocol = await loop.subprocess_exec(
@@ -251,11 +253,14 @@ class SupernodeSupervisor(ServiceContext):
         grace = self._stop[1] if self._stop is not None else 0.0
         stopfile.write(self.spec.stop_file, reason=reason, deadline_unix=time.time() + grace)
         _log.info(events.FLOWER_SUPERNODE_LEAVING, job=self.job, reason=reason, grace_s=grace, busy=reader.busy)
+        # only messages received before the stop are waited for: one arriving meanwhile (the next
+        # round samples the node while it lingers) gets the stop file at once, and SIGTERM ends it
+        self._owed = owed = reader.received
         written_grace = grace
         while not exited.done():
             now = time.monotonic()
             until = self._grace_until
-            if not reader.busy:  # no ClientApp working: stay only until its last reply was picked up
+            if reader.replies >= owed:  # no owed ClientApp working: stay until its last reply was picked up
                 until = min(until, (self._last_reply_at or 0.0) + REPLY_PICKUP_S)
             if now >= until:
                 break
@@ -348,7 +353,8 @@ class SupernodeSupervisor(ServiceContext):
             if self.phase is Phase.STARTING:
                 self._set_phase(Phase.JOINED)
         elif said == "replied":
-            self._last_reply_at = time.monotonic()
+            if self._owed is None or reader.replies <= self._owed:
+                self._last_reply_at = time.monotonic()
             _log.info(events.FLOWER_REPLY_SENT, job=self.job, node_id=reader.node_id, replies=reader.replies)
             self._nudge.set()
             if self._on_change is not None:

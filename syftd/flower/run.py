@@ -108,16 +108,22 @@ class FlowerRun:
         inhibitor delay; ``term_by`` (monotonic) brings SIGTERM forward. True if it took effect."""
         if self._finished:
             return False
-        grace = self.job.budget.expiry_grace_s
-        if reason is ExpiryReason.SLEEP:
-            grace = sleep_grace(grace, self._inhibit_delay_s())
-        if term_by is not None:
-            grace = min(grace, max(0.0, term_by - time.monotonic()))
+        grace = self.grace_for(reason, term_by=term_by, now=time.monotonic())
         if self._expiry is None:
             self._expiry = reason
             _log.info(events.CYCLE_EXPIRING, job=self.job.name, cycle=self.cycle_id, reason=reason.label, grace_s=grace)
         self.supervisor.request_stop(self._expiry.label, grace)
         return True
+
+    def grace_for(self, reason: ExpiryReason, *, term_by: float | None, now: float) -> float:
+        """Seconds from the stop file to SIGTERM: ``expiry_grace_s``, cut before a suspend so that
+        SIGTERM and the leave fit within logind's inhibitor delay, and never past ``term_by``."""
+        grace = self.job.budget.expiry_grace_s
+        if reason is ExpiryReason.SLEEP:
+            grace = sleep_grace(grace, self._inhibit_delay_s())
+        if term_by is not None:
+            grace = min(grace, max(0.0, term_by - now))
+        return grace
 
     def abort_report(self) -> None:
         """A SuperNode reports by itself while it runs: nothing to abort."""

@@ -109,3 +109,15 @@ def test_check_config_validates_a_flower_job(tmp_path: Path) -> None:
             [sys.executable, "-m", "syftd", "check-config", str(path)], capture_output=True, text=True, check=False
         )
         assert done.returncode == status and needle in done.stdout + done.stderr, done
+
+
+def test_every_flower_key_is_documented_in_the_shipped_example() -> None:
+    """config/syftd.toml shows a commented flower job with each [job.flower] key."""
+    import dataclasses
+
+    from syftd.flower.config import FlowerConfig
+
+    text = (Path(__file__).parents[2] / "config" / "syftd.toml").read_text()
+    for f in dataclasses.fields(FlowerConfig):
+        assert f"{f.name} =" in text, f"FlowerConfig.{f.name} is not in config/syftd.toml"
+    assert 'kind = "pygrid"' in text and 'kind = "flower"' in text

@@ -24,8 +24,9 @@ __all__ = [
     "sleep_grace",
 ]
 
-LEAVE_S = 0.75
-"""The SuperNode's measured time from SIGTERM to having deactivated at the SuperLink and exited."""
+LEAVE_S = 1.25
+"""Time allowed from SIGTERM to the SuperNode having deactivated at the SuperLink: 0.1–0.75 s
+measured here on an idle machine, with room for a loaded one."""
 
 REPLY_PICKUP_S = 4.0
 """How long a leaving SuperNode stays online after its last reply, grace permitting. A flwr 1.42

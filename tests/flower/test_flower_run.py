@@ -57,10 +57,10 @@ async def test_a_supernode_that_exits_on_its_own_is_a_failed_run_with_its_output
 def test_sleep_cuts_the_grace_to_the_inhibit_delay_and_term_by_brings_sigterm_forward(
     flower_bin: Path, tmp_path: Path
 ) -> None:
-    """expiry_grace_s (3 s) normally; before a suspend with InhibitDelayMaxUSec = 4 s, 4 − 1 − 0.75 s;
+    """expiry_grace_s (3 s) normally; before a suspend with InhibitDelayMaxUSec = 4 s, 4 − 1 − 1.25 s;
     never past a stop deadline."""
     run = FlowerRun(job(flower_bin, tmp_path), cycle_id="c3", state_dir=tmp_path, inhibit_delay_s=lambda: 4.0)
     assert run.grace_for(ExpiryReason.POWER_LOST, term_by=None, now=100.0) == 3.0
-    assert run.grace_for(ExpiryReason.SLEEP, term_by=None, now=100.0) == pytest.approx(2.25)
+    assert run.grace_for(ExpiryReason.SLEEP, term_by=None, now=100.0) == pytest.approx(1.75)
     assert run.grace_for(ExpiryReason.SHUTDOWN, term_by=101.0, now=100.0) == 1.0
     assert run.grace_for(ExpiryReason.SHUTDOWN, term_by=99.0, now=100.0) == 0.0

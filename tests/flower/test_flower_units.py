@@ -132,8 +132,8 @@ def test_outcomes() -> None:
 
 
 def test_sleep_cuts_the_grace_to_fit_the_inhibit_delay() -> None:
-    """grace + the SuperNode's 0.75 s leave ≤ InhibitDelayMaxUSec − 1 s, never negative, never longer."""
-    assert sleep_grace(30.0, 5.0) == pytest.approx(3.25)
+    """grace + the SuperNode's leave (1.25 s allowed) ≤ InhibitDelayMaxUSec − 1 s, never negative or longer."""
+    assert sleep_grace(30.0, 5.0) == pytest.approx(2.75)
     assert sleep_grace(2.0, 5.0) == 2.0
     assert sleep_grace(5.0, 1.0) == 0.0
     assert sleep_grace(5.0, None) == 5.0

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syftd import policy
 from syftd.conditions.value import Conditions
 from syftd.constraints import duration_text
 from syftd.jobs.cycle import CycleRun, CycleState, TrainerPhase
 from syftd.jobs.runtime import JobRuntime
+
+if TYPE_CHECKING:
+    from syftd.flower.run import FlowerRun
 
 __all__ = ["job_text", "phase_text", "status_line", "status_rows", "why"]
 
@@ -49,9 +52,10 @@ def job_text(job: JobRuntime, now: float) -> str:
     return decision.action.value if not decision.text else decision.text
 
 
-def phase_text(run: CycleRun) -> str:
-    """The running cycle's phase in words: the trainer's phase while it trains."""
-    if run.state is not CycleState.TRAINING:
+def phase_text(run: CycleRun | FlowerRun) -> str:
+    """The running cycle's phase in words: the trainer's phase while it trains (a flower run's own
+    words: starting, joined as node N, leaving)."""
+    if not isinstance(run, CycleRun) or run.state is not CycleState.TRAINING:
         return str(run.state.value)
     progress = run.progress
     if run.trainer_phase is TrainerPhase.TRAINING and progress is not None and progress.step > 0:

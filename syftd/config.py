@@ -354,11 +354,14 @@ def loads(text: str, *, path: Path | None = None) -> Config:
 def _check_across_leniently(document: dict[str, Any], problems: list[str]) -> list[str]:
     """The cross-key problems of a document that has per-key problems too (reported side by side).
 
-    The keys with a problem are left out and the rest rebuilt (a job that still fails is skipped);
-    a cross-key problem that names a key with its own problem is dropped, its cause already shown.
+    The keys with a problem are left out and the rest rebuilt (a job that still fails, or whose choice
+    key such as ``kind`` is invalid, is skipped); a cross-key problem that names a key with its own
+    problem is dropped, its cause already shown.
     """
     bad = {p.split(":", 1)[0] for p in problems}
     bad |= {re.sub(r"\[\d+\]$", "", key) for key in bad}
+    # a bad choice (kind, data.source, ...) decides which other keys a job needs: skip that job here
+    unsure = {m.group(1) for p in problems if ": must be one of" in p and (m := re.match(r"(job\[\d+\])", p))}
     scratch: list[str] = []
     daemon_table = document.get("daemon")
     daemon = None
@@ -367,7 +370,7 @@ def _check_across_leniently(document: dict[str, Any], problems: list[str]) -> li
     jobs, index = [], []
     tables = document.get("job")
     for i, table in enumerate(tables if isinstance(tables, list) and "job" not in bad else []):
-        if isinstance(table, dict) and f"job[{i}]" not in bad:
+        if isinstance(table, dict) and f"job[{i}]" not in bad | unsure:
             built = build(JobConfig, _without(table, f"job[{i}].", bad), f"job[{i}].", scratch)
             if built is not None:
                 jobs.append(built)

@@ -72,7 +72,8 @@ def check(path: Path, *, as_uid: int | None = None, can_train: str | None = "pro
                     report.warnings.append(f"{key}: {job.grid.token_file} is empty: no token is sent to the node")
         report.problems.sort()
     reason = capability.training_unavailable() if can_train == "probe" else can_train
-    if reason is not None:
+    trains_here = config is None or any(job.kind == "pygrid" for job in config.job)  # flower: its own venv
+    if reason is not None and trains_here:
         report.warnings.append(reason)
     return report
 

@@ -111,7 +111,8 @@ class Daemon:
                 started.append(service)
                 _log.debug(events.DAEMON_SERVICE_STARTED, service=service.name)
             self.notifier.ready(self.jobs.status_line())
-            if (cannot_train := capability.training_unavailable()) is not None:
+            trains_here = any(job.kind == "pygrid" for job in self.config.job)  # flower jobs: their own venv
+            if trains_here and (cannot_train := capability.training_unavailable()) is not None:
                 _log.error(events.TRAINER_UNAVAILABLE, reason=cannot_train)
             _log.info(
                 events.DAEMON_READY,

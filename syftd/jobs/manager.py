@@ -173,8 +173,9 @@ class JobManager:
             job.token, job.token_error = await asyncio.to_thread(_read_token, name, token_file)
         pending = await asyncio.to_thread(self._pending_count, name)
         job.last = job.last or await asyncio.to_thread(self._history.last, name)
-        packages = capability.packages_for(job.config.data.source)
-        job.cannot_train = await asyncio.to_thread(capability.training_unavailable, packages)
+        if job.config.kind == "pygrid":  # a flower job trains in its SuperNode's own environment
+            packages = capability.packages_for(job.config.data.source)
+            job.cannot_train = await asyncio.to_thread(capability.training_unavailable, packages)
         job.state = dataclasses.replace(job.state, spool_pending=pending)
         job.is_ready = True
         self._wake.set()

@@ -362,7 +362,7 @@ class GridNode(ServiceContext):
         }
 
     async def download(self, kind: str, query: Mapping[str, str]) -> bytes:
-        """The body of ``get-model`` (kind ``model``) or ``get-plan`` (kind ``plan``), validated (docs/protocol.md §2.3).
+        """The validated body of ``get-model`` or ``get-plan`` (kind ``model``/``plan``; docs/protocol.md §2.3).
 
         Raises:
             Refusal: PyGrid's 400/401 answers.

@@ -19,6 +19,7 @@ SPOOLED for later.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import secrets
 import time
@@ -251,6 +252,13 @@ class CycleRun:
         budget = asyncio.get_running_loop().call_later(self.job.budget.max_cycle_s, self.expire, ExpiryReason.BUDGET)
         try:
             await self._run_ending()
+        except asyncio.CancelledError:
+            # cancelled past the stop deadline: the record still says what became of the work
+            if not self.state.is_terminal:
+                reason = self.flag.reason or ExpiryReason.SHUTDOWN
+                ended = Ended(CycleOutcome.SPOOLED) if self.state.has_diff else Ended.expired(reason)
+                self._end(ended, error="cancelled at the stop deadline")
+            raise
         except BaseException as exc:
             if not self.state.is_terminal:
                 self._end(Ended.failed(Failure.INTERNAL), error=repr(exc))
@@ -286,7 +294,7 @@ class CycleRun:
     def _end(self, ended: Ended, *, error: str | None = None) -> None:
         if not self.state.is_terminal:
             self._transition(_TERMINAL_OF[ended.outcome])
-            self.record.ended = ended
+            self.record.ended = dataclasses.replace(ended, accepted=self._accepted)
         if error is not None:
             self.record.error = error
 
@@ -315,6 +323,7 @@ class CycleRun:
                 self._transition(CycleState.REQUESTING)
                 accepted = await self._guarded(self._request(client, worker_id))
             self._accepted = True
+            await asyncio.to_thread(self._identity.mark_in_cycle, job.name, True)
             # accepted: the trainer process starts (and imports torch) while the cycle downloads; not
             # before, so that a node rejecting or down does not cost a torch import per attempt
             self._warming = asyncio.ensure_future(self._pool.prepare(job))
@@ -376,6 +385,8 @@ class CycleRun:
                 plan_id=plan_id,
                 model_id=accepted.model_id,
             )
+            # the worker id now has its diff in that cycle: it may be reused (the node keeps it out of a second)
+            await asyncio.to_thread(self._identity.mark_in_cycle, job.name, False)
         except OSError as exc:
             self._end(Ended.failed(Failure.STORAGE), error=f"the diff could not be spooled: {exc}")
             return

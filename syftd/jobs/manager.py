@@ -120,6 +120,8 @@ class JobManager:
             _done, pending = await asyncio.wait(tasks, timeout=bound)
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=_SETTLE_S)
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -156,7 +158,7 @@ class JobManager:
             job.config = new[name]
             job.is_ready = False
         for name in changes["added"]:
-            self._jobs[name] = JobRuntime(new[name])
+            self._jobs[name] = JobRuntime(new[name], state=policy.JobState(started_at=self._clock()))
         self._jobs = {name: self._jobs[name] for name in new}  # keep the file's order
         return changes
 
@@ -179,10 +181,7 @@ class JobManager:
         now = self._clock()
         for job in self._jobs.values():
             constraints = job.config.constraints
-            job.state = dataclasses.replace(
-                job.state,
-                constraint_since=policy.track(job.state.constraint_since, self._effective(job, now), constraints, now),
-            )
+            job.state = policy.observe(job.state, self._effective(job, now), constraints, now)
             self._check_running(job, now)
         self._wake.set()
 
@@ -291,8 +290,11 @@ class JobManager:
     async def _run_cycle(self, job: JobRuntime, run: CycleRun) -> None:
         # every line logged by this cycle's task (grid client, spool, identity) carries job and cycle
         structlog.contextvars.bind_contextvars(job=job.config.name, cycle=run.cycle_id)
+        is_cancelled = False
         try:
             record = await run.run()
+        except asyncio.CancelledError:
+            record, is_cancelled = run.record, True  # past the stop deadline: still one line, one entry
         except Exception:  # noqa: BLE001 - a bug in one cycle must not take the daemon down
             _log.exception(events.CYCLE_CRASHED, job=job.config.name, cycle=run.cycle_id)
             record = run.record
@@ -305,6 +307,8 @@ class JobManager:
                 self._monitor.release_sleep_lock()
             self._wake.set()
             self._publish_status(force=True)
+        if is_cancelled:
+            raise asyncio.CancelledError
 
     async def _finish(self, job: JobRuntime, record: CycleRecord) -> None:
         now = self._clock()
@@ -319,8 +323,10 @@ class JobManager:
         # job and cycle come from the task's contextvars; the history keeps cycle_id
         logged = {k: v for k, v in entry.items() if v is not None and k not in ("job", "cycle_id")}
         _log.info(events.CYCLE_FINISHED, **logged)
+        job.state = state
         pending = await asyncio.to_thread(self._record, name, entry)
-        job.state = dataclasses.replace(state, spool_pending=pending)
+        # the state may have moved meanwhile (conditions, verbs): only the count is this write's
+        job.state = dataclasses.replace(job.state, spool_pending=pending)
 
     def _record(self, name: str, entry: dict[str, Any]) -> int:
         """In a worker thread: the history entry, then the spool's pending count."""
@@ -348,9 +354,9 @@ class JobManager:
         finally:
             now = self._clock()
             state = dataclasses.replace(job.state, running=False)
-            state = policy.after_report(state, outcomes, now, job.config.schedule, self._uniform())
+            job.state = policy.after_report(state, outcomes, now, job.config.schedule, self._uniform())
             pending = await asyncio.to_thread(self._pending_count, name)
-            job.state = dataclasses.replace(state, spool_pending=pending)
+            job.state = dataclasses.replace(job.state, spool_pending=pending)
             job.task, job.report = None, None
             self._wake.set()
 
@@ -409,7 +415,9 @@ class JobManager:
         names = self.names(job)
         for name in names:
             entry = self._jobs[name]
-            entry.state = dataclasses.replace(entry.state, triggered=True, forced=force, finished_stopped=False)
+            entry.state = dataclasses.replace(
+                entry.state, triggered=True, forced=force, finished_stopped=False, paused_at=None
+            )
             _log.info(events.JOB_TRIGGERED, job=name, force=force)
             if force:
                 _log.warning(events.JOB_FORCE_REQUESTED, job=name, note="the next cycle ignores the constraints")
@@ -417,11 +425,16 @@ class JobManager:
         return names
 
     def expire(self, job: str | None = None, reason: ExpiryReason = ExpiryReason.MANUAL) -> list[str]:
-        """Expire the running cycle of jobs (SIGUSR2, ``syftd expire``)."""
+        """Expire the running cycle of jobs (SIGUSR2, ``syftd expire``); by the operator, the job then
+        holds until a trigger, its next window, or a constraint lost and regained."""
         names = self.names(job)
         for name in names:
-            running = self._expire(self._jobs[name], reason)
+            entry = self._jobs[name]
+            running = self._expire(entry, reason)
+            if reason is ExpiryReason.MANUAL:
+                entry.state = policy.pause(entry.state, self._clock())
             _log.info(events.JOB_EXPIRE_REQUESTED, job=name, reason=reason.label, running=running)
+        self._wake.set()
         return names
 
     def simulate(self, event: str, for_s: float | None, job: str | None) -> list[str]:

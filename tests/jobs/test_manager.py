@@ -129,3 +129,51 @@ async def test_a_lost_network_aborts_the_report_and_the_spooled_diff_is_reported
     entries = await asyncio.to_thread(world.history.entries, "tiny")
     assert [e["outcome"] for e in entries] == ["reported"]
     assert len(world.reports()) == 1
+
+
+async def test_an_operator_expiry_pauses_the_job_until_a_trigger(world: World) -> None:
+    """interval_s = 0: `syftd expire` ends the running cycle (manual) and no new one starts; status says
+    it holds for the operator; a trigger runs the next one to done."""
+    world.host()
+    job = dataclasses.replace(world.job(), schedule=dataclasses.replace(world.job().schedule, interval_s=0.0))
+    await world.gate("train")
+    with capture_logs() as logs:
+        async with manager(world, job) as jobs:
+            await world.entered("train")
+            jobs.expire("tiny")
+            await world.open_gate("train")
+            await _until(lambda: len(_finished(logs)) == 1)
+            assert (_finished(logs)[0]["outcome"], _finished(logs)[0]["reason"]) == ("expired", "manual")
+            await asyncio.sleep(0.5)  # the behaviour under test: nothing starts while paused
+            assert len([e for e in logs if e["event"] == events.CYCLE_STARTED]) == 1
+            assert "expired by the operator" in jobs.status_line(), jobs.status_line()
+            assert "expired by the operator" in " ".join(jobs.why("tiny")["reasons"])
+            jobs.trigger("tiny")
+            await _until(lambda: len(_finished(logs)) == 2)
+    assert _finished(logs)[1]["outcome"] == "done"
+
+
+async def test_a_worker_id_left_in_a_cycle_without_a_diff_is_not_reused(world: World) -> None:
+    """A cycle accepted and then cut off (the daemon killed: here its task is cancelled past every
+    handler) leaves its worker id marked; the next cycle authenticates afresh and is accepted."""
+    world.host()
+    job = world.job()
+    await world.gate("train")
+    first = world.cycle(job)
+    running = asyncio.ensure_future(first.run())
+    try:
+        await world.entered("train")
+        worker = await asyncio.to_thread(world.identity.load_worker, "tiny")
+        assert worker is None  # assigned to the open cycle without a diff: not to be asked with again
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await world.open_gate("train")
+    assert (first.record.ended.outcome.value, first.record.ended.reason) == ("expired", "shutdown")
+    with capture_logs() as logs:
+        record = await asyncio.wait_for(world.cycle(job).run(), 30)
+    assert record.ended.outcome.value == "done", record
+    assert [e["event"] for e in logs if e["event"] in (events.IDENTITY_RENEWED, events.GRID_AUTHENTICATED)] == [
+        events.IDENTITY_RENEWED,
+        events.GRID_AUTHENTICATED,
+    ]

@@ -88,6 +88,9 @@ class JobManager:
     async def start(self) -> None:
         """Read every job's token and spool (off the loop), subscribe to conditions, start deciding."""
         await asyncio.gather(*(self._make_ready(job) for job in self._jobs.values()))
+        started = self._clock()  # the monitor has published its first snapshot: conditions seen from here
+        for job in self._jobs.values():
+            job.state = dataclasses.replace(job.state, started_at=started)
         if self._monitor is not None:
             self._unsubscribe = self._monitor.subscribe(self._on_conditions)
             self._on_conditions(self._monitor.current)

@@ -347,7 +347,9 @@ async def test_simulated_power_loss_goes_through_the_decision_path(harness: Harn
     assert "on battery" in why and "simulated" in why, why
     mark = len(daemon.logs)
     await asyncio.to_thread(_cli, harness, "simulate", "clear", "mnist")
-    await daemon.wait_log("cycle.started", after=mark, timeout=30)
+    cleared = await daemon.wait_log("conditions.simulated", simulated="clear", after=mark, timeout=10)
+    started = await daemon.wait_log("cycle.started", after=mark, timeout=30)
+    assert _when(started) - _when(cleared) >= 0.2 - 0.02, "a cleared simulation must hold stable_for_s anew"
     await asyncio.to_thread(_cli, harness, "simulate", "network-loss", "--for", "0.5", "mnist")
     await daemon.wait_log("conditions.simulation_ended", job="mnist", timeout=10)
 

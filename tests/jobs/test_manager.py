@@ -24,7 +24,11 @@ pytestmark = pytest.mark.timeout(90)
 
 @asynccontextmanager
 async def manager(
-    world: World, job: JobConfig, conditions: StaticConditions | None = None, statuses: list[str] | None = None
+    world: World,
+    job: JobConfig,
+    conditions: StaticConditions | None = None,
+    statuses: list[str] | None = None,
+    before_start: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[JobManager]:
     config = Config(daemon=DaemonConfig(state_dir=world.base / "state", runtime_dir=world.base / "run"), job=(job,))
     jobs = JobManager(
@@ -37,6 +41,7 @@ async def manager(
         monitor=conditions,
         status=(statuses if statuses is not None else []).append,
     )
+    before_start()  # the daemon starts the monitor (its first snapshot) after building the manager
     await jobs.start()
     try:
         yield jobs
@@ -177,3 +182,23 @@ async def test_a_worker_id_left_in_a_cycle_without_a_diff_is_not_reused(world: W
         events.IDENTITY_RENEWED,
         events.GRID_AUTHENTICATED,
     ]
+
+
+async def test_why_right_after_start_says_the_conditions_must_hold_since_the_daemon_started(world: World) -> None:
+    """Conditions seen first at start (stable_for_s = 30): why names the wait from the daemon's start,
+    not a condition "regained"."""
+    world.host()
+    job = world.job()
+    job = dataclasses.replace(
+        job, constraints=dataclasses.replace(job.constraints, stable_for_s=30.0, requires_external_power=True)
+    )
+    conditions = StaticConditions()
+
+    def first_snapshot() -> None:
+        conditions.publish(time.monotonic(), on_external_power=True, online=True, metered=False)
+
+    async with manager(world, job, conditions, before_start=first_snapshot) as jobs:
+        await _until(lambda: jobs.why("tiny")["reasons"] != [])
+        why = jobs.why("tiny")
+    text = " ".join(why["reasons"])
+    assert "must hold 30 s since the daemon started" in text and "regained" not in text, why

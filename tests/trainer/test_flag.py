@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.timing import LOAD_MARGIN_S
 
 from syftd.outcomes import ExpiryReason
 from syftd.trainer.flag import Expired, ExpiryFlag, ExpiryView
@@ -60,8 +61,8 @@ async def test_wait_returns_the_reason_once_expired(new_flag: Callable[[], Expir
     done, _pending = await asyncio.wait({waiter}, timeout=0.05)
     assert not done
     flag.expire(ExpiryReason.THERMAL)
-    assert await asyncio.wait_for(waiter, 1) is ExpiryReason.THERMAL
-    assert await asyncio.wait_for(flag.wait(), 1) is ExpiryReason.THERMAL
+    assert await asyncio.wait_for(waiter, 1 + LOAD_MARGIN_S) is ExpiryReason.THERMAL
+    assert await asyncio.wait_for(flag.wait(), 1 + LOAD_MARGIN_S) is ExpiryReason.THERMAL
 
 
 async def test_another_process_sees_the_reason_by_name(new_flag: Callable[[], ExpiryFlag]) -> None:

@@ -458,3 +458,33 @@ async def test_syftd_expire_pauses_the_job_until_a_trigger_or_power_lost_and_reg
     started = await daemon.wait_log("cycle.started", after=mark, timeout=30)
     regained = await daemon.wait_log("conditions.changed", on_external_power=True, after=mark, timeout=10)
     assert _when(started) - _when(regained) >= 0.2 - 0.05  # stable_for_s
+
+
+@pytest.mark.timeout(300)
+async def test_twenty_back_to_back_cycles_against_a_node_that_averages_after_answering(harness: Harness) -> None:
+    """The node in its default revision answers each report at once and averages 0.2 s later, keeping
+    the worker in its cycle until then. With interval_s = 0, 20 cycles all complete: every rejection
+    meanwhile is retried within 5 s, the checkpoint advances by 20, and each averaged checkpoint is the
+    previous one minus the diff reported into it."""
+    harness.host(max_updates=2)
+    harness.write_config().write_text(harness.config_path.read_text().replace("interval_s = 3600", "interval_s = 0"))
+    daemon = await harness.start()
+    await eventually(
+        lambda: len([f for f in daemon.events("cycle.finished") if f["outcome"] == "done"]) >= 20, timeout=240
+    )
+    await harness.stop()
+    finished = daemon.events("cycle.finished")
+    done = [f for f in finished if f["outcome"] == "done"]
+    rejected = [f for f in finished if f["outcome"] == "rejected"]
+    assert len(done) >= 20 and all(f["outcome"] in ("done", "rejected") for f in finished), finished
+    assert all(f["retry_in_s"] <= 5.0 for f in rejected), [f["retry_in_s"] for f in rejected]
+    await harness.node.wait_until(lambda: harness.node.node.checkpoint_number(harness.name) >= 21, timeout=30)
+    reports = harness.node.reports_for(harness.name)
+    assert len(reports) == len(done)
+    before = await retrieve(harness, 1)
+    for number, report in enumerate(reports[:20], start=2):
+        after = await retrieve(harness, number)
+        diff = [_array(t) for t in wire.parse_state(report.diff)]
+        for b, a, d in zip(before, after, diff, strict=True):
+            np.testing.assert_allclose(a, b - d, atol=1e-6, rtol=0)
+        before = after

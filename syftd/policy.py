@@ -244,7 +244,12 @@ def decide(
             return paused
     waits = [] if triggered else _schedule_waits(state, now, wall, job.schedule)
     if state.rejected_until is not None and state.rejected_until > now and not forced:
-        waits.append(Wait(Reason.REJECTED, state.rejected_until, "the node's rejection timeout"))
+        what = (
+            "the node is averaging this worker's last report"
+            if state.averaging_retries
+            else "the node's rejection timeout"
+        )
+        waits.append(Wait(Reason.REJECTED, state.rejected_until, what))
     lost = [] if forced else unmet(conditions, k, now, tracked)
     if lost:
         return made(Action.WAIT_FOR, Reason.CONDITIONS, "waiting for conditions", unmet=tuple(lost), waits=tuple(waits))

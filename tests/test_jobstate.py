@@ -200,3 +200,10 @@ class TestRegainedConditions:
         decision = decide(seen, state, T0 + 1, WALL, j)
         assert decision.reason is Reason.STABILIZING
         assert "since the daemon started" in decision.text and "regained" not in decision.text
+
+
+def test_why_says_the_node_is_averaging_while_the_retry_waits() -> None:
+    state = after_cycle(JobState(), DONE, T0, S, 0.5)
+    state = after_cycle(state, rejected(None), T0 + 0.01, S, 1.0)
+    decision = decide(good(), state, T0 + 0.05, WALL, job(stable_for_s=0.0))
+    assert decision.reason is Reason.REJECTED and "averaging" in decision.text

@@ -1,6 +1,6 @@
 """One training cycle of one job, from the accepted decision to its one ``CycleRecord``; its only owner.
 
-Owns the cycle's states and allowed transitions, the order of the protocol steps (authenticate →
+Owns the order of the protocol steps (authenticate →
 cycle-request → get-model, get-plan → train → spool → report), the cycle's expiration flag (created
 here, expired through ``expire``, closed when the cycle ends), its ``max_cycle_s`` deadline, the abort
 of its report, and the typed ``Ended`` it ends with. Does not own deciding when a cycle starts or why
@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
-import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from syftd import events
 from syftd.config import JobConfig
@@ -43,129 +40,18 @@ from syftd.grid.wire import check_diff
 from syftd.identity import Identity
 from syftd.jobs.ports import GridSession, Trainers
 from syftd.jobs.report import Aborted, ReportOutcome, ReportRun, race
+from syftd.jobs.states import CycleRecord, CycleState, TrainerPhase, check_transition, terminal_state
 from syftd.log import get_logger
 from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure, Rejection
 from syftd.spool import Spool
 from syftd.trainer.flag import ExpiryFlag
 from syftd.trainer.messages import Outcome, Progress, TrainerStage
 
-__all__ = ["CycleRecord", "CycleRun", "CycleState", "InvalidTransition", "TrainerPhase", "new_cycle_id"]
+__all__ = ["CycleRun"]
 
 _log = get_logger("syftd.jobs.cycle")
 T = TypeVar("T")
 _SPAWN_BOUND_S = 10.0
-
-
-class CycleState(enum.Enum):
-    """Where a cycle is; the last six are terminal."""
-
-    PENDING = "pending"
-    AUTHENTICATING = "authenticating"
-    REQUESTING = "requesting"
-    DOWNLOADING = "downloading"
-    TRAINING = "training"
-    SPOOLING = "spooling"
-    REPORTING = "reporting"
-    DONE = "done"
-    EXPIRED = "expired"
-    REJECTED = "rejected"
-    FAILED = "failed"
-    SPOOLED = "spooled"
-    DISCARDED = "discarded"
-
-    @property
-    def is_terminal(self) -> bool:
-        """True for the states a cycle ends in."""
-        return self in _TERMINAL
-
-    @property
-    def has_diff(self) -> bool:
-        """True once a finished diff exists (the flag no longer ends the cycle)."""
-        return self in (CycleState.SPOOLING, CycleState.REPORTING)
-
-
-class TrainerPhase(enum.Enum):
-    """What the trainer is doing while the cycle is TRAINING."""
-
-    STARTING = "starting trainer"
-    LOADING_DATA = "loading data"
-    TRAINING = "training"
-    WRITING_DIFF = "writing the diff"
-
-
-_TERMINAL_OF = {
-    CycleOutcome.DONE: CycleState.DONE,
-    CycleOutcome.EXPIRED: CycleState.EXPIRED,
-    CycleOutcome.REJECTED: CycleState.REJECTED,
-    CycleOutcome.FAILED: CycleState.FAILED,
-    CycleOutcome.SPOOLED: CycleState.SPOOLED,
-    CycleOutcome.DISCARDED: CycleState.DISCARDED,
-}
-_TERMINAL = frozenset(_TERMINAL_OF.values())
-_S = CycleState
-_ALLOWED: dict[CycleState, frozenset[CycleState]] = {
-    _S.PENDING: frozenset({_S.AUTHENTICATING, _S.REQUESTING, _S.EXPIRED, _S.FAILED}),
-    _S.AUTHENTICATING: frozenset({_S.REQUESTING, _S.EXPIRED, _S.FAILED, _S.REJECTED}),
-    _S.REQUESTING: frozenset({_S.AUTHENTICATING, _S.DOWNLOADING, _S.REJECTED, _S.EXPIRED, _S.FAILED}),
-    _S.DOWNLOADING: frozenset({_S.TRAINING, _S.REJECTED, _S.EXPIRED, _S.FAILED}),
-    _S.TRAINING: frozenset({_S.SPOOLING, _S.EXPIRED, _S.FAILED}),
-    _S.SPOOLING: frozenset({_S.REPORTING, _S.FAILED, _S.SPOOLED}),
-    _S.REPORTING: frozenset({_S.DONE, _S.SPOOLED, _S.DISCARDED}),
-    **{terminal: frozenset() for terminal in _TERMINAL},
-}
-
-
-class InvalidTransition(RuntimeError):
-    """A transition the table does not allow: a bug in this module."""
-
-    def __init__(self, from_: CycleState, to: CycleState) -> None:
-        super().__init__(f"cycle cannot go from {from_.value} to {to.value}")
-
-
-def new_cycle_id() -> str:
-    """A short random id naming one cycle in logs, history and the spool."""
-    return secrets.token_hex(6)
-
-
-@dataclass(slots=True)
-class CycleRecord:
-    """How one cycle ended: the canonical ``cycle.finished`` line and the history entry."""
-
-    job: str
-    cycle_id: str
-    ended: Ended = field(default_factory=lambda: Ended.failed(Failure.INTERNAL))
-    error: str | None = None
-    steps: int = 0
-    loss: float | None = None
-    accuracy: float | None = None
-    bytes_down: int = 0
-    bytes_up: int = 0
-    started_wall: float = field(default_factory=time.time)
-    duration_s: float = 0.0
-    train_s: float = 0.0
-    step_time_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able, for the history and the log line: the typed end written as its values."""
-        ended = self.ended
-        return {
-            "job": self.job,
-            "cycle_id": self.cycle_id,
-            "outcome": ended.outcome.value,
-            "reason": ended.reason,
-            "error": self.error,
-            "steps": self.steps,
-            "loss": self.loss,
-            "accuracy": self.accuracy,
-            "bytes_down": self.bytes_down,
-            "bytes_up": self.bytes_up,
-            "started_wall": self.started_wall,
-            "duration_s": self.duration_s,
-            "train_s": self.train_s,
-            "step_time_s": self.step_time_s,
-            "rejected_timeout_s": ended.timeout_s,
-            "finished": ended.rejection is Rejection.FINISHED,
-        }
 
 
 class CycleRun:
@@ -233,8 +119,7 @@ class CycleRun:
         self._abort_report.set()
 
     def _transition(self, to: CycleState) -> None:
-        if to not in _ALLOWED[self.state]:
-            raise InvalidTransition(self.state, to)
+        check_transition(self.state, to)
         _log.debug(
             events.CYCLE_STATE_CHANGED,
             job=self.job.name,
@@ -293,7 +178,7 @@ class CycleRun:
 
     def _end(self, ended: Ended, *, error: str | None = None) -> None:
         if not self.state.is_terminal:
-            self._transition(_TERMINAL_OF[ended.outcome])
+            self._transition(terminal_state(ended.outcome))
             self.record.ended = dataclasses.replace(ended, accepted=self._accepted)
         if error is not None:
             self.record.error = error

@@ -6,7 +6,8 @@ earliest time a decision names; nothing ticks), the routing of expiring events t
 (a lost constraint, sleep, a config change, the operator, shutdown), the report of spooled diffs
 (``report.ReportRun``), the sleep lock held while cycles run, the canonical ``cycle.finished`` line
 and the history. Does not own the decision rules (``policy``), a cycle's steps, its flag or its
-budget (``cycle``), reading conditions (``conditions``), training (``trainer``) or words (``view``).
+budget (``cycle``), reading conditions (``conditions``), training (``trainer``), the operator's verbs
+(``verbs``) or words (``view``).
 Blocking file I/O (token, spool, history) runs off the event loop.
 """
 
@@ -30,10 +31,12 @@ from syftd.errors import TokenError
 from syftd.history import History
 from syftd.identity import Identity
 from syftd.jobs import view
-from syftd.jobs.cycle import CycleRecord, CycleRun, new_cycle_id
+from syftd.jobs.cycle import CycleRun
 from syftd.jobs.ports import ClientFactory, ConditionsSource, GridSession, Trainers
 from syftd.jobs.report import ReportRun
 from syftd.jobs.runtime import JobRuntime
+from syftd.jobs.states import CycleRecord, new_cycle_id
+from syftd.jobs.verbs import OperatorVerbs
 from syftd.log import get_logger
 from syftd.outcomes import ExpiryReason
 from syftd.spool import Spool
@@ -43,10 +46,9 @@ __all__ = ["JobManager"]
 _log = get_logger("syftd.jobs")
 _STATUS_MIN_INTERVAL_S = 1.0
 _SETTLE_S = 1.0
-_SIMULATED = {"power-loss": ("on_external_power", False), "network-loss": ("online", False)}
 
 
-class JobManager:
+class JobManager(OperatorVerbs):
     """Runs the configured jobs; every public method is called on the event loop."""
 
     def __init__(
@@ -398,88 +400,6 @@ class JobManager:
     def status_line(self) -> str:
         """One line for ``STATUS=``, e.g. ``mnist: training 340/1000, loss 0.41``."""
         return view.status_line(self._jobs, self._clock())
-
-    # ------------------------------------------------------------------ operator verbs
-
-    def names(self, job: str | None) -> list[str]:
-        """The enabled jobs a verb applies to: ``job`` alone, or every enabled job.
-
-        Raises:
-            LookupError: no job has that name.
-        """
-        if job is None:
-            return [name for name, entry in self._jobs.items() if entry.config.enabled]
-        if job not in self._jobs:
-            raise LookupError(f"no job named {job!r}; configured: {', '.join(sorted(self._jobs)) or 'none'}")
-        return [job]
-
-    def trigger(self, job: str | None = None, *, force: bool = False) -> list[str]:
-        """Run jobs now as if their schedule were due; still gated by constraints unless ``force``."""
-        names = self.names(job)
-        for name in names:
-            entry = self._jobs[name]
-            entry.state = dataclasses.replace(
-                entry.state, triggered=True, forced=force, finished_stopped=False, paused_at=None
-            )
-            _log.info(events.JOB_TRIGGERED, job=name, force=force)
-            if force:
-                _log.warning(events.JOB_FORCE_REQUESTED, job=name, note="the next cycle ignores the constraints")
-        self._wake.set()
-        return names
-
-    def expire(self, job: str | None = None, reason: ExpiryReason = ExpiryReason.MANUAL) -> list[str]:
-        """Expire the running cycle of jobs (SIGUSR2, ``syftd expire``); by the operator, the job then
-        holds until a trigger, its next window, or a constraint lost and regained."""
-        names = self.names(job)
-        for name in names:
-            entry = self._jobs[name]
-            running = self._expire(entry, reason)
-            if reason is ExpiryReason.MANUAL:
-                entry.state = policy.pause(entry.state, self._clock())
-            _log.info(events.JOB_EXPIRE_REQUESTED, job=name, reason=reason.label, running=running)
-        self._wake.set()
-        return names
-
-    def simulate(self, event: str, for_s: float | None, job: str | None) -> list[str]:
-        """Override a condition for jobs through the real decision path (``clear`` removes overrides)."""
-        names = self.names(job)
-        loop = asyncio.get_running_loop()
-        for name in names:
-            entry = self._jobs[name]
-            if entry.override_timer is not None:
-                entry.override_timer.cancel()
-                entry.override_timer = None
-            if event == "clear":
-                entry.overrides.clear()
-            else:
-                fact, value = _SIMULATED[event]
-                entry.overrides[fact] = value
-                if for_s is not None:
-                    entry.override_timer = loop.call_later(for_s, self._clear_override, name)
-            _log.warning(events.CONDITIONS_SIMULATED, job=name, simulated=event, for_s=for_s)
-        self._on_conditions(self._conditions)
-        return names
-
-    def _clear_override(self, name: str) -> None:
-        entry = self._jobs.get(name)
-        if entry is not None:
-            entry.overrides.clear()
-            entry.override_timer = None
-            _log.info(events.CONDITIONS_SIMULATION_ENDED, job=name)
-            self._on_conditions(self._conditions)
-
-    def status(self) -> list[dict[str, Any]]:
-        """One row per job for ``syftd status``."""
-        return view.status_rows(self._jobs, self._clock())
-
-    def why(self, job: str) -> dict[str, Any]:
-        """Why ``job`` is or is not running, with since-times.
-
-        Raises:
-            LookupError: no job has that name.
-        """
-        self.names(job)
-        return view.why(job, self._jobs[job], self._clock(), self._conditions)
 
 
 def _read_token(job: str, path: Any) -> tuple[str | None, str | None]:

@@ -15,8 +15,9 @@ from typing import Any
 from syftd import policy
 from syftd.conditions.value import Conditions
 from syftd.constraints import duration_text
-from syftd.jobs.cycle import CycleRun, CycleState, TrainerPhase
+from syftd.jobs.cycle import CycleRun
 from syftd.jobs.runtime import JobRuntime
+from syftd.jobs.states import CycleState, TrainerPhase
 
 __all__ = ["job_text", "phase_text", "status_line", "status_rows", "why"]
 

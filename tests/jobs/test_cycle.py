@@ -11,8 +11,9 @@ import pytest
 from jobs.conftest import GRACE_S, World, eventually_async, trainer_pids
 
 from syftd.config import BudgetConfig
-from syftd.jobs.cycle import CycleRun, CycleState
+from syftd.jobs.cycle import CycleRun
 from syftd.jobs.report import ReportRun
+from syftd.jobs.states import CycleState
 from syftd.jobs.view import phase_text
 from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, ReportOutcome
 

@@ -9,7 +9,7 @@ conditions' bookkeeping (``observe``). Their rules:
 - a failure backs off with full jitter under a doubling cap (``backoff_delay``);
 - a rejection of the worker that has just reported is read as "averaging in progress": the node keeps
   that cycle open (and the worker assigned to it) until it has averaged, so the request is retried
-  shortly with a small growing, jittered delay (0.2 s doubling), for at most ``AVERAGING_CAP_S``
+  shortly with a small growing, jittered delay (0.25 s doubling), for at most ``AVERAGING_CAP_S``
   after the report; past that, or for any other worker, the node's answer is taken as it is;
 - a rejection with a positive timeout waits for it plus ``rejection_jitter_s``; a zero or negative
   timeout (the cycle's end has passed), or the same rejection repeated without an accepted cycle in
@@ -52,8 +52,9 @@ __all__ = [
     "pause",
 ]
 
-AVERAGING_FIRST_S = 0.2
-"""The first retry after a rejection read as "averaging in progress"; it doubles per rejection."""
+AVERAGING_FIRST_S = 0.25
+"""The first retry after a rejection read as "averaging in progress" (a real node averages about 0.2 s
+after its answer); it doubles per rejection, less up to a fifth of jitter."""
 AVERAGING_CAP_S = 30.0
 """How long after its report a rejection of the same worker is read as averaging (syftd cannot see
 ``min_diffs``/``max_diffs``: a node waiting for more diffs keeps the cycle open for hours)."""
@@ -127,7 +128,7 @@ def after_rejection(
     since_report = None if state.last_report_at is None else now - state.last_report_at
     if since_report is not None and since_report < AVERAGING_CAP_S:
         retries = state.averaging_retries + 1
-        delay = min(AVERAGING_FIRST_S * 2.0 ** min(retries - 1, 64), AVERAGING_CAP_S) * (0.5 + 0.5 * u)
+        delay = min(AVERAGING_FIRST_S * 2.0 ** min(retries - 1, 64), AVERAGING_CAP_S) * (0.8 + 0.2 * u)
         until = now + min(delay, AVERAGING_CAP_S - since_report)
         return dataclasses.replace(_settled(state), averaging_retries=retries, rejected_until=until)
     rejections = state.rejections + 1

@@ -61,7 +61,7 @@ class TestAveragingInProgress:
     ) -> None:
         state = after_cycle(JobState(), DONE, T0, S, 0.5)
         state = after_cycle(state, rejected(timeout_s), T0 + 0.01, S, 1.0)
-        assert state.rejected_until is not None and state.rejected_until - (T0 + 0.01) == pytest.approx(0.2)
+        assert state.rejected_until is not None and state.rejected_until - (T0 + 0.01) == pytest.approx(0.25)
         assert state.finished_until is None and state.failures == 0
 
     def test_the_retries_grow_and_stop_being_read_as_averaging_after_the_cap(self) -> None:
@@ -74,7 +74,7 @@ class TestAveragingInProgress:
             assert state.rejected_until is not None
             delays.append(state.rejected_until - now)
             now = state.rejected_until
-        assert delays[:4] == pytest.approx([0.2, 0.4, 0.8, 1.6])
+        assert delays[:4] == pytest.approx([0.25, 0.5, 1.0, 2.0])
         assert delays[:-1] == sorted(delays[:-1])  # the last one is cut at the cap
         assert now - T0 == pytest.approx(AVERAGING_CAP_S, abs=0.2)
         assert state.finished_until == pytest.approx(now + 3600.0)  # the node's answer, taken as it is

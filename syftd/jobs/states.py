@@ -122,6 +122,7 @@ class CycleRecord:
     accuracy: float | None = None
     bytes_down: int = 0
     bytes_up: int = 0
+    speed_test_bytes: int = 0
     started_wall: float = field(default_factory=time.time)
     duration_s: float = 0.0
     train_s: float = 0.0
@@ -141,6 +142,7 @@ class CycleRecord:
             "accuracy": self.accuracy,
             "bytes_down": self.bytes_down,
             "bytes_up": self.bytes_up,
+            "speed_test_bytes": self.speed_test_bytes,
             "started_wall": self.started_wall,
             "duration_s": self.duration_s,
             "train_s": self.train_s,

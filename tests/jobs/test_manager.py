@@ -154,7 +154,7 @@ async def test_an_operator_expiry_pauses_the_job_until_a_trigger(world: World) -
             assert "expired by the operator" in jobs.status_line(), jobs.status_line()
             assert "expired by the operator" in " ".join(jobs.why("tiny")["reasons"])
             jobs.trigger("tiny")
-            await _until(lambda: len(_finished(logs)) == 2)
+            await _until(lambda: len(_finished(logs)) >= 2)  # interval_s = 0: more may follow
     assert _finished(logs)[1]["outcome"] == "done"
 
 

@@ -488,3 +488,29 @@ async def test_twenty_back_to_back_cycles_against_a_node_that_averages_after_ans
         for b, a, d in zip(before, after, diff, strict=True):
             np.testing.assert_allclose(a, b - d, atol=1e-6, rtol=0)
         before = after
+
+
+async def test_a_process_past_its_end_time_is_asked_again_after_growing_backoffs(harness: Harness) -> None:
+    """The node keeps its cycle open for a second diff past the cycle's end and rejects the worker
+    that already reported with a negative timeout. Past the averaging reading (a restarted daemon
+    has none), those rejections are spaced by a growing jittered backoff (backoff_initial_s = 0.5),
+    never a fixed short retry."""
+    cycle_s = 4 + 2 * int(LOAD_MARGIN_S)
+    hosted_at = time.monotonic()
+    harness.host(max_updates=3, cycle_length=cycle_s, max_diffs=2, min_diffs=2, num_cycles=5)
+    harness.write_config().write_text(harness.config_path.read_text().replace("interval_s = 3600", "interval_s = 0"))
+    daemon = await harness.start()
+    first = await daemon.wait_log("cycle.finished", timeout=90)
+    assert first["outcome"] == "done"
+    await harness.stop()
+    await asyncio.sleep(max(0.0, hosted_at + cycle_s + 1 - time.monotonic()))  # the cycle's end passes
+    daemon = await harness.start()
+    after, rejections = 0, []
+    while len(rejections) < 4:
+        rejected = await daemon.wait_log("cycle.finished", timeout=30, after=after)
+        after = daemon.logs.index(rejected) + 1
+        rejections.append(rejected)
+    assert all(r["outcome"] == "rejected" and r["rejected_timeout_s"] < 0 for r in rejections), rejections
+    waits = [r["retry_in_s"] for r in rejections]
+    caps = [min(0.5 * 2**k, 300.0) for k in range(4)]  # backoff_initial_s doubling (equal jitter: half fixed)
+    assert all(cap / 2 - 0.01 <= w <= cap + 0.01 for w, cap in zip(waits, caps, strict=True)), (waits, caps)

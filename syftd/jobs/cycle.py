@@ -245,6 +245,7 @@ class CycleRun:
         record.train_s = round(time.monotonic() - train_started, 3)
         record.steps = result.steps
         record.step_time_s = round(result.step_time_s, 4)
+        record.trainer_cpu_s = result.cpu_s
         if result.losses:
             record.loss = round(result.losses[-1], 5)
         if result.accuracies:

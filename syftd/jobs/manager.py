@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from syftd import events, policy
+from syftd import capability, events, policy
 from syftd.conditions.value import Conditions
 from syftd.config import Config, JobConfig
 from syftd.errors import TokenError
@@ -67,8 +67,10 @@ class JobManager(OperatorVerbs):
         status: Callable[[str], None] = lambda _text: None,
         clock: Callable[[], float] = time.monotonic,
         uniform: Callable[[], float] = random.random,
+        energy: Any = None,
     ) -> None:
         self._config = config
+        self._energy = energy  # syftd.energy.EnergyMeter: joules per cycle; None = not measured
         self._monitor = monitor
         self._pool = pool
         self._spool = spool
@@ -178,6 +180,9 @@ class JobManager(OperatorVerbs):
             job.token, job.token_error = await asyncio.to_thread(_read_token, name, token_file)
         pending = await asyncio.to_thread(self._pending_count, name)
         job.last = job.last or await asyncio.to_thread(self._history.last, name)
+        if job.config.kind == "pygrid":  # a flower job trains in its SuperNode's own environment
+            packages = capability.packages_for(job.config.data.source)
+            job.cannot_train = await asyncio.to_thread(capability.training_unavailable, packages)
         job.state = dataclasses.replace(job.state, spool_pending=pending)
         job.is_ready = True
         self._wake.set()
@@ -258,7 +263,7 @@ class JobManager(OperatorVerbs):
                 policy.Action.WAIT_UNTIL,
             ):
                 needs_thermal = True
-            if decision.action is policy.Action.START and not self._stopping:
+            if decision.action is policy.Action.START and not self._stopping and job.cannot_train is None:
                 self._start_cycle(job, decision)
                 running += 1
             elif decision.action is policy.Action.REPORT and not self._stopping:
@@ -316,6 +321,7 @@ class JobManager(OperatorVerbs):
         # every line logged by this cycle's task (grid client, spool, identity) carries job and cycle
         structlog.contextvars.bind_contextvars(job=job.config.name, cycle=run.cycle_id)
         is_cancelled = False
+        energy_at_start = None if self._energy is None else await asyncio.to_thread(self._energy.read)
         try:
             record = await run.run()
         except asyncio.CancelledError:
@@ -324,7 +330,7 @@ class JobManager(OperatorVerbs):
             _log.exception(events.CYCLE_CRASHED, job=job.config.name, cycle=run.cycle_id)
             record = run.record
         try:
-            await self._finish(job, record)
+            await self._finish(job, record, energy_at_start)
         finally:
             job.run, job.task = None, None
             if self._monitor is not None and not any(j.run is not None for j in self._jobs.values()):
@@ -335,12 +341,16 @@ class JobManager(OperatorVerbs):
         if is_cancelled:
             raise asyncio.CancelledError
 
-    async def _finish(self, job: JobRuntime, record: CycleRecord) -> None:
-        now = self._clock()
+    async def _finish(self, job: JobRuntime, record: CycleRecord, energy_at_start: Any = None) -> None:
         name = job.config.name
+        entry = record.as_dict()
+        if self._energy is not None:
+            energy_at_end = await asyncio.to_thread(self._energy.read)
+            entry.update(self._energy.measure(energy_at_start, energy_at_end, record.trainer_cpu_s))
+        # from here to the assignment below nothing awaits: the state is not changed under us
+        now = self._clock()
         state = dataclasses.replace(job.state, running=False, running_since=None, forced=False)
         state = policy.after_cycle(state, record.ended, now, job.config.schedule, self._uniform())
-        entry = record.as_dict()
         waits = [t for t in (state.backoff_until, state.rejected_until, state.finished_until) if t is not None]
         if waits and max(waits) > now:
             entry["retry_in_s"] = round(max(waits) - now, 3)

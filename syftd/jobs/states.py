@@ -127,6 +127,7 @@ class CycleRecord:
     duration_s: float = 0.0
     train_s: float = 0.0
     step_time_s: float = 0.0
+    trainer_cpu_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able, for the history and the log line: the typed end written as its values."""
@@ -147,6 +148,7 @@ class CycleRecord:
             "duration_s": self.duration_s,
             "train_s": self.train_s,
             "step_time_s": self.step_time_s,
+            "trainer_cpu_s": self.trainer_cpu_s,
             "rejected_timeout_s": ended.timeout_s,
             "finished": ended.rejection is Rejection.FINISHED,
         }

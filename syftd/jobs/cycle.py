@@ -263,7 +263,7 @@ class CycleRun:
         diff = result.diff
         self._transition(CycleState.SPOOLING)
         try:
-            # a diff the node could not parse would stall its process (spec §7): check, then make it durable
+            # a diff the node could not parse would stall its process (docs/protocol.md §7): check, then make it durable
             await asyncio.to_thread(check_diff, diff, model)
             entry = await asyncio.to_thread(
                 self._spool.add,

@@ -334,7 +334,7 @@ class JobManager(OperatorVerbs):
         finally:
             job.run, job.task = None, None
             if self._monitor is not None and not any(j.run is not None for j in self._jobs.values()):
-                # the trainer has stopped: logind may suspend now (platform-notes §1.3)
+                # the trainer has stopped: logind may suspend now (logind delay inhibitor)
                 self._monitor.release_sleep_lock()
             self._wake.set()
             self._publish_status(force=True)

@@ -474,13 +474,16 @@ async def test_twenty_back_to_back_cycles_against_a_node_that_averages_after_ans
     )
     await harness.stop()
     finished = daemon.events("cycle.finished")
-    done = [f for f in finished if f["outcome"] == "done"]
-    rejected = [f for f in finished if f["outcome"] == "rejected"]
-    assert len(done) >= 20 and all(f["outcome"] in ("done", "rejected") for f in finished), finished
+    # the stop may catch a 21st cycle: it ends expired (shutdown) or, during its report, spooled
+    last_cut_short = finished[-1]["outcome"] in ("expired", "spooled")
+    before_stop = finished[:-1] if last_cut_short else finished
+    done = [f for f in before_stop if f["outcome"] == "done"]
+    rejected = [f for f in before_stop if f["outcome"] == "rejected"]
+    assert len(done) >= 20 and all(f["outcome"] in ("done", "rejected") for f in before_stop), finished
     assert all(f["retry_in_s"] <= 5.0 for f in rejected), [f["retry_in_s"] for f in rejected]
     await harness.node.wait_until(lambda: harness.node.node.checkpoint_number(harness.name) >= 21, timeout=30)
     reports = harness.node.reports_for(harness.name)
-    assert len(reports) == len(done)
+    assert len(done) <= len(reports) <= len(done) + int(last_cut_short)
     before = await retrieve(harness, 1)
     for number, report in enumerate(reports[:20], start=2):
         after = await retrieve(harness, number)

@@ -10,10 +10,15 @@ Each step is crash-safe, every file written with ``atomic_write`` (0600, in 0700
 
 - ``add``: the diff first, then its ``.json``; the ``.json`` is the commit point, so a crash before
   it leaves an orphan diff that is not pending (``recover`` removes it);
-- ``mark_reported`` / ``discard``: the marker first, then the diff, the ``.json``, the marker; an
-  entry with a marker is never pending again, whichever step a crash interrupted;
-- ``load_diff`` checks size and sha256; a mismatch moves the entry to ``quarantine/`` with a
-  ``spool.quarantined`` log line and raises, so a damaged diff is never sent.
+- ``diff_file`` / ``commit``: the same two steps when the trainer writes the diff file itself (its
+  bytes fsynced, renamed into place) and the daemon commits the ``.json``, whose directory fsync
+  makes both names durable: two fsyncs for the diff and one for the ``.json``'s bytes;
+- ``mark_reported`` / ``discard``: the marker first (its name made durable by one directory fsync:
+  only its existence counts), then the diff, the ``.json``, the marker; an entry with a marker is
+  never pending again, whichever step a crash interrupted;
+- ``load_diff`` and ``verified_file`` (in 1 MiB reads) check size and sha256; a mismatch moves the
+  entry to ``quarantine/`` with a ``spool.quarantined`` log line and raises, so a damaged diff is
+  never sent.
 
 The methods do blocking file I/O with fsync; call them through ``asyncio.to_thread`` from the loop.
 """
@@ -185,6 +190,8 @@ class Spool:
         model_id: int | str,
     ) -> SpoolEntry:
         """Make the diff the trainer wrote at ``diff_file`` pending: its ``.json``, the commit point.
+
+        The ``.json``'s directory fsync also makes the diff's name durable (the trainer fsynced its bytes).
 
         Raises:
             ValueError: an invalid job name or cycle id.

@@ -147,6 +147,7 @@ class CycleRecord:
     duration_s: float = 0.0
     train_s: float = 0.0
     step_time_s: float = 0.0
+    trainer_cpu_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able, for the history and the log line: the typed end written as its values."""
@@ -167,6 +168,7 @@ class CycleRecord:
             "duration_s": self.duration_s,
             "train_s": self.train_s,
             "step_time_s": self.step_time_s,
+            "trainer_cpu_s": self.trainer_cpu_s,
             "rejected_timeout_s": ended.timeout_s,
             "finished": ended.rejection is Rejection.FINISHED,
         }
@@ -366,6 +368,7 @@ class CycleRun:
         record.train_s = round(time.monotonic() - train_started, 3)
         record.steps = result.steps
         record.step_time_s = round(result.step_time_s, 4)
+        record.trainer_cpu_s = result.cpu_s
         if result.losses:
             record.loss = round(result.losses[-1], 5)
         if result.accuracies:

@@ -36,6 +36,7 @@ class JobRuntime:
     last: dict[str, Any] | None = None
     token: str | None = None
     token_error: str | None = None
+    cannot_train: str | None = None  # why this installation cannot train the job (no cycle is requested)
     is_ready: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     override_timer: asyncio.TimerHandle | None = None

@@ -88,6 +88,7 @@ class TrainingResult:
     error: str | None = None
     step_time_s: float = 0.0
     duration_s: float = 0.0
+    cpu_s: float | None = None  # the trainer's CPU seconds for this run (the energy share); None if unknown
     diff_size: int = 0
     diff_sha256: str | None = None
     """Set when the diff was written to the request's ``diff_path`` (then ``diff`` is None)."""

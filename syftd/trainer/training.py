@@ -156,13 +156,16 @@ def _inputs(request: Request) -> tuple[bytes, bytes]:
 
 
 def _write_diff(path: Path, diff: bytes) -> str:
-    """Write the diff into the spool durably (temp file, fsync, rename, fsync dir); its sha256.
+    """Write the diff into the spool (temp file, fsync, rename); its sha256.
+
+    The directory is not fsynced here: the daemon's commit of the entry's ``.json`` in the same
+    directory fsyncs it, and the entry is pending only from then on, so one fsync guards both names.
 
     Raises:
         TrainerError: the disk refused the write (nothing is left at ``path``).
     """
     try:
-        atomic_write(path, diff)
+        atomic_write(path, diff, sync_dir=False)
     except OSError as exc:
         raise TrainerError(f"{DIFF_UNWRITABLE} to {path}: {exc}") from exc
     return hashlib.sha256(diff).hexdigest()

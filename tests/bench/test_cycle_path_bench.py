@@ -123,15 +123,40 @@ def _breakdown(logs: list[dict[str, Any]], node: _NodeClock) -> list[dict[str, f
 async def _strace_fsyncs(pids: list[int], out: Path) -> asyncio.subprocess.Process:
     tids = [f"-p{task.name}" for pid in pids for task in Path(f"/proc/{pid}/task").iterdir()]
     return await asyncio.create_subprocess_exec(
-        "strace", "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", str(out), *tids,
+        "strace", "-f", "-qq", "-y", "-ttt", "-e", "trace=fsync,fdatasync", "-o", str(out), *tids,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
 
 
+def _configure(harness: Harness, transport: str) -> Path:
+    """The harness config with the job on ``transport``: ``grid.transport`` (the URL scheme does not choose)."""
+    url = harness.node.node.url if transport == "http" else harness.node.node.url.replace("http://", "ws://")
+    path = harness.write_config(url=url)
+    path.write_text(path.read_text().replace('version = "1.0"\n', f'version = "1.0"\ntransport = "{transport}"\n', 1))
+    return path
+
+
+def _fsyncs_by_file(trace: str, start: float, end: float) -> float:
+    """The fsyncs strace saw between two log times, printed by kind of file; their count."""
+    kinds: dict[str, int] = {}
+    for line in trace.splitlines():
+        fields = line.split()
+        if len(fields) < 3 or "sync(" not in fields[2] or not start < float(fields[1]) <= end:
+            continue
+        name = fields[2].split("<", 1)[-1].split(">", 1)[0].rsplit("/", 1)[-1]
+        if name.endswith(".tmp"):  # mkstemp's ".<file>.<random>.tmp": a spool file is <cycle id>.<kind>
+            parts = name.split(".")
+            kind = parts[2] if parts[1] not in ("history", "identity") else f"{parts[1]}.{parts[2]}"
+        else:
+            kind = f"dir {name}" if "." not in name else name.rsplit(".", 1)[-1]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    print("  fsyncs over 3 cycles by file:", ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+    return float(sum(kinds.values()))
+
+
 async def _warm_cycles(harness: Harness, transport: str) -> tuple[list[dict[str, float]], float]:
     harness.host(max_updates=100, batch_size=64, lr=0.1, num_cycles=10_000, cycle_length=5)
-    url = harness.node.node.url if transport == "http" else harness.node.node.url.replace("http://", "ws://")
-    harness.write_config(url=url).write_text(
+    _configure(harness, transport).write_text(
         harness.config_path.read_text()
         .replace("interval_s = 3600", "interval_s = 0")
         .replace("samples = 256", "samples = 6400")
@@ -150,14 +175,14 @@ async def _warm_cycles(harness: Harness, transport: str) -> tuple[list[dict[str,
         trace_file = harness.base / f"fsync-{transport}.txt"
         tracer = await _strace_fsyncs([daemon.pid, *trainer], trace_file)
         await asyncio.sleep(0.5)  # strace attaches asynchronously; count whole cycles after it
-        entry = await daemon.wait_log("cycle.finished", outcome="done", after=len(daemon.logs), timeout=60)
-        mark = daemon.logs.index(entry) + 1
+        first = await daemon.wait_log("cycle.finished", outcome="done", after=len(daemon.logs), timeout=60)
+        mark = daemon.logs.index(first) + 1
         for _ in range(3):
             entry = await daemon.wait_log("cycle.finished", outcome="done", after=mark, timeout=60)
             mark = daemon.logs.index(entry) + 1
         tracer.send_signal(signal.SIGINT)
         await tracer.wait()
-        fsyncs = sum(1 for line in trace_file.read_text().splitlines() if "sync(" in line) / 3
+        fsyncs = _fsyncs_by_file(trace_file.read_text(), _when(first), _when(entry)) / 3
     finally:
         node.close()
         await harness.stop()
@@ -211,8 +236,7 @@ def _vm_hwm_mib(pid: int) -> float:
 async def _one_cycle_peak(harness: Harness, model: bytes, transport: str) -> tuple[float, float]:
     harness.model = model
     harness.host(max_updates=1, batch_size=64, lr=0.01)
-    url = harness.node.node.url if transport == "http" else harness.node.node.url.replace("http://", "ws://")
-    harness.write_config(url=url)
+    _configure(harness, transport)
     try:
         daemon = await harness.start()
         entry = await daemon.wait_log("cycle.finished", timeout=300)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from syftd.errors import WireError
 from syftd.grid.wire import check_diff
 from syftd.spool import job_dir
 
@@ -43,10 +44,15 @@ def check_diff_file(diff: Path, model: Path) -> bool:
     """Check the diff in ``diff`` against the model in ``model``; True if parsed here, False if too large.
 
     Raises:
-        WireError: the diff does not fit the model (as ``wire.check_diff``).
+        WireError: the diff does not fit the model (as ``wire.check_diff``); its file was removed,
+            as it will never be committed.
         OSError: a file cannot be read.
     """
     if diff.stat().st_size > CHECK_MAX_BYTES:
         return False
-    check_diff(diff.read_bytes(), model.read_bytes())
+    try:
+        check_diff(diff.read_bytes(), model.read_bytes())
+    except WireError:
+        diff.unlink(missing_ok=True)
+        raise
     return True

@@ -188,7 +188,7 @@ class GridRejected(GridError):
 
 
 class GridFinished(GridError):
-    """Rejected without a timeout: the FL process finished, or it has num_cycles = 0 (spec §2.2)."""
+    """Rejected without a timeout: the FL process finished, or it has num_cycles = 0 (docs/protocol.md §2.2)."""
 
 
 class GridAuthFailed(GridError):

@@ -1,6 +1,6 @@
 """PyGrid's binary payloads: the model ``State``, the training ``Plan`` and the diff a worker reports.
 
-Owns the translation between those protobuf bytes (spec pygrid-protocol.md §5) and plain
+Owns the translation between those protobuf bytes (docs/protocol.md §5) and plain
 :class:`Tensor` values (dtype name, shape, little-endian row-major bytes), and the rules a diff must
 meet before a node will average it (§5.4). Does not own numbers: it imports neither torch nor numpy;
 the trainer turns ``Tensor.data`` into arrays (``torch.frombuffer``) and back.
@@ -76,7 +76,7 @@ def parse_state(data: bytes) -> list[Tensor]:
 
 
 def encode_state(tensors: Sequence[Tensor]) -> bytes:
-    """Serialize tensors as a diff State that meets every rule of spec §5.4.
+    """Serialize tensors as a diff State that meets every rule of docs/protocol.md §5.4.
 
     One placeholder per tensor, in order; placeholder ``i`` has ``id_int`` 2i+1 and
     ``expected_shape`` = the shape, its tensor ``id_int`` 2i+2, ``SERIALIZER_ALL``, ``contents_data``
@@ -129,7 +129,7 @@ def plan_torchscript(data: bytes) -> bytes:
 
 
 def check_diff(diff: bytes, model: bytes) -> None:
-    """Check a diff against the model it was computed from, as the node would need it (spec §5.4).
+    """Check a diff against the model it was computed from, as the node would need it (docs/protocol.md §5.4).
 
     Raises:
         WireError: naming the first mismatch (count, order, shape, dtype, ids, serializer).

@@ -1,6 +1,6 @@
 """One cycle's training run inside the trainer process: model and plan in, a result value out.
 
-Owns the loop of spec §6.3 as the daemon does it: exactly ``max_updates`` steps (``max_updates + 1``
+Owns the loop of docs/protocol.md §6.3 as the daemon does it: exactly ``max_updates`` steps (``max_updates + 1``
 with ``trainer.steps = "plus-one"``) of full ``batch_size`` batches, the updated parameters fed back
 each step, float32 kept, and the diff ``original − trained`` encoded through ``syftd.grid.wire`` and
 checked with ``wire.check_diff`` before it is returned. Checkpoints, where the expiration flag is

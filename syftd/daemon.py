@@ -146,7 +146,7 @@ class Daemon:
 
     def _services(self) -> list[_Named]:
         async def ensure_state() -> None:
-            self._state.ensure()
+            await asyncio.to_thread(self._state.ensure)
 
         async def nothing() -> None:
             return None

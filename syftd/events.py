@@ -94,6 +94,7 @@ HISTORY_CORRUPTED = "history.corrupted"
 
 # identity
 IDENTITY_FORGOTTEN = "identity.forgotten"
+IDENTITY_RENEWED = "identity.renewed"
 IDENTITY_UNREADABLE = "identity.unreadable"
 
 # job

@@ -1,8 +1,11 @@
 """The worker identity: the worker id a node gave this machine, kept per job across restarts.
 
-Owns ``<state_dir>/jobs/<job>/worker.json`` (the worker id and the node it belongs to). Reusing one
-worker id lets the node's "already assigned to this cycle" rule keep one machine from putting two
-diffs into one cycle. Does not own when to authenticate afresh (the cycle forgets the id after an
+Owns ``<state_dir>/jobs/<job>/worker.json`` (the worker id, the node it belongs to, and whether it is
+assigned to a cycle this machine has no diff for yet). Reusing one worker id lets the node's "already
+assigned to this cycle" rule keep one machine from putting two diffs into one cycle; a worker id left
+in a cycle without a diff (the daemon killed mid-training) is not reused: the node would reject it for
+that assignment until the cycle closes, so ``load_worker`` gives none and the cycle authenticates
+afresh. Does not own when to authenticate afresh (the cycle forgets the id after an
 expiration, ``Worker ID not found`` or an auth error). Blocking file I/O: call through ``asyncio.to_thread``.
 """
 
@@ -47,7 +50,23 @@ class Identity:
             return None
         if node is not None and document.get("node") not in (None, node):
             return None
+        if document.get("in_cycle") is True:
+            _log.info(events.IDENTITY_RENEWED, job=job, note="the last cycle of this worker id ended without a diff")
+            return None
         return worker_id
+
+    def mark_in_cycle(self, job: str, in_cycle: bool) -> None:
+        """Record that the saved worker id is (True) or is no longer (False, its diff is spooled) assigned
+        to a cycle without a diff from this machine; no-op without a saved id."""
+        path = job_dir(self.state_dir, job) / _FILE
+        try:
+            document = json.loads(path.read_bytes())
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            return
+        if not isinstance(document, dict) or document.get("in_cycle", False) is in_cycle:
+            return
+        document["in_cycle"] = in_cycle
+        atomic_write(path, json.dumps(document).encode() + b"\n")
 
     def requires_speed_test(self, job: str) -> bool:
         """Whether the node asked this worker for a speed test when it authenticated (kept with the id,

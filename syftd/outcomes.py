@@ -93,6 +93,8 @@ class Ended:
     rejection: Rejection | None = None
     timeout_s: float | None = None
     """The node's rejection timeout in seconds, as it sent it (may be negative: its cycle's end has passed)."""
+    accepted: bool = False
+    """Whether the node had accepted the cycle request (this worker was assigned to a cycle)."""
 
     @property
     def reason(self) -> str | None:

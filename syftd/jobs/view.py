@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from syftd import policy
 from syftd.conditions.value import Conditions
 from syftd.constraints import duration_text
-from syftd.jobs.cycle import CycleRun, CycleState, TrainerPhase
+from syftd.jobs.cycle import CycleRun
 from syftd.jobs.runtime import JobRuntime
+from syftd.jobs.states import CycleState, TrainerPhase
 
 if TYPE_CHECKING:
     from syftd.flower.run import FlowerRun

@@ -29,8 +29,9 @@ from syftd.grid import wire
 from syftd.grid.client import GridClient
 from syftd.history import History
 from syftd.identity import Identity
-from syftd.jobs.cycle import CycleRun, new_cycle_id
+from syftd.jobs.cycle import CycleRun
 from syftd.jobs.ports import GridSession
+from syftd.jobs.states import new_cycle_id
 from syftd.node.node import GridNode, NodeOptions
 from syftd.spool import Spool
 from syftd.trainer.process import TrainerPool

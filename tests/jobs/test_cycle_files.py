@@ -12,7 +12,7 @@ from jobs.conftest import World
 
 from syftd.errors import WireError
 from syftd.jobs.report import ReportRun
-from syftd.outcomes import CycleOutcome, Ended, ReportOutcome
+from syftd.outcomes import CycleOutcome, ReportOutcome
 from syftd.spool import Spool
 
 pytestmark = pytest.mark.timeout(90)
@@ -24,7 +24,7 @@ async def test_a_fresh_diff_is_reported_from_its_file_without_a_probe(world: Wor
     world.host()
     run = world.cycle(world.job())
     record = await asyncio.wait_for(run.run(), 60)
-    assert record.ended == Ended(CycleOutcome.DONE), record
+    assert record.ended.outcome is CycleOutcome.DONE, record
     assert (world.proxy.seen["get-plan"], world.proxy.seen["report"]) == (1, 1)
     assert record.bytes_up == world.reports()[0].diff_size
     assert not (world.spool.state_dir / "jobs" / "tiny" / "work").exists()

@@ -109,7 +109,9 @@ class History:
 
     def _save(self, job: str, entries: list[dict[str, Any]]) -> None:
         document = {"version": 1, "job": job, "entries": entries}
-        atomic_write(self._path(job), json.dumps(document, indent=1).encode() + b"\n")
+        # bookkeeping, not a guarantee: no fsync on the path to the next cycle (issue 15); a file a
+        # crash left damaged is moved aside on load
+        atomic_write(self._path(job), json.dumps(document, indent=1).encode() + b"\n", durable=False)
         self._cache[job] = entries
 
 

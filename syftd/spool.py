@@ -10,10 +10,15 @@ Each step is crash-safe, every file written with ``atomic_write`` (0600, in 0700
 
 - ``add``: the diff first, then its ``.json``; the ``.json`` is the commit point, so a crash before
   it leaves an orphan diff that is not pending (``recover`` removes it);
-- ``mark_reported`` / ``discard``: the marker first, then the diff, the ``.json``, the marker; an
-  entry with a marker is never pending again, whichever step a crash interrupted;
-- ``load_diff`` checks size and sha256; a mismatch moves the entry to ``quarantine/`` with a
-  ``spool.quarantined`` log line and raises, so a damaged diff is never sent.
+- ``diff_file`` / ``commit``: the same two steps when the trainer writes the diff file itself (its
+  bytes fsynced, renamed into place) and the daemon commits the ``.json``, whose directory fsync
+  makes both names durable: two fsyncs for the diff and one for the ``.json``'s bytes;
+- ``mark_reported`` / ``discard``: the marker first (its name made durable by one directory fsync:
+  only its existence counts), then the diff, the ``.json``, the marker; an entry with a marker is
+  never pending again, whichever step a crash interrupted;
+- ``load_diff`` and ``verified_file`` (in 1 MiB reads) check size and sha256; a mismatch moves the
+  entry to ``quarantine/`` with a ``spool.quarantined`` log line and raises, so a damaged diff is
+  never sent.
 
 The methods do blocking file I/O with fsync; call them through ``asyncio.to_thread`` from the loop.
 """
@@ -161,6 +166,85 @@ class Spool:
         _log.info(events.SPOOL_ADDED, job=job, cycle_id=cycle_id, size=entry.size, sha256=entry.sha256[:16])
         return entry
 
+    def diff_file(self, job: str, cycle_id: str) -> Path:
+        """Where the trainer writes the cycle's diff itself (durably), before ``commit``; stale markers cleared.
+
+        Raises:
+            ValueError: an invalid job name or cycle id.
+        """
+        meta, data = self._paths(job, cycle_id)
+        for marker in _MARKERS:
+            _unlink(meta.with_suffix(f".{marker}"))
+        return data
+
+    def commit(
+        self,
+        job: str,
+        cycle_id: str,
+        *,
+        size: int,
+        sha256: str,
+        worker_id: str,
+        request_key: str,
+        plan_id: int | str,
+        model_id: int | str,
+    ) -> SpoolEntry:
+        """Make the diff the trainer wrote at ``diff_file`` pending: its ``.json``, the commit point.
+
+        The ``.json``'s directory fsync also makes the diff's name durable (the trainer fsynced its bytes).
+
+        Raises:
+            ValueError: an invalid job name or cycle id.
+            OSError: the diff file is missing or not ``size`` bytes, or the disk refused the write.
+        """
+        meta, data = self._paths(job, cycle_id)
+        found = data.stat().st_size
+        if found != size:
+            raise OSError(f"{data} has {found} bytes, the trainer wrote {size}")
+        entry = SpoolEntry(
+            job=job,
+            cycle_id=cycle_id,
+            worker_id=worker_id,
+            request_key=request_key,
+            plan_id=plan_id,
+            model_id=model_id,
+            created=time.time(),
+            size=size,
+            sha256=sha256,
+        )
+        atomic_write(meta, json.dumps(entry.as_dict(), indent=1, sort_keys=True).encode() + b"\n")
+        _log.info(events.SPOOL_ADDED, job=job, cycle_id=cycle_id, size=entry.size, sha256=entry.sha256[:16])
+        return entry
+
+    def verified_file(self, entry: SpoolEntry, *, check: bool = True) -> Path:
+        """The diff's file, verified against the recorded size and sha256 in 1 MiB reads (flat in memory).
+
+        ``check=False``: the path only (the diff was just written and hashed by the trainer).
+
+        Raises:
+            WireError: the diff is missing or damaged; the entry was quarantined and is no longer pending.
+        """
+        meta, data = self._paths(entry.job, entry.cycle_id)
+        if not check:
+            return data
+        digest = hashlib.sha256()
+        try:
+            with data.open("rb") as source:
+                while chunk := source.read(1 << 20):
+                    digest.update(chunk)
+                size = source.tell()
+        except FileNotFoundError:
+            problem = "diff file missing"
+        else:
+            if size == entry.size and digest.hexdigest() == entry.sha256:
+                return data
+            problem = (
+                f"diff damaged: {size} bytes sha256 {digest.hexdigest()[:16]}, "
+                f"expected {entry.size} bytes sha256 {entry.sha256[:16]}"
+            )
+        self._quarantine(meta.parent, entry.cycle_id, entry.job, problem)
+        raise WireError(f"spooled diff of job {entry.job} cycle {entry.cycle_id}: {problem}; quarantined")
+
     def pending(self, job: str) -> list[SpoolEntry]:
         """The diffs of ``job`` not yet reported or discarded, oldest first; finishes interrupted marks.
 
@@ -240,13 +324,22 @@ class Spool:
     def _mark(self, entry: SpoolEntry, marker: str, reason: str | None) -> None:
         meta, _data = self._paths(entry.job, entry.cycle_id)
         record = {"marker": marker, "reason": reason, "at": time.time(), "sha256": entry.sha256}
-        atomic_write(meta.with_suffix(f".{marker}"), json.dumps(record).encode() + b"\n")
-        self._finish(meta.parent, entry.cycle_id)
+        # the marker's existence is the guarantee, not its content: one fsync, of the directory, makes
+        # the new name durable (issue 15); the removals after it need none, ``pending`` redoes them
+        path = meta.with_suffix(f".{marker}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(record).encode() + b"\n")
+        finally:
+            os.close(fd)
+        _fsync_dir(meta.parent)
+        self._finish(meta.parent, entry.cycle_id, durable=False)
 
-    def _finish(self, spool: Path, cycle_id: str) -> None:
+    def _finish(self, spool: Path, cycle_id: str, *, durable: bool = True) -> None:
         for suffix in (".diff", ".json", *(f".{m}" for m in _MARKERS)):
             _unlink(spool / f"{cycle_id}{suffix}")
-        _fsync_dir(spool)
+        if durable:
+            _fsync_dir(spool)
 
     def _quarantine(self, spool: Path, cycle_id: str, job: str, problem: str) -> None:
         target = _mkdirs(spool, "quarantine")

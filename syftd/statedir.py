@@ -15,8 +15,14 @@ from typing import Any
 __all__ = ["StateDir", "atomic_write"]
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file, whole."""
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True, sync_dir: bool = True) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file, whole.
+
+    ``durable=False`` skips both fsyncs, for bookkeeping that guards nothing (the history): readers
+    still never see a half-written file, but a crash may lose the write or leave the file empty.
+    ``sync_dir=False`` skips the directory's fsync only, for a file whose name a later write's
+    directory fsync makes durable before anything relies on it (the spool's diff, then its ``.json``).
+    """
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
@@ -24,7 +30,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -32,6 +39,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         except FileNotFoundError:
             pass
         raise
+    if not durable or not sync_dir:
+        return
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)

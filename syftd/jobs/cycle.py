@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from syftd import events
@@ -38,8 +39,8 @@ from syftd.errors import (
     WireError,
 )
 from syftd.grid.answers import Accepted
-from syftd.grid.wire import check_diff
 from syftd.identity import Identity
+from syftd.jobs.files import PROBE_AFTER_S, check_diff_file, clear_work_dir, work_dir
 from syftd.jobs.ports import GridSession, Trainers
 from syftd.jobs.report import Aborted, ReportOutcome, ReportRun, race
 from syftd.jobs.states import CycleRecord, CycleState, TrainerPhase, check_transition, terminal_state
@@ -47,7 +48,7 @@ from syftd.log import get_logger
 from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure, Rejection
 from syftd.spool import Spool
 from syftd.trainer.flag import ExpiryFlag
-from syftd.trainer.messages import Outcome, Progress, TrainerStage
+from syftd.trainer.messages import DIFF_UNWRITABLE, Outcome, Progress, TrainerStage
 
 __all__ = ["CycleRun"]
 
@@ -87,6 +88,7 @@ class CycleRun:
         self._accepted = False
         self._trained = False
         self._started = time.monotonic()
+        self._requested_at = self._started
 
     # ------------------------------------------------------------------ control
 
@@ -174,6 +176,8 @@ class CycleRun:
             self._end(Ended.failed(Failure.PROTOCOL), error=f"{type(exc).__name__}: {exc}")
         except WireError as exc:
             self._end(Ended.failed(Failure.WIRE), error=str(exc))
+        except OSError as exc:  # the work directory or a download's file (the state directory's disk)
+            self._end(Ended.failed(Failure.STORAGE), error=f"the cycle's files could not be written: {exc}")
         if self._accepted and self.record.ended.outcome in (CycleOutcome.EXPIRED, CycleOutcome.FAILED):
             # the node assigned this worker id to a cycle it will not report into: never ask with it again
             await asyncio.to_thread(self._identity.forget_worker, self.job.name)
@@ -186,15 +190,21 @@ class CycleRun:
             self.record.error = error
 
     async def _run(self) -> None:
-        # one client, so one set of connections, from the cycle request to the report (issue 15)
-        async with self._client_factory() as client:
-            model, plan, plan_id, worker_id, accepted = await self._download(client)
-            if self._warming is not None:
-                await self._guarded(asyncio.shield(self._warming))
-            self._check_flag()
-            await self._train(client, model, plan, plan_id, worker_id, accepted)
+        # one client, so one set of connections, from the cycle request to the report (issue 15);
+        # model and plan stream into the job's work directory, never into the daemon's memory
+        work = await asyncio.to_thread(work_dir, self._spool.state_dir, self.job.name)
+        try:
+            async with self._client_factory() as client:
+                files = (work / "model.pb", work / "plan.pb")
+                plan_id, worker_id, accepted = await self._download(client, files)
+                if self._warming is not None:
+                    await self._guarded(asyncio.shield(self._warming))
+                self._check_flag()
+                await self._train(client, files, plan_id, worker_id, accepted)
+        finally:
+            await asyncio.to_thread(clear_work_dir, work)
 
-    async def _download(self, client: GridSession) -> tuple[bytes, bytes, int, str, Accepted]:
+    async def _download(self, client: GridSession, files: tuple[Path, Path]) -> tuple[int, str, Accepted]:
         job, record = self.job, self.record
         worker_id = await asyncio.to_thread(self._identity.load_worker, job.name, job.grid.url)
         if worker_id is None:
@@ -211,6 +221,7 @@ class CycleRun:
             self._transition(CycleState.REQUESTING)
             accepted = await self._guarded(self._request(client, worker_id))
         self._accepted = True
+        self._requested_at = time.monotonic()
         await asyncio.to_thread(self._identity.mark_in_cycle, job.name, True)
         # accepted: the trainer process starts (and imports torch) while the cycle downloads; not
         # before, so that a node rejecting or down does not cost a torch import per attempt
@@ -221,26 +232,28 @@ class CycleRun:
             raise GridProtocolError(
                 f"the node offers no plan named {job.grid.plan!r} (grid.plan); it has {sorted(accepted.plans)}"
             )
-        model, plan = await self._guarded(client.get_model_and_plan(worker_id, accepted))
-        record.bytes_down = len(model) + len(plan)
-        return model, plan, plan_id, worker_id, accepted
+        record.bytes_down = await self._guarded(client.download_cycle_to(*files, worker_id, accepted))
+        return plan_id, worker_id, accepted
 
     async def _train(
-        self, client: GridSession, model: bytes, plan: bytes, plan_id: int, worker_id: str, accepted: Accepted
+        self, client: GridSession, files: tuple[Path, Path], plan_id: int, worker_id: str, accepted: Accepted
     ) -> None:
         job, record = self.job, self.record
         self._transition(CycleState.TRAINING)
         self._trained = True
         train_started = time.monotonic()
+        # the trainer writes the diff into the spool itself, durably; only its size and hash come back
+        diff_path = await asyncio.to_thread(self._spool.diff_file, job.name, self.cycle_id)
         result = await self._pool.train(
             job,
-            model=model,
-            plan=plan,
+            model=b"",
+            plan=b"",
             client_config=dict(accepted.client_config),
             flag=self.flag,
             on_progress=self._progress,
             cycle_id=self.cycle_id,
             on_stage=self._stage,
+            files=(*files, diff_path),
         )
         record.train_s = round(time.monotonic() - train_started, 3)
         record.steps = result.steps
@@ -250,26 +263,28 @@ class CycleRun:
             record.loss = round(result.losses[-1], 5)
         if result.accuracies:
             record.accuracy = round(result.accuracies[-1], 5)
-        if result.outcome is not Outcome.COMPLETED or result.diff is None:
+        if result.outcome is not Outcome.COMPLETED or result.diff_sha256 is None:
             # a flag that was set explains the stop; a trainer that failed or died by itself failed
             reason = result.reason if result.reason is not None else self.flag.reason
-            if result.outcome is Outcome.FAILED or reason is None:
+            if result.outcome is Outcome.FAILED and (result.error or "").startswith(DIFF_UNWRITABLE):
+                self._end(Ended.failed(Failure.STORAGE), error=result.error)
+            elif result.outcome is Outcome.FAILED or reason is None:
                 self._end(Ended.failed(Failure.TRAINER), error=result.error)
             else:
                 self._end(Ended.expired(reason))
                 if result.outcome in (Outcome.TERMINATED, Outcome.KILLED):
                     record.error = f"trainer {result.outcome.value} after the grace period"
             return
-        diff = result.diff
         self._transition(CycleState.SPOOLING)
         try:
-            # a diff the node could not parse would stall its process (docs/protocol.md §7): check, then make it durable
-            await asyncio.to_thread(check_diff, diff, model)
+            # a diff the node could not parse would stall its process (docs/protocol.md §7): check, then commit it
+            await asyncio.to_thread(check_diff_file, diff_path, files[0])
             entry = await asyncio.to_thread(
-                self._spool.add,
+                self._spool.commit,
                 job.name,
                 self.cycle_id,
-                diff,
+                size=result.diff_size,
+                sha256=result.diff_sha256,
                 worker_id=worker_id,
                 request_key=accepted.request_key,
                 plan_id=plan_id,
@@ -280,10 +295,11 @@ class CycleRun:
         except OSError as exc:
             self._end(Ended.failed(Failure.STORAGE), error=f"the diff could not be spooled: {exc}")
             return
-        record.bytes_up = len(diff)
+        record.bytes_up = result.diff_size
         self._transition(CycleState.REPORTING)
         reporter = ReportRun(job.name, self._spool, lambda: _Borrowed(client), self._abort_report)
-        outcome = await reporter.report(entry)
+        # a fresh diff of a cycle requested moments ago needs no "is my cycle open?" probe
+        outcome = await reporter.report(entry, fresh=time.monotonic() - self._requested_at < PROBE_AFTER_S)
         if outcome is ReportOutcome.REPORTED:
             self._end(Ended(CycleOutcome.DONE))
         elif outcome is ReportOutcome.DISCARDED:

@@ -15,6 +15,7 @@ it meanwhile, as it ends the real trainer). ``SYFTD_STANDIN_STEP_S`` sets the ti
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import pickle
 import socket
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 from syftd.grid import wire
+from syftd.statedir import atomic_write
 from syftd.trainer.flag import Expired, ExpiryView
 from syftd.trainer.messages import (
     HEADER,
@@ -104,7 +106,18 @@ def _run(sock: socket.socket, request: Request, step_s: float) -> TrainingResult
         sock.sendall(encode(Stage(TrainerStage.WRITING_DIFF)))
         _gate("diff")
         flag.check()
-        return TrainingResult(Outcome.COMPLETED, diff=_diff(request.model), steps=total, losses=tuple(losses))
+        if request.model_path is None or request.diff_path is None:
+            return TrainingResult(Outcome.COMPLETED, diff=_diff(request.model), steps=total, losses=tuple(losses))
+        # the file hand-off, as the real trainer does it: model from the file, the diff written durably
+        diff = _diff(Path(request.model_path).read_bytes())
+        atomic_write(Path(request.diff_path), diff)
+        return TrainingResult(
+            Outcome.COMPLETED,
+            steps=total,
+            losses=tuple(losses),
+            diff_size=len(diff),
+            diff_sha256=hashlib.sha256(diff).hexdigest(),
+        )
     except Expired as exc:
         return TrainingResult(Outcome.EXPIRED, reason=exc.reason, steps=len(losses), losses=tuple(losses))
     finally:

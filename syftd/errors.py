@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
+    "EXIT_ALREADY_RUNNING",
     "ConditionSourceError",
     "ConfigError",
     "ControlError",
@@ -43,6 +44,9 @@ __all__ = [
     "TrainerError",
     "WireError",
 ]
+
+EXIT_ALREADY_RUNNING = 75
+"""Exit status of a daemon refused because another one holds its state directory (``os.EX_TEMPFAIL``)."""
 
 
 class SyftdError(Exception):

@@ -7,7 +7,9 @@ writes the outcome, reason, steps, loss, bytes and durations) nor the worker id 
 An entry is a JSON object; enums are stored by value, paths and date-times as text, and ``time`` (epoch
 seconds) is added when absent. A spooled cycle's entry later gains ``reported`` or ``discarded`` through
 ``update``. A damaged file is moved aside (``history.json.corrupt``), logged, and the history starts
-empty: losing history must never stop a job. Blocking file I/O: call through ``asyncio.to_thread``.
+empty: losing history must never stop a job. Something else under the name (a directory, a symlink,
+a FIFO) is moved aside the same way (``history.json.foreign-<ns>``), never followed nor waited on.
+Blocking file I/O: call through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from syftd import events
 from syftd.log import get_logger
 from syftd.spool import job_dir
-from syftd.statedir import atomic_write
+from syftd.statedir import ForeignEntry, atomic_write, move_aside, read_regular
 
 __all__ = ["History"]
 
@@ -88,11 +90,15 @@ class History:
             return cached
         path = self._path(job)
         try:
-            document = json.loads(path.read_bytes())
+            document = json.loads(read_regular(path))
             entries = document["entries"]
             if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
                 raise ValueError("entries is not a list of objects")
         except FileNotFoundError:
+            entries = []
+        except ForeignEntry as exc:
+            aside = move_aside(path, "foreign")
+            _log.error(events.HISTORY_CORRUPTED, job=job, problem=str(exc), moved_to=str(aside))
             entries = []
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             aside = path.with_name(f"{_FILE}.corrupt")

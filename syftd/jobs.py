@@ -142,10 +142,10 @@ class JobManager:
         path = job.config.grid.token_file
         if path is None:
             return
-        from syftd.grid.client import read_token
+        from syftd.grid.token import is_empty_file, read_token
 
         with contextlib.suppress(OSError):  # a missing file is read_token's to report
-            if path.stat().st_size == 0:
+            if is_empty_file(path):  # not a FIFO or a symlink: read_token refuses those
                 # the service install creates an empty token file for LoadCredential=: no token yet
                 _log.info(events.GRID_TOKEN_EMPTY, job=job.config.name, path=str(path), note="no auth_token is sent")
                 return

@@ -1,6 +1,8 @@
 """The PyGrid auth token: read from a file only its owner can read.
 
-Owns the file checks (present, a regular file, no group/other read bit, not empty). Does not own
+Owns the file checks (present, a regular file, no group/other read bit, not empty). The path's last
+component is never followed as a symlink (``O_NOFOLLOW``: a link would send another file's content as
+the token), and a FIFO is neither waited on nor read (``O_NONBLOCK``, then ``S_ISREG``). Does not own
 where the path comes from (``grid.token_file``; under systemd a ``LoadCredential=`` path) or the
 redaction of the token in logs (syftd.log).
 """
@@ -13,9 +15,19 @@ from pathlib import Path
 
 from syftd.errors import TokenError
 
-__all__ = ["read_token"]
+__all__ = ["is_empty_file", "read_token"]
 
 _MAX_BYTES = 64 * 1024
+
+
+def is_empty_file(path: Path) -> bool:
+    """True for an empty regular file (the service install's placeholder: no token yet); a symlink,
+    FIFO or anything else is not, so ``read_token`` refuses it."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == 0
 
 
 def read_token(path: Path) -> str:
@@ -26,15 +38,22 @@ def read_token(path: Path) -> str:
             others, larger than 64 KiB, or empty.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise TokenError(f"token file {path} does not exist") from None
     except OSError as exc:
+        if os.path.islink(path):
+            raise TokenError(
+                f"token file {path} is a symbolic link; point grid.token_file at the file itself"
+            ) from None
         raise TokenError(f"token file {path} cannot be opened ({exc.strerror})") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise TokenError(f"token file {path} is not a regular file")
+            kind = (
+                "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a directory" if stat.S_ISDIR(info.st_mode) else "special"
+            )
+            raise TokenError(f"token file {path} is not a regular file (it is {kind})")
         if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
             mode = stat.S_IMODE(info.st_mode)
             raise TokenError(f"token file {path} is readable by group or others (mode {mode:04o}); chmod 600 it")

@@ -251,8 +251,11 @@ class ControlServer:
         app = web.Application(middlewares=[self._check_peer])
         for verb in VERBS.values():
             app.router.add_route(verb.method, verb.path, self._make_route(verb))
-        # keepalive_timeout also bounds a connection whose first request is not complete (aiohttp >= 3.10)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=CLIENT_TIMEOUT_S)
+        # keepalive_timeout also bounds a connection whose first request is not complete (aiohttp >= 3.10);
+        # lingering_time=0: a client that stalled mid-body is not waited on again after its 408
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=CLIENT_TIMEOUT_S, lingering_time=0
+        )
         await runner.setup()
         try:
             old_umask = os.umask(0o177)
@@ -292,7 +295,9 @@ class ControlServer:
                 try:
                     body = await asyncio.wait_for(request.json(), CLIENT_TIMEOUT_S)
                 except asyncio.TimeoutError:
-                    return web.json_response({"error": "request body not received in time"}, status=408)
+                    slow = web.json_response({"error": "request body not received in time"}, status=408)
+                    slow.force_close()
+                    return slow
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     return web.json_response({"error": "body must be a JSON object"}, status=400)
                 if not isinstance(body, dict):

@@ -61,7 +61,7 @@ def too_deep(document: Mapping[str, Any], limit: int) -> str | None:
     while stack:
         value, where, depth = stack.pop()
         if depth > limit:
-            return where.split("[", 1)[0] or "<toml>"
+            return re.sub(r"(\[\d+\])+$", "", where) or "<toml>"  # the key, not its 33 indexes
         if isinstance(value, dict):
             stack.extend((v, f"{where}.{k}" if where else str(k), depth + 1) for k, v in value.items())
         elif isinstance(value, list):

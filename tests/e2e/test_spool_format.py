@@ -1,0 +1,52 @@
+"""End to end: a diff spooled by the previous spool format (no ``format`` field) is reported by this
+daemon, exactly once, and never quarantined. The spool is made real: a cycle runs until its report is
+held by the node, the daemon is killed -9, and the entry's ``.json`` is rewritten byte for byte as the
+previous format's writer wrote it."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from support.harness import Harness
+
+pytestmark = [pytest.mark.torch, pytest.mark.dbus, pytest.mark.slow, pytest.mark.timeout(240)]
+
+FIELDS_OF_FORMAT_1 = ("job", "cycle_id", "worker_id", "request_key", "plan_id", "model_id", "created", "size", "sha256")
+
+
+def format_1_bytes(entry: dict[str, object]) -> bytes:
+    """The previous writer, copied: ``json.dumps(entry.as_dict(), indent=1, sort_keys=True).encode() + b"\\n"``
+    over the fields it had."""
+    return json.dumps({k: entry[k] for k in FIELDS_OF_FORMAT_1}, indent=1, sort_keys=True).encode() + b"\n"
+
+
+async def test_a_diff_spooled_by_the_previous_format_is_reported_once(harness: Harness) -> None:
+    """kill -9 with the report held, the ``.json`` rewritten in the previous format, restart: spool.reported,
+    one report on the node, nothing in quarantine/."""
+    harness.host(max_updates=3)
+    harness.write_config()
+    harness.node.sync(harness.node.node.hold_reports)
+    try:
+        daemon = await harness.start()
+        await daemon.wait_log("spool.added", timeout=90)
+        await harness.node.wait_until(lambda: harness.node.node.held_reports >= 1, timeout=30)
+        daemon.signal(signal.SIGKILL)
+        await daemon.wait_exit()
+    finally:
+        harness.node.sync(harness.node.node.release_reports)
+    spool = Path(harness.base / "state" / "jobs" / "mnist" / "spool")
+    [meta] = list(spool.glob("*.json"))
+    entry = json.loads(meta.read_bytes())
+    assert entry.pop("format") == 2
+    meta.write_bytes(format_1_bytes(entry))
+    assert b"format" not in meta.read_bytes()
+
+    daemon = await harness.start()
+    await daemon.wait_log("spool.reported", timeout=60, cycle_id=entry["cycle_id"])
+    reports = harness.node.reports_for(harness.name)
+    assert len({r.request_key for r in reports}) == 1
+    assert not daemon.events("spool.quarantined")
+    assert not (spool / "quarantine").exists()

@@ -1,7 +1,8 @@
-"""End to end: a diff spooled by the previous spool format (no ``format`` field) is reported by this
-daemon, exactly once, and never quarantined. The spool is made real: a cycle runs until its report is
-held by the node, the daemon is killed -9, and the entry's ``.json`` is rewritten byte for byte as the
-previous format's writer wrote it."""
+"""End to end with a damaged state directory: a diff spooled by the previous spool format (no ``format``
+field) is reported by this daemon, exactly once, and never quarantined (the spool is made real: a cycle
+runs until its report is held by the node, the daemon is killed -9, and the entry's ``.json`` is
+rewritten byte for byte as the previous format's writer wrote it); ``history.json`` and ``worker.json``
+that are directories neither wedge the job nor fail its cycles."""
 
 from __future__ import annotations
 
@@ -50,3 +51,19 @@ async def test_a_diff_spooled_by_the_previous_format_is_reported_once(harness: H
     assert len({r.request_key for r in reports}) == 1
     assert not daemon.events("spool.quarantined")
     assert not (spool / "quarantine").exists()
+
+
+async def test_history_and_worker_json_as_directories_do_not_stop_cycles(harness: Harness) -> None:
+    """Both files replaced by directories before start: the cycle completes, both are moved aside with a
+    log line, and the new history and worker id are written."""
+    harness.host(max_updates=3)
+    harness.write_config()
+    job = Path(harness.base / "state" / "jobs" / "mnist")
+    (job / "history.json").mkdir(parents=True)
+    (job / "worker.json").mkdir()
+    daemon = await harness.start()
+    finished = await daemon.wait_log("cycle.finished", timeout=90)
+    assert finished["outcome"] == "done", finished
+    assert daemon.events("history.corrupted") and daemon.events("identity.unreadable")
+    assert (job / "history.json").is_file() and (job / "worker.json").is_file()
+    assert len(list(job.glob("*.foreign-*"))) == 2

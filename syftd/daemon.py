@@ -229,7 +229,13 @@ class Daemon:
             _log.error(events.CONFIG_RELOAD_FAILED, path=str(path), problems=[problem])
             self.notifier.ready(f"reload failed, running config kept: {problem}")
             return False
-        changes = self.jobs.reconfigure(new)
+        try:
+            changes = self.jobs.reconfigure(new)
+        except Exception as exc:  # noqa: BLE001 - the daemon outlives a reload it cannot apply
+            problem = f"<reconfigure>: {type(exc).__name__}: {exc}"
+            _log.error(events.CONFIG_RELOAD_FAILED, path=str(path), problems=[problem])
+            self.notifier.ready(f"reload failed, running config kept: {problem}")
+            return False
         if new.daemon != self.config.daemon:
             _log.warning(events.CONFIG_DAEMON_TABLE_CHANGED, note="[daemon] changes take effect at the next start")
         self.config = new

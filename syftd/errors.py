@@ -7,6 +7,7 @@
     ├── ControlError           the control socket: no daemon, refused, bad answer
     ├── ConditionSourceError   a condition monitor cannot run (the daemon falls back)
     ├── WireError              bytes that are not a valid PyGrid State / Plan / diff
+    │   └── NonFiniteDiff      a diff holding NaN or infinity: never reported (the cycle fails)
     ├── TokenError             the auth token file is missing, unreadable or too open
     ├── TrainerError           the plan, model or data cannot be trained on (a FAILED result)
     └── GridError              talking to a PyGrid node
@@ -39,6 +40,7 @@ __all__ = [
     "GridRejected",
     "GridTLSError",
     "GridUnavailable",
+    "NonFiniteDiff",
     "SyftdError",
     "TokenError",
     "TrainerError",
@@ -81,6 +83,10 @@ class ConditionSourceError(SyftdError):
 
 class WireError(SyftdError):
     """Bytes that are not a valid PyGrid State, Plan or diff; the message names what is wrong."""
+
+
+class NonFiniteDiff(WireError):
+    """A diff holding NaN or infinite values (a finite loss does not prove a finite diff): never reported."""
 
 
 class TokenError(SyftdError):

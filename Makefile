@@ -14,13 +14,14 @@ COMPAT_PYTHONS := $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10 /usr/b
 PREFIX ?= /opt/syftd
 DESTDIR ?=
 
-.PHONY: help venv run test check lint bench test-compat clean proto
+.PHONY: help venv run test check lint bench soak test-compat clean proto
 
 help:
 	@echo "make run    - start a local PyGrid-compatible node and the daemon; watch cycles complete"
 	@echo "make test   - make check, then the whole test suite"
 	@echo "make check  - ruff and mypy"
 	@echo "make bench  - benchmarks under tests/bench (figures and ratios)"
+	@echo "make soak   - the chaos soak for SYFTD_SOAK_S seconds (default 1800); prints its ledger totals"
 	@echo "make test-compat - torch-free tests under Python 3.10 and 3.13 when present"
 	@echo "make install-systemd | install-launchd - install as a system service (PREFIX, DESTDIR; README, "Install as a service")"
 	@echo "make install-systemd-user | install-launchd-agent - install for the current user only"
@@ -48,6 +49,10 @@ lint: $(STAMP)
 
 test: check
 	$(BIN)/python -m pytest --durations=15 --ignore=tests/bench $(PYTEST_ARGS)
+
+# make test runs the same soak for 45 s
+soak: $(STAMP)
+	SYFTD_SOAK_S=$${SYFTD_SOAK_S:-1800} $(BIN)/python -m pytest -s -p no:cacheprovider tests/soak $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest tests/bench -s --timeout=900 $(PYTEST_ARGS)

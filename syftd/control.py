@@ -31,7 +31,7 @@ import aiohttp
 from aiohttp import web
 
 from syftd import events
-from syftd.errors import ControlError
+from syftd.errors import EXIT_ALREADY_RUNNING, ControlError
 from syftd.log import get_logger
 
 __all__ = [
@@ -246,7 +246,7 @@ class ControlServer:
                 kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a socket"
                 raise ControlStartError(f"{self.path} is {kind}; not followed nor replaced: remove it")
             if await _is_alive(self.path):
-                raise ControlStartError(f"another syftd already listens on {self.path}", status=75)
+                raise ControlStartError(f"another syftd already listens on {self.path}", status=EXIT_ALREADY_RUNNING)
             self.path.unlink()
         app = web.Application(middlewares=[self._check_peer])
         for verb in VERBS.values():

@@ -1,7 +1,8 @@
 """The chaos soak: the real daemon, the local node and the dbusmock bus under random faults, with a ledger.
 
-Faults, drawn at random (seeded; the seed is printed): power and network flaps, ``kill -9`` of the daemon
-(restarted at once) and of its trainer, 503 bursts from the node, early cycle closes on the node. Every
+Faults, drawn at random (seeded; the seed is printed), one every 1-6 s: power and network flaps (lost for
+0.1-3 s), ``kill -9`` of the daemon (restarted at once) and of its trainer, 503 bursts from the node,
+early cycle closes on the node. Every
 finished diff (a ``spool.added`` line of any daemon life) goes into the ledger, keyed by its sha256, and
 at the end must have been reported exactly once (one row on the node: a resend overwrites its row, two
 rows would be two cycles' worth) or discarded only after the node said its cycle is gone. After the
@@ -24,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import psutil
 import pytest
 from support.daemon import DaemonProcess
@@ -37,7 +39,8 @@ SETTLE_S = BACKOFF_MAX_S + 120.0  # a full cycle (cold trainer, download, 2 step
 pytestmark = [pytest.mark.torch, pytest.mark.dbus, pytest.mark.slow, pytest.mark.timeout(SOAK_S + SETTLE_S + 240)]
 
 NM_DISCONNECTED, NM_CONNECTED_GLOBAL = 20, 70
-FAULTS = ("power", "network", "kill_daemon", "kill_trainer", "burst_503", "close_cycle")
+# relative weights: a daemon kill every few faults would leave no cycle time to finish
+FAULTS = {"power": 3, "network": 3, "kill_daemon": 1, "kill_trainer": 2, "burst_503": 2, "close_cycle": 2}
 
 
 @dataclass
@@ -50,8 +53,6 @@ class Soak:
     lives: list[DaemonProcess] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)
     samples: dict[int, list[tuple[float, int, int]]] = field(default_factory=dict)
-    on_battery: bool = False
-    offline: bool = False
 
     @property
     def daemon(self) -> DaemonProcess:
@@ -72,11 +73,13 @@ class Soak:
         self.faults[name] += 1
         node = self.harness.node
         if name == "power":
-            self.on_battery = not self.on_battery
-            await self.mocks.set_on_battery(self.on_battery)
+            await self.mocks.set_on_battery(True)
+            await asyncio.sleep(self.rng.uniform(0.1, 3.0))  # the flap's length: part of the chaos schedule
+            await self.mocks.set_on_battery(False)
         elif name == "network":
-            self.offline = not self.offline
-            await self.mocks.set_network(State=NM_DISCONNECTED if self.offline else NM_CONNECTED_GLOBAL)
+            await self.mocks.set_network(State=NM_DISCONNECTED)
+            await asyncio.sleep(self.rng.uniform(0.1, 3.0))
+            await self.mocks.set_network(State=NM_CONNECTED_GLOBAL)
         elif name == "kill_daemon":
             self.daemon.signal(signal.SIGKILL)
             await self.daemon.wait_exit()
@@ -95,10 +98,14 @@ class Soak:
             await node.acall(node.node.close_cycle(self.harness.name, "1.0"))
 
     async def lift(self) -> None:
-        """End every fault: on AC and online (a 503 burst still queued is spent by the next requests)."""
-        self.on_battery = self.offline = False
+        """End every fault: on AC, online, and the node's queued 503 answers spent by requests of ours."""
         await self.mocks.set_on_battery(False)
         await self.mocks.set_network(State=NM_CONNECTED_GLOBAL)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(10_000):
+                async with session.get(self.harness.node.node.url) as answer:
+                    if answer.status != 503:
+                        return
 
     def logs(self, event: str) -> list[dict[str, Any]]:
         return [entry for life in self.lives for entry in life.events(event)]
@@ -118,9 +125,9 @@ async def test_chaos_soak_loses_no_diff_counts_none_twice_and_never_wedges(harne
     await soak.start()
     began = time.monotonic()
     while time.monotonic() - began < SOAK_S:
-        await soak.fault(soak.rng.choice(FAULTS))
+        await soak.fault(soak.rng.choices(list(FAULTS), weights=list(FAULTS.values()))[0])
         soak.sample()
-        await asyncio.sleep(soak.rng.uniform(0.2, 3.0))  # the chaos schedule itself, not a synchronisation
+        await asyncio.sleep(soak.rng.uniform(1.0, 6.0))  # the chaos schedule itself, not a synchronisation
 
     await soak.lift()
     settle = len(soak.daemon.logs)

@@ -14,11 +14,12 @@ COMPAT_PYTHONS := $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10 /usr/b
 PREFIX ?= /opt/syftd
 DESTDIR ?=
 
-.PHONY: help venv run test check lint bench soak test-compat clean proto
+.PHONY: help venv run test sysdeps check lint bench soak test-compat clean proto
 
 help:
 	@echo "make run    - start a local PyGrid-compatible node and the daemon; watch cycles complete"
-	@echo "make test   - make check, then the whole test suite"
+	@echo "make test   - the system packages the tests need (make sysdeps), make check, then the whole test suite"
+	@echo "make sysdeps - check those packages; install them when root with apt-get, else print the command"
 	@echo "make check  - ruff and mypy"
 	@echo "make bench  - benchmarks under tests/bench (figures and ratios)"
 	@echo "make soak   - the chaos soak for SYFTD_SOAK_S seconds (default 1800); prints its ledger totals"
@@ -28,12 +29,18 @@ help:
 
 venv: $(STAMP)
 
+# The first build takes a minute or two and 5.5 GB: each step says what it does, and pip shows its downloads.
 $(STAMP): pyproject.toml
+	@echo "== [1/4] $(VENV): a virtual environment from $(PYTHON)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
-	$(BIN)/python -m pip install --quiet -e '.[train,test,dev]'
+	@echo "== [2/4] pip: upgrading"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "== [3/4] $(TORCH_PINS): the large download, most of the 5.5 GB"
+	$(BIN)/python -m pip install $(TORCH_PINS)
+	@echo "== [4/4] syftd (editable) with the train, test and dev extras"
+	$(BIN)/python -m pip install -e '.[train,test,dev]'
 	@touch $@
+	@echo "== $(VENV) is ready"
 
 run: $(STAMP)
 	$(BIN)/python -m syftd.demo
@@ -47,7 +54,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check --fix syftd tests
 	$(BIN)/ruff format syftd tests
 
-test: check
+# The system packages first, so a machine without them stops in seconds, before any venv is built.
+sysdeps:
+	@scripts/sysdeps
+
+test: sysdeps
+	@$(MAKE) --no-print-directory check
 	$(BIN)/python -m pytest --durations=15 --ignore=tests/bench $(PYTEST_ARGS)
 
 # make test runs the same soak for 45 s

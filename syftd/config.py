@@ -18,7 +18,6 @@ import datetime as dt
 import ipaddress
 import os
 import re
-import ssl
 import sys
 import typing
 import urllib.parse
@@ -383,6 +382,8 @@ def ca_file_problem(path: Path) -> str | None:
         return f"cannot be read ({exc.strerror or exc})"
     if b"-----BEGIN CERTIFICATE-----" not in head:
         return "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    import ssl  # here: ssl loads socket, and the pure core imports this module
+
     try:
         ssl.create_default_context().load_verify_locations(cafile=str(path))
     except (ssl.SSLError, ValueError) as exc:

@@ -3,10 +3,12 @@
 Owns the process lifecycle and the service-manager protocol: ``READY=1`` once every service has
 started, ``RELOADING=1``/``READY=1`` around SIGHUP, ``STOPPING=1``, ``WATCHDOG=1`` from the event loop,
 and the ``STATUS=`` line. Signal handlers only queue an action for the main loop (an action already
-queued is not queued twice, and a signal flood is not reported by the wakeup pipe). One daemon per
-state directory: the lock is taken before anything reads it; a refusal (another daemon, an unusable
-state or runtime directory) is one log line and an exit status, never a traceback. Does not own any
-decision about jobs (``jobs``) or how conditions are read (``conditions``).
+queued is not queued twice, and a signal flood is not reported by the wakeup pipe). Computes the one
+stop deadline (``shutdown_grace_s`` from the stop request: a trainer still running then gets
+SIGTERM, SIGKILL 2 s later) and passes it down; every service's stop is bounded by it. One daemon
+per state directory: the lock is taken before anything reads it; a refusal (another daemon, an
+unusable state or runtime directory) is one log line and an exit status, never a traceback. Does not
+own any decision about jobs (``jobs``) or how conditions are read (``conditions``).
 """
 
 from __future__ import annotations
@@ -23,22 +25,23 @@ from syftd.conditions.monitor import ConditionsMonitor
 from syftd.config import Config
 from syftd.control import ControlServer
 from syftd.errors import ConfigError, ControlError
-from syftd.expiry import ExpiryReason
 from syftd.grid.client import GridClient
 from syftd.history import History
 from syftd.identity import Identity
 from syftd.jobs import JobManager
 from syftd.log import get_logger
+from syftd.outcomes import ExpiryReason
 from syftd.sdnotify import Notifier
 from syftd.spool import Spool
 from syftd.statedir import StateDir, StateDirError, StateLock
-from syftd.trainer.expiry import remove_orphan_flags
-from syftd.trainer.process import TrainerPool
+from syftd.trainer.flag import remove_orphan_flags
+from syftd.trainer.process import KILL_AFTER_TERM_S, TrainerPool
 
 __all__ = ["Daemon"]
 
 _log = get_logger("syftd.daemon")
-_STOP_TIMEOUT_S = 10.0
+_STOP_MARGIN_S = 3.0
+"""Beyond the SIGKILL moment: bookkeeping (history, spool, log lines) and the other services' stops."""
 
 
 class _Named:
@@ -59,13 +62,11 @@ class Daemon:
         self._lock = StateLock(config.daemon.state_dir)
         self._refusal: StateDirError | None = None
         try:
-            self._lock.acquire()  # before the job manager reads the spool
+            self._lock.acquire()  # before anything reads the state directory
         except StateDirError as exc:
             self._refusal = exc
-        usable = self._refusal is None
         self.monitor = ConditionsMonitor(config.daemon.conditions, config.daemon.state_dir)
         self.pool = TrainerPool(
-            shutdown_grace_s=config.daemon.shutdown_grace_s,
             log_format="json" if config.daemon.log_format == "auto" else config.daemon.log_format,
             log_level=config.daemon.log_level,
         )
@@ -73,14 +74,15 @@ class Daemon:
             config,
             monitor=self.monitor,
             pool=self.pool,
-            spool=Spool(config.daemon.state_dir) if usable else None,
-            history=History(config.daemon.state_dir) if usable else None,
-            identity=Identity(config.daemon.state_dir) if usable else None,
+            spool=Spool(config.daemon.state_dir),
+            history=History(config.daemon.state_dir),
+            identity=Identity(config.daemon.state_dir),
             client_factory=lambda job, token: GridClient(job.grid, token=token),
             status=self.notifier.status,
         )
         self._actions: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
+        self._stop_deadline: float | None = None
         self._sigint_count = 0
         self._reloads = 0
 
@@ -121,14 +123,15 @@ class Daemon:
                 watchdog = asyncio.create_task(self._watchdog(self.notifier.watchdog_interval_s))
             await self._serve()
         finally:
+            self._stop_deadline = loop.time() + self.config.daemon.shutdown_grace_s
             self.notifier.stopping("stopping: expiring running cycles")
             # a trainer may take the whole grace, then SIGTERM + 2 s: ask the manager for that much
-            self.notifier.extend_timeout(self._stop_timeout())
+            self.notifier.extend_timeout(self._stop_bound(loop))
             _log.info(events.DAEMON_STOPPING)
             for service in reversed(started):
                 began = loop.time()
                 try:
-                    await asyncio.wait_for(service.stop(), timeout=self._stop_timeout())
+                    await asyncio.wait_for(service.stop(), timeout=self._stop_bound(loop))
                 except Exception as exc:  # noqa: BLE001 - one failing stop must not skip the others
                     _log.error(events.DAEMON_SERVICE_STOP_FAILED, service=service.name, error=repr(exc))
                 _log.debug(events.DAEMON_SERVICE_STOPPED, service=service.name, seconds=round(loop.time() - began, 3))
@@ -151,12 +154,14 @@ class Daemon:
             _Named("state_dir", ensure_state, nothing),
             _Named("conditions", self.monitor.start, self.monitor.stop),
             _Named("trainers", self.pool.start, self.pool.stop),
-            _Named("jobs", self.jobs.start, self.jobs.stop),
+            _Named("jobs", self.jobs.start, lambda: self.jobs.stop(self._stop_deadline)),
             _Named("control", control.start, control.stop),
         ]
 
-    def _stop_timeout(self) -> float:
-        return self.config.daemon.shutdown_grace_s + _STOP_TIMEOUT_S
+    def _stop_bound(self, loop: asyncio.AbstractEventLoop) -> float:
+        """Seconds left until the SIGKILL moment plus a margin: no stop may take longer."""
+        assert self._stop_deadline is not None
+        return max(_STOP_MARGIN_S, self._stop_deadline + KILL_AFTER_TERM_S + _STOP_MARGIN_S - loop.time())
 
     async def _serve(self) -> None:
         while True:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = SHARED / "fixtures" / "pygrid-2020"
+# The recorded PyGrid bytes (tests/fixtures/README.md says where each file came from).
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -20,14 +20,28 @@ from support.dbus import DBusMocks, MockControl, missing_reason  # noqa: E402 - 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
+_NOT_COLLECTED: list[str] = []
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """Without torch (make test-compat), skip collecting modules marked torch: they import it at the top."""
+    """Without torch (make test-compat), skip collecting modules marked torch: they import it at the top.
+    The terminal summary names them (pytest_terminal_summary), so the skip is not silent."""
     if HAS_TORCH or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
         return None
     text = collection_path.read_text(encoding="utf-8")
     if any(line.startswith("pytestmark") and "torch" in line for line in text.splitlines()):
+        _NOT_COLLECTED.append(collection_path.name)
         return True
     return None
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which test modules were left out because torch is not installed here."""
+    if _NOT_COLLECTED:
+        names = ", ".join(sorted(set(_NOT_COLLECTED)))
+        terminalreporter.write_line(
+            f"not collected, torch is not installed here ({len(set(_NOT_COLLECTED))} modules): {names}"
+        )
 
 
 @pytest.fixture(scope="session")

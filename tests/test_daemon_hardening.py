@@ -229,7 +229,7 @@ async def test_shared_memory_flags_of_a_killed_daemon_are_removed_at_the_next_st
         "-c",
         textwrap.dedent("""
             import time
-            from syftd.trainer.expiry import ExpiryFlag
+            from syftd.trainer.flag import ExpiryFlag
             flags = [ExpiryFlag() for _ in range(3)]
             print(" ".join(f.name for f in flags), flush=True)
             time.sleep(60)
@@ -242,7 +242,7 @@ async def test_shared_memory_flags_of_a_killed_daemon_are_removed_at_the_next_st
     creator.kill()
     await asyncio.wait_for(creator.wait(), 10)
     assert names and all((shm / name).exists() for name in names)
-    from syftd.trainer.expiry import ExpiryFlag
+    from syftd.trainer.flag import ExpiryFlag
 
     with ExpiryFlag() as live:
         config = write_config(tmp_path / "syftd.toml", tmp_path, jobs=MNIST_JOB)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import statistics
 import time
 from pathlib import Path
 
 import pytest
 from support.daemon import MNIST_JOB, DaemonProcess, NotifySocket, write_config
+from support.timing import LOAD_MARGIN_S
 
 
 @pytest.fixture
@@ -60,10 +62,11 @@ async def test_watchdog_pings_at_half_the_interval(tmp_path: Path, notify) -> No
         i, _ = await notify.wait_for(lambda m: "READY" in m)
         pings = []
         for _ in range(6):
-            i, ping = await notify.wait_for(lambda m: "WATCHDOG" in m, after=i + 1, timeout=2)
+            i, ping = await notify.wait_for(lambda m: "WATCHDOG" in m, after=i + 1, timeout=0.4 + LOAD_MARGIN_S)
             pings.append(ping.at)
         gaps = [b - a for a, b in itertools.pairwise(pings)]
-        assert all(0.1 <= gap <= 0.35 for gap in gaps), gaps
+        # about every 0.2 s: the median says so; no single gap may exceed half the interval plus the load margin
+        assert all(0.1 <= gap <= 0.2 + LOAD_MARGIN_S for gap in gaps) and statistics.median(gaps) <= 0.35, gaps
     finally:
         await daemon.stop()
 

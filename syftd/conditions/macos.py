@@ -2,7 +2,8 @@
 
 Owns the mapping (``IOPSGetTimeRemainingEstimate() == -2.0`` ⇒ external power; reachable and no
 connection required ⇒ online), waking on notify(3) posts delivered to a file descriptor watched by
-the event loop, and ``pmset -g batt`` polling where IOKit cannot be loaded. The system calls sit
+the event loop, and polling ``psutil.sensors_battery()`` where IOKit cannot be loaded through ctypes
+(psutil's compiled extension reads the same power sources). The system calls sit
 behind ``MacAPI`` (three small methods) so the logic is tested on Linux with a fake; the ctypes
 signatures themselves have not been run on a Mac. Does not own source selection (``monitor``).
 """
@@ -12,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
-import re
 import struct
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import psutil
 
 from syftd.conditions.source import PolledSource, Publish
 from syftd.errors import ConditionSourceError
@@ -25,9 +28,9 @@ __all__ = [
     "MacAPI",
     "MacNetworkSource",
     "MacPowerSource",
-    "PmsetPowerSource",
+    "PsutilPowerSource",
+    "battery_facts",
     "is_external_power",
-    "parse_pmset",
 ]
 
 _log = get_logger(__name__)
@@ -37,8 +40,6 @@ NETWORK_NOTIFY = "com.apple.system.config.network_change"
 TIME_REMAINING_UNLIMITED = -2.0
 REACHABLE = 1 << 1
 CONNECTION_REQUIRED = 1 << 2
-_PMSET_SOURCE = re.compile(r"Now drawing from '([^']+)'")
-_PMSET_PERCENT = re.compile(r"(\d+)%")
 
 
 class MacAPI(Protocol):
@@ -62,12 +63,13 @@ def is_external_power(time_remaining: float) -> bool:
     return time_remaining == TIME_REMAINING_UNLIMITED
 
 
-def parse_pmset(text: str) -> tuple[bool | None, float | None]:
-    """(on external power, battery percent) from ``pmset -g batt`` output; None where not stated."""
-    source = _PMSET_SOURCE.search(text)
-    percent = _PMSET_PERCENT.search(text)
-    on_power = None if source is None else source.group(1) in ("AC Power", "UPS Power")
-    return on_power, float(percent.group(1)) if percent else None
+def battery_facts(battery: Any) -> dict[str, Any]:
+    """The power facts of a ``psutil.sensors_battery()`` reading: None (no battery) and an unknown
+    ``power_plugged`` are unknown, never "on battery"."""
+    if battery is None:
+        return {"on_external_power": None, "battery_percent": None}
+    plugged = battery.power_plugged
+    return {"on_external_power": None if plugged is None else bool(plugged), "battery_percent": float(battery.percent)}
 
 
 class IOKitAPI:
@@ -216,20 +218,15 @@ class MacNetworkSource(_NotifySource):
         self._publish(self.name, {"online": online, "connectivity": None, "metered": None})
 
 
-class PmsetPowerSource(PolledSource):
-    """``pmset -g batt`` every ``poll_interval_s``: the fallback where IOKit cannot be used."""
+class PsutilPowerSource(PolledSource):
+    """``psutil.sensors_battery()`` every ``poll_interval_s``: the fallback where IOKit cannot be used."""
 
-    name = "pmset"
+    name = "psutil"
 
-    def __init__(self, publish: Publish, poll_interval_s: float, command: tuple[str, ...] = ("pmset", "-g", "batt")):
+    def __init__(self, publish: Publish, poll_interval_s: float, battery: Callable[[], Any] = psutil.sensors_battery):
         super().__init__(publish, poll_interval_s)
-        self._command = command
+        self._battery = battery
 
     async def refresh(self) -> None:
-        """Run pmset and publish what it says."""
-        proc = await asyncio.create_subprocess_exec(
-            *self._command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-        )
-        out, _ = await proc.communicate()
-        on_power, percent = parse_pmset(out.decode(errors="replace"))
-        self._publish(self.name, {"on_external_power": on_power, "battery_percent": percent})
+        """Read the battery in a worker thread (the call may block briefly) and publish what it says."""
+        self._publish(self.name, battery_facts(await asyncio.to_thread(self._battery)))

@@ -296,15 +296,15 @@ class ConditionsMonitor(ServiceContext):
             raise ConditionSourceError(f"the macOS sources cannot run here ({exc}); choose another source") from exc
 
     def _mac_power(self, publish: Callable[[str, Mapping[str, Any]], None]) -> Source:
-        from syftd.conditions.macos import MacPowerSource, PmsetPowerSource
+        from syftd.conditions.macos import MacPowerSource, PsutilPowerSource
 
         try:
             return MacPowerSource(publish, self._mac_api())
         except ConditionSourceError:
             if self._platform != "darwin":
                 raise
-            _log.warning(events.CONDITIONS_IOKIT_UNAVAILABLE, fallback="pmset")
-            return PmsetPowerSource(publish, self._config.poll_interval_s)
+            _log.warning(events.CONDITIONS_IOKIT_UNAVAILABLE, fallback="psutil")
+            return PsutilPowerSource(publish, self._config.poll_interval_s)
 
     def _sleep_area(self, choice: str) -> _Area:
         publish = self._publisher("sleep")

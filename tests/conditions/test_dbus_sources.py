@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from support.dbus import DBusMocks, MockControl, wait_for_conditions
+from support.timing import LOAD_MARGIN_S
 
 from syftd.conditions import Conditions, Connectivity
 
@@ -53,13 +54,14 @@ def _discharging_battery(sysfs: Any, capacity: int = 42) -> None:
 async def test_unplug_and_replug_are_published_within_a_second(
     mocks: MockControl, dbus_mocks: DBusMocks, make_monitor: Callable[..., Any]
 ) -> None:
-    """OnBattery true → on_external_power False, false → True, each published well within 1 s."""
+    """OnBattery true → on_external_power False, false → True, each published within 1 s on an idle machine
+    (the bound adds the load margin; tests/bench measures the latency)."""
     monitor = await make_monitor(bus_address=dbus_mocks.address)
     for on_battery in (True, False, True):
         started = time.monotonic()
         await mocks.set_on_battery(on_battery)
-        await wait_for_conditions(monitor, has(on_external_power=not on_battery), 1.0)
-        assert time.monotonic() - started < 1.0
+        await wait_for_conditions(monitor, has(on_external_power=not on_battery), 1.0 + LOAD_MARGIN_S)
+        assert time.monotonic() - started < 1.0 + LOAD_MARGIN_S
     assert monitor.current.sources["on_external_power"] == "upower"
 
 
@@ -155,7 +157,23 @@ async def test_sleep_lock_is_taken_and_released_when_told(
     assert monitor.is_sleep_lock_held
     monitor.release_sleep_lock()
     monitor.release_sleep_lock()
+    await _await_no_lock(mocks, 0.5 + LOAD_MARGIN_S)
+
+
+async def test_a_release_while_the_inhibit_call_is_in_flight_leaves_no_lock(
+    mocks: MockControl, dbus_mocks: DBusMocks, make_monitor: Callable[..., Any]
+) -> None:
+    """A cycle that ends before logind answered its Inhibit call: the lock logind then hands over is
+    closed at once, and none is held or listed afterwards."""
+    monitor = await make_monitor(bus_address=dbus_mocks.address)
+    for _ in range(5):
+        taking = asyncio.ensure_future(monitor.hold_sleep_lock())
+        await asyncio.sleep(0)  # the Inhibit call is on the bus, its answer not yet read
+        monitor.release_sleep_lock()
+        assert await taking is False
+        assert not monitor.is_sleep_lock_held
     await _await_no_lock(mocks, 0.5)
+    assert await _syftd_locks(mocks) == []
 
 
 async def test_sleep_lock_is_released_at_the_latest_one_second_before_logind_gives_up(
@@ -168,9 +186,9 @@ async def test_sleep_lock_is_released_at_the_latest_one_second_before_logind_giv
     signalled = loop.time()
     await mocks.prepare_for_sleep(True)
     await wait_for_conditions(monitor, lambda c: c.sleeping is True)
-    await _await_no_lock(mocks, 1.4)
+    await _await_no_lock(mocks, 0.5 + LOAD_MARGIN_S)
     elapsed = loop.time() - signalled
-    assert 0.45 <= elapsed < 1.5
+    assert 0.45 <= elapsed < 0.5 + LOAD_MARGIN_S
     assert not monitor.is_sleep_lock_held
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from support.dbus import wait_for_conditions
+from support.timing import LOAD_MARGIN_S
 
 from syftd.conditions.route import default_routes, is_interface_up, is_metered_interface
 from syftd.conditions.sysfs import battery_percent, max_temperature_c, on_ac_power
@@ -185,7 +186,7 @@ async def test_sysfs_power_is_polled_at_the_configured_interval(make_monitor: Ca
     assert monitor.current.on_external_power is True
     (adapter / "online").write_text("0\n")
     (sysfs / "class" / "power_supply" / "BAT0" / "status").write_text("Discharging\n")
-    await wait_for_conditions(monitor, lambda c: c.on_external_power is False, 1.0)
+    await wait_for_conditions(monitor, lambda c: c.on_external_power is False, 1.0 + LOAD_MARGIN_S)
 
 
 async def test_temperature_is_polled_only_while_thermal_watching_is_on(
@@ -199,7 +200,7 @@ async def test_temperature_is_polled_only_while_thermal_watching_is_on(
     assert monitor.current.temperature_c == 40.0
     monitor.set_thermal_active(True)
     (zone / "temp").write_text("85000\n")
-    await wait_for_conditions(monitor, lambda c: c.temperature_c == 85.0, 1.0)
+    await wait_for_conditions(monitor, lambda c: c.temperature_c == 85.0, 1.0 + LOAD_MARGIN_S)
     monitor.set_thermal_active(False)
     (zone / "temp").write_text("30000\n")
     assert monitor.refresh_disk() is not None

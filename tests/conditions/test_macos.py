@@ -12,8 +12,9 @@ import asyncio
 import os
 import struct
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
+import psutil
 import pytest
 
 from syftd.conditions.macos import (
@@ -22,17 +23,18 @@ from syftd.conditions.macos import (
     IOKitAPI,
     MacNetworkSource,
     MacPowerSource,
-    PmsetPowerSource,
+    PsutilPowerSource,
+    battery_facts,
     is_external_power,
-    parse_pmset,
 )
 
-PMSET_AC = """Now drawing from 'AC Power'
- -InternalBattery-0 (id=4653155)	100%; charged; 0:00 remaining present: true
-"""
-PMSET_BATTERY = """Now drawing from 'Battery Power'
- -InternalBattery-0 (id=4653155)	73%; discharging; 4:12 remaining present: true
-"""
+
+class sbattery(NamedTuple):
+    """The fields of psutil.sensors_battery()'s reading (its own type is private to psutil)."""
+
+    percent: float
+    secsleft: int
+    power_plugged: bool | None
 
 
 class FakeMacAPI:
@@ -93,12 +95,15 @@ def test_only_unlimited_time_remaining_means_external_power(remaining: float, on
     assert is_external_power(remaining) is on_power
 
 
-def test_pmset_output_is_parsed() -> None:
-    """The source line and the percentage; text without them is unknown."""
-    assert parse_pmset(PMSET_AC) == (True, 100.0)
-    assert parse_pmset(PMSET_BATTERY) == (False, 73.0)
-    assert parse_pmset("Now drawing from 'UPS Power'\n") == (True, None)
-    assert parse_pmset("") == (None, None)
+def test_a_psutil_battery_reading_maps_to_power_facts() -> None:
+    """power_plugged decides; no battery (None) and an unknown power_plugged are unknown, not battery."""
+    assert battery_facts(sbattery(100, psutil.POWER_TIME_UNLIMITED, True)) == {
+        "on_external_power": True,
+        "battery_percent": 100.0,
+    }
+    assert battery_facts(sbattery(73, 15120, False)) == {"on_external_power": False, "battery_percent": 73.0}
+    assert battery_facts(sbattery(50, psutil.POWER_TIME_UNKNOWN, None))["on_external_power"] is None
+    assert battery_facts(None) == {"on_external_power": None, "battery_percent": None}
 
 
 async def test_power_posts_wake_the_source_and_a_burst_is_one_reading() -> None:
@@ -143,10 +148,23 @@ def test_real_api_cannot_load_on_linux() -> None:
         IOKitAPI()
 
 
-async def test_pmset_fallback_reads_the_command_output() -> None:
-    """The pmset source runs its command and publishes what it prints (a stand-in command here)."""
+async def test_psutil_fallback_publishes_each_reading() -> None:
+    """The fallback polls its battery reader and publishes the mapping (a stand-in reader: this Linux
+    machine has no Mac battery)."""
+    readings = iter([sbattery(73, 15120, False)])
     recorder = Recorder()
-    source = PmsetPowerSource(recorder, 3600.0, command=(sys.executable, "-c", f"print({PMSET_BATTERY!r})"))
+    source = PsutilPowerSource(recorder, 3600.0, battery=lambda: next(readings))
     await source.start()
     assert await recorder.next(10.0) == {"on_external_power": False, "battery_percent": 73.0}
     await source.stop()
+    await source.stop()
+
+
+async def test_psutil_fallback_runs_the_real_psutil_call_here() -> None:
+    """With the default reader, the real psutil.sensors_battery() runs (None where there is no battery)."""
+    recorder = Recorder()
+    source = PsutilPowerSource(recorder, 3600.0)
+    await source.start()
+    facts = await recorder.next(10.0)
+    await source.stop()
+    assert facts == battery_facts(psutil.sensors_battery())

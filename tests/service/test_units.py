@@ -161,7 +161,7 @@ def test_sysusers_creates_the_service_user(tmp_path: Path) -> None:
     """systemd-sysusers applied to a scratch root creates user syftd with home /var/lib/syftd."""
     sysusers = shutil.which("systemd-sysusers")
     if sysusers is None:
-        pytest.skip("systemd-sysusers is not installed")
+        pytest.skip("systemd-sysusers is not installed (package systemd)")
     (tmp_path / "etc").mkdir()
     done = subprocess.run(
         [sysusers, f"--root={tmp_path}", str(SYSTEMD_DIR / "syftd.sysusers")],

@@ -23,6 +23,8 @@ from typing import Any, Protocol, TypeVar
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from support.timing import LOAD_MARGIN_S
+
 __all__ = [
     "MOCK_NAMES",
     "DBusMocks",
@@ -372,8 +374,11 @@ class _Observable(Protocol):
     def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]: ...
 
 
-async def wait_for_conditions(monitor: _Observable, predicate: Callable[[Any], bool], timeout_s: float = 1.0) -> Any:
-    """The first published value (or the current one) for which ``predicate`` holds, within ``timeout_s``.
+async def wait_for_conditions(
+    monitor: _Observable, predicate: Callable[[Any], bool], timeout_s: float = 1.0 + LOAD_MARGIN_S
+) -> Any:
+    """The first published value (or the current one) for which ``predicate`` holds, within ``timeout_s``
+    (by default 1 s plus the load margin).
 
     Raises:
         TimeoutError: with the last value seen.

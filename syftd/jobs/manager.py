@@ -1,0 +1,484 @@
+"""The jobs of the running daemon: when each cycle starts, which events expire it, what follows its end.
+
+Owns ``JobManager``: the per-job runtime (``runtime.JobRuntime``), the event-driven loop that asks
+``policy.decide`` afresh on every conditions change, timer, trigger or cycle end (it sleeps until the
+earliest time a decision names; nothing ticks), the routing of expiring events to the running cycle
+(a lost constraint, sleep, a config change, the operator, shutdown), the report of spooled diffs
+(``report.ReportRun``), the sleep lock held while cycles run, the canonical ``cycle.finished`` line
+and the history. Does not own the decision rules (``policy``), a cycle's steps, its flag or its
+budget (``cycle``), reading conditions (``conditions``), training (``trainer``) or words (``view``).
+Blocking file I/O (token, spool, history) runs off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import random
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from syftd import events, policy
+from syftd.conditions.value import Conditions
+from syftd.config import Config
+from syftd.errors import TokenError
+from syftd.history import History
+from syftd.identity import Identity
+from syftd.jobs import view
+from syftd.jobs.cycle import CycleRecord, CycleRun, new_cycle_id
+from syftd.jobs.ports import ClientFactory, ConditionsSource, GridSession, Trainers
+from syftd.jobs.report import ReportRun
+from syftd.jobs.runtime import JobRuntime
+from syftd.log import get_logger
+from syftd.outcomes import ExpiryReason
+from syftd.spool import Spool
+
+__all__ = ["JobManager"]
+
+_log = get_logger("syftd.jobs")
+_STATUS_MIN_INTERVAL_S = 1.0
+_SETTLE_S = 1.0
+_SIMULATED = {"power-loss": ("on_external_power", False), "network-loss": ("online", False)}
+
+
+class JobManager:
+    """Runs the configured jobs; every public method is called on the event loop."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        pool: Trainers,
+        spool: Spool,
+        history: History,
+        identity: Identity,
+        client_factory: ClientFactory,
+        monitor: ConditionsSource | None = None,
+        status: Callable[[str], None] = lambda _text: None,
+        clock: Callable[[], float] = time.monotonic,
+        uniform: Callable[[], float] = random.random,
+    ) -> None:
+        self._config = config
+        self._monitor = monitor
+        self._pool = pool
+        self._spool = spool
+        self._history = history
+        self._identity = identity
+        self._client_factory = client_factory
+        self._status = status
+        self._clock = clock
+        self._uniform = uniform
+        self._jobs: dict[str, JobRuntime] = {}
+        self._conditions = monitor.current if monitor is not None else Conditions()
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._stopping = False
+        self._background: set[asyncio.Future[None]] = set()
+        self._last_status = ("", 0.0)
+        self._apply(config)
+
+    # ------------------------------------------------------------------ service
+
+    async def start(self) -> None:
+        """Read every job's token and spool (off the loop), subscribe to conditions, start deciding."""
+        await asyncio.gather(*(self._make_ready(job) for job in self._jobs.values()))
+        if self._monitor is not None:
+            self._unsubscribe = self._monitor.subscribe(self._on_conditions)
+            self._on_conditions(self._monitor.current)
+        self._loop_task = asyncio.create_task(self._loop(), name="syftd.jobs")
+
+    async def stop(self, deadline: float | None = None) -> None:
+        """Expire every running cycle with SHUTDOWN, abort reports, wait; idempotent.
+
+        ``deadline`` (monotonic, the daemon's one stop deadline) is when a trainer still running gets
+        SIGTERM at the latest; the wait ends ``KILL_AFTER_TERM_S`` + 1 s after it.
+        """
+        from syftd.trainer.process import KILL_AFTER_TERM_S
+
+        self._stopping = True
+        deadline = self._clock() if deadline is None else deadline
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        tasks = []
+        for job in self._jobs.values():
+            if job.run is not None:
+                job.run.expire(ExpiryReason.SHUTDOWN, term_by=deadline)
+                job.run.abort_report()
+            if job.report is not None:
+                job.report.abort()
+            if job.task is not None:
+                tasks.append(job.task)
+        if tasks:
+            bound = max(0.0, deadline + KILL_AFTER_TERM_S + _SETTLE_S - self._clock())
+            _done, pending = await asyncio.wait(tasks, timeout=bound)
+            for task in pending:
+                task.cancel()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=_SETTLE_S)
+
+    # ------------------------------------------------------------------ configuration
+
+    def reconfigure(self, config: Config) -> dict[str, list[str]]:
+        """Apply a new configuration; a removed or changed job's running cycle expires (config_changed)."""
+        changes = self._apply(config)
+        for name in changes["added"] + changes["changed"]:
+            self._spawn_quiet(self._make_ready(self._jobs[name]))
+        self._wake.set()
+        return changes
+
+    def _apply(self, config: Config) -> dict[str, list[str]]:
+        old = {name: job.config for name, job in self._jobs.items()}
+        new = {job.name: job for job in config.job}
+        changes = {
+            "added": sorted(new.keys() - old.keys()),
+            "removed": sorted(old.keys() - new.keys()),
+            "changed": sorted(n for n in new.keys() & old.keys() if new[n] != old[n]),
+        }
+        self._config = config
+        for name in changes["removed"]:
+            job = self._jobs.pop(name)
+            self._expire(job, ExpiryReason.CONFIG_CHANGED)
+        for name in changes["changed"]:
+            job = self._jobs[name]
+            self._expire(job, ExpiryReason.CONFIG_CHANGED)
+            job.config = new[name]
+            job.is_ready = False
+        for name in changes["added"]:
+            self._jobs[name] = JobRuntime(new[name])
+        self._jobs = {name: self._jobs[name] for name in new}  # keep the file's order
+        return changes
+
+    async def _make_ready(self, job: JobRuntime) -> None:
+        """Read the job's token, pending spool and last outcome off the loop; then it may start cycles."""
+        name, token_file = job.config.name, job.config.grid.token_file
+        job.token, job.token_error = None, None
+        if token_file is not None:
+            job.token, job.token_error = await asyncio.to_thread(_read_token, name, token_file)
+        pending = await asyncio.to_thread(self._pending_count, name)
+        job.last = job.last or await asyncio.to_thread(self._history.last, name)
+        job.state = dataclasses.replace(job.state, spool_pending=pending)
+        job.is_ready = True
+        self._wake.set()
+
+    # ------------------------------------------------------------------ conditions
+
+    def _on_conditions(self, conditions: Conditions) -> None:
+        self._conditions = conditions
+        now = self._clock()
+        for job in self._jobs.values():
+            constraints = job.config.constraints
+            job.state = dataclasses.replace(
+                job.state,
+                constraint_since=policy.track(job.state.constraint_since, self._effective(job, now), constraints, now),
+            )
+            self._check_running(job, now)
+        self._wake.set()
+
+    def _effective(self, job: JobRuntime, now: float) -> Conditions:
+        if not job.overrides:
+            return self._conditions
+        return self._conditions.updated(now, "simulated", **job.overrides)
+
+    def _check_running(self, job: JobRuntime, now: float) -> None:
+        conditions = self._effective(job, now)
+        if job.report is not None and job.config.constraints.requires_network and conditions.online is False:
+            job.report.abort()
+        run = job.run
+        if run is None:
+            return
+        if run.state.has_diff:
+            if job.config.constraints.requires_network and conditions.online is False:
+                run.abort_report()
+            return
+        if job.state.forced and not conditions.sleeping:
+            return
+        reason = policy.expiry_reason(conditions, job.config.constraints)
+        if reason is not None:
+            self._expire(job, reason)
+
+    def _expire(self, job: JobRuntime, reason: ExpiryReason) -> bool:
+        if job.report is not None and reason in (ExpiryReason.SHUTDOWN, ExpiryReason.NETWORK_LOST, ExpiryReason.SLEEP):
+            job.report.abort()
+        return job.run is not None and job.run.expire(reason)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            next_at = self._tick()
+            timeout = None if next_at is None else max(0.0, next_at - self._clock())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _tick(self) -> float | None:
+        now = self._clock()
+        wall = dt.datetime.now().astimezone()
+        next_at: float | None = None
+        running = sum(1 for job in self._jobs.values() if job.task is not None)
+        needs_thermal = False
+        for job in self._jobs.values():
+            if job.token_error is not None or not job.is_ready:
+                continue
+            busy = job.task is not None
+            state = dataclasses.replace(job.state, running=busy)
+            decision = policy.decide(
+                self._effective(job, now),
+                state,
+                now,
+                wall,
+                job.config,
+                running=running - (1 if busy else 0),
+                max_running=self._config.daemon.max_concurrent_jobs,
+            )
+            job.decision = decision
+            if job.config.constraints.max_temperature_c is not None and decision.action in (
+                policy.Action.START,
+                policy.Action.RUNNING,
+                policy.Action.WAIT_FOR,
+                policy.Action.WAIT_UNTIL,
+            ):
+                needs_thermal = True
+            if decision.action is policy.Action.START and not self._stopping:
+                self._start_cycle(job, decision)
+                running += 1
+            elif decision.action is policy.Action.REPORT and not self._stopping:
+                self._start_report(job)
+                running += 1
+            elif decision.action is policy.Action.WAIT_UNTIL and decision.at is not None:
+                next_at = decision.at if next_at is None else min(next_at, decision.at)
+        if self._monitor is not None:
+            self._monitor.set_thermal_active(needs_thermal)
+        self._publish_status()
+        return next_at
+
+    # ------------------------------------------------------------------ cycles
+
+    def _start_cycle(self, job: JobRuntime, decision: policy.Decision) -> None:
+        cfg = job.config
+        cycle_id = new_cycle_id()
+        run = CycleRun(
+            cfg,
+            cycle_id=cycle_id,
+            client=self._session_of(job),
+            pool=self._pool,
+            spool=self._spool,
+            identity=self._identity,
+            on_change=self._on_cycle_change,
+        )
+        job.run = run
+        job.cycles += 1
+        if job.state.forced:
+            _log.warning(events.JOB_FORCED, job=cfg.name, cycle=cycle_id, note="constraints ignored for this cycle")
+        job.state = dataclasses.replace(job.state, triggered=False, running=True, running_since=self._clock())
+        if self._monitor is not None:
+            self._spawn_quiet(self._monitor.hold_sleep_lock())
+        _log.info(events.CYCLE_STARTED, job=cfg.name, cycle=cycle_id, decision=decision.reason.value)
+        job.task = asyncio.create_task(self._run_cycle(job, run), name=f"syftd.cycle.{cfg.name}")
+
+    async def _run_cycle(self, job: JobRuntime, run: CycleRun) -> None:
+        # every line logged by this cycle's task (grid client, spool, identity) carries job and cycle
+        structlog.contextvars.bind_contextvars(job=job.config.name, cycle=run.cycle_id)
+        try:
+            record = await run.run()
+        except Exception:  # noqa: BLE001 - a bug in one cycle must not take the daemon down
+            _log.exception(events.CYCLE_CRASHED, job=job.config.name, cycle=run.cycle_id)
+            record = run.record
+        try:
+            await self._finish(job, record)
+        finally:
+            job.run, job.task = None, None
+            if self._monitor is not None and not any(j.run is not None for j in self._jobs.values()):
+                # the trainer has stopped: logind may suspend now (platform-notes §1.3)
+                self._monitor.release_sleep_lock()
+            self._wake.set()
+            self._publish_status(force=True)
+
+    async def _finish(self, job: JobRuntime, record: CycleRecord) -> None:
+        now = self._clock()
+        name = job.config.name
+        state = dataclasses.replace(job.state, running=False, running_since=None, forced=False)
+        state = policy.after_cycle(state, record.ended, now, job.config.schedule, self._uniform())
+        entry = record.as_dict()
+        waits = [t for t in (state.backoff_until, state.rejected_until, state.finished_until) if t is not None]
+        if waits and max(waits) > now:
+            entry["retry_in_s"] = round(max(waits) - now, 3)
+        job.last = entry
+        # job and cycle come from the task's contextvars; the history keeps cycle_id
+        logged = {k: v for k, v in entry.items() if v is not None and k not in ("job", "cycle_id")}
+        _log.info(events.CYCLE_FINISHED, **logged)
+        pending = await asyncio.to_thread(self._record, name, entry)
+        job.state = dataclasses.replace(state, spool_pending=pending)
+
+    def _record(self, name: str, entry: dict[str, Any]) -> int:
+        """In a worker thread: the history entry, then the spool's pending count."""
+        self._history.record(name, entry)
+        return self._pending_count(name)
+
+    # ------------------------------------------------------------------ spooled reports
+
+    def _start_report(self, job: JobRuntime) -> None:
+        job.state = dataclasses.replace(job.state, running=True)
+        job.report = ReportRun(job.config.name, self._spool, self._session_of(job), asyncio.Event())
+        job.task = asyncio.create_task(self._report_pending(job, job.report), name=f"syftd.report.{job.config.name}")
+
+    async def _report_pending(self, job: JobRuntime, report: ReportRun) -> None:
+        name = job.config.name
+        structlog.contextvars.bind_contextvars(job=name)
+        outcomes: tuple[Any, ...] = ()
+        try:
+            entries = await asyncio.to_thread(self._spool.pending, name)
+            done = await report.report_all(entries)
+            outcomes = tuple(outcome for _entry, outcome in done)
+            for entry, outcome in done:
+                if outcome.is_settled:
+                    await asyncio.to_thread(self._history.update, name, entry.cycle_id, outcome=outcome.value)
+        finally:
+            now = self._clock()
+            state = dataclasses.replace(job.state, running=False)
+            state = policy.after_report(state, outcomes, now, job.config.schedule, self._uniform())
+            pending = await asyncio.to_thread(self._pending_count, name)
+            job.state = dataclasses.replace(state, spool_pending=pending)
+            job.task, job.report = None, None
+            self._wake.set()
+
+    def _pending_count(self, name: str) -> int:
+        return len(self._spool.pending(name))
+
+    def _session_of(self, job: JobRuntime) -> Callable[[], GridSession]:
+        config, token = job.config, job.token
+        return lambda: self._client_factory(config, token)
+
+    def _spawn_quiet(self, awaitable: Coroutine[Any, Any, Any]) -> None:
+        async def guarded() -> None:
+            try:
+                await awaitable
+            except Exception as exc:  # noqa: BLE001 - a sleep lock or a job's set-up is never fatal
+                _log.warning(events.CONDITIONS_SLEEP_LOCK_FAILED, error=repr(exc))
+
+        task = asyncio.ensure_future(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ------------------------------------------------------------------ status
+
+    def _on_cycle_change(self, is_phase: bool) -> None:
+        """A new phase is published at once; progress within a phase at most once a second."""
+        self._publish_status(force=is_phase)
+
+    def _publish_status(self, *, force: bool = False) -> None:
+        text = self.status_line()
+        now = self._clock()
+        last_text, last_at = self._last_status
+        if text != last_text and (force or now - last_at >= _STATUS_MIN_INTERVAL_S):
+            self._last_status = (text, now)
+            self._status(text)
+
+    def status_line(self) -> str:
+        """One line for ``STATUS=``, e.g. ``mnist: training 340/1000, loss 0.41``."""
+        return view.status_line(self._jobs, self._clock())
+
+    # ------------------------------------------------------------------ operator verbs
+
+    def names(self, job: str | None) -> list[str]:
+        """The enabled jobs a verb applies to: ``job`` alone, or every enabled job.
+
+        Raises:
+            LookupError: no job has that name.
+        """
+        if job is None:
+            return [name for name, entry in self._jobs.items() if entry.config.enabled]
+        if job not in self._jobs:
+            raise LookupError(f"no job named {job!r}; configured: {', '.join(sorted(self._jobs)) or 'none'}")
+        return [job]
+
+    def trigger(self, job: str | None = None, *, force: bool = False) -> list[str]:
+        """Run jobs now as if their schedule were due; still gated by constraints unless ``force``."""
+        names = self.names(job)
+        for name in names:
+            entry = self._jobs[name]
+            entry.state = dataclasses.replace(entry.state, triggered=True, forced=force, finished_stopped=False)
+            _log.info(events.JOB_TRIGGERED, job=name, force=force)
+            if force:
+                _log.warning(events.JOB_FORCE_REQUESTED, job=name, note="the next cycle ignores the constraints")
+        self._wake.set()
+        return names
+
+    def expire(self, job: str | None = None, reason: ExpiryReason = ExpiryReason.MANUAL) -> list[str]:
+        """Expire the running cycle of jobs (SIGUSR2, ``syftd expire``)."""
+        names = self.names(job)
+        for name in names:
+            running = self._expire(self._jobs[name], reason)
+            _log.info(events.JOB_EXPIRE_REQUESTED, job=name, reason=reason.label, running=running)
+        return names
+
+    def simulate(self, event: str, for_s: float | None, job: str | None) -> list[str]:
+        """Override a condition for jobs through the real decision path (``clear`` removes overrides)."""
+        names = self.names(job)
+        loop = asyncio.get_running_loop()
+        for name in names:
+            entry = self._jobs[name]
+            if entry.override_timer is not None:
+                entry.override_timer.cancel()
+                entry.override_timer = None
+            if event == "clear":
+                entry.overrides.clear()
+            else:
+                fact, value = _SIMULATED[event]
+                entry.overrides[fact] = value
+                if for_s is not None:
+                    entry.override_timer = loop.call_later(for_s, self._clear_override, name)
+            _log.warning(events.CONDITIONS_SIMULATED, job=name, simulated=event, for_s=for_s)
+        self._on_conditions(self._conditions)
+        return names
+
+    def _clear_override(self, name: str) -> None:
+        entry = self._jobs.get(name)
+        if entry is not None:
+            entry.overrides.clear()
+            entry.override_timer = None
+            _log.info(events.CONDITIONS_SIMULATION_ENDED, job=name)
+            self._on_conditions(self._conditions)
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per job for ``syftd status``."""
+        return view.status_rows(self._jobs, self._clock())
+
+    def why(self, job: str) -> dict[str, Any]:
+        """Why ``job`` is or is not running, with since-times.
+
+        Raises:
+            LookupError: no job has that name.
+        """
+        self.names(job)
+        return view.why(job, self._jobs[job], self._clock(), self._conditions)
+
+
+def _read_token(job: str, path: Any) -> tuple[str | None, str | None]:
+    """In a worker thread: the job's token and the reason it was refused (one of them, or neither)."""
+    from syftd.grid.token import is_empty_file, read_token
+
+    with contextlib.suppress(OSError):  # a missing file is read_token's to report
+        if is_empty_file(path):  # not a FIFO or a symlink: read_token refuses those
+            # the service install creates an empty token file for LoadCredential=: no token yet
+            _log.info(events.GRID_TOKEN_EMPTY, job=job, path=str(path), note="no auth_token is sent")
+            return None, None
+    try:
+        token = read_token(path)
+    except TokenError as exc:
+        _log.error(events.GRID_TOKEN_REFUSED, job=job, path=str(path), error=str(exc))
+        return None, str(exc)
+    _log.info(events.GRID_TOKEN_LOADED, job=job, path=str(path), length=len(token))
+    return token, None

@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from support.harness import Harness
+from support.harness import Harness, eventually
 
 pytestmark = [pytest.mark.torch, pytest.mark.dbus, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -65,5 +65,6 @@ async def test_history_and_worker_json_as_directories_do_not_stop_cycles(harness
     finished = await daemon.wait_log("cycle.finished", timeout=90)
     assert finished["outcome"] == "done", finished
     assert daemon.events("history.corrupted") and daemon.events("identity.unreadable")
-    assert (job / "history.json").is_file() and (job / "worker.json").is_file()
+    # the history is written off the loop after the cycle.finished line
+    await eventually(lambda: (job / "history.json").is_file() and (job / "worker.json").is_file())
     assert len(list(job.glob("*.foreign-*"))) == 2

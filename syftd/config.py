@@ -224,6 +224,9 @@ class ScheduleConfig:
     finished_retry_s: float = _key(
         3600.0, doc="retry period after a finished-looking rejection", min=0.01, max=30 * _DAY
     )
+    spool_max_age_s: float = _key(
+        _DAY, doc="a spooled diff older than this is discarded (logged), not reported", min=60, max=365 * _DAY
+    )
 
 
 @dataclass(frozen=True, slots=True)

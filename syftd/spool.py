@@ -12,6 +12,7 @@ Each step is crash-safe, every file written with ``atomic_write`` (0600, in 0700
   it leaves an orphan diff that is not pending (``recover`` removes it);
 - ``mark_reported`` / ``discard``: the marker first, then the diff, the ``.json``, the marker; an
   entry with a marker is never pending again, whichever step a crash interrupted;
+- ``discard_aged`` discards what waited longer than the job's ``schedule.spool_max_age_s``;
 - ``load_diff`` checks size and sha256; a mismatch moves the entry to ``quarantine/`` with a
   ``spool.quarantined`` log line and raises, so a damaged diff is never sent.
 
@@ -242,6 +243,16 @@ class Spool:
         """Drop the diff unsent (the node closed its cycle): it is never pending again."""
         self._mark(entry, "discarded", reason)
         _log.warning(events.SPOOL_DISCARDED, job=entry.job, cycle_id=entry.cycle_id, reason=reason)
+
+    def discard_aged(self, job: str, max_age_s: float, now: float | None = None) -> list[SpoolEntry]:
+        """Discard the pending diffs of ``job`` spooled more than ``max_age_s`` ago (logged): a node that
+        never settles one must not hold the job's new cycles for ever. Returns them."""
+        now = time.time() if now is None else now
+        aged = [entry for entry in self.pending(job) if now - entry.created > max_age_s]
+        for entry in aged:
+            age_h = (now - entry.created) / 3600
+            self.discard(entry, f"spooled {age_h:.1f} h ago, past schedule.spool_max_age_s ({max_age_s:g} s)")
+        return aged
 
     def recover(self, job: str) -> list[str]:
         """At startup: remove temp files, orphan diffs and lone markers a crash left; finish interrupted marks.

@@ -35,6 +35,7 @@ from syftd.errors import (
     GridProtocolError,
     GridRejected,
     GridUnavailable,
+    NonFiniteDiff,
     WireError,
 )
 from syftd.grid.answers import Accepted
@@ -277,6 +278,8 @@ class CycleRun:
             self._end(Ended.failed(Failure.AUTH), error=str(exc))
         except GridError as exc:
             self._end(Ended.failed(Failure.PROTOCOL), error=f"{type(exc).__name__}: {exc}")
+        except NonFiniteDiff as exc:
+            self._end(Ended.failed(Failure.NON_FINITE), error=str(exc))
         except WireError as exc:
             self._end(Ended.failed(Failure.WIRE), error=str(exc))
         if self._accepted and self.record.ended.outcome in (CycleOutcome.EXPIRED, CycleOutcome.FAILED):

@@ -35,7 +35,7 @@ from syftd.jobs.ports import ClientFactory, ConditionsSource, GridSession, Train
 from syftd.jobs.report import ReportRun
 from syftd.jobs.runtime import JobRuntime
 from syftd.log import get_logger
-from syftd.outcomes import ExpiryReason
+from syftd.outcomes import ExpiryReason, ReportOutcome
 from syftd.spool import Spool
 
 __all__ = ["JobManager"]
@@ -339,8 +339,10 @@ class JobManager:
         structlog.contextvars.bind_contextvars(job=name)
         outcomes: tuple[Any, ...] = ()
         try:
+            max_age_s = job.config.schedule.spool_max_age_s
+            aged = await asyncio.to_thread(self._spool.discard_aged, name, max_age_s)
             entries = await asyncio.to_thread(self._spool.pending, name)
-            done = await report.report_all(entries)
+            done = [(entry, ReportOutcome.DISCARDED) for entry in aged] + await report.report_all(entries)
             outcomes = tuple(outcome for _entry, outcome in done)
             for entry, outcome in done:
                 if outcome.is_settled:

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from syftd import events
 from syftd.errors import GridCycleGone, GridError, WireError
+from syftd.grid.wire import non_finite, parse_state
 from syftd.jobs.ports import GridSession
 from syftd.log import get_logger
 from syftd.outcomes import ReportOutcome
@@ -44,6 +45,9 @@ async def report_entry(client: GridSession, spool: Spool, entry: SpoolEntry) -> 
         diff = await asyncio.to_thread(spool.load_diff, entry)
     except WireError:
         return ReportOutcome.DISCARDED  # damaged on disk: the spool quarantined it and said so
+    if (bad := await asyncio.to_thread(_non_finite, diff)) is not None:  # spooled by a version without the check
+        await asyncio.to_thread(spool.discard, entry, bad)
+        return ReportOutcome.DISCARDED
     try:
         await client.report(entry.worker_id, entry.request_key, diff)
     except GridCycleGone as exc:
@@ -52,6 +56,16 @@ async def report_entry(client: GridSession, spool: Spool, entry: SpoolEntry) -> 
     # marked durably right after the node's success: a resend before this only overwrites the same row
     await asyncio.to_thread(spool.mark_reported, entry)
     return ReportOutcome.REPORTED
+
+
+def _non_finite(diff: bytes) -> str | None:
+    """Why a spooled diff must not be reported (NaN or infinite values), or None."""
+    try:
+        tensors = parse_state(diff)
+    except WireError:
+        return None  # its bytes were checked before spooling; the node judges the rest
+    bad = sum(non_finite(tensor) for tensor in tensors)
+    return f"{bad} NaN or infinite values: never reported" if bad else None
 
 
 class ReportRun:

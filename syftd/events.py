@@ -80,6 +80,7 @@ GRID_NODE_STOPPED = "grid_node.stopped"
 
 # history
 HISTORY_CORRUPTED = "history.corrupted"
+HISTORY_WRITE_FAILED = "history.write_failed"
 
 # identity
 IDENTITY_FORGOTTEN = "identity.forgotten"

@@ -7,8 +7,10 @@ writes the outcome, reason, steps, loss, bytes and durations) nor the worker id 
 An entry is a JSON object; enums are stored by value, paths and date-times as text, and ``time`` (epoch
 seconds) is added when absent. A spooled cycle's entry later gains ``reported`` or ``discarded`` through
 ``update``. A damaged file is moved aside (``history.json.corrupt``), logged, and the history starts
-empty: losing history must never stop a job. Something else under the name (a directory, a symlink,
-a FIFO) is moved aside the same way (``history.json.foreign-<ns>``), never followed nor waited on.
+empty: losing history must never stop a job. A write the disk refuses (read-only, full) is logged
+and the entries stay in memory, written with the next change once the disk takes them. Something
+else under the name (a directory, a symlink, a FIFO) is moved aside the same way
+(``history.json.foreign-<ns>``), never followed nor waited on.
 Blocking file I/O: call through ``asyncio.to_thread``.
 """
 
@@ -109,9 +111,12 @@ class History:
         return self._cache[job]
 
     def _save(self, job: str, entries: list[dict[str, Any]]) -> None:
+        self._cache[job] = entries  # kept in memory even when the disk refuses it: written with the next change
         document = {"version": 1, "job": job, "entries": entries}
-        atomic_write(self._path(job), json.dumps(document, indent=1).encode() + b"\n")
-        self._cache[job] = entries
+        try:
+            atomic_write(self._path(job), json.dumps(document, indent=1).encode() + b"\n")
+        except OSError as exc:
+            _log.warning(events.HISTORY_WRITE_FAILED, job=job, problem=exc.strerror or str(exc), kept_in_memory=True)
 
 
 def _jsonable(value: Any) -> Any:

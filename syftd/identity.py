@@ -32,10 +32,13 @@ class Identity:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
+        self._forgotten: set[str] = set()  # forgotten while the file could not be removed (read-only disk)
 
     def load_worker(self, job: str, node: str | None = None) -> str | None:
         """The saved worker id of ``job``; None when there is none, it is unreadable, or it was saved
         for another ``node`` (a worker id means nothing to a different node)."""
+        if job in self._forgotten:
+            return None
         document = self._read(job)
         if document is None:
             return None
@@ -86,9 +89,12 @@ class Identity:
             "requires_speed_test": requires_speed_test,
         }
         atomic_write(job_dir(self.state_dir, job) / _FILE, json.dumps(document).encode() + b"\n")
+        self._forgotten.discard(job)
 
     def forget_worker(self, job: str) -> None:
-        """Drop the saved worker id (the next cycle authenticates afresh); idempotent."""
+        """Drop the saved worker id (the next cycle authenticates afresh); idempotent. On a disk that refuses
+        the removal (read-only) the id is forgotten in memory, logged, until the next ``save_worker``."""
+        self._forgotten.add(job)
         path = job_dir(self.state_dir, job) / _FILE
         try:
             path.unlink()
@@ -96,4 +102,8 @@ class Identity:
             return
         except IsADirectoryError:
             move_aside(path, "foreign")
+        except OSError as exc:
+            _log.warning(events.IDENTITY_FORGOTTEN, job=job, kept_on_disk=True, problem=exc.strerror or str(exc))
+            return
+        self._forgotten.discard(job)
         _log.info(events.IDENTITY_FORGOTTEN, job=job)

@@ -2,7 +2,8 @@
 
 Faults, drawn at random (seeded; the seed is printed), one every 1-6 s: power and network flaps (lost for
 0.1-3 s), ``kill -9`` of the daemon (restarted at once) and of its trainer, 503 bursts from the node,
-early cycle closes on the node. Every
+early cycle closes on the node, the state directory read-only for 0.5-3 s (a bind mount; left out
+where mount is not permitted). Every
 finished diff (a ``spool.added`` line of any daemon life) goes into the ledger, keyed by its sha256, and
 at the end must have been reported exactly once (one row on the node: a resend overwrites its row, two
 rows would be two cycles' worth) or discarded only after the node said its cycle is gone. After the
@@ -20,6 +21,7 @@ import hashlib
 import os
 import random
 import signal
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,7 +42,19 @@ pytestmark = [pytest.mark.torch, pytest.mark.dbus, pytest.mark.slow, pytest.mark
 
 NM_DISCONNECTED, NM_CONNECTED_GLOBAL = 20, 70
 # relative weights: a daemon kill every few faults would leave no cycle time to finish
-FAULTS = {"power": 3, "network": 3, "kill_daemon": 1, "kill_trainer": 2, "burst_503": 2, "close_cycle": 2}
+FAULTS = {
+    "power": 3,
+    "network": 3,
+    "kill_daemon": 1,
+    "kill_trainer": 2,
+    "burst_503": 2,
+    "close_cycle": 2,
+    "read_only": 1,
+}
+
+
+def _mount(*args: str, command: str = "mount") -> bool:
+    return subprocess.run([command, *args], capture_output=True, check=False).returncode == 0
 
 
 @dataclass
@@ -96,6 +110,15 @@ class Soak:
             node.sync(lambda: node.node.fail_next(count, 503))
         elif name == "close_cycle":
             await node.acall(node.node.close_cycle(self.harness.name, "1.0"))
+        elif name == "read_only":
+            state = self.harness.base / "state"
+            if not _mount("--bind", str(state), str(state)):
+                return
+            try:
+                _mount("-o", "remount,ro,bind", str(state))
+                await asyncio.sleep(self.rng.uniform(0.5, 3.0))
+            finally:
+                _mount(str(state), command="umount")
 
     async def lift(self) -> None:
         """End every fault: on AC, online, and the node's queued 503 answers spent by requests of ours."""
@@ -119,7 +142,10 @@ async def test_chaos_soak_loses_no_diff_counts_none_twice_and_never_wedges(harne
     harness.host(max_updates=2)
     path = harness.write_config()
     text = path.read_text().replace("interval_s = 3600", "interval_s = 0")
-    text = text.replace("backoff_initial_s = 0.5", f"backoff_initial_s = 0.5\nbackoff_max_s = {BACKOFF_MAX_S}")
+    text = text.replace(
+        "backoff_initial_s = 0.5",
+        f"backoff_initial_s = 0.5\nbackoff_max_s = {BACKOFF_MAX_S}\nfinished_retry_s = {BACKOFF_MAX_S}",
+    )
     path.write_text(text)
     soak = Soak(harness, mocks, random.Random(SEED))
     await soak.start()

@@ -14,7 +14,7 @@ COMPAT_PYTHONS := $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10 /usr/b
 PREFIX ?= /opt/syftd
 DESTDIR ?=
 
-.PHONY: help venv run test sysdeps check lint bench soak test-compat clean proto
+.PHONY: help venv run test sysdeps check lint bench soak test-compat clean proto flower-env
 
 help:
 	@echo "make run    - start a local PyGrid-compatible node and the daemon; watch cycles complete"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench  - benchmarks under tests/bench (figures and ratios)"
 	@echo "make soak   - the chaos soak for SYFTD_SOAK_S seconds (default 1800); prints its ledger totals"
 	@echo "make test-compat - torch-free tests under Python 3.10 and 3.13 when present"
+	@echo "make flower-env - .venv-flower: flwr (FLWR_SPEC, default flwr==1.42.0) for flower jobs and their tests"
 	@echo "make install-systemd | install-launchd - install as a system service (PREFIX, DESTDIR; README, "Install as a service")"
 	@echo "make install-systemd-user | install-launchd-agent - install for the current user only"
 
@@ -81,12 +82,18 @@ test-compat:
 	  $$env/bin/python -m pytest -m "not torch" -p no:cacheprovider tests --ignore=tests/bench --ignore=tests/service $(PYTEST_ARGS); \
 	done
 
+# The separate environment flower-supernode runs from (README, "Flower"): flwr pinned to the SuperLink's
+# major.minor. Separate because flwr 1.42 needs protobuf < 7 and syftd needs >= 7. The tests build it too.
+FLWR_SPEC ?= flwr==1.42.0
+flower-env:
+	contrib/flower/make-venv.sh .venv-flower '$(FLWR_SPEC)'
+
 # The PyGrid wire schema (syftd/grid/syft.proto) -> syftd/grid/syft_pb2.py(i); needs the runtime's major (7).
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. syftd/grid/syft.proto
 
 clean:
-	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* .venv-flower .mypy_cache .pytest_cache .ruff_cache
 
 # ------------------------------------------------------------------ service install (README, "Install as a service")
 # The daemon gets its own virtual environment under PREFIX (default /opt/syftd), built from

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from syftd.errors import ConfigError
+from syftd.flower.config import FlowerConfig, flower_problems
 from syftd.tomlschema import build, describe, too_deep
 
 if sys.version_info >= (3, 11):
@@ -170,6 +171,7 @@ class GridConfig:
     )
     speed_test_max_s: float = _key(10.0, doc="time cap of each speed-test transfer", min=0.1, max=600)
     speed_test_max_mb: float = _key(16.0, doc="byte cap of each speed-test transfer", min=0.01, max=1024)
+    speed_test_reuse_s: float = _key(3600.0, doc="how long one speed test serves the cycle requests", min=0, max=86400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +265,9 @@ class TrainerConfig:
     )
 
 
+_NO_GRID = GridConfig(url="", model="", version="")  # a flower job has no [job.grid]
+
+
 @dataclass(frozen=True, slots=True)
 class JobConfig:
     """One [[job]] table: one federated process this machine contributes to."""
@@ -271,7 +276,9 @@ class JobConfig:
         doc="job name: lowercase letters, digits, - _ .",
         check=lambda v: None if _JOB_NAME.match(v) else "must match [a-z0-9][a-z0-9_.-]* (at most 63 characters)",
     )
-    grid: GridConfig = _key(doc="the node and FL process")
+    kind: Literal["pygrid", "flower"] = _key("pygrid", doc="a PyGrid cycle worker, or a gated Flower SuperNode")
+    grid: GridConfig = _key(_NO_GRID, doc="the node and FL process (kind pygrid)")
+    flower: FlowerConfig | None = _key(None, doc="the SuperLink and SuperNode (kind flower)")
     enabled: bool = _key(True, doc="a disabled job is kept but never runs")
     data: DataConfig = _section(DataConfig, "local training data")
     constraints: ConstraintsConfig = _section(ConstraintsConfig, "what must hold")
@@ -411,13 +418,27 @@ def _check_across(config: Config, problems: list[str]) -> None:
             )
         if job.schedule.backoff_initial_s > job.schedule.backoff_max_s:
             problems.append(f"{where}.schedule.backoff_initial_s: must be at most schedule.backoff_max_s")
-        if (message := url_problem(job.grid.url, allow_insecure=job.grid.allow_insecure)) is not None:
+        if job.kind == "flower" or job.flower is not None:
+            problems.extend(_flower_job_problems(job, where))
+        elif job.grid is _NO_GRID:
+            problems.append(f"{where}.grid: required key is missing")
+        elif (message := url_problem(job.grid.url, allow_insecure=job.grid.allow_insecure)) is not None:
             problems.append(f"{where}.grid.url: {message}, got {describe(job.grid.url)}")
         source, data = job.data.source, job.data
         if source in ("mnist", "imagefolder") and data.path is None:
             problems.append(f"{where}.data.path: required when data.source is {source!r}")
         if source == "python" and data.callable is None:
             problems.append(f"{where}.data.callable: required when data.source is 'python'")
+
+
+def _flower_job_problems(job: JobConfig, where: str) -> list[str]:
+    if job.kind != "flower":
+        return [f'{where}.flower: only for kind = "flower"']
+    if job.grid is not _NO_GRID:
+        return [f'{where}.grid: not used by kind = "flower"']
+    if job.flower is None:
+        return [f'{where}.flower: required when kind = "flower"']
+    return flower_problems(job.flower, f"{where}.flower")
 
 
 def url_problem(url: str, *, allow_insecure: bool) -> str | None:

@@ -22,10 +22,10 @@ from typing import Any
 from syftd import __version__, events
 from syftd import config as config_mod
 from syftd.conditions.monitor import ConditionsMonitor
-from syftd.config import Config
+from syftd.config import Config, JobConfig
 from syftd.control import ControlServer
 from syftd.errors import ConfigError, ControlError
-from syftd.grid.client import GridClient
+from syftd.grid.client import GridClient, SpeedCache
 from syftd.history import History
 from syftd.identity import Identity
 from syftd.jobs import JobManager
@@ -77,14 +77,23 @@ class Daemon:
             spool=Spool(config.daemon.state_dir),
             history=History(config.daemon.state_dir),
             identity=Identity(config.daemon.state_dir),
-            client_factory=lambda job, token: GridClient(job.grid, token=token),
+            client_factory=self._grid_client,
             status=self.notifier.status,
         )
+        self._speed_caches: dict[tuple[str, str], SpeedCache] = {}
         self._actions: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._stop_deadline: float | None = None
         self._sigint_count = 0
         self._reloads = 0
+
+    def _grid_client(self, job: JobConfig, token: str | None) -> GridClient:
+        """A client for one phase of a cycle; a job's speed test outlives it (grid.speed_test_reuse_s)."""
+        key = (job.name, job.grid.url)
+        cache = self._speed_caches.get(key)
+        if cache is None or cache.max_age_s != job.grid.speed_test_reuse_s:
+            cache = self._speed_caches[key] = SpeedCache(job.grid.speed_test_reuse_s)
+        return GridClient(job.grid, token=token, speed_cache=cache)
 
     # ------------------------------------------------------------------ lifecycle
 

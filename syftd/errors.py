@@ -11,13 +11,14 @@
     ├── TokenError             the auth token file is missing, unreadable or too open
     ├── TrainerError           the plan, model or data cannot be trained on (a FAILED result)
     └── GridError              talking to a PyGrid node
-        ├── GridUnavailable    unreachable, connection lost, 5xx, timeout: retry later
+        ├── GridUnavailable    transient: unreachable, lost, 5xx, timeout, any unknown node error: retry later
         │   └── GridTLSError   the node's certificate failed verification (grid.ca_file?)
-        ├── GridRejected       cycle-request rejected with the node's timeout
+        ├── GridRejected       cycle-request rejected with the node's timeout (negative: the end passed)
         ├── GridFinished       rejected without timeout: process finished (or num_cycles = 0)
-        ├── GridAuthFailed     authentication refused, or the worker id is unknown
-        ├── GridCycleGone      the cycle closed under us (400 "Cycle not found!")
-        └── GridProtocolError  an answer of an unexpected shape or size
+        ├── GridAuthFailed     authentication refused (token, model, version)
+        ├── GridCycleGone      the cycle is gone: "Cycle not found!", "Invalid request key!", "… ID not found!"
+        │   └── GridWorkerUnknown  "Worker ID not found!": the node forgot the worker (also a GridAuthFailed)
+        └── GridProtocolError  an answer of an unexpected shape or size, or a redirect
 
 Does not own: the error *handling* policy (backoff, retries): that is the scheduler's.
 """
@@ -40,6 +41,7 @@ __all__ = [
     "GridRejected",
     "GridTLSError",
     "GridUnavailable",
+    "GridWorkerUnknown",
     "NonFiniteDiff",
     "SyftdError",
     "TokenError",
@@ -110,11 +112,18 @@ class GridTLSError(GridUnavailable):
 
 
 class GridRejected(GridError):
-    """The node rejected the cycle request; ``timeout_s`` is its hint of when to retry (>= 0)."""
+    """The node rejected the cycle request; ``timeout_s`` is its hint: seconds until the cycle's end,
+    negative once that end has passed (the cycle is overdue, not "retry now")."""
 
     def __init__(self, timeout_s: float, message: str = "cycle request rejected") -> None:
         self.timeout_s = timeout_s
-        super().__init__(f"{message} (retry in {timeout_s:.0f} s)")
+        hint = f"retry in {timeout_s:.0f} s" if timeout_s >= 0 else f"the cycle's end passed {-timeout_s:.1f} s ago"
+        super().__init__(f"{message} ({hint})")
+
+    @property
+    def cycle_end_passed(self) -> bool:
+        """The node's timeout was negative: the cycle's end time lies in the past."""
+        return self.timeout_s < 0
 
 
 class GridFinished(GridError):
@@ -126,7 +135,15 @@ class GridAuthFailed(GridError):
 
 
 class GridCycleGone(GridError):
-    """The cycle this worker joined is no longer open on the node (400 "Cycle not found!")."""
+    """The node says the cycle this worker joined is gone: a diff for it can be discarded."""
+
+
+class GridWorkerUnknown(GridCycleGone, GridAuthFailed):
+    """The node does not know this worker id ("Worker ID not found!": restarted, or forgot it).
+
+    Not a refused token: whatever the worker held for that node is gone (a GridCycleGone), and it
+    must authenticate afresh for a new id (a GridAuthFailed, for callers that re-authenticate on it).
+    """
 
 
 class GridProtocolError(GridError):

@@ -51,6 +51,17 @@ DAEMON_SERVICE_STOPPED = "daemon.service_stopped"
 DAEMON_STOPPED = "daemon.stopped"
 DAEMON_STOPPING = "daemon.stopping"
 
+# flower (a supervised flower-supernode)
+FLOWER_REAPER_FAILED = "flower.reaper_failed"
+FLOWER_REPLY_SENT = "flower.reply_sent"
+FLOWER_SUPERNODE_EXITED = "flower.supernode_exited"
+FLOWER_SUPERNODE_JOINED = "flower.supernode_joined"
+FLOWER_SUPERNODE_KILLED = "flower.supernode_killed"
+FLOWER_SUPERNODE_LEAVING = "flower.supernode_leaving"
+FLOWER_SUPERNODE_OUTPUT = "flower.supernode_output"
+FLOWER_SUPERNODE_RESTARTING = "flower.supernode_restarting"
+FLOWER_SUPERNODE_STARTED = "flower.supernode_started"
+
 # grid
 GRID_AUTHENTICATED = "grid.authenticated"
 GRID_CYCLE_ACCEPTED = "grid.cycle_accepted"

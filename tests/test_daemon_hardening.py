@@ -171,7 +171,7 @@ async def test_a_token_file_that_is_a_fifo_or_a_symlink_is_refused_by_name(
     daemon = await started(config, notify)
     try:
         refused = await daemon.wait_log("grid.token_refused", timeout=10)
-        assert ("FIFO" if kind == "fifo" else "symbolic link") in refused["error"]
+        assert ("FIFO" if kind == "fifo" else "symlink") in refused["error"]
         assert not daemon.events("grid.token_empty")
     finally:
         await daemon.stop()

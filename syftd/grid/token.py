@@ -1,14 +1,14 @@
 """The PyGrid auth token: read from a file only its owner can read.
 
-Owns the file checks (present, a regular file, no group/other read bit, not empty). The path's last
-component is never followed as a symlink (``O_NOFOLLOW``: a link would send another file's content as
-the token), and a FIFO is neither waited on nor read (``O_NONBLOCK``, then ``S_ISREG``). Does not own
+Owns the file checks (present, a regular file and not a symlink, no group/other read bit, not
+empty; a FIFO or device is refused without being read). Does not own
 where the path comes from (``grid.token_file``; under systemd a ``LoadCredential=`` path) or the
 redaction of the token in logs (syftd.log).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -34,25 +34,22 @@ def read_token(path: Path) -> str:
     """The token in ``path`` without surrounding whitespace.
 
     Raises:
-        TokenError: the file is missing, unreadable, not a regular file, readable by group or
-            others, larger than 64 KiB, or empty.
+        TokenError: the file is missing, unreadable, a symlink (its target's content would be sent
+            as the token), not a regular file, readable by group or others, larger than 64 KiB, or empty.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise TokenError(f"token file {path} does not exist") from None
     except OSError as exc:
-        if os.path.islink(path):
-            raise TokenError(
-                f"token file {path} is a symbolic link; point grid.token_file at the file itself"
-            ) from None
+        if exc.errno == errno.ELOOP:
+            raise TokenError(f"token file {path} is a symlink; name the file itself") from None
         raise TokenError(f"token file {path} cannot be opened ({exc.strerror})") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            kind = (
-                "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a directory" if stat.S_ISDIR(info.st_mode) else "special"
-            )
+            mode = info.st_mode
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "special"
             raise TokenError(f"token file {path} is not a regular file (it is {kind})")
         if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
             mode = stat.S_IMODE(info.st_mode)

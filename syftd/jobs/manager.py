@@ -19,13 +19,13 @@ import datetime as dt
 import random
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from syftd import events, policy
 from syftd.conditions.value import Conditions
-from syftd.config import Config
+from syftd.config import Config, JobConfig
 from syftd.errors import TokenError
 from syftd.history import History
 from syftd.identity import Identity
@@ -37,6 +37,9 @@ from syftd.jobs.runtime import JobRuntime
 from syftd.log import get_logger
 from syftd.outcomes import ExpiryReason, ReportOutcome
 from syftd.spool import Spool
+
+if TYPE_CHECKING:
+    from syftd.flower.run import FlowerRun
 
 __all__ = ["JobManager"]
 
@@ -269,15 +272,19 @@ class JobManager:
     def _start_cycle(self, job: JobRuntime, decision: policy.Decision) -> None:
         cfg = job.config
         cycle_id = new_cycle_id()
-        run = CycleRun(
-            cfg,
-            cycle_id=cycle_id,
-            client=self._session_of(job),
-            pool=self._pool,
-            spool=self._spool,
-            identity=self._identity,
-            on_change=self._on_cycle_change,
-        )
+        run: CycleRun | FlowerRun
+        if cfg.kind == "flower":
+            run = self._flower_run(cfg, cycle_id)
+        else:
+            run = CycleRun(
+                cfg,
+                cycle_id=cycle_id,
+                client=self._session_of(job),
+                pool=self._pool,
+                spool=self._spool,
+                identity=self._identity,
+                on_change=self._on_cycle_change,
+            )
         job.run = run
         job.cycles += 1
         if job.state.forced:
@@ -288,7 +295,20 @@ class JobManager:
         _log.info(events.CYCLE_STARTED, job=cfg.name, cycle=cycle_id, decision=decision.reason.value)
         job.task = asyncio.create_task(self._run_cycle(job, run), name=f"syftd.cycle.{cfg.name}")
 
-    async def _run_cycle(self, job: JobRuntime, run: CycleRun) -> None:
+    def _flower_run(self, cfg: JobConfig, cycle_id: str) -> FlowerRun:
+        """A flower job's run: one supervised SuperNode session (``syftd.flower.run``, loaded only here)."""
+        from syftd.flower.run import FlowerRun
+
+        monitor = self._monitor
+        return FlowerRun(
+            cfg,
+            cycle_id=cycle_id,
+            state_dir=self._config.daemon.state_dir,
+            inhibit_delay_s=lambda: getattr(monitor, "inhibit_delay_s", None),
+            on_change=self._on_cycle_change,
+        )
+
+    async def _run_cycle(self, job: JobRuntime, run: CycleRun | FlowerRun) -> None:
         # every line logged by this cycle's task (grid client, spool, identity) carries job and cycle
         structlog.contextvars.bind_contextvars(job=job.config.name, cycle=run.cycle_id)
         try:

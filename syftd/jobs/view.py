@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syftd import policy
 from syftd.conditions.value import Conditions
@@ -18,6 +18,9 @@ from syftd.constraints import duration_text
 from syftd.jobs.cycle import CycleRun, CycleState, TrainerPhase
 from syftd.jobs.runtime import JobRuntime
 from syftd.outcomes import Failure
+
+if TYPE_CHECKING:
+    from syftd.flower.run import FlowerRun
 
 __all__ = ["job_text", "phase_text", "status_line", "status_rows", "why"]
 
@@ -60,9 +63,10 @@ def _failed_write(job: JobRuntime) -> str:
     return f"; last write failed: {str(last.get('error') or 'state directory not writable')[:160]}"
 
 
-def phase_text(run: CycleRun) -> str:
-    """The running cycle's phase in words: the trainer's phase while it trains."""
-    if run.state is not CycleState.TRAINING:
+def phase_text(run: CycleRun | FlowerRun) -> str:
+    """The running cycle's phase in words: the trainer's phase while it trains (a flower run's own
+    words: starting, joined as node N, leaving)."""
+    if not isinstance(run, CycleRun) or run.state is not CycleState.TRAINING:
         return str(run.state.value)
     progress = run.progress
     if run.trainer_phase is TrainerPhase.TRAINING and progress is not None and progress.step > 0:

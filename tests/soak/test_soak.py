@@ -36,7 +36,10 @@ from support.harness import Harness
 SOAK_S = float(os.environ.get("SYFTD_SOAK_S", "45"))
 SEED = int(os.environ.get("SYFTD_SOAK_SEED", str(time.time_ns() % 1_000_000)))
 BACKOFF_MAX_S = 4.0
-SETTLE_S = BACKOFF_MAX_S + 120.0  # a full cycle (cold trainer, download, 2 steps, report) at load 8
+# A worker id whose assignment never got its diff (trainer or daemon killed mid-cycle) is refused by the
+# node ("already assigned to cycle N") until that cycle ends: the node's cycle length bounds the wait.
+CYCLE_LENGTH_S = 20
+SETTLE_S = CYCLE_LENGTH_S + BACKOFF_MAX_S + 120.0  # then a full cycle (cold trainer, 2 steps, report) at load 8
 
 pytestmark = [pytest.mark.torch, pytest.mark.dbus, pytest.mark.slow, pytest.mark.timeout(SOAK_S + SETTLE_S + 240)]
 
@@ -139,7 +142,7 @@ async def test_chaos_soak_loses_no_diff_counts_none_twice_and_never_wedges(harne
     the node said its cycle is gone; the spool drains and a cycle finishes after the faults are lifted;
     no growth of RSS or open files within a daemon life."""
     print(f"\nsoak: {SOAK_S:g} s, seed {SEED}")
-    harness.host(max_updates=2)
+    harness.host(max_updates=2, cycle_length=CYCLE_LENGTH_S)
     path = harness.write_config()
     text = path.read_text().replace("interval_s = 3600", "interval_s = 0")
     text = text.replace(
@@ -159,11 +162,15 @@ async def test_chaos_soak_loses_no_diff_counts_none_twice_and_never_wedges(harne
     settle = len(soak.daemon.logs)
     spool = harness.base / "state" / "jobs" / "mnist" / "spool"
     deadline = time.monotonic() + SETTLE_S
-    await soak.daemon.wait_log("cycle.finished", timeout=SETTLE_S, after=settle, outcome="done")
-    while any(spool.glob("*.json")):
-        assert time.monotonic() < deadline, f"spool never drained: {sorted(p.name for p in spool.iterdir())}"
-        await soak.daemon.wait_log("spool.reported", timeout=max(0.1, deadline - time.monotonic()), after=settle)
-        settle = len(soak.daemon.logs)
+    wedged = None
+    try:
+        await soak.daemon.wait_log("cycle.finished", timeout=SETTLE_S, after=settle, outcome="done")
+        while any(spool.glob("*.json")):
+            assert time.monotonic() < deadline, f"spool never drained: {sorted(p.name for p in spool.iterdir())}"
+            await soak.daemon.wait_log("spool.reported", timeout=max(0.1, deadline - time.monotonic()), after=settle)
+            settle = len(soak.daemon.logs)
+    except AssertionError as exc:
+        wedged = exc  # the ledger below is printed first
     soak.sample()
 
     rows: dict[str, set[str]] = {}
@@ -185,6 +192,8 @@ async def test_chaos_soak_loses_no_diff_counts_none_twice_and_never_wedges(harne
         f"{len(finished) - reported - len(lost)}, lost {len(lost)}, counted twice {len(twice)}, "
         f"growth per life (rss bytes, fds) {growth}"
     )
+    if wedged is not None:
+        raise wedged
     assert finished, "no diff finished during the soak"
     assert twice == {}
     assert lost == []

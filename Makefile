@@ -14,7 +14,7 @@ COMPAT_PYTHONS := $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10 /usr/b
 PREFIX ?= /opt/syftd
 DESTDIR ?=
 
-.PHONY: help venv run test sysdeps check lint bench test-compat clean proto flower-env
+.PHONY: help venv run test sysdeps check lint bench soak test-compat clean proto flower-env
 
 help:
 	@echo "make run    - start a local PyGrid-compatible node and the daemon; watch cycles complete"
@@ -22,6 +22,7 @@ help:
 	@echo "make sysdeps - check those packages; install them when root with apt-get, else print the command"
 	@echo "make check  - ruff and mypy"
 	@echo "make bench  - benchmarks under tests/bench (figures and ratios)"
+	@echo "make soak   - the chaos soak for SYFTD_SOAK_S seconds (default 1800); prints its ledger totals"
 	@echo "make test-compat - torch-free tests under Python 3.10 and 3.13 when present"
 	@echo "make flower-env - .venv-flower: flwr (FLWR_SPEC, default flwr==1.42.0) for flower jobs and their tests"
 	@echo "make install-systemd | install-launchd - install as a system service (PREFIX, DESTDIR; README, "Install as a service")"
@@ -61,6 +62,10 @@ sysdeps:
 test: sysdeps
 	@$(MAKE) --no-print-directory check
 	$(BIN)/python -m pytest --durations=15 --ignore=tests/bench $(PYTEST_ARGS)
+
+# make test runs the same soak for 45 s
+soak: $(STAMP)
+	SYFTD_SOAK_S=$${SYFTD_SOAK_S:-1800} $(BIN)/python -m pytest -s -p no:cacheprovider tests/soak $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest tests/bench -s --timeout=900 $(PYTEST_ARGS)

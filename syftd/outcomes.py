@@ -66,6 +66,8 @@ class Failure(enum.Enum):
     """The node refused this worker."""
     WIRE = "wire"
     """Bytes that are not a valid State, Plan or diff."""
+    NON_FINITE = "non_finite"
+    """The trained diff holds NaN or infinite values: never reported."""
     TRAINER = "trainer"
     """The trainer failed or died on its own."""
     STORAGE = "storage"

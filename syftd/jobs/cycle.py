@@ -36,6 +36,7 @@ from syftd.errors import (
     GridRejected,
     GridUnavailable,
     GridWorkerUnknown,
+    NonFiniteDiff,
     WireError,
 )
 from syftd.grid.answers import Accepted
@@ -174,6 +175,8 @@ class CycleRun:
             self._end(Ended.failed(Failure.AUTH), error=str(exc))
         except GridError as exc:
             self._end(Ended.failed(Failure.PROTOCOL), error=f"{type(exc).__name__}: {exc}")
+        except NonFiniteDiff as exc:
+            self._end(Ended.failed(Failure.NON_FINITE), error=str(exc))
         except WireError as exc:
             self._end(Ended.failed(Failure.WIRE), error=str(exc))
         except OSError as exc:  # the work directory or a download's file (the state directory's disk)

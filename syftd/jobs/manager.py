@@ -38,7 +38,7 @@ from syftd.jobs.runtime import JobRuntime
 from syftd.jobs.states import CycleRecord, new_cycle_id
 from syftd.jobs.verbs import OperatorVerbs
 from syftd.log import get_logger
-from syftd.outcomes import ExpiryReason
+from syftd.outcomes import ExpiryReason, ReportOutcome
 from syftd.spool import Spool
 
 if TYPE_CHECKING:
@@ -380,8 +380,10 @@ class JobManager(OperatorVerbs):
         structlog.contextvars.bind_contextvars(job=name)
         outcomes: tuple[Any, ...] = ()
         try:
+            max_age_s = job.config.schedule.spool_max_age_s
+            aged = await asyncio.to_thread(self._spool.discard_aged, name, max_age_s)
             entries = await asyncio.to_thread(self._spool.pending, name)
-            done = await report.report_all(entries)
+            done = [(entry, ReportOutcome.DISCARDED) for entry in aged] + await report.report_all(entries)
             outcomes = tuple(outcome for _entry, outcome in done)
             for entry, outcome in done:
                 if outcome.is_settled:
@@ -434,10 +436,10 @@ class JobManager(OperatorVerbs):
 
 def _read_token(job: str, path: Any) -> tuple[str | None, str | None]:
     """In a worker thread: the job's token and the reason it was refused (one of them, or neither)."""
-    from syftd.grid.token import read_token
+    from syftd.grid.token import is_empty_file, read_token
 
     with contextlib.suppress(OSError):  # a missing file is read_token's to report
-        if path.stat().st_size == 0:
+        if is_empty_file(path):  # not a FIFO or a symlink: read_token refuses those
             # the service install creates an empty token file for LoadCredential=: no token yet
             _log.info(events.GRID_TOKEN_EMPTY, job=job, path=str(path), note="no auth_token is sent")
             return None, None

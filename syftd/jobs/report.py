@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import TypeVar
 
 from syftd import events
 from syftd.errors import GridCycleGone, GridError, WireError
+from syftd.grid.wire import non_finite, parse_state
 from syftd.jobs.ports import GridSession
 from syftd.log import get_logger
 from syftd.outcomes import ReportOutcome
@@ -48,6 +50,11 @@ async def report_entry(client: GridSession, spool: Spool, entry: SpoolEntry, *, 
         path = await asyncio.to_thread(spool.verified_file, entry, check=not fresh)
     except WireError:
         return ReportOutcome.DISCARDED  # damaged on disk: the spool quarantined it and said so
+    # a diff of the first spool format was spooled by a version without the non-finite check; every
+    # later one was checked before it was committed, so only those are read back whole here
+    if entry.format == 1 and (bad := await asyncio.to_thread(_non_finite_file, path)) is not None:
+        await asyncio.to_thread(spool.discard, entry, bad)
+        return ReportOutcome.DISCARDED
     try:
         await client.report_file(entry.worker_id, entry.request_key, path)
     except GridCycleGone as exc:
@@ -56,6 +63,16 @@ async def report_entry(client: GridSession, spool: Spool, entry: SpoolEntry, *, 
     # marked durably right after the node's success: a resend before this only overwrites the same row
     await asyncio.to_thread(spool.mark_reported, entry)
     return ReportOutcome.REPORTED
+
+
+def _non_finite_file(path: Path) -> str | None:
+    """Why a spooled diff file must not be reported (NaN or infinite values), or None."""
+    try:
+        tensors = parse_state(path.read_bytes())
+    except WireError:
+        return None  # its bytes were checked before spooling; the node judges the rest
+    bad = sum(non_finite(tensor) for tensor in tensors)
+    return f"{bad} NaN or infinite values: never reported" if bad else None
 
 
 class ReportRun:

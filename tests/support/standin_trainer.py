@@ -9,7 +9,8 @@ would cost seconds.
 Hold points make phases deterministic: with ``SYFTD_STANDIN_GATES=<dir>``, before each phase
 (``import``, ``load``, ``train``, ``step<n>``, ``diff``) it looks for ``<dir>/<phase>.hold``; if present it
 creates ``<dir>/<phase>.entered`` and waits until the test removes the ``.hold`` file (SIGTERM ends
-it meanwhile, as it ends the real trainer). ``SYFTD_STANDIN_STEP_S`` sets the time per step.
+it meanwhile, as it ends the real trainer). ``SYFTD_STANDIN_STEP_S`` sets the time per step and
+``SYFTD_STANDIN_DIFF_VALUE`` every value of the diff (``nan`` makes a NaN diff with finite losses).
 """
 
 from __future__ import annotations
@@ -80,10 +81,11 @@ def _receive(sock: socket.socket, idle_s: float) -> object | None:
 
 
 def _diff(model: bytes) -> bytes:
+    value = float(os.environ.get("SYFTD_STANDIN_DIFF_VALUE", "0.001"))  # "nan": a NaN diff, finite losses
     tensors = []
     for tensor in wire.parse_state(model):
         count = len(tensor.data) // 4
-        tensors.append(wire.Tensor(tensor.dtype, tensor.shape, struct.pack(f"<{count}f", *([0.001] * count))))
+        tensors.append(wire.Tensor(tensor.dtype, tensor.shape, struct.pack(f"<{count}f", *([value] * count))))
     return wire.encode_state(tensors)
 
 

@@ -194,6 +194,11 @@ def check_params(verb: Verb, params: Mapping[str, Any]) -> str | None:
             if not isinstance(value, bool):
                 return f"{name}: must be true or false, got {json.dumps(value)[:40]}"
         elif arg.number:
+            if isinstance(value, str):  # a GET verb's query string carries its numbers as text
+                try:
+                    value = float(value)
+                except ValueError:
+                    return f"{name}: must be a positive finite number, got {str(value)[:40]!r}"
             finite = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
             if not finite or value <= 0:
                 return f"{name}: must be a positive finite number, got {str(value)[:40]}"

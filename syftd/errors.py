@@ -90,7 +90,7 @@ _MEANING = {
     ExitStatus.USAGE: "bad command-line usage",
     ExitStatus.UNKNOWN_JOB: "no job of that name in the running daemon",
     ExitStatus.NO_DAEMON: "no daemon is running (or it did not answer) on the control socket",
-    ExitStatus.STATE_DIR: "the state directory cannot be used (read-only, not a directory, no permission)",
+    ExitStatus.STATE_DIR: "the state directory cannot be written (read-only?)",
     ExitStatus.ALREADY_RUNNING: "another syftd is already running on this state directory",
     ExitStatus.PERMISSION: "the daemon refused this user (run as its user or root)",
     ExitStatus.CONFIG: "invalid configuration (every problem is printed, one per line)",

@@ -233,7 +233,7 @@ class StateLock:
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
                 raise AlreadyRunning(
-                    f"another syftd (pid {holder}) is running on the state directory {self.root}"
+                    f"another syftd is already running on the state directory {self.root} (pid {holder})"
                 ) from None
         except BaseException:
             os.close(fd)

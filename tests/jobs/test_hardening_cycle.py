@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from syftd.config import ScheduleConfig
 from syftd.grid import wire
 from syftd.jobs.report import ReportRun
-from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure, ReportOutcome
+from syftd.outcomes import CycleOutcome, ExpiryReason, Failure, ReportOutcome
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -33,7 +33,7 @@ async def test_a_nan_diff_with_finite_losses_fails_the_cycle_and_is_never_report
     monkeypatch.setenv("SYFTD_STANDIN_DIFF_VALUE", "nan")
     world.host()
     record = await asyncio.wait_for(world.cycle(world.job()).run(), 60)
-    assert record.ended == Ended.failed(Failure.NON_FINITE), record
+    assert (record.ended.outcome, record.ended.failure) == (CycleOutcome.FAILED, Failure.NON_FINITE), record
     assert "NaN or infinite" in (record.error or "")
     assert record.steps == 5
     assert world.reports() == []
@@ -68,8 +68,8 @@ async def test_a_spooled_diff_past_its_age_limit_is_discarded_and_the_job_runs_a
 
 async def test_a_nan_diff_spooled_by_an_older_version_is_discarded_not_reported(world: World) -> None:
     """A real spooled diff of an open cycle, rewritten as an older syftd without the check could have spooled
-    it (NaN values, size and sha256 matching): the report path discards it naming the NaN, the node gets
-    nothing."""
+    it (NaN values, size and sha256 matching, the first spool format): the report path discards it naming
+    the NaN, the node gets nothing."""
     world.host()
     job = world.job()
     world.proxy.hold("report")
@@ -81,7 +81,7 @@ async def test_a_nan_diff_spooled_by_an_older_version_is_discarded_not_reported(
         record = await asyncio.wait_for(running, 10)
     finally:
         world.proxy.release()
-    assert record.ended == Ended(CycleOutcome.SPOOLED)
+    assert record.ended.outcome is CycleOutcome.SPOOLED, record
     [entry] = await asyncio.to_thread(world.spool.pending, "tiny")
     spool = world.base / "state" / "jobs" / "tiny" / "spool"
     nan = wire.encode_state(
@@ -92,6 +92,7 @@ async def test_a_nan_diff_spooled_by_an_older_version_is_discarded_not_reported(
     )
     meta = json.loads(await asyncio.to_thread((spool / f"{entry.cycle_id}.json").read_bytes))
     meta |= {"size": len(nan), "sha256": hashlib.sha256(nan).hexdigest()}
+    del meta["format"]  # the first spool format, which an older syftd without the check wrote
     await asyncio.to_thread((spool / f"{entry.cycle_id}.diff").write_bytes, nan)
     await asyncio.to_thread((spool / f"{entry.cycle_id}.json").write_text, json.dumps(meta))
     [entry] = await asyncio.to_thread(world.spool.pending, "tiny")

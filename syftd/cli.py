@@ -2,7 +2,8 @@
 
 Owns argument parsing, exit statuses (78 for a configuration error, 69 when no daemon answers) and
 printing. Does not own what the verbs do: ``run`` hands over to ``daemon``, the others ask the running
-daemon over its control socket. ``syftd grid …`` is the local PyGrid-compatible node (``syftd.grid``).
+daemon over its control socket. ``syftd node …`` (alias ``syftd grid …``) is the local
+PyGrid-compatible node (``syftd.node.cli``).
 """
 
 from __future__ import annotations
@@ -60,17 +61,19 @@ def _parser() -> argparse.ArgumentParser:
                 verb_parser.add_argument(
                     arg.name, nargs="?" if arg.optional else None, choices=arg.choices or None, help=arg.help
                 )
-    sub.add_parser("grid", help="the local PyGrid-compatible node (syftd grid --help)", add_help=False)
+    sub.add_parser("node", help="the local PyGrid-compatible node (syftd node --help)", add_help=False)
+    sub.add_parser("grid", help="alias of node", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``syftd`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "grid" in argv and all(a.startswith("-") for a in argv[: argv.index("grid")]):
-        from syftd.grid.cli import main as grid_main
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if at is not None and argv[at] in ("node", "grid"):
+        from syftd.node.cli import main as node_main
 
-        return int(grid_main(argv[argv.index("grid") + 1 :]))
+        return int(node_main(argv[at + 1 :]))
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # argparse cannot take an optional positional after an option (`simulate power-loss --for 5 JOB`)

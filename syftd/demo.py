@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.executable,
             "-m",
             "syftd",
-            "grid",
+            "node",
             "serve",
             "--host",
             "127.0.0.1",

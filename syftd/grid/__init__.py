@@ -1,1 +1,4 @@
-"""Everything PyGrid: the wire format, the worker client and a PyGrid-compatible local node."""
+"""The worker's side of PyGrid: the wire format, the client, its answers, speed test, timeouts and token.
+
+The local PyGrid-compatible node (the server side) is ``syftd.node``; nothing here imports it.
+"""

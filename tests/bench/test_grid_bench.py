@@ -101,7 +101,7 @@ async def test_client_full_cycle_exchanges_against_the_local_node() -> None:
     client_config = {"batch_size": 64, "lr": 0.005, "max_updates": 1}
     server_config = {"cycle_length": 3600, "num_cycles": 0, "min_diffs": 1, "max_diffs": 1}
     results: dict[str, float] = {}
-    async with running_node() as node:
+    async with running_node(averaging_delay_s=0) as node:
         node.host("mnist", "1.0", MODEL, {"training_plan": PLAN}, client_config, server_config)
         for transport in ("ws", "http"):
             grid = GridConfig(url=node.url, model="mnist", version="1.0", transport=transport)

@@ -1,4 +1,4 @@
-"""GridClient against the project's PyGrid-compatible node (syftd.grid.node) over real loopback sockets.
+"""GridClient against the project's PyGrid-compatible node (syftd.node.node) over real loopback sockets.
 
 Every node revision of spec §0.2 with both transports, JWT on and off, and the error paths a worker
 meets in practice. Torch-free: the hosted process is ``small_process`` (a tiny float32 model).
@@ -81,7 +81,7 @@ async def test_full_cycle_on_each_node_revision(revision: str, transport: str) -
         assert [(r.diff, r.transport) for r in node.reports] == [(diff, transport)]
         await node.settled()
         assert node.checkpoint_number("mnist") == 2
-        averaged = wire.parse_state(node.state.checkpoint("mnist", "1.0", "latest"))
+        averaged = wire.parse_state(await node.retrieve("mnist", "1.0", "latest"))
         assert [_floats(t) for t in averaged] == [[2 * v for v in _floats(t)] for t in wire.parse_state(model)]
 
 

@@ -3,7 +3,6 @@ transport, PyGrid's rejection rules, downloads, averaging and JWT. Torch-free.""
 
 from __future__ import annotations
 
-import array
 import base64
 import datetime as dt
 import json
@@ -17,10 +16,10 @@ import structlog.testing
 from conftest import FIXTURES
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from support.gridnode import RawWorker, host_over_ws, running_node, small_process
+from support.gridnode import RawWorker, assert_model_minus, diff_of, host_over_ws, running_node, small_process
 
 from syftd.grid import wire
-from syftd.grid.nodeauth import INVALID, REQUIRED
+from syftd.node.auth import INVALID, REQUIRED
 
 GOLDEN = FIXTURES / "golden-cycle"
 RECORDED_MODEL = (GOLDEN / "012-http-GET-model-centric_get-model.response.bin").read_bytes()
@@ -28,32 +27,6 @@ RECORDED_DIFF = (GOLDEN / "016-ws-model-centric_report.request.diff.base64-decod
 TIMEDELTA = re.compile(r"^(-?\d+ days?, )?\d+:\d\d:\d\d(\.\d{6})?$")
 SECRET = "a-test-secret-that-is-32-bytes-long!"
 ACCEPTED_KEYS = ["status", "request_key", "version", "model", "plans", "protocols", "client_config", "model_id"]
-
-
-def floats(tensor: wire.Tensor) -> array.array[float]:
-    return array.array("f", tensor.data)
-
-
-def diff_of(model: bytes, scale: float = 0.5) -> bytes:
-    """A valid diff for ``model``: every element i gets scale * (i % 7 - 3)."""
-    tensors = wire.parse_state(model)
-    out = []
-    for t in tensors:
-        values = array.array("f", [scale * (i % 7 - 3) for i in range(t.numel)])
-        out.append(wire.Tensor("float32", t.shape, values.tobytes()))
-    return wire.encode_state(out)
-
-
-def assert_model_minus(after: bytes, before: bytes, diffs: list[bytes]) -> None:
-    got, old = wire.parse_state(after), wire.parse_state(before)
-    parsed = [wire.parse_state(d) for d in diffs]
-    assert [t.shape for t in got] == [t.shape for t in old]
-    for i, (g, o) in enumerate(zip(got, old, strict=True)):
-        assert g.dtype == "float32"
-        columns = [floats(p[i]) for p in parsed]
-        for j, (gv, ov) in enumerate(zip(floats(g), floats(o), strict=True)):
-            mean = sum(c[j] for c in columns) / len(columns)
-            assert abs(gv - (ov - mean)) <= 1e-7 + 1e-6 * abs(ov), (i, j)
 
 
 async def test_host_training_over_ws_stores_the_process_and_refuses_duplicates_and_plans_without_torchscript():

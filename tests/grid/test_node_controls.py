@@ -1,11 +1,14 @@
 """The local grid node's test controls (in-process methods and loopback-only /_test/ endpoints), its
-checkpoint directory, and ``syftd grid serve`` as a child process stopped by SIGTERM. Torch-free."""
+checkpoint directory, and ``syftd node serve`` (alias ``syftd grid serve``) as a child process stopped by
+SIGTERM or refusing to start. Torch-free."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+from pathlib import Path
 from unittest import mock
 
 import aiohttp
@@ -14,7 +17,7 @@ from aiohttp.test_utils import make_mocked_request
 from support.gridnode import NodeControl, NodeProcess, RawWorker, host_over_ws, running_node, small_process
 
 from syftd.grid import wire
-from syftd.grid.noderoutes import build_app
+from syftd.node.routes import build_app
 
 
 def zero_diff(model: bytes) -> bytes:
@@ -124,16 +127,23 @@ async def test_controls_are_absent_when_disabled():
             assert response.status == 404
 
 
-async def test_checkpoint_dir_receives_every_checkpoint(tmp_path):
+async def test_the_store_directory_keeps_every_checkpoint_and_diff_and_a_temporary_one_is_removed_at_stop(tmp_path):
     model, plans, client, server = small_process()
+    diff = zero_diff(model)
     async with running_node(checkpoint_dir=tmp_path) as node, RawWorker(node.url) as worker:
         node.host("mnist", "1.0", model, plans, client, server)
         await worker.authenticate()
         await worker.cycle_request()
-        await worker.report(zero_diff(model))
-    files = sorted(p.name for p in (tmp_path / "mnist" / "1.0").iterdir())
-    assert files == ["checkpoint-1.pb", "checkpoint-2.pb"]
+        await worker.report(diff)
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == ["mnist/1.0/checkpoint-1.pb", "mnist/1.0/checkpoint-2.pb", "mnist/1.0/diffs/cycle-1-1.pb"]
     assert (tmp_path / "mnist" / "1.0" / "checkpoint-1.pb").read_bytes() == model
+    assert (tmp_path / "mnist" / "1.0" / "diffs" / "cycle-1-1.pb").read_bytes() == diff
+    async with running_node() as node:
+        node.host("../..", "1.0", model, plans, client, server)
+        root = node.store.root
+        assert [p.name for p in root.iterdir()] == ["..%2F.."]  # one component inside the store
+    assert not root.exists()
 
 
 async def test_serve_as_a_child_process_hosts_over_ws_runs_a_cycle_and_exits_0_on_sigterm():
@@ -176,6 +186,33 @@ async def test_serve_refuses_a_port_in_use_with_a_clear_message_and_status_1():
         _out, err = await asyncio.wait_for(child.communicate(), 60)
     assert child.returncode == 1
     assert f"cannot listen on 127.0.0.1:{node.port}" in err.decode()
+
+
+async def test_serve_without_the_node_extra_prints_one_line_naming_it_and_exits_69(tmp_path):
+    """numpy is hidden from the child by a ``sitecustomize`` on PYTHONPATH that sets ``sys.modules["numpy"]``
+    to None, so ``import numpy`` raises ModuleNotFoundError as in an installation without the extra."""
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['numpy'] = None\n")
+    repo = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join(p for p in (str(tmp_path), str(repo), os.environ.get("PYTHONPATH", "")) if p)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "syftd",
+        "grid",
+        "serve",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": path},
+        cwd=repo,
+    )
+    out, err = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode == 69
+    assert out == b""
+    assert err.decode().splitlines() == [
+        "syftd node: the local node needs the 'node' extra (numpy): pip install 'syftd[node]'"
+    ]
 
 
 async def test_stopping_the_node_drops_held_reports_without_storing_them():

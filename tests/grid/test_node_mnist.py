@@ -1,4 +1,4 @@
-"""The MNIST process of syftd.grid.mnist: same TorchScript calling convention as the recorded PyGrid
+"""The MNIST process of syftd.node.mnist: same TorchScript calling convention as the recorded PyGrid
 plan, same numbers on the recorded training step, learns, and is what ``serve --host-mnist`` hosts."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from conftest import FIXTURES
 from support.gridnode import NodeProcess, RawWorker
 
 from syftd.grid import wire
-from syftd.grid.mnist import PLAN_NAME, build_mnist_process, load_plan
+from syftd.node.mnist import PLAN_NAME, build_mnist_process, load_plan
 
 pytestmark = pytest.mark.torch
 

@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import array
 import asyncio
 import base64
 import contextlib
@@ -28,18 +29,29 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from syftd.grid import wire
-from syftd.grid.cli import LISTENING
-from syftd.grid.node import GridNode, NodeOptions, Revision
+from syftd.node.cli import LISTENING
+from syftd.node.node import GridNode, NodeOptions, Revision
 from syftd.service import ServiceContext
 
-__all__ = ["NodeControl", "NodeProcess", "RawWorker", "host_over_ws", "running_node", "small_process"]
+__all__ = [
+    "NodeControl",
+    "NodeProcess",
+    "RawWorker",
+    "assert_model_minus",
+    "diff_of",
+    "floats",
+    "host_over_ws",
+    "running_node",
+    "small_process",
+]
 
 _REPO = Path(__file__).resolve().parents[2]
 _GOLDEN = _REPO / "tests" / "fixtures" / "golden-cycle"
@@ -68,6 +80,32 @@ def small_process(
     return wire.encode_state(tensors), plans, client, server
 
 
+def floats(tensor: wire.Tensor) -> array.array[float]:
+    return array.array("f", tensor.data)
+
+
+def diff_of(model: bytes, scale: float = 0.5) -> bytes:
+    """A valid diff for ``model``: every element i gets scale * (i % 7 - 3)."""
+    tensors = wire.parse_state(model)
+    out = []
+    for t in tensors:
+        values = array.array("f", [scale * (i % 7 - 3) for i in range(t.numel)])
+        out.append(wire.Tensor("float32", t.shape, values.tobytes()))
+    return wire.encode_state(out)
+
+
+def assert_model_minus(after: bytes, before: bytes, diffs: list[bytes]) -> None:
+    got, old = wire.parse_state(after), wire.parse_state(before)
+    parsed = [wire.parse_state(d) for d in diffs]
+    assert [t.shape for t in got] == [t.shape for t in old]
+    for i, (g, o) in enumerate(zip(got, old, strict=True)):
+        assert g.dtype == "float32"
+        columns = [floats(p[i]) for p in parsed]
+        for j, (gv, ov) in enumerate(zip(floats(g), floats(o), strict=True)):
+            mean = sum(c[j] for c in columns) / len(columns)
+            assert abs(gv - (ov - mean)) <= 1e-7 + 1e-6 * abs(ov), (i, j)
+
+
 def _f32(values: Sequence[float]) -> bytes:
     import array
 
@@ -75,9 +113,16 @@ def _f32(values: Sequence[float]) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def running_node(revision: str = "pg-dev", **options: Any) -> AsyncIterator[GridNode]:
-    """An in-process node on 127.0.0.1 at a free port, stopped on exit."""
-    node = GridNode(NodeOptions(revision=Revision(revision), **options))
+async def running_node(
+    revision: str = "pg-dev", *, clock: Callable[[], datetime] | None = None, **options: Any
+) -> AsyncIterator[GridNode]:
+    """An in-process node on 127.0.0.1 at a free port, stopped on exit.
+
+    ``options`` are ``NodeOptions`` fields, e.g. ``averaging_delay_s=0`` (the default is the real node's
+    0.2 s; ``await node.settled()`` waits for it); ``clock`` replaces the node's ``datetime.now``.
+    """
+    opts = NodeOptions(revision=Revision(revision), **options)
+    node = GridNode(opts) if clock is None else GridNode(opts, clock=clock)
     await node.start("127.0.0.1", 0)
     try:
         yield node
@@ -145,6 +190,12 @@ class NodeControl:
         """Fail the next ``n`` HTTP requests (WebSocket handshakes included) with ``status``."""
         await self._call("POST", "fail-next", n=n, status=status)
 
+    async def set_averaging_delay(self, seconds: float) -> None:
+        """Evaluate cycles ``seconds`` after their triggering reports from now on (0: at once)."""
+        status, body = await self._call("POST", "averaging-delay", seconds=seconds)
+        if status != 200:
+            raise ValueError(body.get("error"))
+
     async def close_cycle(self, name: str | None = None, version: str | None = None) -> bool:
         """Complete the current cycle now; False if none was open."""
         return bool((await self._call("POST", "close-cycle", name=name, version=version))[1]["closed"])
@@ -187,7 +238,7 @@ class NodeControl:
 
 
 class NodeProcess(ServiceContext):
-    """``python -m syftd grid serve --port 0 ARGS`` as a child process; ``start`` returns once it listens."""
+    """``python -m syftd node serve --port 0 ARGS`` as a child process; ``start`` returns once it listens."""
 
     def __init__(self, *args: str, env: Mapping[str, str] | None = None) -> None:
         self.args = args
@@ -219,7 +270,7 @@ class NodeProcess(ServiceContext):
             sys.executable,
             "-m",
             "syftd",
-            "grid",
+            "node",
             "serve",
             "--host",
             "127.0.0.1",

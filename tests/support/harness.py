@@ -24,7 +24,7 @@ import pytest
 
 from support.daemon import DaemonProcess, NotifySocket
 from support.dbus import DBusMocks, MockControl
-from syftd.grid.node import GridNode, NodeOptions
+from syftd.node.node import GridNode, NodeOptions
 
 T = TypeVar("T")
 _names = itertools.count(1)
@@ -85,7 +85,7 @@ def grid_node() -> Iterator[ThreadNode]:
 @pytest.fixture(scope="session")
 def mnist_bytes() -> tuple[bytes, dict[str, bytes]]:
     """The MNIST model and training plan (built once: it needs torch)."""
-    from syftd.grid.mnist import build_mnist_process
+    from syftd.node.mnist import build_mnist_process
 
     model, plans, _client, _server = build_mnist_process(seed=0, batch_size=16, lr=0.05, max_updates=5)
     return model, plans
@@ -207,6 +207,7 @@ async def harness(
         yield h
     finally:
         await h.stop()
+        grid_node.sync(lambda: grid_node.node.set_averaging_delay(grid_node.node.options.averaging_delay_s))
 
 
 async def eventually(predicate: Callable[[], bool], *, timeout: float = 10, every: float = 0.05) -> None:

@@ -1,9 +1,10 @@
 """The local node's HTTP and WebSocket surface, as each PyGrid revision speaks it (spec §0.2, §1, §4.1).
 
-Owns the aiohttp application of a ``GridNode``: the WebSocket at ``/`` (text frames, ``type`` routing,
-``request_id`` rules per revision), the ``/model-centric/...`` HTTP routes (flat bodies or the
-PG-dev envelope, 500 on 09-14 nodes), raw binary downloads, the speed test, and the loopback-only
-``/_test/...`` controls. Does not own what an operation does: that is ``GridNode``'s.
+Owns the aiohttp application serving a node (any ``operations.NodeOperations``): the WebSocket at
+``/`` (text frames, ``type`` routing, ``request_id`` rules per revision), the ``/model-centric/...``
+HTTP routes (flat bodies or the PG-dev envelope, 500 on 09-14 nodes), raw binary downloads, the
+speed test, and the loopback-only ``/_test/...`` controls. Does not own what an operation does: that
+is the node's (``node.GridNode``).
 """
 
 from __future__ import annotations
@@ -17,21 +18,22 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from syftd.grid.node import GridNode, NodeStopping, Revision, WorkerGone
-from syftd.grid.nodestate import Refusal
+from syftd.node.operations import NodeOperations, NodeStopping, WorkerGone
+from syftd.node.options import Revision
+from syftd.node.state import Refusal
 
 __all__ = ["build_app"]
 
 _AUTHENTICATE, _CYCLE_REQUEST, _REPORT, _HOST_TRAINING = "authenticate", "cycle-request", "report", "host-training"
 _MAX_BODY = 512 * 1024 * 1024
 _CHUNK = 64 * 1024
-_NODE = web.AppKey("node", GridNode)
+_NODE: web.AppKey[NodeOperations] = web.AppKey("node")
 _SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("websockets")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_app(node: GridNode) -> web.Application:
+def build_app(node: NodeOperations) -> web.Application:
     """The aiohttp application serving ``node``."""
     app = web.Application(client_max_size=_MAX_BODY, middlewares=[_injected_failures])
     app[_NODE] = node
@@ -54,7 +56,7 @@ def build_app(node: GridNode) -> web.Application:
     return app
 
 
-def _node(request: web.Request) -> GridNode:
+def _node(request: web.Request) -> NodeOperations:
     return request.app[_NODE]
 
 
@@ -63,14 +65,14 @@ async def _injected_failures(request: web.Request, handler: Handler) -> web.Stre
     if not request.path.startswith("/_test/"):
         status = _node(request).take_failure()
         if status is not None:
-            return web.json_response({"error": "injected failure (syftd grid test control)"}, status=status)
+            return web.json_response({"error": "injected failure (syftd node test control)"}, status=status)
     return await handler(request)
 
 
 async def _websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=_MAX_BODY)
     if not ws.can_prepare(request).ok:
-        return web.Response(text="syftd grid node (PyGrid model-centric FL); WebSocket at /\n")
+        return web.Response(text="syftd node (PyGrid model-centric FL); WebSocket at /\n")
     await ws.prepare(request)
     request.app[_SOCKETS].add(ws)
     node = _node(request)
@@ -99,7 +101,7 @@ def _is_gone(request: web.Request, ws: web.WebSocketResponse | None = None) -> b
     return transport is None or transport.is_closing() or (ws is not None and ws.closed)
 
 
-async def _ws_reply(node: GridNode, text: str, *, is_gone: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+async def _ws_reply(node: NodeOperations, text: str, *, is_gone: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     try:
         message = json.loads(text)
     except ValueError as exc:
@@ -183,7 +185,7 @@ async def _http_operation(request: web.Request) -> web.StreamResponse:
 async def _download(request: web.Request) -> web.StreamResponse:
     kind = "model" if request.path.endswith("get-model") else "plan"
     try:
-        body = _node(request).state.download(kind, request.query)
+        body = await _node(request).download(kind, request.query)
     except Refusal as refusal:
         return web.json_response({"error": refusal.message}, status=refusal.status)
     return web.Response(body=body, content_type="application/octet-stream")
@@ -198,7 +200,7 @@ async def _retrieve_model(request: web.Request) -> web.StreamResponse:
     if not query.get("name"):
         return web.json_response({"error": "'name'"}, status=400)
     try:
-        body = _node(request).state.checkpoint(query["name"], query.get("version"), query.get("checkpoint"))
+        body = await _node(request).retrieve(query["name"], query.get("version"), query.get("checkpoint"))
     except Refusal as refusal:
         return web.json_response({"error": refusal.message}, status=refusal.status)
     return web.Response(body=body, content_type="application/octet-stream")
@@ -286,6 +288,14 @@ async def _control_fail(request: web.Request) -> web.StreamResponse:
     return web.json_response(_node(request).snapshot())
 
 
+async def _control_averaging_delay(request: web.Request) -> web.StreamResponse:
+    try:
+        _node(request).set_averaging_delay(float(request.query.get("seconds", "")))
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response(_node(request).snapshot())
+
+
 async def _control_close(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     closed = await node.close_cycle(request.query.get("name"), request.query.get("version"))
@@ -302,13 +312,9 @@ async def _control_wait(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     name, version = request.query.get("name"), request.query.get("version")
-
-    def reached() -> bool:
-        process = node.state.find_or_last(name, version)
-        current = process.checkpoint_number if process is not None else 0
-        return len(node.reports) >= reports and node.held_reports >= held and current >= checkpoint
-
-    ok = await node.wait_until(reached, timeout)
+    ok = await node.wait_for(
+        reports=reports, held=held, checkpoint=checkpoint, name=name, version=version, timeout=timeout
+    )
     return web.json_response(node.snapshot(), status=200 if ok else 408)
 
 
@@ -319,4 +325,5 @@ _CONTROLS: list[tuple[str, str, Handler]] = [
     ("POST", "release-reports", _control_release),
     ("POST", "fail-next", _control_fail),
     ("POST", "close-cycle", _control_close),
+    ("POST", "averaging-delay", _control_averaging_delay),
 ]

@@ -1,11 +1,14 @@
-"""A PyGrid-compatible node for model-centric FL, in one asyncio process (``syftd grid serve``).
+"""A PyGrid-compatible node for model-centric FL, in one asyncio process (``syftd node serve``).
 
 Owns the node object: its lifecycle on a TCP port (``start``/``stop``), hosting, the worker
-operations independent of transport (authenticate, cycle-request, report, host-training), running
-cycles to completion (check each diff, average, next checkpoint, next cycle) and the test controls
-(hold reports, fail the next requests, close the cycle now, observe reports and checkpoints).
-Does not own HTTP/WebSocket wiring or the node revisions' wire differences (``noderoutes``), the
-tables and PyGrid's rules (``nodestate``), JWT checks (``nodeauth``) or arithmetic (``averaging``).
+operations independent of transport (authenticate, cycle-request, report, downloads, host-training)
+and the test controls (hold reports, fail the next requests, set the averaging delay, close the cycle
+now, observe reports and checkpoints). Checkpoints and diffs go to the node's ``store`` on disk; the
+cycles are completed by ``cycles``.
+Implements ``operations.NodeOperations``. Does not own HTTP/WebSocket wiring or the node revisions'
+wire differences (``routes``), the options (``options``), the tables and PyGrid's rules (``state``),
+when a cycle completes (``cycles``), the files (``store``), the hold point and injected failures
+behind the test controls (``controls``) or JWT checks (``auth``).
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import enum
 import hashlib
+import itertools
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,56 +28,41 @@ from typing import Any, Literal
 from aiohttp import web
 
 from syftd import events
-from syftd.errors import WireError
-from syftd.grid import nodeauth
-from syftd.grid.averaging import apply_mean_diff, diff_problem
-from syftd.grid.nodestate import NOT_FOUND, Cycle, HostingRefused, NodeState, Process, Refusal
 from syftd.log import get_logger
+from syftd.node import auth
+from syftd.node.controls import Controls
+from syftd.node.cycles import CycleEvaluator
+from syftd.node.operations import NodeStopping, WorkerGone
+from syftd.node.options import NodeOptions, Revision
+from syftd.node.routes import build_app
+from syftd.node.state import NOT_FOUND, HostingRefused, NodeState, Process, Refusal
+from syftd.node.store import Store
 from syftd.service import ServiceContext
-from syftd.statedir import atomic_write
 
-__all__ = ["GridNode", "HostingRefused", "NodeOptions", "NodeStopping", "ReportRecord", "Revision"]
+__all__ = ["GridNode", "HostingRefused", "NodeOptions", "NodeStopping", "ReportRecord", "Revision", "WorkerGone"]
 
-_log = get_logger("grid.node")
-
-
-class NodeStopping(Exception):
-    """A held report was dropped because the node is stopping; the transport drops the request."""
-
-
-class Revision(str, enum.Enum):
-    """Which PyGrid server revision the node imitates on the wire (spec §0.2)."""
-
-    PG_DEV = "pg-dev"
-    PG_MASTER = "pg-master"
-    R0914 = "0914"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeOptions:
-    """How the node behaves: wire revision, route prefix, checkpoint directory, speed-test size, test controls.
-
-    ``prefix`` is ``model-centric`` (2020-07-29 on); ``model_centric`` and ``federated`` imitate older nodes.
-    """
-
-    revision: Revision = Revision.PG_DEV
-    prefix: str = "model-centric"
-    checkpoint_dir: Path | None = None
-    speed_test_bytes: int = 4 * 1024 * 1024
-    test_controls: bool = True
+_log = get_logger("syftd.node")
 
 
 @dataclass(frozen=True, slots=True)
 class ReportRecord:
-    """A report the node stored: who, for which process and cycle, the raw diff, over which transport."""
+    """A report the node stored: who, for which process and cycle, over which transport, and where its
+    raw diff is on disk (``diff`` reads it back while the node's store exists)."""
 
     worker_id: str
     request_key: str
     model: str
     version: str
     cycle: int
-    diff: bytes
+    diff_path: Path
+    diff_size: int
+    diff_sha256: str
     transport: Literal["ws", "http"]
+
+    @property
+    def diff(self) -> bytes:
+        """The raw diff bytes as reported (read from the node's store)."""
+        return self.diff_path.read_bytes()
 
     def summary(self) -> dict[str, Any]:
         """The record as JSON-able values (the diff as size and sha256)."""
@@ -84,14 +72,10 @@ class ReportRecord:
             "model": self.model,
             "version": self.version,
             "cycle": self.cycle,
-            "diff_size": len(self.diff),
-            "diff_sha256": hashlib.sha256(self.diff).hexdigest(),
+            "diff_size": self.diff_size,
+            "diff_sha256": self.diff_sha256,
             "transport": self.transport,
         }
-
-
-class WorkerGone(Exception):
-    """The worker's connection closed while its report was held; nothing is stored."""
 
 
 class GridNode(ServiceContext):
@@ -100,17 +84,15 @@ class GridNode(ServiceContext):
     def __init__(self, options: NodeOptions | None = None, *, clock: Callable[[], datetime] = datetime.now) -> None:
         self.options = options or NodeOptions()
         self.state = NodeState()
+        self.store = Store(self.options.checkpoint_dir, cache_bytes=self.options.cache_bytes)
         self._clock = clock
-        self._lock = asyncio.Lock()
+        self._controls = Controls()
+        self._cycles = CycleEvaluator(
+            self.state, self.store, clock=clock, delay_s=self.options.averaging_delay_s, on_change=self._notify
+        )
         self._reports: list[ReportRecord] = []
-        self._holding = False
-        self._release = asyncio.Event()
-        self._held = 0
-        self._failures: list[int] = []
-        self._changed = asyncio.Event()
+        self._report_ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
-        self._stopping = False
-        self._background: set[asyncio.Future[None]] = set()
         self.host_address = "127.0.0.1"
         self.port = 0
 
@@ -129,8 +111,6 @@ class GridNode(ServiceContext):
         """Listen on ``host:port`` (0 picks a free port, see ``.port``); returns once accepting."""
         if self._runner is not None:
             raise RuntimeError("GridNode.start() called twice; create one node per run")
-        from syftd.grid.noderoutes import build_app
-
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         try:
@@ -152,16 +132,20 @@ class GridNode(ServiceContext):
         _log.info(events.GRID_NODE_STARTED, url=self.url, revision=self.options.revision.value)
 
     async def stop(self) -> None:
-        """Drop held reports (not stored), close sockets and stop listening; idempotent."""
+        """Drop held reports (not stored), close sockets, stop listening, let a running evaluation end
+        (at most 10 s) and remove a temporary store; idempotent."""
         runner, self._runner = self._runner, None
-        self._stopping = True
-        self._holding = False
-        self._release.set()
+        self._controls.stop()
         if runner is not None:
             await runner.cleanup()
-            if self._background:
-                await asyncio.wait(set(self._background), timeout=10)
+            await self._cycles.stop(timeout=10)
+            self.store.close()
             _log.info(events.GRID_NODE_STOPPED, url=self.url)
+
+    @property
+    def averaging_delay_s(self) -> float:
+        """Seconds from a report's answer to its cycle's evaluation."""
+        return self._cycles.delay_s
 
     def host(
         self,
@@ -184,7 +168,7 @@ class GridNode(ServiceContext):
         if (config["name"], config["version"]) != (name, version):
             raise HostingRefused("client_config name/version differ from the hosted name/version")
         try:
-            nodeauth.check_available(server_config)
+            auth.check_available(server_config)
         except RuntimeError as exc:
             raise HostingRefused(str(exc)) from None
         process = self.state.host(
@@ -198,8 +182,8 @@ class GridNode(ServiceContext):
         )
         if averaging_plan is not None:
             _log.info(events.GRID_NODE_AVERAGING_PLAN_IGNORED, model=name, version=version)
+        self.store.write(self.store.checkpoint_path(name, version, 1), bytes(model))
         _log.info(events.GRID_NODE_HOSTED, model=name, version=version, plans=sorted(plans))
-        self._save_checkpoint(process)
         self._notify()
         return process
 
@@ -229,15 +213,23 @@ class GridNode(ServiceContext):
         process = self.state.find(str(data.get("model_name")), str(version) if version else None)
         if process is None:
             return {"error": NOT_FOUND}, 401
-        problem = await nodeauth.verify(data.get("auth_token"), process.server_config)
+        problem = await auth.verify(data.get("auth_token"), process.server_config)
         if problem is not None:
             return {"error": problem}, 400
         worker = self.state.new_worker()
         return {"status": "success", "worker_id": worker.id, "requires_speed_test": process.requires_speed_test}, 200
 
     def cycle_request(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """The cycle-request operation (spec §2.2)."""
+        """The cycle-request operation (spec §2.2).
+
+        A rejection carries no reason on the wire (PyGrid's carries none); the node's log line says it,
+        e.g. "already assigned to cycle 3".
+        """
         answer = self.state.cycle_request(data, self._clock())
+        if answer.get("status") == "rejected" and "error" not in answer:
+            worker_id, name, version = (str(data.get(k)) for k in ("worker_id", "model", "version"))
+            reason = self.state.rejection_reason(worker_id, name, version)
+            _log.info(events.GRID_NODE_CYCLE_REJECTED, model=name, worker_id=worker_id, reason=reason, **answer)
         self._notify()
         return answer
 
@@ -260,66 +252,67 @@ class GridNode(ServiceContext):
             diff = base64.b64decode(text)
         except (binascii.Error, ValueError) as exc:
             return {"error": str(exc)}
-        await self._hold_point()
+        await self._controls.hold_point()
         if is_gone():
             _log.info(
                 events.GRID_NODE_REPORT_DROPPED, worker_id=data.get("worker_id"), reason="worker hung up while held"
             )
             raise WorkerGone("the worker hung up while its report was held")
+        worker_id, request_key = str(data.get("worker_id")), str(data.get("request_key"))
         try:
-            assignment = self.state.record_report(str(data.get("worker_id")), str(data.get("request_key")), diff)
+            cycle = self.state.assignment(worker_id, request_key).cycle
         except Refusal as refusal:
             return {"error": refusal.message}
-        cycle = assignment.cycle
+        process, number = cycle.process, next(self._report_ids)
+        path = self.store.diff_path(process.name, process.version, cycle.number, number)
+        digest = await asyncio.to_thread(self._keep_diff, path, diff)
+        self.state.record_report(worker_id, request_key, number)
         record = ReportRecord(
-            assignment.worker_id,
-            assignment.request_key,
-            cycle.process.name,
-            cycle.process.version,
-            cycle.number,
-            diff,
-            transport,
+            worker_id, request_key, process.name, process.version, cycle.number, path, len(diff), digest, transport
         )
         self._reports.append(record)
         _log.info(events.GRID_NODE_REPORT_RECEIVED, model=record.model, cycle=record.cycle, size=len(diff))
         self._notify()
-        # PyGrid answers first and evaluates the cycle in a background thread (spec §7): the worker does
-        # not wait for the averaging
-        task = asyncio.ensure_future(self._complete_then_notify(cycle))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._cycles.trigger(cycle)  # PyGrid answers first and evaluates in a background thread (spec §7)
         return {"status": "success"}
 
-    async def _complete_then_notify(self, cycle: Cycle) -> None:
-        try:
-            await self._complete(cycle, force=False)
-        finally:
-            self._notify()
+    def _keep_diff(self, path: Path, diff: bytes) -> str:
+        self.store.write(path, diff, cache=False)
+        return hashlib.sha256(diff).hexdigest()
 
     async def settled(self) -> None:
-        """Return once every cycle evaluation started by a report so far has finished (tests use it)."""
-        while self._background:
-            await asyncio.wait(set(self._background))
+        """Return once every cycle evaluation started by a report so far has finished (tests use it).
+
+        A report's evaluation starts ``averaging_delay_s`` after its answer; this waits for it.
+        """
+        await self._cycles.settled()
 
     def hold_reports(self) -> None:
         """From now on, reports (WS and HTTP) wait before they are stored, until ``release_reports``."""
-        if not self._holding:
-            self._holding = True
-            self._release = asyncio.Event()
+        self._controls.hold()
 
     def release_reports(self) -> None:
         """Stop holding; the held reports proceed."""
-        self._holding = False
-        self._release.set()
+        self._controls.release()
+
+    def set_averaging_delay(self, seconds: float) -> None:
+        """Evaluate cycles ``seconds`` after the reports that trigger them from now on (0: at once).
+
+        Raises:
+            ValueError: ``seconds`` is negative or not finite.
+        """
+        if not 0 <= seconds < float("inf"):
+            raise ValueError(f"the averaging delay must be a finite number of seconds >= 0, got {seconds}")
+        self._cycles.delay_s = seconds
+        self._notify()
 
     def fail_next(self, count: int, status: int = 503) -> None:
         """Answer the next ``count`` HTTP requests (WebSocket handshakes included) with ``status``."""
-        self._failures.extend([status] * count)
-        self._notify()
+        self._controls.fail_next(count, status)
 
     def take_failure(self) -> int | None:
         """The status to fail the current request with, if a failure is pending."""
-        return self._failures.pop(0) if self._failures else None
+        return self._controls.take_failure()
 
     async def close_cycle(self, name: str | None = None, version: str | None = None) -> bool:
         """Complete the current cycle of a process now (default: the last hosted).
@@ -331,7 +324,7 @@ class GridNode(ServiceContext):
         cycle = process.current_cycle() if process is not None else None
         if cycle is None:
             return False
-        await self._complete(cycle, force=True)
+        await self._cycles.close_now(cycle)
         self._notify()
         return True
 
@@ -343,7 +336,7 @@ class GridNode(ServiceContext):
     @property
     def held_reports(self) -> int:
         """How many reports are waiting at the hold point now."""
-        return self._held
+        return self._controls.held
 
     def checkpoint_number(self, name: str, version: str | None = None) -> int:
         """The latest checkpoint number of a process (1 after hosting).
@@ -360,80 +353,51 @@ class GridNode(ServiceContext):
         """What the test controls report: processes, cycles, checkpoints, reports, held and failing."""
         return {
             "revision": self.options.revision.value,
-            "held": self._held,
-            "holding": self._holding,
-            "failing": len(self._failures),
+            "averaging_delay_s": self.averaging_delay_s,
+            "held": self._controls.held,
+            "holding": self._controls.holding,
+            "failing": self._controls.failing,
             "processes": [p.summary() for p in self.state.processes],
             "reports": [r.summary() for r in self._reports],
         }
 
+    async def download(self, kind: str, query: Mapping[str, str]) -> bytes:
+        """The body of ``get-model`` (kind ``model``) or ``get-plan`` (kind ``plan``), validated (spec §2.3).
+
+        Raises:
+            Refusal: PyGrid's 400/401 answers.
+        """
+        process, body = self.state.download(kind, query)
+        return body if body is not None else await self._checkpoint(process, process.checkpoint_number)
+
+    async def retrieve(self, name: str, version: str | None, which: str | None) -> bytes:
+        """A checkpoint for ``retrieve-model``: a number, or the alias ``latest`` (default).
+
+        Raises:
+            Refusal: 404 for an unknown process or checkpoint.
+        """
+        return await self._checkpoint(*self.state.checkpoint(name, version, which))
+
+    async def _checkpoint(self, process: Process, number: int) -> bytes:
+        path = self.store.checkpoint_path(process.name, process.version, number)
+        cached = self.store.cached(path)
+        return cached if cached is not None else await asyncio.to_thread(self.store.read, path)
+
+    async def wait_for(
+        self, *, reports: int, held: int, checkpoint: int, name: str | None, version: str | None, timeout: float
+    ) -> bool:
+        """Wait until the node has at least these reports, held reports and checkpoint number (of ``name``)."""
+
+        def reached() -> bool:
+            process = self.state.find_or_last(name, version)
+            current = process.checkpoint_number if process is not None else 0
+            return len(self._reports) >= reports and self._controls.held >= held and current >= checkpoint
+
+        return await self.wait_until(reached, timeout)
+
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait until ``predicate()`` holds (re-checked on every change); False on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                return predicate()
-        return True
+        """Wait until ``predicate()`` holds (re-checked on every change of the node); False on timeout."""
+        return await self._controls.wait_until(predicate, timeout)
 
     def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def _hold_point(self) -> None:
-        if not self._holding:
-            return
-        self._held += 1
-        self._notify()
-        try:
-            await self._release.wait()
-        finally:
-            self._held -= 1
-            self._notify()
-        if self._stopping:
-            raise NodeStopping("the node stopped while this report was held; it was not stored")
-
-    async def _complete(self, cycle: Cycle, *, force: bool) -> None:
-        async with self._lock:
-            if cycle.completed:
-                return
-            process = cycle.process
-            model = process.latest
-            pending = [(a, a.diff) for a in cycle.reported() if a.valid is None and a.diff is not None]
-            problems = await asyncio.to_thread(lambda: [diff_problem(d, model) for _, d in pending])
-            for (assignment, diff), problem in zip(pending, problems, strict=True):
-                if assignment.diff is diff:
-                    assignment.valid = problem is None
-                if problem is not None:
-                    _log.warning(events.GRID_NODE_DIFF_REJECTED, model=process.name, cycle=cycle.number, why=problem)
-            if not force and not self.state.ready(cycle, self._clock()):
-                return
-            diffs = [a.diff for a in cycle.reported() if a.diff is not None]
-            try:
-                new_model = await asyncio.to_thread(apply_mean_diff, model, diffs) if diffs else None
-            except WireError as exc:
-                _log.warning(events.GRID_NODE_AVERAGING_FAILED, model=process.name, cycle=cycle.number, why=str(exc))
-                return
-            self.state.finish(cycle, new_model, self._clock())
-            if new_model is not None:
-                await asyncio.to_thread(self._save_checkpoint, process)
-            _log.info(
-                events.GRID_NODE_CYCLE_COMPLETED,
-                model=process.name,
-                cycle=cycle.number,
-                diffs=len(diffs),
-                checkpoint=process.checkpoint_number,
-            )
-
-    def _save_checkpoint(self, process: Process) -> None:
-        root = self.options.checkpoint_dir
-        if root is None:
-            return
-        directory = root / process.name / process.version
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(directory / f"checkpoint-{process.checkpoint_number}.pb", process.latest)
+        self._controls.notify()

@@ -1,31 +1,44 @@
-"""``syftd grid …``: run the local PyGrid-compatible node from the command line.
+"""``syftd node …`` (alias ``syftd grid …``): run the local PyGrid-compatible node from the command line.
 
-Owns the ``serve`` arguments (address, revision, checkpoint directory, speed-test size, hosting the
-MNIST process with its client and server config), the "listening on URL" line that scripts and
-tests read from stdout, and a clean stop on SIGTERM/SIGINT. Does not own the node (``node``) or the
-MNIST process (``mnist``, imported only for ``--host-mnist`` because it needs torch).
+Owns the ``serve`` arguments (address, revision, store directory and cache, speed-test size, averaging
+delay, hosting the MNIST process with its client and server config), the one-line refusal when the
+``node`` extra is not installed, the "listening on URL" line that scripts and tests read from stdout,
+a clean stop on SIGTERM/SIGINT, and the served process's malloc setting that keeps its memory flat
+over cycles. Does not own the node (``node``, imported only once the arguments are read, because it
+needs numpy) or the MNIST process (``mnist``, imported only for ``--host-mnist`` because it needs torch).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import platform
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syftd import log
-from syftd.grid.node import GridNode, HostingRefused, NodeOptions, Revision
+from syftd.node.options import DEFAULT_AVERAGING_DELAY_S, DEFAULT_CACHE_BYTES, NodeOptions, Revision
 
-__all__ = ["LISTENING", "main"]
+if TYPE_CHECKING:
+    from syftd.node.node import GridNode
+
+__all__ = ["EX_UNAVAILABLE", "LISTENING", "NEEDS_EXTRA", "main"]
 
 LISTENING = "syftd grid node listening on"
+NEEDS_EXTRA = "syftd node: the local node needs the 'node' extra (numpy): pip install 'syftd[node]'"
+EX_UNAVAILABLE = 69
+"""sysexits' EX_UNAVAILABLE: the node cannot run in this installation."""
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="syftd grid", description="A local PyGrid-compatible node.")
+    parser = argparse.ArgumentParser(
+        prog="syftd node", description="A local PyGrid-compatible node (also reachable as `syftd grid`)."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="serve model-centric FL over HTTP and WebSocket")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -42,8 +55,23 @@ def _parser() -> argparse.ArgumentParser:
         default="model-centric",
         help="route and message prefix; the older two imitate 2020 nodes before 07-29",
     )
-    serve.add_argument("--checkpoint-dir", type=Path, help="also write every checkpoint under this directory")
+    serve.add_argument(
+        "--checkpoint-dir",
+        "--store-dir",
+        type=Path,
+        help="the node's store: every checkpoint and diff on disk (default: a temporary directory removed at exit)",
+    )
+    serve.add_argument(
+        "--cache-mb", type=float, default=DEFAULT_CACHE_BYTES / 2**20, help="memory for recently used checkpoints"
+    )
     serve.add_argument("--speed-test-mb", type=float, default=4.0, help="size of the speed-test download")
+    serve.add_argument(
+        "--averaging-delay",
+        type=float,
+        default=DEFAULT_AVERAGING_DELAY_S,
+        metavar="SECONDS",
+        help=f"evaluate a cycle this long after answering its report (default {DEFAULT_AVERAGING_DELAY_S}, as PyGrid)",
+    )
     serve.add_argument("--no-test-controls", action="store_true", help="do not serve the /_test/ controls")
     serve.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     mnist = serve.add_argument_group("the MNIST process (--host-mnist)")
@@ -66,31 +94,57 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``syftd grid ARGS``; returns the exit status."""
+    """``syftd node ARGS``; returns the exit status (69 without the ``node`` extra)."""
     args = _parser().parse_args(list(argv))
     if args.command != "serve":
         _parser().print_help()
         return 2
+    if args.averaging_delay < 0:
+        _parser().error(f"--averaging-delay must be >= 0 seconds, got {args.averaging_delay}")
+    if args.cache_mb < 0:
+        _parser().error(f"--cache-mb must be >= 0, got {args.cache_mb}")
+    try:
+        from syftd.node.node import GridNode, HostingRefused
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "numpy":
+            raise
+        sys.stderr.write(NEEDS_EXTRA + "\n")
+        return EX_UNAVAILABLE
     log.configure(args.log_format)
+    _large_buffers_back_to_the_os()
     options = NodeOptions(
         revision=Revision(args.revision),
         prefix=args.prefix,
         checkpoint_dir=args.checkpoint_dir,
+        cache_bytes=int(args.cache_mb * 2**20),
         speed_test_bytes=int(args.speed_test_mb * 1024 * 1024),
         test_controls=not args.no_test_controls,
+        averaging_delay_s=args.averaging_delay,
     )
     try:
-        return asyncio.run(_serve(args, options))
+        return asyncio.run(_serve(GridNode(options), args))
     except HostingRefused as exc:
-        sys.stderr.write(f"syftd grid: cannot host the MNIST process: {exc}\n")
+        sys.stderr.write(f"syftd node: cannot host the MNIST process: {exc}\n")
         return 1
     except OSError as exc:
-        sys.stderr.write(f"syftd grid: cannot listen on {args.host}:{args.port}: {exc}\n")
+        sys.stderr.write(f"syftd node: cannot listen on {args.host}:{args.port}: {exc}\n")
         return 1
 
 
-async def _serve(args: argparse.Namespace, options: NodeOptions) -> int:
-    node = GridNode(options)
+def _large_buffers_back_to_the_os() -> bool:
+    """Have glibc map every allocation above 128 KiB on its own, so freed model-sized buffers go back to the
+    OS at once; without it glibc raises the threshold as such buffers are freed and serves them from a
+    heap that fragments and grows over the cycles. True if set (glibc only)."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024))
+    except (OSError, AttributeError):
+        return False
+
+
+async def _serve(node: GridNode, args: argparse.Namespace) -> int:
     if args.host_mnist:
         _host_mnist(node, args)
     stop = asyncio.Event()
@@ -108,7 +162,7 @@ async def _serve(args: argparse.Namespace, options: NodeOptions) -> int:
 
 
 def _host_mnist(node: GridNode, args: argparse.Namespace) -> None:
-    from syftd.grid.mnist import build_mnist_process
+    from syftd.node.mnist import build_mnist_process
 
     server: dict[str, Any] = {
         "cycle_length": args.cycle_length,

@@ -1,11 +1,12 @@
 """The local node's FL processes, cycles and workers, and PyGrid's rules over them (spec §2, §7).
 
-Owns the in-memory tables (processes with their plans and checkpoints, cycles, workers, worker-cycle
-assignments) and the decisions PyGrid dev@657f124 takes on them: which process an authenticate or a
-cycle-request names, accept or reject (with a timedelta-string timeout, without one, or with an
-error), which download is allowed, where a report is stored, when a cycle is ready to average.
-Does not own transport (``node``), JWT checks (``nodeauth``), tensor arithmetic (``averaging``) or
-clocks: every decision that needs the time takes ``now``.
+Owns the in-memory tables (processes with their plans and checkpoint numbers, cycles, workers,
+worker-cycle assignments with the number of the report holding their diff) and the decisions
+PyGrid dev@657f124 takes on them: which process an authenticate or a cycle-request names, accept or
+reject (with a timedelta-string timeout, without one, or with an error), which download is allowed,
+where a report is recorded, when a cycle is ready to average.
+Does not own transport (``node``), the checkpoint and diff bytes (``store``), JWT checks (``auth``),
+tensor arithmetic (``averaging``) or clocks: every decision that needs the time takes ``now``.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class Worker:
 
 @dataclass(slots=True)
 class Assignment:
-    """A worker-cycle row: the request key, and the raw diff once reported.
+    """A worker-cycle row: the request key, and once reported the node-wide number of the report
+    that holds its diff (a double report replaces it).
 
     ``valid`` is None until the node checked the diff against the model, then True or False.
     """
@@ -83,7 +85,7 @@ class Assignment:
     worker_id: str
     request_key: str
     cycle: Cycle
-    diff: bytes | None = None
+    report: int | None = None
     completed: bool = False
     valid: bool | None = None
 
@@ -106,7 +108,7 @@ class Cycle:
 
 @dataclass(slots=True, eq=False)
 class Process:
-    """A hosted FL process: identity, configs, plans and its checkpoints (number n = index n-1)."""
+    """A hosted FL process: identity, configs, plans and the number of its latest checkpoint."""
 
     id: int
     name: str
@@ -117,18 +119,9 @@ class Process:
     plans: dict[str, PlanRecord]
     protocols: dict[str, bytes]
     averaging_plan: bytes | None
-    checkpoints: list[bytes]
+    checkpoint_number: int = 1
+    """The number of the latest checkpoint (1 after hosting, +1 per cycle completed with diffs)."""
     cycles: list[Cycle] = field(default_factory=list)
-
-    @property
-    def checkpoint_number(self) -> int:
-        """The number of the latest checkpoint (1 after hosting, +1 per completed cycle)."""
-        return len(self.checkpoints)
-
-    @property
-    def latest(self) -> bytes:
-        """The State bytes of the latest checkpoint."""
-        return self.checkpoints[-1]
 
     @property
     def completed_cycles(self) -> int:
@@ -183,6 +176,8 @@ class NodeState:
     ) -> Process:
         """Create an FL process with checkpoint 1 and cycle 1 (``model-centric/host-training``).
 
+        The caller keeps ``model`` as checkpoint 1; the tables keep only its number.
+
         Raises:
             HostingRefused: a config key is missing, the model or a plan is not valid, or the
                 (name, version) exists already.
@@ -216,7 +211,6 @@ class NodeState:
             plans={n: PlanRecord(next(self._plan_ids), n, bytes(d)) for n, d in plans.items()},
             protocols={n: bytes(d) for n, d in (protocols or {}).items()},
             averaging_plan=averaging_plan,
-            checkpoints=[bytes(model)],
         )
         process.model_id = process.id
         self.processes.append(process)
@@ -241,7 +235,10 @@ class NodeState:
         return worker
 
     def cycle_request(self, data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-        """Answer a cycle-request: accepted, rejected (± timeout) or rejected with an error (spec §2.2)."""
+        """Answer a cycle-request: accepted, rejected (± timeout) or rejected with an error (spec §2.2).
+
+        The answer carries no reason, as PyGrid's does not; ``rejection_reason`` says why for the log.
+        """
         worker = self.workers.get(str(data.get("worker_id")))
         if worker is None:
             return {"status": "rejected", "error": "Worker ID not found!"}
@@ -277,8 +274,22 @@ class NodeState:
             }
         return _rejection(process, cycle, now)
 
-    def download(self, kind: str, query: Mapping[str, str]) -> bytes:
-        """The body of ``get-model`` (kind ``model``) or ``get-plan`` (kind ``plan``), validated (spec §2.3).
+    def rejection_reason(self, worker_id: str, name: str, version: str) -> str:
+        """Why a worker would be rejected from the process's open cycle now (for the node's log)."""
+        process = self.find(name, version)
+        cycle = process.current_cycle() if process is not None else None
+        if process is None or cycle is None:
+            return "no open cycle"
+        assignment = cycle.assignments.get(worker_id)
+        if assignment is not None:
+            state = "reported" if assignment.completed else "not reported yet"
+            return f"already assigned to cycle {cycle.number} ({state})"
+        return "bandwidth below the minimum"
+
+    def download(self, kind: str, query: Mapping[str, str]) -> tuple[Process, bytes | None]:
+        """Validate ``get-model`` (kind ``model``) or ``get-plan`` (kind ``plan``) (spec §2.3).
+
+        Returns the process and the plan's bytes; None for a model: its latest checkpoint is the body.
 
         Raises:
             Refusal: 400 Model/Plan/Worker ID not found or Cycle not found, 401 Invalid request key.
@@ -295,10 +306,10 @@ class NodeState:
             raise Refusal(400, "Cycle not found!")
         if query.get("request_key") != assignment.request_key:
             raise Refusal(401, "Invalid request key!")
-        return body
+        return process, body
 
-    def record_report(self, worker_id: str, request_key: str, diff: bytes) -> Assignment:
-        """Store a reported diff on its worker-cycle row, open cycle or not (spec §2.6).
+    def assignment(self, worker_id: str, request_key: str) -> Assignment:
+        """The worker-cycle row of a report, open cycle or not (spec §2.6).
 
         Raises:
             Refusal: no worker-cycle row has this worker id and request key.
@@ -306,7 +317,16 @@ class NodeState:
         assignment = self._by_key.get((worker_id, request_key))
         if assignment is None:
             raise Refusal(200, "ProcessLookupError: no worker cycle for this worker_id and request_key")
-        assignment.diff, assignment.completed, assignment.valid = diff, True, None
+        return assignment
+
+    def record_report(self, worker_id: str, request_key: str, report: int) -> Assignment:
+        """Mark a worker-cycle row reported with report number ``report``, open cycle or not (spec §2.6).
+
+        Raises:
+            Refusal: no worker-cycle row has this worker id and request key.
+        """
+        assignment = self.assignment(worker_id, request_key)
+        assignment.report, assignment.completed, assignment.valid = report, True, None
         return assignment
 
     def ready(self, cycle: Cycle, now: datetime) -> bool:
@@ -320,18 +340,18 @@ class NodeState:
             return True
         return (max_diffs is not None and done >= max_diffs) or (cycle.end is not None and now >= cycle.end)
 
-    def finish(self, cycle: Cycle, model: bytes | None, now: datetime) -> None:
-        """Complete a cycle: a new checkpoint if ``model`` is given, then the next cycle unless done."""
+    def finish(self, cycle: Cycle, averaged: bool, now: datetime) -> None:
+        """Complete a cycle: the next checkpoint number if diffs were ``averaged``, then the next cycle unless done."""
         process = cycle.process
-        if model is not None:
-            process.checkpoints.append(model)
+        if averaged:
+            process.checkpoint_number += 1
         cycle.completed = True
         num_cycles = process.server_config.get("num_cycles") or 0
         if num_cycles == 0 or process.completed_cycles < num_cycles:
             self._new_cycle(process, now)
 
-    def checkpoint(self, name: str, version: str | None, which: str | None) -> bytes:
-        """A checkpoint for ``retrieve-model``: a number, or the alias ``latest`` (default).
+    def checkpoint(self, name: str, version: str | None, which: str | None) -> tuple[Process, int]:
+        """Which checkpoint ``retrieve-model`` names: a number, or the alias ``latest`` (default).
 
         Raises:
             Refusal: 404 Model ID not found! for an unknown process or checkpoint.
@@ -339,16 +359,16 @@ class NodeState:
         process = self.find(name, version)
         if process is not None:
             if which in (None, "", "latest"):
-                return process.latest
+                return process, process.checkpoint_number
             if which.isdigit() and 1 <= int(which) <= process.checkpoint_number:
-                return process.checkpoints[int(which) - 1]
+                return process, int(which)
         raise Refusal(404, "Model ID not found!")
 
-    def _asset(self, kind: str, raw_id: str) -> tuple[Process, bytes]:
+    def _asset(self, kind: str, raw_id: str) -> tuple[Process, bytes | None]:
         wanted = int(raw_id) if raw_id.isdigit() else -1
         for process in self.processes:
             if kind == "model" and process.model_id == wanted:
-                return process, process.latest
+                return process, None
             for plan in process.plans.values() if kind == "plan" else ():
                 if plan.id == wanted:
                     return process, plan.data

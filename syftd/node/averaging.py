@@ -2,7 +2,7 @@
 
 Owns the arithmetic of PyGrid's hard-coded mean (spec §7: the sum of the diffs divided by their
 count, then subtracted from the latest checkpoint) and the check that a diff fits its model before
-it is used. Does not own which diffs belong to a cycle or when a cycle is ready (``nodestate``), nor
+it is used. Does not own which diffs belong to a cycle or when a cycle is ready (``state``), nor
 the State wire format (``wire``). Imports numpy; the daemon never imports this module.
 """
 

@@ -14,7 +14,7 @@ COMPAT_PYTHONS := $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10 /usr/b
 PREFIX ?= /opt/syftd
 DESTDIR ?=
 
-.PHONY: help venv run test sysdeps check lint bench test-compat clean proto
+.PHONY: help venv run test sysdeps check lint bench soak test-compat clean proto
 
 help:
 	@echo "make run    - start a local PyGrid-compatible node and the daemon; watch cycles complete"
@@ -22,6 +22,7 @@ help:
 	@echo "make sysdeps - check those packages; install them when root with apt-get, else print the command"
 	@echo "make check  - ruff and mypy"
 	@echo "make bench  - benchmarks under tests/bench (figures and ratios)"
+	@echo "make soak   - the chaos soak for SOAK_MINUTES (default 30) and its totals (README, \"Soak\")"
 	@echo "make test-compat - torch-free tests under Python 3.10 and 3.13 when present"
 	@echo "make install-systemd | install-launchd - install as a system service (PREFIX, DESTDIR; README, "Install as a service")"
 	@echo "make install-systemd-user | install-launchd-agent - install for the current user only"
@@ -63,6 +64,12 @@ test: sysdeps
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest tests/bench -s --timeout=900 $(PYTEST_ARGS)
+
+# The chaos soak (README, "Soak"): SOAK_MINUTES of random faults, then the ledger and the totals.
+# SOAK_SEED repeats a run's fault draws; SOAK_SKIP=kind,kind leaves kinds out.
+SOAK_MINUTES ?= 30
+soak: $(STAMP)
+	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python -m pytest tests/e2e/test_soak.py -s -p no:cacheprovider $(PYTEST_ARGS)
 
 # The torch-free tests under the other Python versions present on this machine (the 3.10 floor is real).
 test-compat:

@@ -199,8 +199,10 @@ async def _chaos(faults: Faults, until: float) -> None:
                 tasks.discard(task)
                 task.result()  # a fault that could not be injected or undone ends the soak
     finally:
-        if tasks:
-            await asyncio.gather(*tasks)
+        # every fault runs to its end (and undoes itself) before the drain or an error goes on
+        failed = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, BaseException)]
+    if failed:
+        raise failed[0]
 
 
 async def _drain(world: World, faults: Faults, control: MockControl) -> set[str]:

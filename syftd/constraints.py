@@ -18,7 +18,7 @@ from typing import TypeAlias
 
 from syftd.conditions.value import Conditions, Connectivity
 from syftd.config import ConstraintsConfig
-from syftd.expiry import ExpiryReason
+from syftd.outcomes import ExpiryReason
 
 __all__ = ["Since", "Unmet", "duration_text", "expiry_reason", "stable_at", "track", "unmet"]
 

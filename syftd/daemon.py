@@ -2,8 +2,10 @@
 
 Owns the process lifecycle and the service-manager protocol: ``READY=1`` once every service has
 started, ``RELOADING=1``/``READY=1`` around SIGHUP, ``STOPPING=1``, ``WATCHDOG=1`` from the event loop,
-and the ``STATUS=`` line. Signal handlers only queue an action for the main loop. Does not own any
-decision about jobs (``jobs``) or how conditions are read (``conditions``).
+and the ``STATUS=`` line. Signal handlers only queue an action for the main loop. Computes the one
+stop deadline (``shutdown_grace_s`` from the stop request: a trainer still running then gets
+SIGTERM, SIGKILL 2 s later) and passes it down; every service's stop is bounded by it. Does not own
+any decision about jobs (``jobs``) or how conditions are read (``conditions``).
 """
 
 from __future__ import annotations
@@ -20,21 +22,22 @@ from syftd.conditions.monitor import ConditionsMonitor
 from syftd.config import Config
 from syftd.control import ControlServer
 from syftd.errors import ConfigError
-from syftd.expiry import ExpiryReason
 from syftd.grid.client import GridClient
 from syftd.history import History
 from syftd.identity import Identity
 from syftd.jobs import JobManager
 from syftd.log import get_logger
+from syftd.outcomes import ExpiryReason
 from syftd.sdnotify import Notifier
 from syftd.spool import Spool
 from syftd.statedir import StateDir
-from syftd.trainer.process import TrainerPool
+from syftd.trainer.process import KILL_AFTER_TERM_S, TrainerPool
 
 __all__ = ["Daemon"]
 
 _log = get_logger("syftd.daemon")
-_STOP_TIMEOUT_S = 10.0
+_STOP_MARGIN_S = 3.0
+"""Beyond the SIGKILL moment: bookkeeping (history, spool, log lines) and the other services' stops."""
 
 
 class _Named:
@@ -54,7 +57,6 @@ class Daemon:
         self._state = state
         self.monitor = ConditionsMonitor(config.daemon.conditions, config.daemon.state_dir)
         self.pool = TrainerPool(
-            shutdown_grace_s=config.daemon.shutdown_grace_s,
             log_format="json" if config.daemon.log_format == "auto" else config.daemon.log_format,
             log_level=config.daemon.log_level,
         )
@@ -69,6 +71,7 @@ class Daemon:
             status=self.notifier.status,
         )
         self._actions: asyncio.Queue[str] = asyncio.Queue()
+        self._stop_deadline: float | None = None
         self._sigint_count = 0
         self._reloads = 0
 
@@ -97,14 +100,15 @@ class Daemon:
                 watchdog = asyncio.create_task(self._watchdog(self.notifier.watchdog_interval_s))
             await self._serve()
         finally:
+            self._stop_deadline = loop.time() + self.config.daemon.shutdown_grace_s
             self.notifier.stopping("stopping: expiring running cycles")
             # a trainer may take the whole grace, then SIGTERM + 2 s: ask the manager for that much
-            self.notifier.extend_timeout(self._stop_timeout())
+            self.notifier.extend_timeout(self._stop_bound(loop))
             _log.info(events.DAEMON_STOPPING)
             for service in reversed(started):
                 began = loop.time()
                 try:
-                    await asyncio.wait_for(service.stop(), timeout=self._stop_timeout())
+                    await asyncio.wait_for(service.stop(), timeout=self._stop_bound(loop))
                 except Exception as exc:  # noqa: BLE001 - one failing stop must not skip the others
                     _log.error(events.DAEMON_SERVICE_STOP_FAILED, service=service.name, error=repr(exc))
                 _log.debug(events.DAEMON_SERVICE_STOPPED, service=service.name, seconds=round(loop.time() - began, 3))
@@ -126,12 +130,14 @@ class Daemon:
             _Named("state_dir", ensure_state, nothing),
             _Named("conditions", self.monitor.start, self.monitor.stop),
             _Named("trainers", self.pool.start, self.pool.stop),
-            _Named("jobs", self.jobs.start, self.jobs.stop),
+            _Named("jobs", self.jobs.start, lambda: self.jobs.stop(self._stop_deadline)),
             _Named("control", control.start, control.stop),
         ]
 
-    def _stop_timeout(self) -> float:
-        return self.config.daemon.shutdown_grace_s + _STOP_TIMEOUT_S
+    def _stop_bound(self, loop: asyncio.AbstractEventLoop) -> float:
+        """Seconds left until the SIGKILL moment plus a margin: no stop may take longer."""
+        assert self._stop_deadline is not None
+        return max(_STOP_MARGIN_S, self._stop_deadline + KILL_AFTER_TERM_S + _STOP_MARGIN_S - loop.time())
 
     async def _serve(self) -> None:
         while True:

@@ -39,7 +39,7 @@ from typing import Any
 from syftd.conditions.value import Conditions
 from syftd.config import ConstraintsConfig, JobConfig, ScheduleConfig
 from syftd.constraints import Since, Unmet, duration_text, expiry_reason, stable_at, track, unmet
-from syftd.expiry import ExpiryReason
+from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Rejection, ReportOutcome
 
 __all__ = [
     "Action",
@@ -49,10 +49,12 @@ __all__ = [
     "Since",
     "Unmet",
     "Wait",
+    "after_cycle",
     "after_expired",
     "after_failure",
     "after_finished",
     "after_rejection",
+    "after_report",
     "after_success",
     "backoff_delay",
     "decide",
@@ -216,6 +218,38 @@ def after_expired(state: JobState, now: float, reason: ExpiryReason, schedule: S
     if reason in (ExpiryReason.BUDGET, ExpiryReason.MEMORY):
         return after_failure(state, now, schedule, u)
     return dataclasses.replace(state, running=False, running_since=None, triggered=False, forced=False)
+
+
+def after_cycle(state: JobState, ended: Ended, now: float, schedule: ScheduleConfig, u: float) -> JobState:
+    """What follows a cycle's end: the next state, from its typed outcome alone.
+
+    Reported, spooled (reported later, before any new cycle) or discarded (the node closed the cycle
+    under a finished diff): a success. Rejected with a timeout: not before it; rejected without one:
+    the finished rule. Expired: per ``after_expired``. Failed: backoff.
+    """
+    match ended.outcome:
+        case CycleOutcome.DONE | CycleOutcome.SPOOLED | CycleOutcome.DISCARDED:
+            return after_success(state, now)
+        case CycleOutcome.REJECTED if ended.rejection is Rejection.TIMEOUT and ended.timeout_s is not None:
+            return after_rejection(state, now, ended.timeout_s, schedule, u)
+        case CycleOutcome.REJECTED:
+            return after_finished(state, now, schedule)
+        case CycleOutcome.EXPIRED:
+            return after_expired(state, now, ended.expiry or ExpiryReason.MANUAL, schedule, u)
+        case _:
+            return after_failure(state, now, schedule, u)
+
+
+def after_report(
+    state: JobState, outcomes: tuple[ReportOutcome, ...], now: float, schedule: ScheduleConfig, u: float
+) -> JobState:
+    """What follows a report of spooled diffs: a failure backs off, an abort changes nothing (the
+    conditions hold the job), settled diffs count as a success."""
+    if ReportOutcome.PENDING in outcomes:
+        return after_failure(state, now, schedule, u)
+    if ReportOutcome.ABORTED in outcomes or not outcomes:
+        return dataclasses.replace(state, running=False, running_since=None)
+    return after_success(state, now)
 
 
 # ------------------------------------------------------------------------------------------ windows

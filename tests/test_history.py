@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from syftd.expiry import ExpiryReason
 from syftd.history import History
 from syftd.identity import Identity
+from syftd.outcomes import ExpiryReason
 
 
 @pytest.fixture(name="state")

@@ -14,16 +14,18 @@ from hypothesis import strategies as st
 
 from syftd.conditions.value import Conditions, Connectivity
 from syftd.config import ConstraintsConfig, GridConfig, JobConfig, ScheduleConfig
-from syftd.expiry import ExpiryReason
+from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure, Rejection, ReportOutcome
 from syftd.policy import (
     Action,
     Decision,
     JobState,
     Reason,
+    after_cycle,
     after_expired,
     after_failure,
     after_finished,
     after_rejection,
+    after_report,
     after_success,
     backoff_delay,
     decide,
@@ -570,3 +572,77 @@ class TestExplainOthers:
         json.dumps(out)
         assert action == out["action"]
         assert out["summary"]
+
+
+class TestAfterCycle:
+    """What follows a cycle, from its typed end alone: plain values in, a JobState out."""
+
+    S = ScheduleConfig(backoff_initial_s=10.0, backoff_max_s=100.0, rejection_jitter_s=4.0, finished_retry_s=3600.0)
+    BUSY = JobState(running=True, running_since=T0 - 5, failures=2, backoff_until=T0 - 1)
+
+    @pytest.mark.parametrize("outcome", [CycleOutcome.DONE, CycleOutcome.SPOOLED, CycleOutcome.DISCARDED])
+    def test_a_finished_diff_is_a_success(self, outcome: CycleOutcome) -> None:
+        state = after_cycle(self.BUSY, Ended(outcome), T0, self.S, 0.5)
+        assert (state.last_success, state.failures, state.backoff_until, state.running) == (T0, 0, None, False)
+
+    def test_a_rejection_with_a_timeout_waits_for_it_plus_jitter(self) -> None:
+        ended = Ended(CycleOutcome.REJECTED, rejection=Rejection.TIMEOUT, timeout_s=120.0)
+        state = after_cycle(self.BUSY, ended, T0, self.S, 0.5)
+        assert state.rejected_until == T0 + 120.0 + 2.0
+        assert state.failures == 2 and state.last_success is None
+
+    def test_a_rejection_without_a_timeout_applies_the_finished_rule(self) -> None:
+        ended = Ended(CycleOutcome.REJECTED, rejection=Rejection.FINISHED)
+        state = after_cycle(self.BUSY, ended, T0, self.S, 0.5)
+        assert (state.finished_until, state.rejected_until) == (T0 + 3600.0, None)
+
+    @pytest.mark.parametrize(
+        ("reason", "backs_off"),
+        [(ExpiryReason.POWER_LOST, False), (ExpiryReason.MANUAL, False), (ExpiryReason.SHUTDOWN, False),
+         (ExpiryReason.BUDGET, True), (ExpiryReason.MEMORY, True)],
+    )  # fmt: skip
+    def test_an_expiry_backs_off_only_when_the_cycle_itself_was_too_big(
+        self, reason: ExpiryReason, backs_off: bool
+    ) -> None:
+        state = after_cycle(self.BUSY, Ended.expired(reason), T0, self.S, 0.5)
+        assert state.running is False
+        assert (state.failures == 3) is backs_off
+        if backs_off:
+            assert state.backoff_until == T0 + 0.5 * min(100.0, 10.0 * 2**2)
+
+    @pytest.mark.parametrize("failure", list(Failure))
+    def test_every_failure_backs_off_with_jitter_under_a_doubling_cap(self, failure: Failure) -> None:
+        state = after_cycle(self.BUSY, Ended.failed(failure), T0, self.S, 0.25)
+        assert state.failures == 3 and state.backoff_until == T0 + 0.25 * 40.0
+
+    def test_the_reason_word_comes_from_the_typed_detail(self) -> None:
+        assert Ended.expired(ExpiryReason.POWER_LOST).reason == "power_lost"
+        assert Ended.failed(Failure.UNAVAILABLE).reason == "unavailable"
+        assert Ended(CycleOutcome.REJECTED, rejection=Rejection.FINISHED).reason == "finished"
+        assert Ended(CycleOutcome.DONE).reason is None
+
+    def test_after_a_report_a_failure_backs_off_an_abort_waits_and_settled_diffs_count_as_success(self) -> None:
+        busy = JobState(running=True)
+        failed = after_report(busy, (ReportOutcome.REPORTED, ReportOutcome.PENDING), T0, self.S, 0.5)
+        assert failed.failures == 1 and failed.backoff_until == T0 + 5.0
+        aborted = after_report(busy, (ReportOutcome.ABORTED,), T0, self.S, 0.5)
+        assert (aborted.running, aborted.failures, aborted.last_success) == (False, 0, None)
+        settled = after_report(busy, (ReportOutcome.REPORTED, ReportOutcome.DISCARDED), T0, self.S, 0.5)
+        assert settled.last_success == T0
+
+
+def test_the_pure_core_imports_no_io_code() -> None:
+    """policy, constraints, outcomes and the Conditions value load no event loop, network, D-Bus, logging
+    or trainer code."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, syftd.policy, syftd.constraints, syftd.outcomes, syftd.conditions.value;"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    )
+    forbidden = {"asyncio", "aiohttp", "dbus_fast", "structlog", "socket", "syftd.grid", "syftd.trainer", "syftd.log"}
+    assert loaded & forbidden == set()

@@ -2,7 +2,9 @@
 
 Owns publishing ``sleeping``/``idle``, and the one *delay* inhibitor lock the daemon holds while a
 cycle runs: taken on request, released on request or at the latest ``InhibitDelayMaxUSec`` − 1 s
-after ``PrepareForSleep(true)``, so logind never waits on syftd past its own bound. Does not own
+after ``PrepareForSleep(true)``, so logind never waits on syftd past its own bound. A release that
+arrives while the ``Inhibit`` call is still in flight wins: the lock it returns is closed at once, so
+no lock outlives the cycle that asked for it. Does not own
 deciding when a cycle runs or stopping the trainer (the daemon), nor re-reading the other sources
 after resume (the monitor's ``on_resume``).
 """
@@ -53,6 +55,7 @@ class LogindSource(DBusSource):
         self._props_iface: ProxyInterface | None = None
         self.inhibit_delay_s = DEFAULT_INHIBIT_DELAY_S
         self._lock_fd: int | None = None
+        self._is_wanted = False
         self._deadline: asyncio.TimerHandle | None = None
         self._resume_task: asyncio.Task[None] | None = None
 
@@ -63,6 +66,7 @@ class LogindSource(DBusSource):
 
     async def hold_sleep_lock(self) -> bool:
         """Take the delay lock (no-op if held); False when logind is not there to give one."""
+        self._is_wanted = True
         if self._lock_fd is not None:
             return True
         if self._manager is None:
@@ -73,7 +77,8 @@ class LogindSource(DBusSource):
                 5.0,
             )
         )
-        if self.is_lock_held or not self.available:
+        if self.is_lock_held or not self.available or not self._is_wanted:
+            # held already, logind gone, or released while the call was in flight: this lock is not wanted
             os.close(fd)
             return self.is_lock_held
         self._lock_fd = fd
@@ -81,7 +86,8 @@ class LogindSource(DBusSource):
         return True
 
     def release_sleep_lock(self, reason: str = "requested") -> None:
-        """Close the lock's fd (logind then proceeds); idempotent."""
+        """Close the lock's fd (logind then proceeds), also one still being taken; idempotent."""
+        self._is_wanted = False
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None

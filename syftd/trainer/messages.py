@@ -1,6 +1,6 @@
 """The values that cross the daemon/trainer boundary, and how they are framed on the socket.
 
-Owns ``Outcome``, ``Progress``, ``TrainingResult`` (what the daemon gets back), ``Request`` and
+Owns ``Outcome``, ``Stage``, ``Progress``, ``TrainingResult`` (what the daemon gets back), ``Request`` and
 ``Preload`` (what the trainer gets) and the frame codec: a 4-byte big-endian length, then a pickle.
 The daemon reads frames with an unpickler that only admits this module's values, so a trainer cannot
 make it build anything else. Exceptions never cross: the trainer turns them into a FAILED result. Torch-free.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syftd.config import DataConfig, JobConfig
-from syftd.expiry import ExpiryReason
+from syftd.outcomes import ExpiryReason
 
 __all__ = [
     "HEADER",
@@ -25,6 +25,8 @@ __all__ = [
     "Preload",
     "Progress",
     "Request",
+    "Stage",
+    "TrainerStage",
     "TrainingResult",
     "decode_from_trainer",
     "encode",
@@ -42,6 +44,20 @@ class Outcome(enum.Enum):
     FAILED = "failed"
     TERMINATED = "terminated"
     KILLED = "killed"
+
+
+class TrainerStage(enum.Enum):
+    """What the trainer is doing before and after its steps, for the status words."""
+
+    LOADING_DATA = "loading_data"
+    WRITING_DIFF = "writing_diff"
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """Sent when the trainer begins a stage: loading data (its imports are done), writing the diff."""
+
+    stage: TrainerStage
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +115,10 @@ def encode(message: Any) -> bytes:
 _FROM_TRAINER = {
     (__name__, "Outcome"): Outcome,
     (__name__, "Progress"): Progress,
+    (__name__, "Stage"): Stage,
+    (__name__, "TrainerStage"): TrainerStage,
     (__name__, "TrainingResult"): TrainingResult,
-    ("syftd.expiry", "ExpiryReason"): ExpiryReason,
+    ("syftd.outcomes", "ExpiryReason"): ExpiryReason,
 }
 
 
@@ -112,13 +130,13 @@ class _TrainerUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"trainer sent a {module}.{name}, which is not a message") from None
 
 
-def decode_from_trainer(body: bytes) -> Progress | TrainingResult:
+def decode_from_trainer(body: bytes) -> Progress | Stage | TrainingResult:
     """The trainer's message in one frame body.
 
     Raises:
         pickle.UnpicklingError: the body is not one of this module's values.
     """
     message = _TrainerUnpickler(io.BytesIO(body)).load()
-    if not isinstance(message, Progress | TrainingResult):
+    if not isinstance(message, Progress | Stage | TrainingResult):
         raise pickle.UnpicklingError(f"trainer sent a {type(message).__name__}, which is not a message")
     return message

@@ -2,12 +2,14 @@
 
 Owns ``TrainerPool``: one per daemon. ``train()`` hands a cycle to a trainer process (a warm one of
 the same job and configuration when there is one, else a fresh ``python -m syftd.trainer.worker``),
-reads its progress frames without blocking the loop, enforces the memory ceiling from the reported
-resident size (expiring the flag with MEMORY), and once the flag is set waits the job's
-``expiry_grace_s`` (bounded by ``shutdown_grace_s``), then sends SIGTERM, then SIGKILL 2 s later.
-Every run ends with exactly one ``TrainingResult``. A trainer stays warm only after COMPLETED and
-exits by itself after ``trainer.idle_exit_s``. Torch-free: the daemon never maps libtorch. Does not
-own the flag's lifecycle (the caller creates, expires and closes it) nor what happens in the child.
+sends the request while already reading the trainer's frames, enforces the memory ceiling from the
+reported resident size (expiring the flag with MEMORY), and watches the flag the whole time, from the
+first byte written: once the flag's SIGTERM moment comes (set + ``expiry_grace_s``, or earlier when the
+daemon stops) a trainer still running gets SIGTERM, then SIGKILL ``KILL_AFTER_TERM_S`` later, whether
+it is importing torch, loading data, training or writing the diff. Every run ends with exactly one
+``TrainingResult``. A trainer stays warm only after COMPLETED and exits by itself after
+``trainer.idle_exit_s``. Torch-free: the daemon never maps libtorch. Does not own the flag's lifecycle
+(the cycle creates, expires and closes it) nor what happens in the child (``worker``).
 """
 
 from __future__ import annotations
@@ -20,31 +22,37 @@ import pickle
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from syftd import events
 from syftd.config import JobConfig
-from syftd.expiry import ExpiryReason
 from syftd.log import get_logger
+from syftd.outcomes import ExpiryReason
 from syftd.service import ServiceContext
-from syftd.trainer.expiry import ExpiryFlag
+from syftd.trainer.flag import ExpiryFlag
 from syftd.trainer.messages import (
     HEADER,
     Outcome,
     Preload,
     Progress,
     Request,
+    Stage,
+    TrainerStage,
     TrainingResult,
     decode_from_trainer,
     encode,
 )
 
-__all__ = ["KILL_AFTER_TERM_S", "TrainerPool"]
+__all__ = ["KILL_AFTER_TERM_S", "WORKER_MODULE", "TrainerPool"]
 
 KILL_AFTER_TERM_S = 2.0
 """SIGKILL follows SIGTERM after this long."""
+WORKER_MODULE = "syftd.trainer.worker"
+"""The module a trainer process runs (``python -m``)."""
+_RESULT_AFTER_EXIT_S = 0.5
 
 _log = get_logger("syftd.trainer")
 _SYFTD_ROOT = str(Path(__file__).resolve().parents[2])
@@ -69,13 +77,13 @@ class TrainerPool(ServiceContext):
     def __init__(
         self,
         *,
-        shutdown_grace_s: float,
         python: str = sys.executable,
+        worker_module: str = WORKER_MODULE,
         log_format: str = "auto",
         log_level: str = "info",
     ) -> None:
-        self._shutdown_grace_s = shutdown_grace_s
         self._python = python
+        self._worker_module = worker_module
         self._log_args = ["--log-format", log_format, "--log-level", log_level]
         self._warm: dict[str, _Trainer] = {}
         self._live: set[_Trainer] = set()
@@ -107,6 +115,13 @@ class TrainerPool(ServiceContext):
         trainer.writer.write(encode(Preload(job.data)))
         self._warm[job.name] = trainer
 
+    def discard_prepared(self, job: JobConfig, term_at: float | None = None) -> None:
+        """Let the job's prepared or warm trainer go (its cycle ended before training): end of file,
+        SIGTERM at ``term_at`` (monotonic; default ``KILL_AFTER_TERM_S`` from now), SIGKILL 2 s later."""
+        trainer = self._warm.pop(job.name, None)
+        if trainer is not None:
+            self._retire(trainer, term_at)
+
     async def train(
         self,
         job: JobConfig,
@@ -117,6 +132,7 @@ class TrainerPool(ServiceContext):
         flag: ExpiryFlag,
         on_progress: Callable[[Progress], None],
         cycle_id: str,
+        on_stage: Callable[[TrainerStage], None] = lambda _stage: None,
     ) -> TrainingResult:
         """Train one cycle in a trainer process and return its one result.
 
@@ -125,12 +141,13 @@ class TrainerPool(ServiceContext):
         self._check_running()
         started = asyncio.get_running_loop().time()
         request = Request(job, model, plan, client_config, flag.name, cycle_id)
+        observers = _Observers(on_progress, on_stage)
         trainer, is_reused = await self._take(job)
-        result = await self._run(trainer, request, flag, on_progress, may_retry=is_reused)
+        result = await self._run(trainer, request, flag, observers, may_retry=is_reused)
         if result is None:
             # the warm trainer reached its idle exit just as the request was sent: start a fresh one
             self._check_running()
-            result = await self._run(await self._spawn(job), request, flag, on_progress, may_retry=False)
+            result = await self._run(await self._spawn(job), request, flag, observers, may_retry=False)
         assert result is not None
         result = dataclasses.replace(result, duration_s=asyncio.get_running_loop().time() - started)
         _log.info(
@@ -147,8 +164,8 @@ class TrainerPool(ServiceContext):
     async def stop(self) -> None:
         """Stop every trainer, bounded in time: idle ones get end of file, busy ones SIGTERM; idempotent.
 
-        Expires nothing itself: expire the running cycles' flags first for EXPIRED results; a run
-        still busy here ends TERMINATED (or KILLED 2 s later).
+        Expires nothing itself: the job manager stops first and expires the running cycles' flags for
+        EXPIRED results; a run still busy here ends TERMINATED (or KILLED 2 s later).
         """
         self._is_stopped = True
         idle = set(self._warm.values())
@@ -179,7 +196,7 @@ class TrainerPool(ServiceContext):
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         settings = job.trainer
         argv = [
-            "-m", "syftd.trainer.worker",
+            "-m", self._worker_module,
             "--fd", str(child.fileno()),
             "--job", job.name,
             "--idle-exit-s", repr(settings.idle_exit_s),
@@ -213,37 +230,29 @@ class TrainerPool(ServiceContext):
         trainer: _Trainer,
         request: Request,
         flag: ExpiryFlag,
-        on_progress: Callable[[Progress], None],
+        observers: _Observers,
         *,
         may_retry: bool,
     ) -> TrainingResult | None:
-        """The run's result, or None if a reused trainer had gone before it took the request."""
+        """The run's result, or None if a reused trainer had gone before it took the request.
+
+        The flag is watched from the first byte sent: the request (over a megabyte) is read by the
+        trainer only after its imports and data load, so nothing here waits on the trainer alone.
+        """
         seen: list[Progress] = []
+        session = asyncio.ensure_future(self._session(trainer, request, flag, observers, seen))
+        term = asyncio.ensure_future(flag.wait_term())
         is_done = False
         try:
             try:
-                trainer.writer.write(encode(request))
-                await trainer.writer.drain()
-            except OSError:
-                if may_retry:
-                    self._retire(trainer)
-                    return None
-                raise
-            reading = asyncio.ensure_future(self._read(trainer, request.job, flag, on_progress, seen))
-            expiring = asyncio.ensure_future(flag.wait())
-            try:
-                await asyncio.wait({reading, expiring}, return_when=asyncio.FIRST_COMPLETED)
-                if not reading.done():
-                    grace_s = min(request.job.budget.expiry_grace_s, self._shutdown_grace_s)
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(reading), grace_s)
-                if reading.done():
-                    result = reading.result()
+                await asyncio.wait({session, term}, return_when=asyncio.FIRST_COMPLETED)
+                if session.done():
+                    result = session.result()
                 else:
-                    result = await self._stop_for_sure(trainer, flag, seen)
+                    result = await self._stop_for_sure(trainer, flag, seen, session)
             finally:
-                for task in (reading, expiring):
-                    task.cancel()
+                term.cancel()
+                session.cancel()
             is_done = True
         finally:
             if not is_done:
@@ -271,15 +280,35 @@ class TrainerPool(ServiceContext):
             self._retire(trainer)
         return result
 
+    async def _session(
+        self,
+        trainer: _Trainer,
+        request: Request,
+        flag: ExpiryFlag,
+        observers: _Observers,
+        seen: list[Progress],
+    ) -> TrainingResult | None:
+        """Send the request while reading frames; the result, or None at end of file."""
+        reading = asyncio.ensure_future(self._read(trainer, request.job, flag, observers, seen))
+        try:
+            try:
+                trainer.writer.write(encode(request))
+                await trainer.writer.drain()
+            except OSError:
+                pass  # the trainer is gone: reading ends at end of file and says so
+            return await reading
+        finally:
+            reading.cancel()
+
     async def _read(
         self,
         trainer: _Trainer,
         job: JobConfig,
         flag: ExpiryFlag,
-        on_progress: Callable[[Progress], None],
+        observers: _Observers,
         seen: list[Progress],
     ) -> TrainingResult | None:
-        """Progress frames until the result; None at end of file."""
+        """Frames until the result; None at end of file."""
         ceiling = job.trainer.memory_max_mb
         while True:
             try:
@@ -294,26 +323,43 @@ class TrainerPool(ServiceContext):
                 return TrainingResult(Outcome.FAILED, flag.reason, error=f"the trainer sent an unreadable frame: {exc}")
             if isinstance(message, TrainingResult):
                 return message
+            if isinstance(message, Stage):
+                observers.stage(message.stage, job.name)
+                continue
             seen.append(message)
-            if ceiling is not None and message.rss_bytes > ceiling * 1024 * 1024 and flag.expire(ExpiryReason.MEMORY):
+            if (
+                ceiling is not None
+                and message.rss_bytes > ceiling * 1024 * 1024
+                and flag.expire(ExpiryReason.MEMORY, job.budget.expiry_grace_s)
+            ):
                 _log.warning(
                     events.TRAINER_MEMORY_EXCEEDED, job=job.name, rss_mb=message.rss_bytes >> 20, max_mb=ceiling
                 )
-            try:
-                on_progress(message)
-            except Exception:  # noqa: BLE001 - a faulty observer must not end the run without a result
-                _log.exception(events.TRAINER_PROGRESS_CALLBACK_FAILED, job=job.name)
+            observers.progress(message, job.name)
 
-    async def _stop_for_sure(self, trainer: _Trainer, flag: ExpiryFlag, seen: list[Progress]) -> TrainingResult:
-        """SIGTERM, then SIGKILL after KILL_AFTER_TERM_S; the result says which one ended it."""
+    async def _stop_for_sure(
+        self,
+        trainer: _Trainer,
+        flag: ExpiryFlag,
+        seen: list[Progress],
+        session: asyncio.Future[TrainingResult | None],
+    ) -> TrainingResult:
+        """SIGTERM now, SIGKILL ``KILL_AFTER_TERM_S`` after the flag's SIGTERM moment; a result the
+        trainer still sent wins, else the result says which signal ended it."""
         outcome = Outcome.TERMINATED
         _signal(trainer, signal.SIGTERM)
+        term_at = flag.term_at if flag.term_at is not None else time.monotonic()
         try:
-            await asyncio.wait_for(trainer.process.wait(), KILL_AFTER_TERM_S)
+            await asyncio.wait_for(trainer.process.wait(), max(0.0, term_at + KILL_AFTER_TERM_S - time.monotonic()))
         except asyncio.TimeoutError:
             outcome = Outcome.KILLED
             _signal(trainer, signal.SIGKILL)
             await trainer.process.wait()
+        with contextlib.suppress(asyncio.TimeoutError, Exception):
+            sent = await asyncio.wait_for(asyncio.shield(session), _RESULT_AFTER_EXIT_S)
+            if sent is not None and outcome is Outcome.TERMINATED:
+                self._close(trainer)
+                return sent
         self._close(trainer)
         losses = tuple(p.loss for p in seen if p.loss is not None)
         accuracies = tuple(p.accuracy for p in seen if p.accuracy is not None)
@@ -327,20 +373,21 @@ class TrainerPool(ServiceContext):
             step_time_s=sum(p.step_time_s for p in seen),
         )
 
-    def _retire(self, trainer: _Trainer) -> None:
+    def _retire(self, trainer: _Trainer, term_at: float | None = None) -> None:
         """Let ``trainer`` go in the background: end of file, then SIGTERM, then SIGKILL, bounded."""
         if trainer not in self._live:
             return
         self._live.discard(trainer)
-        task = asyncio.ensure_future(self._reap(trainer))
+        task = asyncio.ensure_future(self._reap(trainer, term_at))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    async def _reap(self, trainer: _Trainer) -> None:
+    async def _reap(self, trainer: _Trainer, term_at: float | None = None) -> None:
         self._live.discard(trainer)
         self._close(trainer)
+        wait_s = KILL_AFTER_TERM_S if term_at is None else max(0.0, term_at - time.monotonic())
         try:
-            await asyncio.wait_for(trainer.process.wait(), min(KILL_AFTER_TERM_S, self._shutdown_grace_s))
+            await asyncio.wait_for(trainer.process.wait(), wait_s)
         except asyncio.TimeoutError:
             _signal(trainer, signal.SIGTERM)
             try:
@@ -353,6 +400,25 @@ class TrainerPool(ServiceContext):
     def _close(trainer: _Trainer) -> None:
         if not trainer.writer.is_closing():
             trainer.writer.close()
+
+
+class _Observers:
+    """The caller's progress and stage callbacks; a faulty one is logged, never ends the run."""
+
+    def __init__(self, on_progress: Callable[[Progress], None], on_stage: Callable[[TrainerStage], None]) -> None:
+        self._on_progress, self._on_stage = on_progress, on_stage
+
+    def progress(self, progress: Progress, job: str) -> None:
+        try:
+            self._on_progress(progress)
+        except Exception:  # noqa: BLE001 - a faulty observer must not end the run without a result
+            _log.exception(events.TRAINER_PROGRESS_CALLBACK_FAILED, job=job)
+
+    def stage(self, stage: TrainerStage, job: str) -> None:
+        try:
+            self._on_stage(stage)
+        except Exception:  # noqa: BLE001 - a faulty observer must not end the run without a result
+            _log.exception(events.TRAINER_PROGRESS_CALLBACK_FAILED, job=job)
 
 
 def _signal(trainer: _Trainer, signum: int) -> None:

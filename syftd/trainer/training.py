@@ -25,8 +25,8 @@ from syftd.errors import TrainerError, WireError
 from syftd.grid import wire
 from syftd.log import get_logger
 from syftd.trainer.data import BatchSource, load_source
-from syftd.trainer.expiry import Expired, ExpiryView
-from syftd.trainer.messages import Outcome, Progress, Request, TrainingResult
+from syftd.trainer.flag import Expired, ExpiryView
+from syftd.trainer.messages import Outcome, Progress, Request, Stage, TrainerStage, TrainingResult
 from syftd.trainer.plan import PlanRunner, from_wire, load_plan, to_wire
 
 __all__ = ["Trainer"]
@@ -44,7 +44,7 @@ class Trainer:
         self._data_key: DataConfig | None = None
         self._data: BatchSource | None = None
 
-    def run(self, request: Request, flag: ExpiryView, report: Callable[[Progress], None]) -> TrainingResult:
+    def run(self, request: Request, flag: ExpiryView, report: Callable[[Progress | Stage], None]) -> TrainingResult:
         """Train one cycle; returns COMPLETED, EXPIRED or FAILED, never raises (but ``Exception``s of ``report``)."""
         started = time.perf_counter()
         losses: list[float] = []
@@ -64,6 +64,7 @@ class Trainer:
 
         try:
             flag.check()
+            report(Stage(TrainerStage.LOADING_DATA))
             batch_size, lr, steps_total = _hyperparameters(request)
             runner, original = self._prepare(request, batch_size, lr)
             batches = self._source(request.job.data).batches(batch_size, salt=request.cycle_id)
@@ -87,6 +88,7 @@ class Trainer:
                     report(Progress(step, steps_total, loss, accuracy, self._rss(), elapsed))
                     reported_at = now
             flag.check()
+            report(Stage(TrainerStage.WRITING_DIFF))
             trained = [p.to("cpu") for p in runner.params]
             diff = wire.encode_state(to_wire([o - t for o, t in zip(original, trained, strict=True)]))
             wire.check_diff(diff, request.model)

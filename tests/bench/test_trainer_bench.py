@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from trainer.helpers import CLIENT_CONFIG, GOLDEN, make_job
 
-from syftd.expiry import ExpiryReason
-from syftd.trainer.expiry import ExpiryFlag
+from syftd.outcomes import ExpiryReason
+from syftd.trainer.flag import ExpiryFlag
 from syftd.trainer.messages import Outcome, Progress
 from syftd.trainer.process import TrainerPool
 
@@ -115,7 +115,7 @@ async def test_trainer_throughput_against_a_bare_loop(tmp_path: Path) -> None:
     trainer_s: list[float] = []
     cycle_s: list[float] = []
     bare_s: list[float] = []
-    async with TrainerPool(shutdown_grace_s=8.0, log_format="json", log_level="warning") as pool:
+    async with TrainerPool(log_format="json", log_level="warning") as pool:
         for run in range(RUNS + 1):
             clock, flag = _Clock(), ExpiryFlag()
             began = time.perf_counter()
@@ -158,7 +158,7 @@ async def test_expiration_latency_and_start_up() -> None:
     cold: list[float] = []
     warm: list[float] = []
     prepared: list[float] = []
-    async with TrainerPool(shutdown_grace_s=8.0, log_format="json", log_level="warning") as pool:
+    async with TrainerPool(log_format="json", log_level="warning") as pool:
         for run in range(RUNS):
             clock, flag = _Clock(), ExpiryFlag()
             clock.reached[100] = asyncio.Event()
@@ -168,7 +168,7 @@ async def test_expiration_latency_and_start_up() -> None:
             cold.append(clock.at[0] - began)
             await asyncio.sleep(0.137)  # the workload: let the flag land at an arbitrary point in a batch
             set_at = time.perf_counter()
-            flag.expire(ExpiryReason.POWER_LOST)
+            flag.expire(ExpiryReason.POWER_LOST, 5.0)
             result = await asyncio.wait_for(running, 30)
             latencies.append(time.perf_counter() - set_at)
             batches.append(statistics.median(clock.step_s))
@@ -182,7 +182,7 @@ async def test_expiration_latency_and_start_up() -> None:
             assert result.outcome is Outcome.COMPLETED  # type: ignore[attr-defined]
             (warm if run else cold).append(clock.at[0] - began)
         await pool.stop()
-    async with TrainerPool(shutdown_grace_s=8.0, log_format="json", log_level="warning") as pool:
+    async with TrainerPool(log_format="json", log_level="warning") as pool:
         for run in range(3):
             await pool.prepare(JOB)
             await asyncio.sleep(6)  # the workload: the daemon downloading model and plan while torch imports
@@ -192,7 +192,7 @@ async def test_expiration_latency_and_start_up() -> None:
             flag.close()
             prepared.append(clock.at[0] - began)
             await pool.stop()
-            pool = TrainerPool(shutdown_grace_s=8.0, log_format="json", log_level="warning")
+            pool = TrainerPool(log_format="json", log_level="warning")
     worst_ms, batch_ms = max(latencies) * 1000, statistics.median(batches) * 1000
     print(
         f"\nexpiration latency (flag set → EXPIRED result in the daemon), {RUNS} runs:\n"

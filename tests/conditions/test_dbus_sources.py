@@ -160,6 +160,22 @@ async def test_sleep_lock_is_taken_and_released_when_told(
     await _await_no_lock(mocks, 0.5 + LOAD_MARGIN_S)
 
 
+async def test_a_release_while_the_inhibit_call_is_in_flight_leaves_no_lock(
+    mocks: MockControl, dbus_mocks: DBusMocks, make_monitor: Callable[..., Any]
+) -> None:
+    """A cycle that ends before logind answered its Inhibit call: the lock logind then hands over is
+    closed at once, and none is held or listed afterwards."""
+    monitor = await make_monitor(bus_address=dbus_mocks.address)
+    for _ in range(5):
+        taking = asyncio.ensure_future(monitor.hold_sleep_lock())
+        await asyncio.sleep(0)  # the Inhibit call is on the bus, its answer not yet read
+        monitor.release_sleep_lock()
+        assert await taking is False
+        assert not monitor.is_sleep_lock_held
+    await _await_no_lock(mocks, 0.5)
+    assert await _syftd_locks(mocks) == []
+
+
 async def test_sleep_lock_is_released_at_the_latest_one_second_before_logind_gives_up(
     mocks: MockControl, dbus_mocks: DBusMocks, make_monitor: Callable[..., Any]
 ) -> None:

@@ -162,9 +162,9 @@ idle_exit_s = 30
 """)
         return self.config_path
 
-    async def start(self) -> DaemonProcess:
+    async def start(self, env: dict[str, str] | None = None) -> DaemonProcess:
         self.notify = NotifySocket(self.base / f"notify-{next(_names)}.sock")
-        self.daemon = await DaemonProcess.start(self.config_path, notify=self.notify)
+        self.daemon = await DaemonProcess.start(self.config_path, notify=self.notify, env=env)
         await self.notify.wait_for(lambda m: "READY" in m, timeout=30)
         return self.daemon
 

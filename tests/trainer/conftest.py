@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from trainer.helpers import GOLDEN
 
-from syftd.trainer.expiry import ExpiryFlag
+from syftd.trainer.flag import ExpiryFlag
 from syftd.trainer.process import TrainerPool
 
 if importlib.util.find_spec("torch") is None:
@@ -33,7 +33,7 @@ def plan() -> bytes:
 @pytest.fixture
 async def pool() -> AsyncIterator[TrainerPool]:
     """A started pool, stopped (and its trainers reaped) after the test."""
-    async with TrainerPool(shutdown_grace_s=8.0, log_format="json", log_level="warning") as started:
+    async with TrainerPool(log_format="json", log_level="warning") as started:
         yield started
 
 

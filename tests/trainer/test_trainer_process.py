@@ -17,10 +17,10 @@ import pytest
 from support.timing import LOAD_MARGIN_S
 from trainer.helpers import CLIENT_CONFIG, make_job
 
-from syftd.expiry import ExpiryReason
 from syftd.grid import syft_pb2 as pb
 from syftd.grid import wire
-from syftd.trainer.expiry import ExpiryFlag
+from syftd.outcomes import ExpiryReason
+from syftd.trainer.flag import ExpiryFlag
 from syftd.trainer.messages import Outcome, Progress
 from syftd.trainer.process import KILL_AFTER_TERM_S, TrainerPool
 
@@ -95,7 +95,7 @@ async def test_the_warm_trainer_serves_the_next_cycle_and_exits_when_idle(
     Every thread of the trainer, torch's included, runs at nice 19 under SCHED_IDLE.
     """
     job = make_job(trainer={"max_updates": 3, "idle_exit_s": 1.0})
-    async with TrainerPool(shutdown_grace_s=8.0, log_format="json", log_level="warning") as pool:
+    async with TrainerPool(log_format="json", log_level="warning") as pool:
         await pool.prepare(job)
         pid = pool.warm_pids["mnist"]
         first = await _train(pool, job, model, plan, new_flag(), cycle_id="a")
@@ -160,7 +160,7 @@ async def test_the_flag_set_mid_training_stops_before_the_next_batch(
         running = asyncio.ensure_future(_train(pool, job, model, plan, flag, client_config=config, on_progress=steps))
         os.write(gate, b"x" * 12)
         await steps.reached(3)
-        flag.expire(ExpiryReason.MANUAL)
+        flag.expire(ExpiryReason.MANUAL, 5.0)
         os.write(gate, b"x" * 4)
         result = await asyncio.wait_for(running, 30)
     finally:
@@ -226,7 +226,7 @@ async def test_a_trainer_stuck_in_getitem_is_terminated_or_killed_in_bounded_tim
     finally:
         os.close(signal_fd)
     expired_at = time.monotonic()
-    flag.expire(ExpiryReason.POWER_LOST)
+    flag.expire(ExpiryReason.POWER_LOST, grace_s)
     result = await asyncio.wait_for(running, 30)
     took_s = time.monotonic() - expired_at
     assert (result.outcome, result.reason, result.steps) == (outcome, ExpiryReason.POWER_LOST, 0)
@@ -303,14 +303,14 @@ async def test_bad_input_gives_a_failed_result_naming_the_problem(
 _DAEMON_SIDE = """
 import asyncio, json, sys
 from pathlib import Path
-from syftd.trainer.expiry import ExpiryFlag
+from syftd.trainer.flag import ExpiryFlag
 from syftd.trainer.process import TrainerPool
 sys.path.insert(0, {tests!r})
 from trainer.helpers import CLIENT_CONFIG, GOLDEN, make_job
 
 async def main():
     flag = ExpiryFlag()
-    async with TrainerPool(shutdown_grace_s=8.0, log_format="json", log_level="warning") as pool:
+    async with TrainerPool(log_format="json", log_level="warning") as pool:
         result = await pool.train(
             make_job(trainer={{"max_updates": 3}}),
             model=(GOLDEN / "012-http-GET-model-centric_get-model.response.bin").read_bytes(),
@@ -360,7 +360,7 @@ async def test_stopping_the_pool_mid_run_terminates_the_trainer(
 ) -> None:
     """stop() during a run SIGTERMs the busy trainer: train() returns TERMINATED and stop() returns promptly."""
     steps = _Steps()
-    pool = TrainerPool(shutdown_grace_s=8.0, log_format="json", log_level="warning")
+    pool = TrainerPool(log_format="json", log_level="warning")
     job = make_job(trainer={"max_updates": 100_000})
     running = asyncio.ensure_future(_train(pool, job, model, plan, new_flag(), on_progress=steps))
     await steps.reached(1)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from support.timing import LOAD_MARGIN_S
 
-from syftd.expiry import ExpiryReason
-from syftd.trainer.expiry import Expired, ExpiryFlag, ExpiryView
+from syftd.outcomes import ExpiryReason
+from syftd.trainer.flag import Expired, ExpiryFlag, ExpiryView
 from syftd.trainer.messages import Outcome, Progress, TrainingResult, decode_from_trainer, encode
 
 
@@ -71,7 +71,7 @@ async def test_another_process_sees_the_reason_by_name(new_flag: Callable[[], Ex
     child_code = textwrap.dedent(
         f"""
         import sys
-        from syftd.trainer.expiry import Expired, ExpiryView
+        from syftd.trainer.flag import Expired, ExpiryView
         view = ExpiryView({flag.name!r})
         print("attached", flush=True)
         sys.stdin.readline()
@@ -110,7 +110,7 @@ def test_the_daemon_decodes_only_messages() -> None:
 def test_the_daemon_side_modules_do_not_import_torch() -> None:
     """Importing the pool, flag and messages in a fresh interpreter leaves torch unimported."""
     code = (
-        "import sys, syftd.trainer.process, syftd.trainer.expiry, syftd.trainer.messages;"
+        "import sys, syftd.trainer.process, syftd.trainer.flag, syftd.trainer.messages;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'PIL')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)

@@ -1,43 +1,24 @@
 """What a job is doing, in words: the ``STATUS=`` line, the rows of ``syftd status``, ``syftd why``.
 
-Owns ``JobRuntime`` (what the job manager keeps per job: its config and ``policy.JobState``, the running
-cycle or report, the last decision and outcome, the token, simulated overrides and timers) and every
-text derived from it. Pure presentation of that state: does not decide or change anything (``jobs``).
+Owns every text derived from a ``JobRuntime``, among them the phase words of a running cycle
+(``starting trainer``, ``loading data``, ``training 340/1000, loss 0.41``, ``reporting``; never
+"training" before the first step). Pure presentation: does not decide or change anything (the
+manager), nor keep state (``runtime``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from syftd import policy
-from syftd.conditions import Conditions
-from syftd.config import JobConfig
+from syftd.conditions.value import Conditions
 from syftd.constraints import duration_text
-from syftd.cycle import CycleRun, CycleState
+from syftd.jobs.cycle import CycleRun, CycleState, TrainerPhase
+from syftd.jobs.runtime import JobRuntime
 
-__all__ = ["JobRuntime", "job_text", "status_line", "status_rows", "why"]
-
-
-@dataclass(slots=True)
-class JobRuntime:
-    """The job manager's record of one job."""
-
-    config: JobConfig
-    state: policy.JobState = field(default_factory=policy.JobState)
-    run: CycleRun | None = None
-    task: asyncio.Task[Any] | None = None
-    decision: policy.Decision | None = None
-    last: dict[str, Any] | None = None
-    token: str | None = None
-    token_error: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    override_timer: asyncio.TimerHandle | None = None
-    budget_timer: asyncio.TimerHandle | None = None
-    cycles: int = 0
+__all__ = ["job_text", "phase_text", "status_line", "status_rows", "why"]
 
 
 def status_line(jobs: Mapping[str, JobRuntime], now: float) -> str:
@@ -53,12 +34,8 @@ def job_text(job: JobRuntime, now: float) -> str:
     if job.token_error is not None:
         return f"token refused ({job.token_error})"
     if run is not None:
-        progress = run.progress
-        if run.state is CycleState.TRAINING and progress is not None and progress.step > 0:
-            loss = f", loss {progress.loss:.2f}" if progress.loss is not None else ""
-            return f"training {progress.step}/{progress.steps_total}{loss}"
-        return run.state.value
-    if job.task is not None:
+        return phase_text(run)
+    if job.report is not None:
         return "reporting spooled diff"
     decision = job.decision
     if decision is None:
@@ -70,7 +47,18 @@ def job_text(job: JobRuntime, now: float) -> str:
     return decision.action.value if not decision.text else decision.text
 
 
-def status_rows(jobs: Mapping[str, JobRuntime], now: float, history: Any) -> list[dict[str, Any]]:
+def phase_text(run: CycleRun) -> str:
+    """The running cycle's phase in words: the trainer's phase while it trains."""
+    if run.state is not CycleState.TRAINING:
+        return str(run.state.value)
+    progress = run.progress
+    if run.trainer_phase is TrainerPhase.TRAINING and progress is not None and progress.step > 0:
+        loss = f", loss {progress.loss:.2f}" if progress.loss is not None else ""
+        return f"training {progress.step}/{progress.steps_total}{loss}"
+    return str(run.trainer_phase.value)
+
+
+def status_rows(jobs: Mapping[str, JobRuntime], now: float) -> list[dict[str, Any]]:
     """One row per job for ``syftd status``."""
     rows = []
     for name, job in jobs.items():
@@ -81,7 +69,7 @@ def status_rows(jobs: Mapping[str, JobRuntime], now: float, history: Any) -> lis
                 next_run = _wall(decision.at, now)
             elif decision.action is policy.Action.START:
                 next_run = "now"
-        last = job.last or (history.last(name) if history is not None else None)
+        last = job.last
         rows.append(
             {
                 "name": name,
@@ -103,7 +91,7 @@ def why(name: str, job: JobRuntime, now: float, conditions: Conditions) -> dict[
     if job.run is not None:
         run = job.run
         answer["summary"] = f"running: {job_text(job, now)}"
-        answer["reasons"] = [f"cycle {run.cycle_id} is {run.state.value}"]
+        answer["reasons"] = [f"cycle {run.cycle_id} is {phase_text(run)}"]
         if job.state.running_since is not None:
             answer["reasons"].append(f"started {duration_text(now - job.state.running_since)} ago")
     elif job.decision is not None:

@@ -1,12 +1,13 @@
-"""The jobs of the running daemon: when each cycle starts, when it is expired, and what it ended with.
+"""The jobs of the running daemon: when each cycle starts, which events expire it, what follows its end.
 
-Owns the per-job runtime (``jobview.JobRuntime``), the event-driven loop that asks ``policy.decide``
-afresh on every conditions change, timer, trigger or cycle end (it sleeps until the earliest time a
-decision names; nothing ticks), the expiration of running cycles (a lost constraint, the budget,
-sleep, a config change, the operator, shutdown), the report of spooled diffs, the canonical
-``cycle.finished`` line and the history. Does not own the decision rules (``policy``), the protocol
-steps of a cycle (``cycle``), reading conditions (``conditions``), training (``trainer``) or how the
-state is put into words (``jobview``).
+Owns ``JobManager``: the per-job runtime (``runtime.JobRuntime``), the event-driven loop that asks
+``policy.decide`` afresh on every conditions change, timer, trigger or cycle end (it sleeps until the
+earliest time a decision names; nothing ticks), the routing of expiring events to the running cycle
+(a lost constraint, sleep, a config change, the operator, shutdown), the report of spooled diffs
+(``report.ReportRun``), the sleep lock held while cycles run, the canonical ``cycle.finished`` line
+and the history. Does not own the decision rules (``policy``), a cycle's steps, its flag or its
+budget (``cycle``), reading conditions (``conditions``), training (``trainer``) or words (``view``).
+Blocking file I/O (token, spool, history) runs off the event loop.
 """
 
 from __future__ import annotations
@@ -17,24 +18,31 @@ import dataclasses
 import datetime as dt
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
 
-from syftd import events, jobview, policy
-from syftd.conditions import Conditions
-from syftd.config import Config, JobConfig
-from syftd.cycle import CycleRecord, CycleRun, CycleState, new_cycle_id, report_entry
-from syftd.errors import GridError, TokenError
-from syftd.expiry import ExpiryReason
-from syftd.jobview import JobRuntime
+from syftd import events, policy
+from syftd.conditions.value import Conditions
+from syftd.config import Config
+from syftd.errors import TokenError
+from syftd.history import History
+from syftd.identity import Identity
+from syftd.jobs import view
+from syftd.jobs.cycle import CycleRecord, CycleRun, new_cycle_id
+from syftd.jobs.ports import ClientFactory, ConditionsSource, GridSession, Trainers
+from syftd.jobs.report import ReportRun
+from syftd.jobs.runtime import JobRuntime
 from syftd.log import get_logger
+from syftd.outcomes import ExpiryReason
+from syftd.spool import Spool
 
 __all__ = ["JobManager"]
 
 _log = get_logger("syftd.jobs")
 _STATUS_MIN_INTERVAL_S = 1.0
+_SETTLE_S = 1.0
 _SIMULATED = {"power-loss": ("on_external_power", False), "network-loss": ("online", False)}
 
 
@@ -45,12 +53,12 @@ class JobManager:
         self,
         config: Config,
         *,
-        monitor: Any = None,
-        pool: Any = None,
-        spool: Any = None,
-        history: Any = None,
-        identity: Any = None,
-        client_factory: Callable[[JobConfig, str | None], Any] | None = None,
+        pool: Trainers,
+        spool: Spool,
+        history: History,
+        identity: Identity,
+        client_factory: ClientFactory,
+        monitor: ConditionsSource | None = None,
         status: Callable[[str], None] = lambda _text: None,
         clock: Callable[[], float] = time.monotonic,
         uniform: Callable[[], float] = random.random,
@@ -73,32 +81,42 @@ class JobManager:
         self._stopping = False
         self._background: set[asyncio.Future[None]] = set()
         self._last_status = ("", 0.0)
-        self.reconfigure(config)
+        self._apply(config)
 
     # ------------------------------------------------------------------ service
 
     async def start(self) -> None:
-        """Subscribe to conditions and start deciding."""
+        """Read every job's token and spool (off the loop), subscribe to conditions, start deciding."""
+        await asyncio.gather(*(self._make_ready(job) for job in self._jobs.values()))
         if self._monitor is not None:
             self._unsubscribe = self._monitor.subscribe(self._on_conditions)
             self._on_conditions(self._monitor.current)
         self._loop_task = asyncio.create_task(self._loop(), name="syftd.jobs")
 
-    async def stop(self) -> None:
-        """Expire every running cycle with SHUTDOWN, abort reports, wait (bounded); idempotent."""
+    async def stop(self, deadline: float | None = None) -> None:
+        """Expire every running cycle with SHUTDOWN, abort reports, wait; idempotent.
+
+        ``deadline`` (monotonic, the daemon's one stop deadline) is when a trainer still running gets
+        SIGTERM at the latest; the wait ends ``KILL_AFTER_TERM_S`` + 1 s after it.
+        """
+        from syftd.trainer.process import KILL_AFTER_TERM_S
+
         self._stopping = True
+        deadline = self._clock() if deadline is None else deadline
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         tasks = []
         for job in self._jobs.values():
             if job.run is not None:
-                job.run.flag.expire(ExpiryReason.SHUTDOWN)
+                job.run.expire(ExpiryReason.SHUTDOWN, term_by=deadline)
                 job.run.abort_report()
+            if job.report is not None:
+                job.report.abort()
             if job.task is not None:
                 tasks.append(job.task)
         if tasks:
-            bound = self._config.daemon.shutdown_grace_s + 3.0
+            bound = max(0.0, deadline + KILL_AFTER_TERM_S + _SETTLE_S - self._clock())
             _done, pending = await asyncio.wait(tasks, timeout=bound)
             for task in pending:
                 task.cancel()
@@ -107,11 +125,20 @@ class JobManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=_SETTLE_S)
 
     # ------------------------------------------------------------------ configuration
 
     def reconfigure(self, config: Config) -> dict[str, list[str]]:
         """Apply a new configuration; a removed or changed job's running cycle expires (config_changed)."""
+        changes = self._apply(config)
+        for name in changes["added"] + changes["changed"]:
+            self._spawn_quiet(self._make_ready(self._jobs[name]))
+        self._wake.set()
+        return changes
+
+    def _apply(self, config: Config) -> dict[str, list[str]]:
         old = {name: job.config for name, job in self._jobs.items()}
         new = {job.name: job for job in config.job}
         changes = {
@@ -127,35 +154,23 @@ class JobManager:
             job = self._jobs[name]
             self._expire(job, ExpiryReason.CONFIG_CHANGED)
             job.config = new[name]
-            self._load_token(job)
+            job.is_ready = False
         for name in changes["added"]:
-            job = JobRuntime(new[name])
-            job.state = dataclasses.replace(job.state, spool_pending=self._pending_count(name))
-            self._jobs[name] = job
-            self._load_token(job)
+            self._jobs[name] = JobRuntime(new[name])
         self._jobs = {name: self._jobs[name] for name in new}  # keep the file's order
-        self._wake.set()
         return changes
 
-    def _load_token(self, job: JobRuntime) -> None:
+    async def _make_ready(self, job: JobRuntime) -> None:
+        """Read the job's token, pending spool and last outcome off the loop; then it may start cycles."""
+        name, token_file = job.config.name, job.config.grid.token_file
         job.token, job.token_error = None, None
-        path = job.config.grid.token_file
-        if path is None:
-            return
-        from syftd.grid.client import read_token
-
-        with contextlib.suppress(OSError):  # a missing file is read_token's to report
-            if path.stat().st_size == 0:
-                # the service install creates an empty token file for LoadCredential=: no token yet
-                _log.info(events.GRID_TOKEN_EMPTY, job=job.config.name, path=str(path), note="no auth_token is sent")
-                return
-        try:
-            job.token = read_token(path)
-        except TokenError as exc:
-            job.token_error = str(exc)
-            _log.error(events.GRID_TOKEN_REFUSED, job=job.config.name, path=str(path), error=str(exc))
-            return
-        _log.info(events.GRID_TOKEN_LOADED, job=job.config.name, path=str(path), length=len(job.token))
+        if token_file is not None:
+            job.token, job.token_error = await asyncio.to_thread(_read_token, name, token_file)
+        pending = await asyncio.to_thread(self._pending_count, name)
+        job.last = job.last or await asyncio.to_thread(self._history.last, name)
+        job.state = dataclasses.replace(job.state, spool_pending=pending)
+        job.is_ready = True
+        self._wake.set()
 
     # ------------------------------------------------------------------ conditions
 
@@ -177,11 +192,13 @@ class JobManager:
         return self._conditions.updated(now, "simulated", **job.overrides)
 
     def _check_running(self, job: JobRuntime, now: float) -> None:
+        conditions = self._effective(job, now)
+        if job.report is not None and job.config.constraints.requires_network and conditions.online is False:
+            job.report.abort()
         run = job.run
         if run is None:
             return
-        conditions = self._effective(job, now)
-        if run.state in (CycleState.REPORTING, CycleState.SPOOLING):
+        if run.state.has_diff:
             if job.config.constraints.requires_network and conditions.online is False:
                 run.abort_report()
             return
@@ -192,22 +209,9 @@ class JobManager:
             self._expire(job, reason)
 
     def _expire(self, job: JobRuntime, reason: ExpiryReason) -> bool:
-        run = job.run
-        if run is None or run.state.is_terminal:
-            return False
-        if run.state in (CycleState.SPOOLING, CycleState.REPORTING):
-            if reason in (ExpiryReason.SHUTDOWN, ExpiryReason.NETWORK_LOST, ExpiryReason.SLEEP):
-                run.abort_report()
-            return False
-        if run.flag.expire(reason):
-            _log.info(
-                events.CYCLE_EXPIRING,
-                job=job.config.name,
-                cycle=run.cycle_id,
-                reason=reason.label,
-                state=run.state.value,
-            )
-        return True
+        if job.report is not None and reason in (ExpiryReason.SHUTDOWN, ExpiryReason.NETWORK_LOST, ExpiryReason.SLEEP):
+            job.report.abort()
+        return job.run is not None and job.run.expire(reason)
 
     # ------------------------------------------------------------------ the loop
 
@@ -226,7 +230,7 @@ class JobManager:
         running = sum(1 for job in self._jobs.values() if job.task is not None)
         needs_thermal = False
         for job in self._jobs.values():
-            if job.token_error is not None:
+            if job.token_error is not None or not job.is_ready:
                 continue
             busy = job.task is not None
             state = dataclasses.replace(job.state, running=busy)
@@ -263,31 +267,22 @@ class JobManager:
     # ------------------------------------------------------------------ cycles
 
     def _start_cycle(self, job: JobRuntime, decision: policy.Decision) -> None:
-        from syftd.trainer.expiry import ExpiryFlag
-
         cfg = job.config
         cycle_id = new_cycle_id()
-        flag = ExpiryFlag()
         run = CycleRun(
             cfg,
             cycle_id=cycle_id,
-            flag=flag,
-            client=lambda: self._client(cfg, job.token),
+            client=self._session_of(job),
             pool=self._pool,
             spool=self._spool,
             identity=self._identity,
-            on_state=lambda _run: self._publish_status(force=True),
-            on_progress=self._on_progress,
+            on_change=self._on_cycle_change,
         )
         job.run = run
         job.cycles += 1
         if job.state.forced:
             _log.warning(events.JOB_FORCED, job=cfg.name, cycle=cycle_id, note="constraints ignored for this cycle")
-        job.state = dataclasses.replace(
-            job.state, triggered=False, forced=job.state.forced, running=True, running_since=self._clock()
-        )
-        loop = asyncio.get_running_loop()
-        job.budget_timer = loop.call_later(cfg.budget.max_cycle_s, self._expire, job, ExpiryReason.BUDGET)
+        job.state = dataclasses.replace(job.state, triggered=False, running=True, running_since=self._clock())
         if self._monitor is not None:
             self._spawn_quiet(self._monitor.hold_sleep_lock())
         _log.info(events.CYCLE_STARTED, job=cfg.name, cycle=cycle_id, decision=decision.reason.value)
@@ -298,113 +293,90 @@ class JobManager:
         structlog.contextvars.bind_contextvars(job=job.config.name, cycle=run.cycle_id)
         try:
             record = await run.run()
-        except Exception as exc:  # noqa: BLE001 - a bug in one cycle must not take the daemon down
+        except Exception:  # noqa: BLE001 - a bug in one cycle must not take the daemon down
             _log.exception(events.CYCLE_CRASHED, job=job.config.name, cycle=run.cycle_id)
             record = run.record
-            record.outcome, record.reason, record.error = "failed", "internal", repr(exc)
+        try:
+            await self._finish(job, record)
         finally:
-            if job.budget_timer is not None:
-                job.budget_timer.cancel()
-                job.budget_timer = None
-            run.flag.close()
             job.run, job.task = None, None
             if self._monitor is not None and not any(j.run is not None for j in self._jobs.values()):
                 # the trainer has stopped: logind may suspend now (platform-notes §1.3)
                 self._monitor.release_sleep_lock()
-        self._finish(job, record)
+            self._wake.set()
+            self._publish_status(force=True)
 
-    def _finish(self, job: JobRuntime, record: CycleRecord) -> None:
+    async def _finish(self, job: JobRuntime, record: CycleRecord) -> None:
         now = self._clock()
-        schedule = job.config.schedule
+        name = job.config.name
         state = dataclasses.replace(job.state, running=False, running_since=None, forced=False)
-        if record.outcome in ("done", "spooled") or record.reason == "discarded":
-            state = policy.after_success(state, now)
-        elif record.outcome == "rejected" and record.rejected_timeout_s is not None:
-            state = policy.after_rejection(state, now, record.rejected_timeout_s, schedule, self._uniform())
-        elif record.outcome == "rejected" and record.finished:
-            state = policy.after_finished(state, now, schedule)
-        elif record.outcome == "expired":
-            reason = _reason_from_label(record.reason)
-            state = policy.after_expired(state, now, reason, schedule, self._uniform())
-        else:
-            state = policy.after_failure(state, now, schedule, self._uniform())
-        job.state = dataclasses.replace(state, spool_pending=self._pending_count(job.config.name))
+        state = policy.after_cycle(state, record.ended, now, job.config.schedule, self._uniform())
         entry = record.as_dict()
         waits = [t for t in (state.backoff_until, state.rejected_until, state.finished_until) if t is not None]
         if waits and max(waits) > now:
             entry["retry_in_s"] = round(max(waits) - now, 3)
         job.last = entry
-        if self._history is not None:
-            self._history.record(job.config.name, entry)
         # job and cycle come from the task's contextvars; the history keeps cycle_id
         logged = {k: v for k, v in entry.items() if v is not None and k not in ("job", "cycle_id")}
         _log.info(events.CYCLE_FINISHED, **logged)
-        self._wake.set()
-        self._publish_status(force=True)
+        pending = await asyncio.to_thread(self._record, name, entry)
+        job.state = dataclasses.replace(state, spool_pending=pending)
+
+    def _record(self, name: str, entry: dict[str, Any]) -> int:
+        """In a worker thread: the history entry, then the spool's pending count."""
+        self._history.record(name, entry)
+        return self._pending_count(name)
 
     # ------------------------------------------------------------------ spooled reports
 
     def _start_report(self, job: JobRuntime) -> None:
         job.state = dataclasses.replace(job.state, running=True)
-        job.task = asyncio.create_task(self._report_pending(job), name=f"syftd.report.{job.config.name}")
+        job.report = ReportRun(job.config.name, self._spool, self._session_of(job), asyncio.Event())
+        job.task = asyncio.create_task(self._report_pending(job, job.report), name=f"syftd.report.{job.config.name}")
 
-    async def _report_pending(self, job: JobRuntime) -> None:
+    async def _report_pending(self, job: JobRuntime, report: ReportRun) -> None:
         name = job.config.name
         structlog.contextvars.bind_contextvars(job=name)
-        failed = False
+        outcomes: tuple[Any, ...] = ()
         try:
-            for entry in self._spool.pending(name):
-                try:
-                    async with self._client(job.config, job.token) as client:
-                        outcome = await report_entry(client, self._spool, entry)
-                except GridError as exc:
-                    _log.warning(
-                        events.SPOOL_REPORT_FAILED,
-                        job=name,
-                        cycle=entry.cycle_id,
-                        error_type=type(exc).__name__,
-                        error=str(exc),
-                    )
-                    failed = True
-                    break
-                if self._history is not None:
-                    self._history.update(name, entry.cycle_id, outcome=outcome)
+            entries = await asyncio.to_thread(self._spool.pending, name)
+            done = await report.report_all(entries)
+            outcomes = tuple(outcome for _entry, outcome in done)
+            for entry, outcome in done:
+                if outcome.is_settled:
+                    await asyncio.to_thread(self._history.update, name, entry.cycle_id, outcome=outcome.value)
         finally:
-            job.task = None
             now = self._clock()
             state = dataclasses.replace(job.state, running=False)
-            state = (
-                policy.after_failure(state, now, job.config.schedule, self._uniform())
-                if failed
-                else policy.after_success(state, now)
-            )
-            job.state = dataclasses.replace(state, spool_pending=self._pending_count(name))
+            state = policy.after_report(state, outcomes, now, job.config.schedule, self._uniform())
+            pending = await asyncio.to_thread(self._pending_count, name)
+            job.state = dataclasses.replace(state, spool_pending=pending)
+            job.task, job.report = None, None
             self._wake.set()
 
     def _pending_count(self, name: str) -> int:
-        return len(self._spool.pending(name)) if self._spool is not None else 0
+        return len(self._spool.pending(name))
 
-    def _client(self, job: JobConfig, token: str | None) -> Any:
-        if self._client_factory is None:
-            raise RuntimeError("JobManager was built without a grid client factory")
-        return self._client_factory(job, token)
+    def _session_of(self, job: JobRuntime) -> Callable[[], GridSession]:
+        config, token = job.config, job.token
+        return lambda: self._client_factory(config, token)
 
-    def _spawn_quiet(self, awaitable: Any) -> None:
+    def _spawn_quiet(self, awaitable: Coroutine[Any, Any, Any]) -> None:
         async def guarded() -> None:
             try:
                 await awaitable
-            except Exception as exc:  # noqa: BLE001 - a sleep lock is best effort, never fatal
+            except Exception as exc:  # noqa: BLE001 - a sleep lock or a job's set-up is never fatal
                 _log.warning(events.CONDITIONS_SLEEP_LOCK_FAILED, error=repr(exc))
 
         task = asyncio.ensure_future(guarded())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    # ------------------------------------------------------------------ progress and status
+    # ------------------------------------------------------------------ status
 
-    def _on_progress(self, run: CycleRun, progress: Any) -> None:
-        # the trainer pool itself expires the flag with MEMORY above trainer.memory_max_mb
-        self._publish_status()
+    def _on_cycle_change(self, is_phase: bool) -> None:
+        """A new phase is published at once; progress within a phase at most once a second."""
+        self._publish_status(force=is_phase)
 
     def _publish_status(self, *, force: bool = False) -> None:
         text = self.status_line()
@@ -416,7 +388,7 @@ class JobManager:
 
     def status_line(self) -> str:
         """One line for ``STATUS=``, e.g. ``mnist: training 340/1000, loss 0.41``."""
-        return jobview.status_line(self._jobs, self._clock())
+        return view.status_line(self._jobs, self._clock())
 
     # ------------------------------------------------------------------ operator verbs
 
@@ -482,7 +454,7 @@ class JobManager:
 
     def status(self) -> list[dict[str, Any]]:
         """One row per job for ``syftd status``."""
-        return jobview.status_rows(self._jobs, self._clock(), self._history)
+        return view.status_rows(self._jobs, self._clock())
 
     def why(self, job: str) -> dict[str, Any]:
         """Why ``job`` is or is not running, with since-times.
@@ -491,11 +463,22 @@ class JobManager:
             LookupError: no job has that name.
         """
         self.names(job)
-        return jobview.why(job, self._jobs[job], self._clock(), self._conditions)
+        return view.why(job, self._jobs[job], self._clock(), self._conditions)
 
 
-def _reason_from_label(label: str | None) -> ExpiryReason:
+def _read_token(job: str, path: Any) -> tuple[str | None, str | None]:
+    """In a worker thread: the job's token and the reason it was refused (one of them, or neither)."""
+    from syftd.grid.token import read_token
+
+    with contextlib.suppress(OSError):  # a missing file is read_token's to report
+        if path.stat().st_size == 0:
+            # the service install creates an empty token file for LoadCredential=: no token yet
+            _log.info(events.GRID_TOKEN_EMPTY, job=job, path=str(path), note="no auth_token is sent")
+            return None, None
     try:
-        return ExpiryReason[(label or "manual").upper()]
-    except KeyError:
-        return ExpiryReason.MANUAL
+        token = read_token(path)
+    except TokenError as exc:
+        _log.error(events.GRID_TOKEN_REFUSED, job=job, path=str(path), error=str(exc))
+        return None, str(exc)
+    _log.info(events.GRID_TOKEN_LOADED, job=job, path=str(path), length=len(token))
+    return token, None

@@ -1,11 +1,14 @@
 """The shared expiration flag: one named shared-memory byte per cycle, written by the daemon only.
 
 Owns both ends of the flag. ``ExpiryFlag`` is the daemon's end: it creates the block, writes the
-first reason (one-way, level-triggered, never reset), offers ``await flag.wait()`` so the process
-manager can start its grace timer, and closes/unlinks the block. ``ExpiryView`` is the trainer's
+first reason (one-way, level-triggered, never reset) with the moment it was set and the moment a
+trainer still running must get SIGTERM (the moment plus the grace; a stopping daemon can only bring
+it forward, ``hasten``), offers ``await flag.wait()`` and ``await flag.wait_term()`` so the process
+manager watches it, and closes/unlinks the block. ``ExpiryView`` is the trainer's
 end: it attaches by name and only reads, raising ``Expired`` at its checkpoints. The flag crosses the
 process boundary as shared memory, never as messages that can queue up; a warm trainer is handed a
-fresh flag per cycle by name. Does not own the reasons (``syftd.expiry``) nor the checkpoints
+fresh flag per cycle by name. Does not own the reasons (``syftd.outcomes``), who sets the flag and
+when (the cycle, ``syftd.jobs.cycle``) nor the checkpoints
 (``training`` lists them).
 
 The block is the POSIX shared-memory object ``multiprocessing.shared_memory`` would create
@@ -22,9 +25,10 @@ import asyncio
 import mmap
 import os
 import secrets
+import time
 from types import TracebackType
 
-from syftd.expiry import ExpiryReason
+from syftd.outcomes import ExpiryReason
 
 __all__ = ["Expired", "ExpiryFlag", "ExpiryView"]
 
@@ -55,7 +59,12 @@ class ExpiryFlag:
         finally:
             os.close(fd)
         self._event = asyncio.Event()
+        self._changed = asyncio.Event()
         self._closed_value = _LIVE
+        self.expired_at: float | None = None
+        """When the flag was set (``time.monotonic()``), or None."""
+        self.term_at: float | None = None
+        """When a trainer still running gets SIGTERM (``time.monotonic()``), or None."""
 
     def __enter__(self) -> ExpiryFlag:
         return self
@@ -81,8 +90,9 @@ class ExpiryFlag:
         """True once ``expire`` was called with any reason."""
         return self.reason is not None
 
-    def expire(self, reason: ExpiryReason) -> bool:
-        """Set the flag; True if this call set it, False if an earlier reason already won.
+    def expire(self, reason: ExpiryReason, grace_s: float = 0.0) -> bool:
+        """Set the flag; a trainer still running after ``grace_s`` gets SIGTERM. True if this call set
+        it, False if an earlier reason already won (its grace stands).
 
         Raises:
             RuntimeError: after ``close()``.
@@ -92,8 +102,17 @@ class ExpiryFlag:
         if self._map[0] != _LIVE:
             return False
         self._map[0] = int(reason)
+        self.expired_at = time.monotonic()
+        self.term_at = self.expired_at + max(0.0, grace_s)
         self._event.set()
+        self._changed.set()
         return True
+
+    def hasten(self, term_at: float) -> None:
+        """Bring the SIGTERM moment forward to ``term_at`` (monotonic) if it is later; no-op while unset."""
+        if self.term_at is not None and term_at < self.term_at:
+            self.term_at = term_at
+            self._changed.set()
 
     async def wait(self) -> ExpiryReason:
         """Return the reason once the flag is set (at once if it already is)."""
@@ -101,6 +120,20 @@ class ExpiryFlag:
         reason = self.reason
         assert reason is not None
         return reason
+
+    async def wait_term(self) -> None:
+        """Return once the flag is set and its SIGTERM moment has come (``hasten`` is followed)."""
+        await self._event.wait()
+        while True:
+            assert self.term_at is not None
+            remaining = self.term_at - time.monotonic()
+            if remaining <= 0:
+                return
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
 
     def close(self) -> None:
         """Unmap and remove the block (a trainer's mapping stays valid); idempotent. The reason stays readable."""

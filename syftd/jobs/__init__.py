@@ -1,0 +1,20 @@
+"""The jobs: deciding, running and reporting training cycles.
+
+Modules, along the route of one cycle:
+
+- ``manager``: ``JobManager``, the loop that decides (``syftd.policy``) and routes events to cycles;
+- ``runtime``: what the manager keeps per job;
+- ``cycle``: one cycle, its only owner (flag, budget, steps, outcome);
+- ``report``: the one report path for fresh and spooled diffs (probe → report → mark);
+- ``view``: the words (``STATUS=``, ``syftd status``, ``syftd why``);
+- ``ports``: the Protocols of the collaborators.
+
+The pure core they build on (``syftd.policy``, ``syftd.constraints``, ``syftd.outcomes``, the
+``Conditions`` value) lives outside this package and imports no I/O code.
+"""
+
+from __future__ import annotations
+
+from syftd.jobs.manager import JobManager
+
+__all__ = ["JobManager"]

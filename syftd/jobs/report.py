@@ -1,0 +1,123 @@
+"""The one report path for a finished diff, fresh or spooled: probe → report → mark.
+
+Owns ``report_entry`` (ask whether the entry's cycle is still open with a
+``get-plan`` probe, send the diff, then mark the spool entry reported or discarded) and
+``ReportRun``: one job's report of a list of spool entries, with one ``abort`` that a lost network and
+a stopping daemon both use. An aborted or failed report leaves the diff spooled; it is reported
+later. Blocking spool I/O runs off the event loop. Does not own when a report runs (the manager's
+``policy`` decision, or the cycle right after spooling) nor what a node's answer means (``grid``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from syftd import events
+from syftd.errors import GridCycleGone, GridError, WireError
+from syftd.jobs.ports import GridSession
+from syftd.log import get_logger
+from syftd.outcomes import ReportOutcome
+from syftd.spool import Spool, SpoolEntry
+
+__all__ = ["ReportOutcome", "ReportRun", "race", "report_entry"]
+
+_log = get_logger("syftd.jobs.report")
+T = TypeVar("T")
+
+
+async def report_entry(client: GridSession, spool: Spool, entry: SpoolEntry) -> ReportOutcome:
+    """Probe whether the entry's cycle is still open (get-plan), then report; marks the spool entry.
+
+    Returns REPORTED or DISCARDED.
+
+    Raises:
+        GridError: the node could not tell (retry later); the entry stays pending.
+    """
+    try:
+        await client.get_plan(entry.worker_id, entry.request_key, int(entry.plan_id))
+    except GridCycleGone as exc:
+        await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
+        return ReportOutcome.DISCARDED
+    try:
+        diff = await asyncio.to_thread(spool.load_diff, entry)
+    except WireError:
+        return ReportOutcome.DISCARDED  # damaged on disk: the spool quarantined it and said so
+    try:
+        await client.report(entry.worker_id, entry.request_key, diff)
+    except GridCycleGone as exc:
+        await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
+        return ReportOutcome.DISCARDED
+    # marked durably right after the node's success: a resend before this only overwrites the same row
+    await asyncio.to_thread(spool.mark_reported, entry)
+    return ReportOutcome.REPORTED
+
+
+class ReportRun:
+    """Reports spool entries one after another, until one does not settle or ``abort`` is called."""
+
+    def __init__(self, job: str, spool: Spool, client: Callable[[], GridSession], abort: asyncio.Event) -> None:
+        self.job = job
+        self._spool = spool
+        self._client = client
+        self._abort = abort
+
+    def abort(self) -> None:
+        """Stop the report in flight; the diff stays spooled. Idempotent."""
+        self._abort.set()
+
+    async def report(self, entry: SpoolEntry) -> ReportOutcome:
+        """Report one entry: REPORTED, DISCARDED, PENDING (failed, kept) or ABORTED (kept)."""
+        if self._abort.is_set():
+            return ReportOutcome.ABORTED
+        try:
+            async with self._client() as client:
+                return await race(report_entry(client, self._spool, entry), self._abort.wait())
+        except Aborted:
+            _log.info(events.SPOOL_REPORT_ABORTED, job=self.job, cycle=entry.cycle_id)
+            return ReportOutcome.ABORTED
+        except GridError as exc:
+            _log.warning(
+                events.SPOOL_REPORT_FAILED,
+                job=self.job,
+                cycle=entry.cycle_id,
+                error_type=type(exc).__name__,
+                error=str(exc),
+            )
+            return ReportOutcome.PENDING
+
+    async def report_all(self, entries: list[SpoolEntry]) -> list[tuple[SpoolEntry, ReportOutcome]]:
+        """Report ``entries`` in order, stopping at the first one that does not settle."""
+        done = []
+        for entry in entries:
+            outcome = await self.report(entry)
+            done.append((entry, outcome))
+            if not outcome.is_settled:
+                break
+        return done
+
+
+class Aborted(Exception):
+    """The stopper fired before the step finished; the step was cancelled."""
+
+
+async def race(step: Awaitable[T], stopper: Awaitable[object]) -> T:
+    """Await ``step`` unless ``stopper`` completes first (then cancel ``step`` and raise ``Aborted``)."""
+    task = asyncio.ensure_future(step)
+    waiter = asyncio.ensure_future(stopper)
+    try:
+        done, _pending = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        waiter.cancel()
+        raise
+    if task in done:
+        waiter.cancel()
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the step is abandoned on purpose
+        pass
+    raise Aborted

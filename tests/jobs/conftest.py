@@ -1,0 +1,202 @@
+"""The middle layer in-process: the job manager and the cycle against the project's node on 127.0.0.1
+(through a proxy that can hold one protocol step), a real spool, history and identity in a temporary
+directory, and a real trainer pool running the torch-free STAND-IN trainer (support.standin_trainer).
+
+Every test here runs under blockbuster: a blocking call (file I/O, sleeps, blocking sockets) made by
+syftd's code on the event loop fails it; the tests' own set-up may block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import struct
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
+from support.holdproxy import HoldProxy
+
+from syftd.conditions.value import Conditions
+from syftd.config import BudgetConfig, ConstraintsConfig, GridConfig, JobConfig, ScheduleConfig, TrainerConfig
+from syftd.grid import syft_pb2 as pb
+from syftd.grid import wire
+from syftd.grid.client import GridClient
+from syftd.history import History
+from syftd.identity import Identity
+from syftd.jobs.cycle import CycleRun, new_cycle_id
+from syftd.jobs.ports import GridSession
+from syftd.node.node import GridNode, NodeOptions
+from syftd.spool import Spool
+from syftd.trainer.process import TrainerPool
+
+TESTS = Path(__file__).resolve().parents[1]
+GRACE_S = 0.5
+_names = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Fail any test in which the daemon's code makes a blocking call on the event loop.
+
+    The local node (syftd.node) shares the loop in these tests but is the server side: its store
+    is created and read synchronously on purpose, so it is left out of the scan."""
+    with blockbuster_ctx("syftd", excluded_modules=["syftd.node"]) as detector:
+        yield detector
+
+
+def tiny_model() -> bytes:
+    """A two-tensor float32 State: the stand-in's diffs have the same shapes."""
+    return wire.encode_state(
+        [
+            wire.Tensor("float32", (4, 3), struct.pack("<12f", *range(12))),
+            wire.Tensor("float32", (3,), struct.pack("<3f", 1, 2, 3)),
+        ]
+    )
+
+
+@dataclass
+class World:
+    """One test's node (behind the proxy), state directory and stand-in trainer pool."""
+
+    node: GridNode
+    proxy: HoldProxy
+    pool: TrainerPool
+    base: Path
+    gates: Path
+    name: str = ""
+    spool: Spool = field(init=False)
+    history: History = field(init=False)
+    identity: Identity = field(init=False)
+
+    def __post_init__(self) -> None:
+        state = self.base / "state"
+        self.spool, self.history, self.identity = Spool(state), History(state), Identity(state)
+
+    def host(self, **server: Any) -> str:
+        self.name = f"tiny-{next(_names)}"
+        client = {"name": self.name, "version": "1.0", "batch_size": 4, "lr": 0.1, "max_updates": 5}
+        server_config = {"cycle_length": 600, "num_cycles": 0, "min_diffs": 1, "max_diffs": 1, **server}
+        plan = bytes(pb.Plan(torchscript=b"stand-in: no TorchScript is run").SerializeToString())
+        self.node.host(self.name, "1.0", tiny_model(), {"training_plan": plan}, client, server_config)
+        return self.name
+
+    def job(self, *, max_updates: int = 5, **sections: Any) -> JobConfig:
+        grid = GridConfig(url=self.proxy.url, model=self.name, version="1.0", transport="http", timeout_s=30.0)
+        return JobConfig(
+            name="tiny",
+            grid=grid,
+            constraints=ConstraintsConfig(
+                requires_external_power=False, requires_network=False, requires_unmetered=False, stable_for_s=0.0
+            ),
+            schedule=sections.pop("schedule", ScheduleConfig(interval_s=3600, backoff_initial_s=0.2)),
+            budget=sections.pop("budget", BudgetConfig(max_cycle_s=120, expiry_grace_s=GRACE_S)),
+            trainer=TrainerConfig(idle_exit_s=30.0, progress_interval_s=0.0, max_updates=max_updates),
+            **sections,
+        )
+
+    def session(self, job: JobConfig, token: str | None = None) -> GridSession:
+        return GridClient(job.grid, token=token)
+
+    def cycle(self, job: JobConfig) -> CycleRun:
+        return CycleRun(
+            job,
+            cycle_id=new_cycle_id(),
+            client=lambda: self.session(job),
+            pool=self.pool,
+            spool=self.spool,
+            identity=self.identity,
+        )
+
+    async def gate(self, phase: str) -> None:
+        """Make the stand-in hold before ``phase`` (import, load, train, diff)."""
+        await asyncio.to_thread((self.gates / f"{phase}.hold").write_text, "")
+
+    async def open_gate(self, phase: str) -> None:
+        await asyncio.to_thread((self.gates / f"{phase}.hold").unlink, missing_ok=True)
+
+    async def entered(self, phase: str, timeout: float = 30) -> None:
+        """Await the stand-in reaching the hold before ``phase``."""
+        await eventually_async(lambda: (self.gates / f"{phase}.entered").exists(), timeout=timeout)
+
+    def reports(self) -> list[Any]:
+        return [r for r in self.node.reports if r.model == self.name]
+
+
+def trainer_pids() -> list[int]:
+    """The stand-in trainer processes that are this process's children and still alive (not zombies)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "standin_trainer" in " ".join(child.cmdline()):
+                found.append(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+async def eventually_async(predicate: Callable[[], bool], *, timeout: float = 10, every: float = 0.02) -> None:
+    """Await a condition of the outside world that sends no event (files, the process table), off the loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await asyncio.to_thread(predicate):
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(every)
+
+
+@pytest.fixture
+async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    monkeypatch.setenv("SYFTD_STANDIN_GATES", str(gates))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    node = GridNode(NodeOptions())
+    await node.start("127.0.0.1", 0)
+    try:
+        async with (
+            HoldProxy(node.url) as proxy,
+            TrainerPool(worker_module="support.standin_trainer", log_format="json", log_level="warning") as pool,
+        ):
+            yield World(node, proxy, pool, tmp_path, gates)
+    finally:
+        await node.stop()
+
+
+class StaticConditions:
+    """A STAND-IN for the conditions monitor: publishes the Conditions the test sets, counts the sleep
+    lock (the real monitor and logind are tested with D-Bus in tests/conditions and tests/e2e)."""
+
+    def __init__(self, **facts: Any) -> None:
+        self._current = Conditions().updated(0.0, "test", **facts)
+        self._subscribers: list[Callable[[Conditions], None]] = []
+        self.lock_holds = 0
+        self.lock_releases = 0
+
+    @property
+    def current(self) -> Conditions:
+        return self._current
+
+    def publish(self, now: float, **facts: Any) -> None:
+        self._current = self._current.updated(now, "test", **facts)
+        for callback in list(self._subscribers):
+            callback(self._current)
+
+    def subscribe(self, callback: Callable[[Conditions], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def set_thermal_active(self, active: bool) -> None:
+        del active
+
+    async def hold_sleep_lock(self) -> bool:
+        self.lock_holds += 1
+        return True
+
+    def release_sleep_lock(self) -> None:
+        self.lock_releases += 1

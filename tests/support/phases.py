@@ -1,0 +1,153 @@
+"""Holding the real daemon's cycle in one phase before a finished diff exists (tests/e2e/test_phases.py
+and tests/bench/test_expiry_bench.py).
+
+A proxy in front of the node holds one protocol step (authenticating, requesting, downloading); a
+``sitecustomize`` gate holds the trainer process before its imports (starting trainer); a Python data
+source holds the data load (loading data); training runs 100 000 steps. A gate holds while
+``<gates>/<name>.hold`` exists and writes ``<name>.entered`` when reached.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from support.harness import Harness, eventually
+from support.holdproxy import HoldProxy
+
+__all__ = ["PHASES", "Held", "alive", "budget_s", "daemon_env", "history", "hold", "trainer_processes"]
+
+BUDGET_S = {"authenticating": 5.0, "requesting": 5.0, "downloading": 5.0}
+"""max_cycle_s per phase when the budget is the trigger: the held phase is reached well before it."""
+_BUDGET_DEFAULT_S = 15.0
+
+_SITECUSTOMIZE = """
+import os, sys, time
+_gate = os.environ.get("SYFTD_TEST_IMPORT_GATE")
+if _gate and "syftd.trainer.worker" in getattr(sys, "orig_argv", ()) and os.path.exists(_gate + ".hold"):
+    with open(_gate + ".entered", "w") as _f:
+        _f.write(str(os.getpid()))
+    while os.path.exists(_gate + ".hold"):
+        time.sleep(0.01)
+"""
+
+_GATED_DATA = """
+import os, time
+import torch
+
+GATE = {gate!r}
+
+class Digits(torch.utils.data.Dataset):
+    def __len__(self):
+        return 256
+    def __getitem__(self, i):
+        return torch.zeros(784), i % 10
+
+def dataset():
+    if os.path.exists(GATE + ".hold"):
+        with open(GATE + ".entered", "w") as f:
+            f.write(str(os.getpid()))
+        while os.path.exists(GATE + ".hold"):
+            time.sleep(0.01)
+    return Digits()
+"""
+
+PHASES = {
+    # phase: (proxy step to hold, STATUS= words while held)
+    "authenticating": ("authenticate", "authenticating"),
+    "requesting": ("cycle-request", "requesting"),
+    "downloading": ("get-model", "downloading"),
+    "starting trainer": (None, "starting trainer"),
+    "loading data": (None, "loading data"),
+    "training": (None, "training "),
+}
+
+
+@dataclass
+class Held:
+    """One daemon held in one phase."""
+
+    harness: Harness
+    proxy: HoldProxy
+    gates: Path
+    phase: str
+
+    def release(self) -> None:
+        self.proxy.release()
+        for gate in self.gates.glob("*.hold"):
+            gate.unlink(missing_ok=True)
+
+
+async def hold(harness: Harness, proxy: HoldProxy, phase: str, *, budget: bool) -> Held:
+    """Start a daemon and return once its one cycle is held in ``phase`` (and STATUS= says so)."""
+    step, words = PHASES[phase]
+    gates = harness.base / "gates"
+    gates.mkdir(exist_ok=True)
+    hooks = harness.base / "hooks"
+    hooks.mkdir(exist_ok=True)
+    (hooks / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    (hooks / "gated_data.py").write_text(textwrap.dedent(_GATED_DATA.format(gate=str(gates / "load"))))
+    harness.host(max_updates=5)
+    config = harness.write_config(url=proxy.url, job="max_updates = 100000").read_text()
+    config = config.replace('version = "1.0"\n', 'version = "1.0"\ntransport = "http"\n', 1)
+    if phase == "loading data":
+        config = config.replace(
+            'source = "synthetic-digits"\nsamples = 256',
+            f'source = "python"\npath = "{hooks}"\ncallable = "gated_data:dataset"',
+        )
+    if budget:
+        config = config.replace("max_cycle_s = 120", f"max_cycle_s = {budget_s(phase)}")
+    harness.config_path.write_text(config)
+    if step is not None:
+        proxy.hold(step)
+    elif phase == "starting trainer":
+        (gates / "import.hold").write_text("")
+    elif phase == "loading data":
+        (gates / "load.hold").write_text("")
+    held = Held(harness, proxy, gates, phase)
+    await harness.start(env=daemon_env(harness))
+    assert harness.notify is not None
+    await harness.notify.wait_for(lambda m: words in m.fields.get("STATUS", ""), timeout=60)
+    if phase == "downloading":
+        assert harness.daemon is not None
+        await harness.daemon.wait_log("trainer.spawned", timeout=30)  # prepared while the cycle downloads
+    elif phase == "starting trainer":
+        await eventually(lambda: (gates / "import.entered").exists(), timeout=30)
+    elif phase == "loading data":
+        await eventually(lambda: (gates / "load.entered").exists(), timeout=60)
+    return held
+
+
+def budget_s(phase: str) -> float:
+    """max_cycle_s used when the budget expires a cycle held in ``phase``."""
+    return BUDGET_S.get(phase, _BUDGET_DEFAULT_S)
+
+
+def trainer_processes(harness: Harness) -> list[psutil.Process]:
+    assert harness.daemon is not None
+    return [
+        child
+        for child in psutil.Process(harness.daemon.pid).children(recursive=True)
+        if "syftd.trainer" in " ".join(child.cmdline())
+    ]
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def history(harness: Harness) -> list[dict]:
+    path = harness.base / "state" / "jobs" / "mnist" / "history.json"
+    return json.loads(path.read_text())["entries"] if path.exists() else []
+
+
+def daemon_env(harness: Harness) -> dict[str, str]:
+    """The daemon's environment for the gates (its trainers inherit it)."""
+    return {"PYTHONPATH": str(harness.base / "hooks"), "SYFTD_TEST_IMPORT_GATE": str(harness.base / "gates" / "import")}

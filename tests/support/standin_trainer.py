@@ -1,0 +1,140 @@
+"""A torch-free STAND-IN for ``syftd.trainer.worker``: it is not the real trainer and says so.
+
+It speaks the same frame protocol on the same inherited socket, takes the same arguments, checks the
+same shared-memory expiration flag between its steps, exits the same way, and returns a real diff
+State (every parameter's difference is ``0.001``) that passes ``wire.check_diff``; it trains nothing.
+The middle-layer tests run ``syftd.jobs`` against it in-process, where importing torch per cycle
+would cost seconds.
+
+Hold points make phases deterministic: with ``SYFTD_STANDIN_GATES=<dir>``, before each phase
+(``import``, ``load``, ``train``, ``step<n>``, ``diff``) it looks for ``<dir>/<phase>.hold``; if present it
+creates ``<dir>/<phase>.entered`` and waits until the test removes the ``.hold`` file (SIGTERM ends
+it meanwhile, as it ends the real trainer). ``SYFTD_STANDIN_STEP_S`` sets the time per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+from syftd.grid import wire
+from syftd.trainer.flag import Expired, ExpiryView
+from syftd.trainer.messages import (
+    HEADER,
+    Outcome,
+    Preload,
+    Progress,
+    Request,
+    Stage,
+    TrainerStage,
+    TrainingResult,
+    encode,
+)
+
+STANDIN = True
+"""Marks this module as a stand-in (the tests assert they ran it)."""
+
+
+def _gate(phase: str) -> None:
+    gates = os.environ.get("SYFTD_STANDIN_GATES")
+    if not gates:
+        return
+    hold = Path(gates) / f"{phase}.hold"
+    if not hold.exists():
+        return
+    (Path(gates) / f"{phase}.entered").write_text(str(os.getpid()))
+    while hold.exists():
+        time.sleep(0.01)
+
+
+def _read(sock: socket.socket, size: int) -> bytes | None:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            return None
+        chunks += chunk
+    return bytes(chunks)
+
+
+def _receive(sock: socket.socket, idle_s: float) -> object | None:
+    sock.settimeout(idle_s)
+    try:
+        header = _read(sock, HEADER.size)
+    except TimeoutError:
+        return None
+    finally:
+        sock.settimeout(None)
+    if header is None:
+        return None
+    body = _read(sock, HEADER.unpack(header)[0])
+    return None if body is None else pickle.loads(body)
+
+
+def _diff(model: bytes) -> bytes:
+    tensors = []
+    for tensor in wire.parse_state(model):
+        count = len(tensor.data) // 4
+        tensors.append(wire.Tensor(tensor.dtype, tensor.shape, struct.pack(f"<{count}f", *([0.001] * count))))
+    return wire.encode_state(tensors)
+
+
+def _run(sock: socket.socket, request: Request, step_s: float) -> TrainingResult:
+    flag = ExpiryView(request.flag_name)
+    losses: list[float] = []
+    try:
+        flag.check()
+        sock.sendall(encode(Stage(TrainerStage.LOADING_DATA)))
+        total = request.job.trainer.max_updates or int(request.client_config.get("max_updates", 1))
+        sock.sendall(encode(Progress(0, total, None, None, 0, 0.0)))
+        _gate("train")
+        for step in range(1, total + 1):
+            flag.check()
+            _gate(f"step{step}")
+            time.sleep(step_s)
+            losses.append(1.0 / step)
+            sock.sendall(encode(Progress(step, total, losses[-1], 0.5, 0, step_s)))
+        flag.check()
+        sock.sendall(encode(Stage(TrainerStage.WRITING_DIFF)))
+        _gate("diff")
+        flag.check()
+        return TrainingResult(Outcome.COMPLETED, diff=_diff(request.model), steps=total, losses=tuple(losses))
+    except Expired as exc:
+        return TrainingResult(Outcome.EXPIRED, reason=exc.reason, steps=len(losses), losses=tuple(losses))
+    finally:
+        flag.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="support.standin_trainer")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--idle-exit-s", type=float, default=60.0)
+    args, _rest = parser.parse_known_args()
+    _gate("import")
+    step_s = float(os.environ.get("SYFTD_STANDIN_STEP_S", "0.01"))
+    sock = socket.socket(fileno=args.fd)
+    while True:
+        message = _receive(sock, args.idle_exit_s)
+        if message is None:
+            return 0
+        if isinstance(message, Preload):
+            sock.sendall(encode(Stage(TrainerStage.LOADING_DATA)))
+            _gate("load")
+            continue
+        assert isinstance(message, Request), message
+        result = _run(sock, message, step_s)
+        sock.sendall(encode(result))
+        if result.outcome is not Outcome.COMPLETED:
+            return 0
+
+
+if __name__ == "__main__":
+    status = main()
+    sys.stdout.flush()
+    os._exit(status)

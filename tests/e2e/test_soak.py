@@ -2,7 +2,7 @@
 faults (power, network and sleep flaps, kill -9 of the daemon and its trainer, node restarts, 503 bursts,
 early cycle closes, a read-only state directory), then the ledger of every finished diff.
 
-In ``make test`` it runs 60 s of faults (seed 1 under CI=true, else a random seed it prints; SOAK_SEED
+In ``make test`` it runs 50 s of faults (seed 7 under CI=true, else a random seed it prints; SOAK_SEED
 overrides, SOAK_SKIP=kind,kind leaves kinds out); ``make soak`` runs SOAK_MINUTES of them. One soak per
 module; each test checks one invariant of its result, so a failure names the invariant, and every failure
 message carries the totals.
@@ -22,11 +22,11 @@ from support.soak.run import Result, soak
 
 MINUTES = os.environ.get("SOAK_MINUTES", "").strip()
 LONG = bool(MINUTES)
-SECONDS = float(MINUTES) * 60 if LONG else 60.0
+SECONDS = float(MINUTES) * 60 if LONG else 50.0
 if "SOAK_SEED" in os.environ:
     SEED = int(os.environ["SOAK_SEED"])
 elif os.environ.get("CI", "").lower() == "true":
-    SEED = 1
+    SEED = 7
 else:
     SEED = random.SystemRandom().randrange(1, 2**31)
 SKIP = tuple(k.strip() for k in os.environ.get("SOAK_SKIP", "").split(",") if k.strip())

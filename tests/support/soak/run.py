@@ -208,7 +208,8 @@ async def _chaos(faults: Faults, until: float) -> None:
 async def _drain(world: World, faults: Faults, control: MockControl) -> set[str]:
     """Undo everything, keep new cycles from starting (on battery), and wait for the spool to empty.
 
-    Returns the cycle ids still spooled when the time is up (the backoff cap twice, a node cycle and a margin).
+    Returns the cycle ids still spooled when the time is up: twice the backoff cap, a probe and a report,
+    and twice the load margin (a cycle still training expires at once on battery).
     """
     began = time.time()
     await faults.writable()
@@ -216,7 +217,7 @@ async def _drain(world: World, faults: Faults, control: MockControl) -> set[str]
     await control.set_network(State=70)
     world.node.sync(lambda: _clear_failures(world))
     s = world.settings
-    deadline = began + 2 * s.backoff_max_s + s.cycle_length_s + s.max_cycle_s + 2 * LOAD_MARGIN_S
+    deadline = began + 2 * s.backoff_max_s + 2 * s.timeout_s + 2 * LOAD_MARGIN_S
     pending: set[str] | None = None
     while time.time() < deadline:
         pending = events.pending_spool(world.state_dir, "mnist")

@@ -65,6 +65,18 @@ def test_a_cycle_followed_by_another_start_without_its_end_is_unfinished() -> No
     assert gaps.unfinished == 1 and gaps.longest_cycle_s == 11.0
 
 
+def test_a_cycle_started_before_the_announced_wait_is_over_is_early() -> None:
+    cycles = [
+        Fact("cycle_started", 1, 7),
+        Fact("cycle_finished", 2, 7, retry_in_s=5.0),
+        Fact("cycle_started", 2.01, 7),
+        Fact("cycle_finished", 3, 7, retry_in_s=1.0),
+        Fact("cycle_started", 4.05, 7),
+    ]
+    gaps = measure(cycles, {}, [], 0.0, 10.0)
+    assert (gaps.early_starts, gaps.worst_early_s) == (1, 4.99)
+
+
 def test_the_facts_come_from_the_daemon_log_lines_and_the_spool_files(tmp_path) -> None:
     lines = [
         {"event": "spool.added", "timestamp": "2026-01-01T00:00:01Z", "cycle_id": "c1", "sha256": "ab" * 8},

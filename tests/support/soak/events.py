@@ -50,6 +50,8 @@ class Fact:
     """A prefix of the diff's sha256 (as logged), for matching the node's rows."""
     outcome: str | None = None
     reason: str | None = None
+    retry_in_s: float | None = None
+    """How long a finished cycle said the job now waits (``cycle.finished``'s ``retry_in_s``)."""
 
 
 def when(entry: dict[str, Any]) -> float:
@@ -73,6 +75,7 @@ def facts(entries: Iterable[dict[str, Any]], pid: int) -> Iterator[Fact]:
             sha=str(sha) if sha else None,
             outcome=entry.get("outcome"),
             reason=_text(entry.get("reason") or entry.get("problem")),
+            retry_in_s=_number(entry.get("retry_in_s")),
         )
 
 
@@ -96,6 +99,10 @@ def pending_spool(state_dir: Path, job: str) -> set[str] | None:
         if dot and suffix == "json" and not any(f"{stem}.{m}" in names for m in ("reported", "discarded")):
             pending.add(stem)
     return pending
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _text(value: Any) -> str | None:

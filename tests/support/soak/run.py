@@ -98,7 +98,8 @@ class Result:
             f"daemon RSS: first third {m['rss_first']:.1f} MiB, last third {m['rss_last']:.1f} MiB (medians; "
             f"bound x{RSS_GROWTH[0]} + {RSS_GROWTH[1]:g} MiB); fds: {m['fds_first']:.0f} -> {m['fds_last']:.0f} "
             f"(maxima; bound +{FD_GROWTH}); {m['samples']:.0f} samples over {m['daemons']:.0f} daemon(s)",
-            f"cycles that never logged cycle.finished, their daemon alive: {g.unfinished}",
+            f"cycles that never logged cycle.finished, their daemon alive: {g.unfinished}; cycles started "
+            f"before the announced wait was over: {g.early_starts} (the worst {g.worst_early_s:.1f} s early)",
             f"tracebacks in the daemon's output: {self.tracebacks}; trainers alive after their daemon's kill -9: "
             f"{len(self.orphans)}; /dev/shm/syftd-* left after the soak: {self.shm_left}",
         ]

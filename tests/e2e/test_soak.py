@@ -79,9 +79,9 @@ NODE_RESTART_WEDGE = pytest.mark.xfail(
 )
 READONLY_HOT_LOOP = pytest.mark.xfail(
     not LONG,
-    reason="issue 14 item 6: with the state directory read-only every cycle fails 'internal' (OSError 30 in "
-    "identity.save_worker) and JobManager._finish raises in the history write before it stores the backoff, "
-    "so the next cycle starts within milliseconds although cycle.finished announced retry_in_s",
+    reason="issue 14 item 6: with the state directory read-only, JobManager._finish raises in the history write "
+    "(OSError 30) before it stores the job's new wait, so the next cycle starts within milliseconds although "
+    "cycle.finished announced retry_in_s: a hot loop of failed or rejected cycles, two tracebacks each",
     strict=False,
 )
 

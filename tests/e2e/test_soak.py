@@ -31,12 +31,7 @@ else:
     SEED = random.SystemRandom().randrange(1, 2**31)
 SKIP = tuple(k.strip() for k in os.environ.get("SOAK_SKIP", "").split(",") if k.strip())
 
-pytestmark = [
-    pytest.mark.torch,
-    pytest.mark.dbus,
-    pytest.mark.slow,
-    pytest.mark.timeout(SECONDS + 600),
-]
+pytestmark = [pytest.mark.torch, pytest.mark.dbus, pytest.mark.slow, pytest.mark.timeout(SECONDS + 600)]
 
 
 @pytest.fixture(scope="module")

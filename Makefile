@@ -14,7 +14,7 @@ COMPAT_PYTHONS := $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10 /usr/b
 PREFIX ?= /opt/syftd
 DESTDIR ?=
 
-.PHONY: help venv run test sysdeps check lint bench soak test-compat clean proto
+.PHONY: help venv run test sysdeps check lint bench soak test-compat clean proto flower-env
 
 help:
 	@echo "make run    - start a local PyGrid-compatible node and the daemon; watch cycles complete"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench  - benchmarks under tests/bench (figures and ratios)"
 	@echo "make soak   - the chaos soak for SOAK_MINUTES (default 30) and its totals (README, \"Soak\")"
 	@echo "make test-compat - torch-free tests under Python 3.10 and 3.13 when present"
+	@echo "make flower-env - .venv-flower: flwr (FLWR_SPEC, default flwr==1.42.0) for flower jobs and their tests"
 	@echo "make install-systemd | install-launchd - install as a system service (PREFIX, DESTDIR; README, "Install as a service")"
 	@echo "make install-systemd-user | install-launchd-agent - install for the current user only"
 
@@ -83,12 +84,18 @@ test-compat:
 	  $$env/bin/python -m pytest -m "not torch" -p no:cacheprovider tests --ignore=tests/bench --ignore=tests/service $(PYTEST_ARGS); \
 	done
 
+# The separate environment flower-supernode runs from (README, "Flower"): flwr pinned to the SuperLink's
+# major.minor. Separate because flwr 1.42 needs protobuf < 7 and syftd needs >= 7. The tests build it too.
+FLWR_SPEC ?= flwr==1.42.0
+flower-env:
+	contrib/flower/make-venv.sh .venv-flower '$(FLWR_SPEC)'
+
 # The PyGrid wire schema (syftd/grid/syft.proto) -> syftd/grid/syft_pb2.py(i); needs the runtime's major (7).
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. syftd/grid/syft.proto
 
 clean:
-	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* .venv-flower .mypy_cache .pytest_cache .ruff_cache
 
 # ------------------------------------------------------------------ service install (README, "Install as a service")
 # The daemon gets its own virtual environment under PREFIX (default /opt/syftd), built from
@@ -108,6 +115,41 @@ USER_CONFDIR ?= $(HOME)/.config
 SVC_ROOT := $(DESTDIR)$(PREFIX)
 SVC_CONF := $(DESTDIR)$(SYSCONFDIR)/syftd
 SVC_LIVE := $(if $(DESTDIR),,$(shell test -d /run/systemd/system && echo yes))
+
+# Shell completions and the man page, generated from the argparse parser at build time (no run-time cost).
+MANDIR ?= /usr/local/share/man
+BASHCOMPDIR ?= /usr/local/share/bash-completion/completions
+ZSHCOMPDIR ?= /usr/local/share/zsh/site-functions
+FISHCOMPDIR ?= /usr/local/share/fish/vendor_completions.d
+UDEVRULESDIR ?= /etc/udev/rules.d
+CLI_DOCS := build/cli-docs
+DOCS_PYTHON ?= $(SVC_ROOT)/bin/python
+
+.PHONY: cli-docs install-cli-docs uninstall-cli-docs install-energy-rule uninstall-energy-rule
+
+cli-docs:
+	$(DOCS_PYTHON) tools/cli_docs.py $(CLI_DOCS)
+
+install-cli-docs: cli-docs
+	install -d -m 0755 $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	install -m 0644 $(CLI_DOCS)/syftd.1 $(DESTDIR)$(MANDIR)/man1/syftd.1
+	install -m 0644 $(CLI_DOCS)/syftd.bash $(DESTDIR)$(BASHCOMPDIR)/syftd
+	install -m 0644 $(CLI_DOCS)/_syftd $(DESTDIR)$(ZSHCOMPDIR)/_syftd
+	install -m 0644 $(CLI_DOCS)/syftd.fish $(DESTDIR)$(FISHCOMPDIR)/syftd.fish
+
+uninstall-cli-docs:
+	rm -f $(DESTDIR)$(MANDIR)/man1/syftd.1 $(DESTDIR)$(BASHCOMPDIR)/syftd $(DESTDIR)$(ZSHCOMPDIR)/_syftd \
+	  $(DESTDIR)$(FISHCOMPDIR)/syftd.fish
+
+# energy_uj (powercap RAPL) is root-only on current kernels; the rule lets the syftd group read it.
+install-energy-rule:
+	install -d -m 0755 $(DESTDIR)$(UDEVRULESDIR)
+	install -m 0644 systemd/70-syftd-energy.rules $(DESTDIR)$(UDEVRULESDIR)/70-syftd-energy.rules
+	@if [ -n "$(SVC_LIVE)" ] && command -v udevadm >/dev/null; then \
+	  udevadm control --reload && udevadm trigger --subsystem-match=powercap --action=add || true; fi
+
+uninstall-energy-rule:
+	rm -f $(DESTDIR)$(UDEVRULESDIR)/70-syftd-energy.rules
 
 .PHONY: install-venv install-systemd uninstall-systemd install-systemd-user uninstall-systemd-user \
         install-launchd uninstall-launchd install-launchd-agent uninstall-launchd-agent
@@ -135,12 +177,14 @@ install-systemd: install-venv
 	    && echo "installed $(SVC_CONF)/syftd.toml"; fi
 	@test -e $(SVC_CONF)/token || (umask 077 && : > $(SVC_CONF)/token && echo "created an empty $(SVC_CONF)/token (0600)")
 	@if [ -n "$(SVC_LIVE)" ]; then systemd-sysusers $(SYSUSERSDIR)/syftd.conf && systemctl daemon-reload; fi
+	$(MAKE) --no-print-directory install-energy-rule install-cli-docs
 	@echo "next: put the node's JWT into $(SYSCONFDIR)/syftd/token (if it needs one), edit $(SYSCONFDIR)/syftd/syftd.toml,"
 	@echo "      then: systemctl enable --now syftd"
 
 uninstall-systemd:
 	@if [ -n "$(SVC_LIVE)" ]; then systemctl disable --now syftd.service || true; fi
 	rm -f $(DESTDIR)$(SYSTEMD_UNITDIR)/syftd.service $(DESTDIR)$(SYSUSERSDIR)/syftd.conf
+	$(MAKE) --no-print-directory uninstall-energy-rule uninstall-cli-docs
 	@if [ "$$(readlink $(DESTDIR)$(BINDIR)/syftd)" = "$(PREFIX)/bin/syftd" ]; then rm -f $(DESTDIR)$(BINDIR)/syftd; fi
 	@if [ -f $(SVC_ROOT)/pyvenv.cfg ]; then rm -rf $(SVC_ROOT); fi
 	@if [ -n "$(SVC_LIVE)" ]; then systemctl daemon-reload; fi
@@ -154,6 +198,9 @@ install-systemd-user:
 	  sed -e 's|^state_dir = .*|state_dir = "$${HOME}/.local/state/syftd"|' \
 	      -e 's|^runtime_dir = .*|runtime_dir = "$${XDG_RUNTIME_DIR}/syftd"|' config/syftd.toml \
 	    > $(USER_CONFDIR)/syftd/syftd.toml && echo "installed $(USER_CONFDIR)/syftd/syftd.toml"; fi
+	$(MAKE) --no-print-directory install-cli-docs DESTDIR= DOCS_PYTHON=$(USER_PREFIX)/bin/python \
+	  MANDIR=$(HOME)/.local/share/man BASHCOMPDIR=$(HOME)/.local/share/bash-completion/completions \
+	  ZSHCOMPDIR=$(HOME)/.local/share/zsh/site-functions FISHCOMPDIR=$(USER_CONFDIR)/fish/completions
 	-systemctl --user daemon-reload
 	@echo "next: systemctl --user enable --now syftd  (and loginctl enable-linger $$USER to run while logged out)"
 
@@ -172,6 +219,7 @@ install-launchd: install-venv
 	  sed -e 's|^state_dir = .*|state_dir = "/var/db/syftd"|' -e 's|^runtime_dir = .*|runtime_dir = "/var/run/syftd"|' \
 	    config/syftd.toml > $(SVC_CONF)/syftd.toml && chmod 0644 $(SVC_CONF)/syftd.toml \
 	    && echo "installed $(SVC_CONF)/syftd.toml"; fi
+	$(MAKE) --no-print-directory install-cli-docs
 	@echo "next: $(PREFIX)/bin/syftd check-config $(SYSCONFDIR)/syftd/syftd.toml   (launchd restarts a bad config every 60 s)"
 	@echo "      sudo launchctl bootstrap system $(LAUNCHD_DIR)/org.openmined.syftd.plist"
 

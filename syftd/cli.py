@@ -1,9 +1,11 @@
 """The command line: ``syftd run``, ``syftd check-config`` and the control verbs of ``control.VERBS``.
 
-Owns argument parsing, exit statuses (78 for a configuration error, 69 when no daemon answers) and
-printing. Does not own what the verbs do: ``run`` hands over to ``daemon``, the others ask the running
-daemon over its control socket. ``syftd node …`` (alias ``syftd grid …``) is the local
-PyGrid-compatible node (``syftd.node.cli``).
+Owns argument parsing, printing, ``--json`` (on every command, and on errors: one JSON object on
+stdout with ``error``, ``kind`` and ``exit_status``) and the mapping of errors to the exit statuses of
+``errors.ExitStatus`` (the table ``--help`` prints). Does not own what the verbs do: ``run`` hands over
+to ``daemon``, ``check-config`` to ``checkconfig``, the others ask the running daemon over its control
+socket. ``syftd node …`` (alias ``syftd grid …``) is the local PyGrid-compatible node
+(``syftd.node.cli``).
 """
 
 from __future__ import annotations
@@ -12,44 +14,66 @@ import argparse
 import asyncio
 import json
 import os
+import pwd
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from syftd import __version__, control, log
 from syftd import config as config_mod
-from syftd.errors import ConfigError, ControlError
+from syftd.errors import EXIT_TABLE, ExitStatus, SyftdError, exit_status_of
 
-__all__ = ["EXIT_CONFIG", "EXIT_UNAVAILABLE", "main"]
+__all__ = ["EXIT_CONFIG", "EXIT_UNAVAILABLE", "main", "parser"]
 
-EXIT_CONFIG = os.EX_CONFIG  # 78: systemd's RestartPreventExitStatus= stops a restart loop on it
-EXIT_UNAVAILABLE = os.EX_UNAVAILABLE  # 69
+EXIT_CONFIG = ExitStatus.CONFIG  # 78: systemd's RestartPreventExitStatus= stops a restart loop on it
+EXIT_UNAVAILABLE = ExitStatus.NO_DAEMON  # 69
 DEFAULT_CONFIG = Path(os.environ.get("SYFTD_CONFIG", "/etc/syftd/syftd.toml"))
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="syftd", description="Federated-learning worker daemon for PyGrid (model-centric FL)."
+class _Parser(argparse.ArgumentParser):
+    """argparse with the usage exit status of the table (64), and a JSON error under ``--json``."""
+
+    wants_json = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.wants_json:
+            _print_json_error(f"{self.prog}: {message}", ExitStatus.USAGE)
+        else:
+            self.print_usage(sys.stderr)
+            print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(ExitStatus.USAGE)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line; also the source of the man page and shell completions (build time)."""
+    top = _Parser(
+        prog="syftd",
+        description="Federated-learning worker daemon for PyGrid (model-centric FL).",
+        epilog=EXIT_TABLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"syftd {__version__}")
-    parser.add_argument(
+    top.add_argument("--version", action="version", version=f"syftd {__version__}")
+    top.add_argument(
         "--config", "-c", type=Path, default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    # --config is accepted after the verb too (`syftd run --config PATH`)
-    common = argparse.ArgumentParser(add_help=False)
+    top.add_argument("--json", action="store_true", help="print JSON (answers and errors) instead of text")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # --config and --json are accepted after the verb too (`syftd run --config PATH`)
+    common = _Parser(add_help=False)
     common.add_argument("--config", "-c", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    sub.add_parser("run", parents=[common], help="run the daemon in the foreground (systemd, launchd, a terminal)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    sub.add_parser(
+        "run", parents=[common], help="run the daemon in the foreground (systemd, launchd, a terminal)", epilog=""
+    )
     check = sub.add_parser("check-config", parents=[common], help="validate a configuration file without starting")
     check.add_argument("path", nargs="?", type=Path, help="file to check (default: --config)")
+    check.add_argument("--as-user", metavar="USER", help="check the token files as USER, the daemon's user, would")
     for verb in control.VERBS.values():
         verb_parser = sub.add_parser(verb.name, parents=[common], help=verb.help)
         verb_parser.add_argument(
             "--runtime-dir", type=Path, help="the daemon's runtime directory (default: from the config)"
         )
-        if verb.name == "status":
-            verb_parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
         for arg in verb.args:
             if arg.flag:
                 verb_parser.add_argument(f"--{arg.name.replace('_', '-')}", action="store_true", help=arg.help)
@@ -63,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
                 )
     sub.add_parser("node", help="the local PyGrid-compatible node (syftd node --help)", add_help=False)
     sub.add_parser("grid", help="alias of node", add_help=False)
-    return parser
+    return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,44 +98,70 @@ def main(argv: Sequence[str] | None = None) -> int:
         from syftd.node.cli import main as node_main
 
         return int(node_main(argv[at + 1 :]))
-    parser = _parser()
-    args, extra = parser.parse_known_args(argv)
+    _Parser.wants_json = "--json" in argv
+    top = parser()
+    args, extra = top.parse_known_args(argv)
     # argparse cannot take an optional positional after an option (`simulate power-loss --for 5 JOB`)
     if len(extra) == 1 and getattr(args, "job", "absent") is None and not extra[0].startswith("-"):
         args.job = extra[0]
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        top.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
-        _parser().print_help()
-        return 2
-    if args.command == "run":
-        return _run(args.config)
-    if args.command == "check-config":
-        return _check_config(args.path or args.config)
-    return _verb(args)
-
-
-def _load_or_report(path: Path) -> config_mod.Config | None:
+        top.print_help()
+        return ExitStatus.USAGE
     try:
-        return config_mod.load(path)
-    except ConfigError as exc:
-        print(f"syftd: {exc}", file=sys.stderr)
-        return None
+        if args.command == "run":
+            return _run(args.config, as_json=args.json)
+        if args.command == "check-config":
+            return _check_config(args.path or args.config, args.as_user, as_json=args.json)
+        return _verb(args)
+    except SyftdError as exc:
+        return _fail(args, exc)
 
 
-def _check_config(path: Path) -> int:
-    config = _load_or_report(path)
-    if config is None:
-        return EXIT_CONFIG
-    print(f"{path}: OK ({len(config.job)} job{'s' if len(config.job) != 1 else ''})")
-    return 0
+def _fail(args: argparse.Namespace, exc: SyftdError) -> int:
+    status = exit_status_of(exc)
+    if args.json:
+        _print_json_error(str(exc), status)
+    else:
+        print(f"syftd {args.command}: {exc}", file=sys.stderr)
+    return status
 
 
-def _run(path: Path) -> int:
-    config = _load_or_report(path)
-    if config is None:
-        return EXIT_CONFIG
-    log.configure(config.daemon.log_format, config.daemon.log_level)
+def _print_json_error(message: str, status: ExitStatus) -> None:
+    print(json.dumps({"error": message, "kind": status.name.lower(), "exit_status": int(status)}))
+
+
+def _check_config(path: Path, as_user: str | None, *, as_json: bool) -> int:
+    from syftd.checkconfig import check  # imported late: the control verbs need none of it
+
+    as_uid = None
+    if as_user is not None:
+        try:
+            as_uid = pwd.getpwnam(as_user).pw_uid
+        except KeyError:
+            print(json.dumps({"error": f"no user {as_user!r}"}) if as_json else f"syftd: no user {as_user!r}")
+            return ExitStatus.USAGE
+    report = check(path, as_uid=as_uid)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return report.exit_status
+    if report.problems:
+        count = len(report.problems)
+        print(f"syftd: invalid configuration in {path} ({count} problem{'s' if count != 1 else ''})", file=sys.stderr)
+        for problem in report.problems:
+            print(f"  {problem}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"syftd: warning: {warning}", file=sys.stderr)
+    if not report.problems:
+        print(f"{path}: OK ({len(report.jobs)} job{'s' if len(report.jobs) != 1 else ''})")
+    return report.exit_status
+
+
+def _run(path: Path, *, as_json: bool) -> int:
+    config = config_mod.load(path)
+    log_format = "json" if as_json else config.daemon.log_format
+    log.configure(log_format, config.daemon.log_level)
     from syftd.daemon import Daemon  # imported late: `syftd status` need not load the daemon
 
     return asyncio.run(Daemon(config).run())
@@ -121,10 +171,6 @@ def _verb(args: argparse.Namespace) -> int:
     verb = control.VERBS[args.command]
     runtime_dir: Path = args.runtime_dir or config_mod.runtime_dir_of(args.config)
     params: dict[str, Any] = {arg.name: getattr(args, arg.name, None) for arg in verb.args}
-    try:
-        answer = asyncio.run(control.call(runtime_dir, verb.name, params))
-    except ControlError as exc:
-        print(f"syftd {verb.name}: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    print(json.dumps(answer, indent=2) if getattr(args, "json", False) else verb.render(answer))
-    return 0
+    answer = asyncio.run(control.call(runtime_dir, verb.name, params))
+    print(json.dumps(answer, indent=2) if args.json else verb.render(answer))
+    return ExitStatus.OK

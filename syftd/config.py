@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from syftd.errors import ConfigError
+from syftd.flower.config import FlowerConfig, flower_problems
 from syftd.tomlschema import build, describe
 
 if sys.version_info >= (3, 11):
@@ -92,6 +93,14 @@ def _check_earliest(value: str) -> str | None:
     return None
 
 
+def _check_listen(value: str) -> str | None:
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        return 'must look like "127.0.0.1:9464" or "[::1]:9464"'
+    return None
+
+
 def _check_callable(value: str) -> str | None:
     module, sep, name = value.partition(":")
     if not sep or not module or not name.isidentifier():
@@ -140,6 +149,9 @@ class DaemonConfig:
         8.0, doc="bound on every trainer stop: SIGTERM after it, SIGKILL 2 s later", min=0.1, max=600
     )
     max_concurrent_jobs: int = _key(1, doc="cycles running at once", min=1, max=64)
+    metrics_listen: str | None = _key(
+        None, doc='serve Prometheus metrics on "host:port"; unset = off', check=_check_listen
+    )
     conditions: ConditionsConfig = _section(ConditionsConfig, "condition monitors")
 
 
@@ -163,6 +175,7 @@ class GridConfig:
     )
     speed_test_max_s: float = _key(10.0, doc="time cap of each speed-test transfer", min=0.1, max=600)
     speed_test_max_mb: float = _key(16.0, doc="byte cap of each speed-test transfer", min=0.01, max=1024)
+    speed_test_reuse_s: float = _key(3600.0, doc="how long one speed test serves the cycle requests", min=0, max=86400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +259,9 @@ class TrainerConfig:
     )
 
 
+_NO_GRID = GridConfig(url="", model="", version="")  # a flower job has no [job.grid]
+
+
 @dataclass(frozen=True, slots=True)
 class JobConfig:
     """One [[job]] table: one federated process this machine contributes to."""
@@ -254,7 +270,9 @@ class JobConfig:
         doc="job name: lowercase letters, digits, - _ .",
         check=lambda v: None if _JOB_NAME.match(v) else "must match [a-z0-9][a-z0-9_.-]* (at most 63 characters)",
     )
-    grid: GridConfig = _key(doc="the node and FL process")
+    kind: Literal["pygrid", "flower"] = _key("pygrid", doc="a PyGrid cycle worker, or a gated Flower SuperNode")
+    grid: GridConfig = _key(_NO_GRID, doc="the node and FL process (kind pygrid)")
+    flower: FlowerConfig | None = _key(None, doc="the SuperLink and SuperNode (kind flower)")
     enabled: bool = _key(True, doc="a disabled job is kept but never runs")
     data: DataConfig = _section(DataConfig, "local training data")
     constraints: ConstraintsConfig = _section(ConstraintsConfig, "what must hold")
@@ -326,9 +344,50 @@ def loads(text: str, *, path: Path | None = None) -> Config:
     config = build(Config, document, "", problems)
     if config is not None:
         _check_across(config, problems)
+    else:
+        problems += _check_across_leniently(document, problems)
     if problems or config is None:
         raise ConfigError(path, sorted(set(problems)))
     return typing.cast(Config, dataclasses.replace(config, path=path))
+
+
+def _check_across_leniently(document: dict[str, Any], problems: list[str]) -> list[str]:
+    """The cross-key problems of a document that has per-key problems too (reported side by side).
+
+    The keys with a problem are left out and the rest rebuilt (a job that still fails, or whose choice
+    key such as ``kind`` is invalid, is skipped); a cross-key problem that names a key with its own
+    problem is dropped, its cause already shown.
+    """
+    bad = {p.split(":", 1)[0] for p in problems}
+    bad |= {re.sub(r"\[\d+\]$", "", key) for key in bad}
+    # a bad choice (kind, data.source, ...) decides which other keys a job needs: skip that job here
+    unsure = {m.group(1) for p in problems if ": must be one of" in p and (m := re.match(r"(job\[\d+\])", p))}
+    scratch: list[str] = []
+    daemon_table = document.get("daemon")
+    daemon = None
+    if isinstance(daemon_table, dict) and "daemon" not in bad:
+        daemon = build(DaemonConfig, _without(daemon_table, "daemon.", bad), "daemon.", scratch)
+    jobs, index = [], []
+    tables = document.get("job")
+    for i, table in enumerate(tables if isinstance(tables, list) and "job" not in bad else []):
+        if isinstance(table, dict) and f"job[{i}]" not in bad | unsure:
+            built = build(JobConfig, _without(table, f"job[{i}].", bad), f"job[{i}].", scratch)
+            if built is not None:
+                jobs.append(built)
+                index.append(i)
+    found: list[str] = []
+    _check_across(Config(daemon=daemon or DaemonConfig(), job=tuple(jobs)), found)
+    renumbered = [re.sub(r"job\[(\d+)\]", lambda m: f"job[{index[int(m.group(1))]}]", p) for p in found]
+    return [p for p in renumbered if not any(re.search(rf"(^|\W){re.escape(key)}(\W|$)", p) for key in bad)]
+
+
+def _without(table: dict[str, Any], prefix: str, bad: set[str]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key, value in table.items():
+        if f"{prefix}{key}" in bad:
+            continue
+        kept[key] = _without(value, f"{prefix}{key}.", bad) if isinstance(value, dict) else value
+    return kept
 
 
 def _check_across(config: Config, problems: list[str]) -> None:
@@ -347,13 +406,27 @@ def _check_across(config: Config, problems: list[str]) -> None:
             )
         if job.schedule.backoff_initial_s > job.schedule.backoff_max_s:
             problems.append(f"{where}.schedule.backoff_initial_s: must be at most schedule.backoff_max_s")
-        if (message := url_problem(job.grid.url, allow_insecure=job.grid.allow_insecure)) is not None:
+        if job.kind == "flower" or job.flower is not None:
+            problems.extend(_flower_job_problems(job, where))
+        elif job.grid is _NO_GRID:
+            problems.append(f"{where}.grid: required key is missing")
+        elif (message := url_problem(job.grid.url, allow_insecure=job.grid.allow_insecure)) is not None:
             problems.append(f"{where}.grid.url: {message}, got {describe(job.grid.url)}")
         source, data = job.data.source, job.data
         if source in ("mnist", "imagefolder") and data.path is None:
             problems.append(f"{where}.data.path: required when data.source is {source!r}")
         if source == "python" and data.callable is None:
             problems.append(f"{where}.data.callable: required when data.source is 'python'")
+
+
+def _flower_job_problems(job: JobConfig, where: str) -> list[str]:
+    if job.kind != "flower":
+        return [f'{where}.flower: only for kind = "flower"']
+    if job.grid is not _NO_GRID:
+        return [f'{where}.grid: not used by kind = "flower"']
+    if job.flower is None:
+        return [f'{where}.flower: required when kind = "flower"']
+    return flower_problems(job.flower, f"{where}.flower")
 
 
 def url_problem(url: str, *, allow_insecure: bool) -> str | None:

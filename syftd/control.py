@@ -1,7 +1,7 @@
 """The control socket: a small HTTP API over a Unix socket, and the one registry of CLI verbs.
 
 Owns the registry (``VERBS``: each CLI verb's route, arguments and rendering), the server that checks
-each peer with ``SO_PEERCRED`` (only the daemon's own uid and root), and the client the CLI uses. Does
+each peer's uid (``syftd.peercred``: only the daemon's own uid and root), and the client the CLI uses. Does
 not own what the answers contain: the daemon hands in one handler per verb. A later feature adds a
 ``Verb`` here and a handler in the daemon, never a second socket.
 """
@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import struct
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,9 @@ import aiohttp
 from aiohttp import web
 
 from syftd import events
-from syftd.errors import ControlError
+from syftd.errors import AlreadyRunningError, ControlError, NoDaemonError, PeerRefusedError, UnknownJobError
 from syftd.log import get_logger
+from syftd.peercred import peer_uid
 
 __all__ = ["SOCKET_NAME", "VERBS", "Arg", "ControlServer", "Handler", "Verb", "call", "socket_path"]
 
@@ -88,6 +88,24 @@ def _render_message(answer: Any) -> str:
     return str(answer.get("message", answer))
 
 
+def _render_history(answer: Any) -> str:
+    rows = [("TIME", "JOB", "CYCLE", "OUTCOME", "STEPS", "SECONDS", "ENERGY")]
+    for entry in answer.get("entries", []):
+        at = entry.get("time")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if isinstance(at, int | float) else "?"
+        outcome = f"{entry.get('outcome')}" + (f" ({entry['reason']})" if entry.get("reason") else "")
+        joules = entry.get("energy_j")
+        energy = f"{joules:.1f} J" if isinstance(joules, int | float) else str(joules or "-")
+        seconds = entry.get("duration_s")
+        duration = f"{seconds:.1f}" if isinstance(seconds, int | float) else "-"
+        cycle = str(entry.get("cycle_id") or "-")[:12]
+        rows.append((when, entry.get("job", "?"), cycle, outcome, str(entry.get("steps", "-")), duration, energy))
+    if len(rows) == 1:
+        return "no cycles recorded yet"
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
 _JOB = Arg("job", "job name (default: every enabled job)")
 
 VERBS: dict[str, Verb] = {
@@ -106,6 +124,13 @@ VERBS: dict[str, Verb] = {
             "run a job now, as if its schedule were due (still gated by its constraints)",
             args=(_JOB, Arg("force", "ignore the constraints too (logged)", flag=True)),
             render=_render_message,
+        ),
+        Verb(
+            "history",
+            "show the kept outcomes of each job's cycles, oldest first",
+            method="GET",
+            args=(Arg("job", "job name (default: every job)"), Arg("limit", "only the newest N per job", number=True)),
+            render=_render_history,
         ),
         Verb("expire", "expire the running cycle of a job (as the OS would)", args=(_JOB,), render=_render_message),
         Verb(
@@ -129,11 +154,7 @@ def socket_path(runtime_dir: Path) -> Path:
 
 def _peer_uid(request: web.Request) -> int | None:
     sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is None or sock.family != socket.AF_UNIX:
-        return None
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+    return None if sock is None else peer_uid(sock)
 
 
 class ControlServer:
@@ -152,14 +173,14 @@ class ControlServer:
         """Listen; a stale socket file of a dead daemon is replaced, a live one is an error.
 
         Raises:
-            ControlError: another daemon already answers on this socket.
+            AlreadyRunningError: another daemon already answers on this socket.
         """
         if self._runner is not None:
             raise RuntimeError("ControlServer.start() called twice")
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.path.exists():
             if await _is_alive(self.path):
-                raise ControlError(f"another syftd already listens on {self.path}")
+                raise AlreadyRunningError(self.path, what="control socket")
             self.path.unlink()
         app = web.Application(middlewares=[self._check_peer])
         for verb in VERBS.values():
@@ -237,7 +258,7 @@ async def call(runtime_dir: Path, verb_name: str, params: Mapping[str, Any], *, 
     verb = VERBS[verb_name]
     path = socket_path(runtime_dir)
     if not path.exists():
-        raise ControlError(f"no syftd is running: {path} does not exist (is daemon.runtime_dir right?)")
+        raise NoDaemonError(f"no syftd is running: {path} does not exist (is daemon.runtime_dir right?)")
     connector = aiohttp.UnixConnector(path=str(path))
     query: Sequence[tuple[str, str]] = []
     body: dict[str, Any] | None = None
@@ -253,12 +274,17 @@ async def call(runtime_dir: Path, verb_name: str, params: Mapping[str, Any], *, 
             answer = await resp.json(content_type=None)
             status = resp.status
     except PermissionError as exc:
-        raise ControlError(f"permission denied on {path}: run as the daemon's user or root") from exc
+        raise PeerRefusedError(f"permission denied on {path}: run as the daemon's user or root") from exc
     except (aiohttp.ClientConnectionError, ConnectionRefusedError) as exc:
-        raise ControlError(f"no syftd is answering on {path} ({exc})") from exc
-    except (asyncio.TimeoutError, json.JSONDecodeError) as exc:
+        if isinstance(getattr(exc, "os_error", None), PermissionError):
+            raise PeerRefusedError(f"permission denied on {path}: run as the daemon's user or root") from exc
+        raise NoDaemonError(f"no syftd is answering on {path} ({exc})") from exc
+    except asyncio.TimeoutError as exc:
+        raise NoDaemonError(f"syftd did not answer on {path} within {timeout_s:g} s") from exc
+    except json.JSONDecodeError as exc:
         raise ControlError(f"syftd did not answer properly on {path} ({exc!r})") from exc
     if status != 200:
         message = answer.get("error") if isinstance(answer, dict) else answer
-        raise ControlError(f"syftd refused {verb_name}: {message}")
+        kind = {404: UnknownJobError, 403: PeerRefusedError}.get(status, ControlError)
+        raise kind(f"syftd refused {verb_name}: {message}")
     return answer

@@ -16,13 +16,14 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from syftd import __version__, events
+from syftd import __version__, capability, events
 from syftd import config as config_mod
 from syftd.conditions.monitor import ConditionsMonitor
-from syftd.config import Config
+from syftd.config import Config, JobConfig
 from syftd.control import ControlServer
+from syftd.energy import EnergyMeter
 from syftd.errors import ConfigError
-from syftd.grid.client import GridClient
+from syftd.grid.client import GridClient, SpeedCache
 from syftd.history import History
 from syftd.identity import Identity
 from syftd.jobs import JobManager
@@ -56,24 +57,45 @@ class Daemon:
         state = StateDir(config.daemon.state_dir)
         self._state = state
         self.monitor = ConditionsMonitor(config.daemon.conditions, config.daemon.state_dir)
+        self.metrics: Any = None  # syftd.metrics.Metrics when [daemon] metrics_listen is set
+        if config.daemon.metrics_listen is not None:
+            from syftd.metrics import Metrics  # imported only when on: no cost to the idle daemon
+
+            self.metrics = Metrics()
         self.pool = TrainerPool(
             log_format="json" if config.daemon.log_format == "auto" else config.daemon.log_format,
             log_level=config.daemon.log_level,
+            on_trainer_start=self._on_trainer_start if self.metrics is not None else None,
+        )
+        # RAPL under the same sysfs root the condition monitors read (tests point both at a fake tree)
+        self.energy = EnergyMeter(config.daemon.conditions.sysfs_root / "class" / "powercap")
+        self.history = History(
+            config.daemon.state_dir, on_record=self.metrics.observe_cycle if self.metrics is not None else None
         )
         self.jobs = JobManager(
             config,
             monitor=self.monitor,
             pool=self.pool,
             spool=Spool(config.daemon.state_dir),
-            history=History(config.daemon.state_dir),
+            history=self.history,
             identity=Identity(config.daemon.state_dir),
-            client_factory=lambda job, token: GridClient(job.grid, token=token),
+            client_factory=self._grid_client,
             status=self.notifier.status,
+            energy=self.energy,
         )
+        self._speed_caches: dict[tuple[str, str], SpeedCache] = {}
         self._actions: asyncio.Queue[str] = asyncio.Queue()
         self._stop_deadline: float | None = None
         self._sigint_count = 0
         self._reloads = 0
+
+    def _grid_client(self, job: JobConfig, token: str | None) -> GridClient:
+        """A client for one phase of a cycle; a job's speed test outlives it (grid.speed_test_reuse_s)."""
+        key = (job.name, job.grid.url)
+        cache = self._speed_caches.get(key)
+        if cache is None or cache.max_age_s != job.grid.speed_test_reuse_s:
+            cache = self._speed_caches[key] = SpeedCache(job.grid.speed_test_reuse_s)
+        return GridClient(job.grid, token=token, speed_cache=cache)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -89,12 +111,16 @@ class Daemon:
                 started.append(service)
                 _log.debug(events.DAEMON_SERVICE_STARTED, service=service.name)
             self.notifier.ready(self.jobs.status_line())
+            trains_here = any(job.kind == "pygrid" for job in self.config.job)  # flower jobs: their own venv
+            if trains_here and (cannot_train := capability.training_unavailable()) is not None:
+                _log.error(events.TRAINER_UNAVAILABLE, reason=cannot_train)
             _log.info(
                 events.DAEMON_READY,
                 version=__version__,
                 pid=os.getpid(),
                 config=str(self.config.path),
                 jobs=[job.name for job in self.config.job],
+                energy=self.energy.status,
             )
             if self.notifier.watchdog_interval_s is not None:
                 watchdog = asyncio.create_task(self._watchdog(self.notifier.watchdog_interval_s))
@@ -126,13 +152,23 @@ class Daemon:
             return None
 
         control = ControlServer(self.config.daemon.runtime_dir, self._handlers())
-        return [
+        services = [
             _Named("state_dir", ensure_state, nothing),
             _Named("conditions", self.monitor.start, self.monitor.stop),
             _Named("trainers", self.pool.start, self.pool.stop),
             _Named("jobs", self.jobs.start, lambda: self.jobs.stop(self._stop_deadline)),
             _Named("control", control.start, control.stop),
         ]
+        if self.metrics is not None and self.config.daemon.metrics_listen is not None:
+            from syftd.metrics import MetricsServer, status_gauges
+
+            self.metrics.add_collector(lambda: status_gauges(self.jobs.status(), self.monitor.current.as_dict()))
+            server = MetricsServer(self.config.daemon.metrics_listen, self.metrics)
+            services.append(_Named("metrics", server.start, server.stop))
+        return services
+
+    def _on_trainer_start(self, job: str, warm: bool) -> None:
+        self.metrics.observe_trainer_start(job, warm=warm)
 
     def _stop_bound(self, loop: asyncio.AbstractEventLoop) -> float:
         """Seconds left until the SIGKILL moment plus a margin: no stop may take longer."""
@@ -235,4 +271,36 @@ class Daemon:
             names = self.jobs.simulate(event, for_s, params.get("job"))
             return {"jobs": names, "message": f"simulating {event} for {', '.join(names) or 'no job'}"}
 
-        return {"status": status, "why": why, "trigger": trigger, "expire": expire, "simulate": simulate}
+        async def history(params: dict[str, Any]) -> Any:
+            names = [job.name for job in self.config.job]
+            if params.get("job"):
+                if params["job"] not in names:
+                    known = ", ".join(sorted(names)) or "none"
+                    raise LookupError(f"no job named {params['job']!r}; configured: {known}")
+                names = [str(params["job"])]
+            limit = _positive_int(params.get("limit"), "limit")
+            kept = [await asyncio.to_thread(self.history.entries, name) for name in names]
+            entries = [e for job_entries in kept for e in job_entries[-(limit or self.history.limit) :]]
+            entries.sort(key=lambda e: e.get("time") or 0)
+            return {"jobs": names, "entries": entries}
+
+        return {
+            "status": status,
+            "why": why,
+            "trigger": trigger,
+            "expire": expire,
+            "simulate": simulate,
+            "history": history,
+        }
+
+
+def _positive_int(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if number < 1 or number != int(number):
+        raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+    return int(number)

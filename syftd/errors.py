@@ -4,32 +4,45 @@
 
     SyftdError
     ├── ConfigError            the configuration file is invalid (exit status 78)
-    ├── ControlError           the control socket: no daemon, refused, bad answer
+    ├── AlreadyRunningError    another syftd holds the state directory (exit status 75)
+    ├── ControlError           the control socket: a bad answer (exit status 69)
+    │   ├── NoDaemonError      no daemon listens or answers (69)
+    │   ├── UnknownJobError    the daemon has no job of that name (67)
+    │   └── PeerRefusedError   the daemon refused this user (77)
     ├── ConditionSourceError   a condition monitor cannot run (the daemon falls back)
     ├── WireError              bytes that are not a valid PyGrid State / Plan / diff
     ├── TokenError             the auth token file is missing, unreadable or too open
     ├── TrainerError           the plan, model or data cannot be trained on (a FAILED result)
     └── GridError              talking to a PyGrid node
-        ├── GridUnavailable    unreachable, connection lost, 5xx, timeout: retry later
+        ├── GridUnavailable    transient: unreachable, lost, 5xx, timeout, any unknown node error: retry later
         │   └── GridTLSError   the node's certificate failed verification (grid.ca_file?)
-        ├── GridRejected       cycle-request rejected with the node's timeout
+        ├── GridRejected       cycle-request rejected with the node's timeout (negative: the end passed)
         ├── GridFinished       rejected without timeout: process finished (or num_cycles = 0)
-        ├── GridAuthFailed     authentication refused, or the worker id is unknown
-        ├── GridCycleGone      the cycle closed under us (400 "Cycle not found!")
-        └── GridProtocolError  an answer of an unexpected shape or size
+        ├── GridAuthFailed     authentication refused (token, model, version)
+        ├── GridCycleGone      the cycle is gone: "Cycle not found!", "Invalid request key!", "… ID not found!"
+        │   └── GridWorkerUnknown  "Worker ID not found!": the node forgot the worker (also a GridAuthFailed)
+        └── GridProtocolError  an answer of an unexpected shape or size, or a redirect
+
+Also owns the one table of exit statuses (``ExitStatus``, ``EXIT_TABLE``), printed by ``--help``
+and copied into the README; ``exit_status_of`` maps an error to its status.
 
 Does not own: the error *handling* policy (backoff, retries): that is the scheduler's.
 """
 
 from __future__ import annotations
 
+import enum
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
+    "EXIT_TABLE",
+    "AlreadyRunningError",
     "ConditionSourceError",
     "ConfigError",
     "ControlError",
+    "ExitStatus",
     "GridAuthFailed",
     "GridCycleGone",
     "GridError",
@@ -38,11 +51,46 @@ __all__ = [
     "GridRejected",
     "GridTLSError",
     "GridUnavailable",
+    "GridWorkerUnknown",
+    "NoDaemonError",
+    "PeerRefusedError",
     "SyftdError",
     "TokenError",
     "TrainerError",
+    "UnknownJobError",
     "WireError",
+    "exit_status_of",
 ]
+
+
+class ExitStatus(enum.IntEnum):
+    """Every exit status of the ``syftd`` command; scripts branch on these, never on text."""
+
+    OK = 0
+    INTERNAL = 1  # a bug: the traceback is in the log or on stderr
+    USAGE = os.EX_USAGE  # 64: bad arguments on the command line
+    UNKNOWN_JOB = os.EX_NOUSER  # 67: the daemon has no job of that name
+    NO_DAEMON = os.EX_UNAVAILABLE  # 69: no daemon listens on the control socket, or it did not answer
+    ALREADY_RUNNING = os.EX_TEMPFAIL  # 75: another syftd holds the state directory; retry once it stopped
+    PERMISSION = os.EX_NOPERM  # 77: the daemon refused this user (only its own user and root)
+    CONFIG = os.EX_CONFIG  # 78: the configuration is invalid; systemd's RestartPreventExitStatus= stops on it
+    INTERRUPTED = 130  # a second Ctrl-C forced the exit during shutdown
+
+
+_MEANING = {
+    ExitStatus.OK: "success",
+    ExitStatus.INTERNAL: "unexpected internal error (a bug; please report it with the log)",
+    ExitStatus.USAGE: "bad command-line usage",
+    ExitStatus.UNKNOWN_JOB: "no job of that name in the running daemon",
+    ExitStatus.NO_DAEMON: "no daemon is running (or it did not answer) on the control socket",
+    ExitStatus.ALREADY_RUNNING: "another syftd is already running on this state directory",
+    ExitStatus.PERMISSION: "the daemon refused this user (run as its user or root)",
+    ExitStatus.CONFIG: "invalid configuration (every problem is printed, one per line)",
+    ExitStatus.INTERRUPTED: "forced exit by a second Ctrl-C while stopping",
+}
+
+EXIT_TABLE = "exit statuses:\n" + "\n".join(f"  {int(s):>3}  {_MEANING[s]}" for s in ExitStatus)
+"""The table as ``--help`` prints it (its epilog) and the README shows it."""
 
 
 class SyftdError(Exception):
@@ -67,8 +115,33 @@ class ConfigError(SyftdError):
         return self.problems[0].split(":", 1)[0] if self.problems else "<config>"
 
 
+class AlreadyRunningError(SyftdError):
+    """Another syftd holds the state directory's lock (or answers on the control socket); ``pid`` if known."""
+
+    def __init__(self, where: Path, pid: int | None = None, *, what: str = "state directory") -> None:
+        self.where = where
+        self.pid = pid
+        holder = f" (pid {pid})" if pid is not None else ""
+        key = "daemon.state_dir" if what == "state directory" else "daemon.runtime_dir"
+        super().__init__(
+            f"another syftd is already running on {what} {where}{holder}; stop it first, or give this one another {key}"
+        )
+
+
 class ControlError(SyftdError):
     """The control socket could not be used (no daemon running, refused, or a bad answer)."""
+
+
+class NoDaemonError(ControlError):
+    """No daemon listens on the control socket, or it did not answer in time."""
+
+
+class UnknownJobError(ControlError):
+    """The daemon answered that it has no job of the name asked for."""
+
+
+class PeerRefusedError(ControlError):
+    """The daemon (or the socket's permissions) refused this user."""
 
 
 class ConditionSourceError(SyftdError):
@@ -100,11 +173,18 @@ class GridTLSError(GridUnavailable):
 
 
 class GridRejected(GridError):
-    """The node rejected the cycle request; ``timeout_s`` is its hint of when to retry (>= 0)."""
+    """The node rejected the cycle request; ``timeout_s`` is its hint: seconds until the cycle's end,
+    negative once that end has passed (the cycle is overdue, not "retry now")."""
 
     def __init__(self, timeout_s: float, message: str = "cycle request rejected") -> None:
         self.timeout_s = timeout_s
-        super().__init__(f"{message} (retry in {timeout_s:.0f} s)")
+        hint = f"retry in {timeout_s:.0f} s" if timeout_s >= 0 else f"the cycle's end passed {-timeout_s:.1f} s ago"
+        super().__init__(f"{message} ({hint})")
+
+    @property
+    def cycle_end_passed(self) -> bool:
+        """The node's timeout was negative: the cycle's end time lies in the past."""
+        return self.timeout_s < 0
 
 
 class GridFinished(GridError):
@@ -116,8 +196,30 @@ class GridAuthFailed(GridError):
 
 
 class GridCycleGone(GridError):
-    """The cycle this worker joined is no longer open on the node (400 "Cycle not found!")."""
+    """The node says the cycle this worker joined is gone: a diff for it can be discarded."""
+
+
+class GridWorkerUnknown(GridCycleGone, GridAuthFailed):
+    """The node does not know this worker id ("Worker ID not found!": restarted, or forgot it).
+
+    Not a refused token: whatever the worker held for that node is gone (a GridCycleGone), and it
+    must authenticate afresh for a new id (a GridAuthFailed, for callers that re-authenticate on it).
+    """
 
 
 class GridProtocolError(GridError):
     """The node answered with something of an unexpected shape, type or size."""
+
+
+_STATUS_OF: tuple[tuple[type[BaseException], ExitStatus], ...] = (
+    (ConfigError, ExitStatus.CONFIG),
+    (AlreadyRunningError, ExitStatus.ALREADY_RUNNING),
+    (UnknownJobError, ExitStatus.UNKNOWN_JOB),
+    (PeerRefusedError, ExitStatus.PERMISSION),
+    (ControlError, ExitStatus.NO_DAEMON),
+)
+
+
+def exit_status_of(exc: BaseException) -> ExitStatus:
+    """The exit status for an error (``INTERNAL`` for anything unexpected)."""
+    return next((status for kind, status in _STATUS_OF if isinstance(exc, kind)), ExitStatus.INTERNAL)

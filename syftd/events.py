@@ -51,6 +51,17 @@ DAEMON_SERVICE_STOPPED = "daemon.service_stopped"
 DAEMON_STOPPED = "daemon.stopped"
 DAEMON_STOPPING = "daemon.stopping"
 
+# flower (a supervised flower-supernode)
+FLOWER_REAPER_FAILED = "flower.reaper_failed"
+FLOWER_REPLY_SENT = "flower.reply_sent"
+FLOWER_SUPERNODE_EXITED = "flower.supernode_exited"
+FLOWER_SUPERNODE_JOINED = "flower.supernode_joined"
+FLOWER_SUPERNODE_KILLED = "flower.supernode_killed"
+FLOWER_SUPERNODE_LEAVING = "flower.supernode_leaving"
+FLOWER_SUPERNODE_OUTPUT = "flower.supernode_output"
+FLOWER_SUPERNODE_RESTARTING = "flower.supernode_restarting"
+FLOWER_SUPERNODE_STARTED = "flower.supernode_started"
+
 # grid
 GRID_AUTHENTICATED = "grid.authenticated"
 GRID_CYCLE_ACCEPTED = "grid.cycle_accepted"
@@ -91,6 +102,10 @@ JOB_FORCE_REQUESTED = "job.force_requested"
 JOB_FORCED = "job.forced"
 JOB_TRIGGERED = "job.triggered"
 
+# metrics
+METRICS_COLLECTOR_FAILED = "metrics.collector_failed"
+METRICS_LISTENING = "metrics.listening"
+
 # spool
 SPOOL_ADDED = "spool.added"
 SPOOL_DISCARDED = "spool.discarded"
@@ -110,6 +125,7 @@ TRAINER_FAILED = "trainer.failed"
 TRAINER_IDLE_EXITED = "trainer.idle_exited"
 TRAINER_MEMORY_EXCEEDED = "trainer.memory_exceeded"
 TRAINER_NICE_REFUSED = "trainer.nice_refused"
+TRAINER_OUTPUT = "trainer.output"
 TRAINER_PRELOAD_FAILED = "trainer.preload_failed"
 TRAINER_PREPARE_FAILED = "trainer.prepare_failed"
 TRAINER_PROGRESS_CALLBACK_FAILED = "trainer.progress_callback_failed"
@@ -118,3 +134,5 @@ TRAINER_SCHED_IDLE_REFUSED = "trainer.sched_idle_refused"
 TRAINER_SPAWNED = "trainer.spawned"
 TRAINER_STARTED = "trainer.started"
 TRAINER_STOPPED = "trainer.stopped"
+TRAINER_TRACEBACK = "trainer.traceback"
+TRAINER_UNAVAILABLE = "trainer.unavailable"

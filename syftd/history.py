@@ -17,7 +17,7 @@ import enum
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,14 @@ _FILE = "history.json"
 class History:
     """Bounded per-job outcome lists, cached in memory, written through to disk."""
 
-    def __init__(self, state_dir: Path, limit: int = 200) -> None:
+    def __init__(
+        self, state_dir: Path, limit: int = 200, on_record: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         if limit < 1:
             raise ValueError(f"History limit must be at least 1, got {limit}")
         self.state_dir = state_dir
         self.limit = limit
+        self._on_record = on_record  # told each new entry as stored (the metrics count cycles from it)
         self._cache: dict[str, list[dict[str, Any]]] = {}
 
     def record(self, job: str, entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,6 +56,8 @@ class History:
         stored.setdefault("time", time.time())
         entries = [*self._load(job), stored][-self.limit :]
         self._save(job, entries)
+        if self._on_record is not None:
+            self._on_record(dict(stored))
         return dict(stored)
 
     def update(self, job: str, cycle_id: str, **fields: Any) -> bool:

@@ -18,7 +18,7 @@ import pytest
 from support.daemon import MNIST_JOB, DaemonProcess, NotifySocket, write_config
 
 from syftd import control
-from syftd.errors import ControlError
+from syftd.errors import AlreadyRunningError
 
 
 @pytest.fixture
@@ -72,10 +72,10 @@ async def test_status_why_trigger_expire_simulate_through_the_cli(running) -> No
 
 
 async def test_unknown_job_is_a_clear_error(running) -> None:
-    """`syftd why nosuch` names the configured jobs and exits non-zero."""
+    """`syftd why nosuch` names the configured jobs and exits 67 (unknown job), not 69 (no daemon)."""
     _daemon, config, _run = running
     result = await asyncio.to_thread(cli, config, "why", "nosuch")
-    assert result.returncode == 69
+    assert result.returncode == 67
     assert "no job named 'nosuch'; configured: mnist" in result.stderr
 
 
@@ -122,7 +122,7 @@ async def test_a_second_daemon_on_the_same_socket_is_refused(running, tmp_path: 
     """A live control socket is not stolen by a second daemon."""
     _daemon, _config, run = running
     server = control.ControlServer(run, {name: _noop for name in control.VERBS})
-    with pytest.raises(ControlError, match="another syftd already listens"):
+    with pytest.raises(AlreadyRunningError, match="another syftd is already running on control socket"):
         await server.start()
 
 

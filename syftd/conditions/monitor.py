@@ -198,6 +198,11 @@ class ConditionsMonitor(ServiceContext):
         """Whether the delay lock is held now."""
         return self._logind is not None and bool(self._logind.is_lock_held)
 
+    @property
+    def inhibit_delay_s(self) -> float | None:
+        """logind's ``InhibitDelayMaxUSec`` in seconds (how long a delay lock may hold a suspend), or None."""
+        return None if self._logind is None else float(self._logind.inhibit_delay_s)
+
     def set_thermal_active(self, active: bool) -> None:
         """Poll temperature (and free disk) while a cycle runs or is due; never otherwise."""
         if self._thermal is not None:

@@ -2,41 +2,114 @@
 
 Owns the envelope rule (``{"type", "data"}`` → ``data``; a top-level ``error`` is a failure),
 the shape checks of the authenticate and cycle-request answers, the mapping of a cycle-request
-answer to :class:`Accepted` or a typed GridError, and the first line of a node's error text
-(PyGrid appends tracebacks). Does not own transports, logging or retries (syftd.grid.client and
-the daemon).
+answer to :class:`Accepted` or a typed GridError, the first line of a node's error text (PyGrid
+appends tracebacks), and the classification of every node error (:func:`classify`). Does not own
+transports, logging or retries (syftd.grid.client and the daemon).
+
+How a node's answer is classified (the first line of its ``error``, then the HTTP status; the same
+rule for every operation):
+
+| the node says | kind → error | the caller |
+|---|---|---|
+| ``Cycle not found!`` | cycle gone → GridCycleGone | discards the diff |
+| ``Invalid request key!`` | cycle gone → GridCycleGone | discards (the worker holds a newer cycle) |
+| ``Model ID not found!``, ``Plan ID not found!`` | cycle gone → GridCycleGone | discards (the process is gone) |
+| ``Worker ID not found!`` | worker unknown → GridWorkerUnknown | discards, authenticates afresh |
+| ``rejected`` with a ``timeout`` | rejection → GridRejected | waits; < 0: the cycle's end passed |
+| ``rejected`` without a ``timeout`` | finished → GridFinished | the finished rule |
+| ``Authentication is…``, ``The 'auth_token'…``, ``Not found any process…`` | refused → GridAuthFailed | stops |
+| any other error, 5xx, 408, 429, a stall, a timeout, a lost connection | transient → GridUnavailable | retries |
+| a wrong shape, an answer above its cap, a redirect, 404, another 4xx | protocol → GridProtocolError | backs off |
+
+"Any other error" includes ``(sqlite3.OperationalError) database is locked`` and the empty
+``ProcessLookupError`` a real node answers a report for an unknown worker-cycle. GridWorkerUnknown
+is not a refused token: the node restarted or forgot the worker; it subclasses GridCycleGone (what
+the worker held there is gone) and, for callers that re-authenticate on it, GridAuthFailed.
+
+A diff is discarded only on "cycle gone" (GridCycleGone, GridWorkerUnknown included): the node
+said so. The empty ``ProcessLookupError`` cannot tell why; the get-plan probe can.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from syftd.errors import (
     GridAuthFailed,
+    GridCycleGone,
+    GridError,
     GridFinished,
     GridProtocolError,
     GridRejected,
     GridUnavailable,
+    GridWorkerUnknown,
 )
 from syftd.grid.timeout import parse_timeout
 
 __all__ = [
+    "AUTH_REFUSED",
+    "CYCLE_GONE",
     "WORKER_UNKNOWN",
     "Accepted",
     "Auth",
+    "Kind",
     "auth_of",
+    "classify",
     "cycle_outcome",
     "error_of",
     "expect_status",
     "first_line",
     "loads",
+    "node_error",
     "unwrap",
 ]
 
 WORKER_UNKNOWN = "Worker ID not found"
+CYCLE_GONE = ("Cycle not found", "Invalid request key", "Model ID not found", "Plan ID not found")
+AUTH_REFUSED = ("Authentication is required", "The 'auth_token' you sent", "Not found any process")
+
+
+class Kind(enum.Enum):
+    """What a node's error means for the caller (the table in the module docstring)."""
+
+    CYCLE_GONE = "cycle-gone"
+    WORKER_UNKNOWN = "worker-unknown"
+    TRANSIENT = "transient"
+    PROTOCOL = "protocol"
+
+
+def classify(text: str, status: int | None = None) -> Kind:
+    """The kind of a node error from its first line and, for HTTP, its status (None: a JSON error)."""
+    line = text.strip()
+    if line.startswith(WORKER_UNKNOWN):
+        return Kind.WORKER_UNKNOWN
+    if line.startswith(CYCLE_GONE):
+        return Kind.CYCLE_GONE
+    if status is None or status >= 500 or status in (200, 400, 401, 408, 429):
+        return Kind.TRANSIENT
+    return Kind.PROTOCOL
+
+
+_ERRORS: dict[Kind, type[GridError]] = {
+    Kind.CYCLE_GONE: GridCycleGone,
+    Kind.WORKER_UNKNOWN: GridWorkerUnknown,
+    Kind.TRANSIENT: GridUnavailable,
+    Kind.PROTOCOL: GridProtocolError,
+}
+
+
+def node_error(op: str, text: str, status: int | None = None) -> NoReturn:
+    """Raise the GridError the table gives for a node's error ``text`` (first line, scrubbed).
+
+    Raises:
+        GridCycleGone, GridWorkerUnknown, GridUnavailable or GridProtocolError, naming ``op``.
+    """
+    shown = f"HTTP {status} {text}" if status not in (None, 200) else text
+    raise _ERRORS[classify(text, status)](f"{op} refused: {shown}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +193,14 @@ def auth_of(answer: Mapping[str, Any], text: Callable[[object], str]) -> Auth:
     """An authenticate answer as Auth; ``requires_speed_test`` absent (nodes before PyGrid #606) = false.
 
     Raises:
-        GridAuthFailed: the answer is an error. GridProtocolError: it has the wrong shape.
+        GridAuthFailed: the node refused the token, or knows no such model/version (:data:`AUTH_REFUSED`).
+        GridUnavailable: any other error (``database is locked``): transient. GridProtocolError: a wrong shape.
     """
     if "error" in answer:
-        raise GridAuthFailed(f"authenticate refused: {text(answer['error'])}")
+        message = text(answer["error"])
+        if message.strip().startswith(AUTH_REFUSED):
+            raise GridAuthFailed(f"authenticate refused: {message}")
+        node_error("authenticate", message)
     expect_status(answer, "success", "authenticate", required=False)
     worker_id = _field(answer, "worker_id", str, "authenticate")
     speed = answer.get("requires_speed_test", False)
@@ -136,20 +213,18 @@ def cycle_outcome(answer: Mapping[str, Any], plan: str, text: Callable[[object],
     """A cycle-request answer as Accepted, or the typed error it means (spec §2.2).
 
     Raises:
-        GridRejected: rejected with a timeout. GridFinished: rejected without one.
-        GridAuthFailed: "Worker ID not found". GridUnavailable: any other node error (back off).
+        GridRejected: rejected with a timeout (``timeout_s`` negative once the cycle's end passed).
+        GridFinished: rejected without one. GridWorkerUnknown: "Worker ID not found!".
+        GridUnavailable: any other node error (back off); see :func:`classify`.
         GridProtocolError: a wrong shape, or no plan called ``plan``.
     """
     if "error" in answer:
-        message = text(answer["error"])
-        if WORKER_UNKNOWN in message:
-            raise GridAuthFailed(f"cycle request: {message}")
-        raise GridUnavailable(f"cycle request refused: {message}")
+        node_error("cycle-request", text(answer["error"]))
     if answer.get("status") == "rejected":
         timeout = answer.get("timeout")
         if timeout is None:
             raise GridFinished("cycle request rejected without a timeout: the process finished")
-        raise GridRejected(parse_timeout(timeout))
+        raise GridRejected(parse_timeout(timeout).seconds)
     expect_status(answer, "accepted", "cycle-request")
     plans = _field(answer, "plans", dict, "cycle-request")
     if not all(isinstance(k, str) and _is_int(v) for k, v in plans.items()):

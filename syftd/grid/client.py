@@ -3,86 +3,84 @@
 Owns the exchanges with one node: authenticate, speed test, cycle-request, get-model, get-plan and
 report, over WebSocket (default; text frames, a ``request_id`` on every request) or HTTP, tolerant
 of the node revisions of spec §0.2 (the ``{"type", "data"}`` envelope is unwrapped wherever it
-appears, a top-level ``error`` is a failure). Every failure leaves as a typed GridError; every call
-is bounded by ``grid.timeout_s`` and every answer by a size cap. The WebSocket is opened by
-``authenticate`` and closed after ``cycle_request``; ``report`` opens a fresh one, so nothing is
-held during training.
+appears, a top-level ``error`` is a failure). Every failure leaves as a typed GridError, classified
+by the table in syftd.grid.answers; every call is bounded by ``grid.timeout_s``, every answer by a
+size cap, and no redirect is followed (syftd.grid.transfer).
+
+Connections are reused (syftd.grid.connection): one HTTP session with keep-alive, and one WebSocket
+kept until :meth:`GridClient.close_connections` or ``stop()``. One client may serve many cycles;
+``close_connections()`` holds nothing during training. get-model and get-plan can run at once, and
+stream into files; a report can stream from a file, its base64 spliced into the JSON text
+(syftd.grid.frames).
 
 Does not own the bytes inside downloads and diffs (syftd.grid.wire), the order of the calls or any
 retry policy (the daemon's), or where the token comes from (``read_token``). The token is sent
-only in the authenticate request and never logged; ``worker_id`` and ``request_key`` act as
-credentials afterwards and are not logged either.
+only in the authenticate request, only to the configured origin, and never logged; ``worker_id``
+and ``request_key`` act as credentials afterwards and are not logged either.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
 import json
-import ssl
 import time
-import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import aiohttp
 
 from syftd import events
 from syftd.config import GridConfig
 from syftd.errors import (
-    ConfigError,
-    GridAuthFailed,
-    GridCycleGone,
-    GridError,
     GridFinished,
-    GridProtocolError,
     GridRejected,
-    GridTLSError,
     GridUnavailable,
 )
+from syftd.grid import frames
 from syftd.grid.answers import (
-    WORKER_UNKNOWN,
     Accepted,
     Auth,
     auth_of,
     cycle_outcome,
     error_of,
     expect_status,
-    first_line,
-    loads,
+    node_error,
     unwrap,
 )
-from syftd.grid.speedtest import Speed, measure_speed
-from syftd.grid.timeout import parse_timeout
+from syftd.grid.connection import JSON_CAP, NodeConnection
+from syftd.grid.speedtest import Speed, SpeedCache, measure_speed
+from syftd.grid.timeout import RejectionTimeout, parse_timeout
 from syftd.grid.token import read_token
-from syftd.log import REDACTED, get_logger
+from syftd.grid.transfer import (
+    read_capped,
+    stream_to_file,
+    within,
+)
+from syftd.log import get_logger
 from syftd.service import ServiceContext
 
-__all__ = ["Accepted", "Auth", "GridClient", "Speed", "parse_timeout", "read_token"]
+__all__ = ["Accepted", "Auth", "GridClient", "RejectionTimeout", "Speed", "SpeedCache", "parse_timeout", "read_token"]
 
 _MIB = 1024 * 1024
-_JSON_CAP = 4 * _MIB
 
+T = TypeVar("T")
 log = get_logger("grid")
 
 
 class GridClient(ServiceContext):
-    """One node, one FL process (``grid.model``/``grid.version``); an async context manager."""
+    """One node, one FL process (``grid.model``/``grid.version``); an async context manager.
 
-    def __init__(
-        self, grid: GridConfig, *, token: str | None = None, session: aiohttp.ClientSession | None = None
-    ) -> None:
+    ``speed_cache``: shared across clients of one job so a measurement outlives a client; by default
+    the client keeps its own, reused for ``grid.speed_test_reuse_s``.
+    """
+
+    def __init__(self, grid: GridConfig, *, token: str | None = None, speed_cache: SpeedCache | None = None) -> None:
         self._grid = grid
         self._token = token
-        self._given_session = session
-        self._session: aiohttp.ClientSession | None = None
-        self._ssl: ssl.SSLContext | bool = True
-        self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
-        self._ws_lock = asyncio.Lock()
-        self._http_base, self._ws_url = _urls(grid.url, grid.prefix)
+        self.speed_cache = speed_cache if speed_cache is not None else SpeedCache(grid.speed_test_reuse_s)
+        self.connection = NodeConnection(grid, token)
 
     async def start(self) -> None:
         """Build the TLS context and the HTTP session.
@@ -90,17 +88,15 @@ class GridClient(ServiceContext):
         Raises:
             ConfigError: ``grid.ca_file`` cannot be loaded.
         """
-        if self._session is not None:
-            raise RuntimeError("GridClient.start() called twice; create one client per job run")
-        self._ssl = _ssl_context(self._grid.ca_file)
-        self._session = self._given_session or aiohttp.ClientSession()
+        self.connection.open()
 
     async def stop(self) -> None:
-        """Close the WebSocket and, if this client created it, the session. Idempotent."""
-        await self._close_ws()
-        session, self._session = self._session, None
-        if session is not None and session is not self._given_session:
-            await session.close()
+        """Close the WebSocket and the session. Idempotent."""
+        await self.connection.close()
+
+    async def close_connections(self) -> None:
+        """Close the kept WebSocket (HTTP connections idle out by themselves); the next call reconnects."""
+        await self.connection.close_ws()
 
     async def authenticate(self) -> Auth:
         """Join the FL process; each call yields a new worker id.
@@ -110,50 +106,67 @@ class GridClient(ServiceContext):
             GridUnavailable, GridProtocolError: see the module docstring.
         """
         payload = {"auth_token": self._token, "model_name": self._grid.model, "model_version": self._grid.version}
-        async with self._errors("authenticate"):
-            auth = auth_of(await self._json_call("authenticate", payload, keep_ws=True), self._node_text)
+        async with self.connection.errors("authenticate"):
+            auth = auth_of(await self._json_call("authenticate", payload), self.connection.node_text)
         log.info(events.GRID_AUTHENTICATED, model=self._grid.model, requires_speed_test=auth.requires_speed_test)
         return auth
 
     async def speed_test(self, worker_id: str) -> Speed:
         """Measure ping (ms), download and upload (``grid.speed_unit``), each bounded in bytes and time.
 
+        Always measures, and stores the result in :attr:`speed_cache`; :meth:`speed` reuses one.
+
         Raises:
-            GridUnavailable: the node failed the speed-test route or the transfer broke off.
+            GridUnavailable: the node failed the speed-test route, stalled, or the transfer broke off.
+            GridProtocolError: an answer above its cap, or a redirect.
         """
-        async with self._errors("speed-test"):
-            speed = await measure_speed(
-                self._require_session(), f"{self._http_base}/speed-test", worker_id, self._grid, self._ssl
-            )
+        async with self.connection.errors("speed-test"):
+            conn = self.connection
+            url = f"{conn.http_base}/speed-test"
+            speed = await measure_speed(conn.session(), url, worker_id, self._grid, conn.tls)
+        self.speed_cache.store(speed, time.monotonic())
         log.info(
             events.GRID_SPEED_MEASURED,
             ping_ms=round(speed.ping_ms, 2),
             download=round(speed.download, 3),
             upload=round(speed.upload, 3),
             unit=speed.unit,
+            bytes=speed.bytes_spent,
         )
         return speed
 
-    async def cycle_request(self, worker_id: str, *, speed: Speed | None = None) -> Accepted:
-        """Ask for a place in the current cycle (closes the WebSocket afterwards).
+    async def speed(self, worker_id: str) -> Speed:
+        """The cached measurement while it is younger than ``grid.speed_test_reuse_s``, else a new one.
+
+        ``speed_cache.take_spent()`` then tells the bytes spent on speed tests since it was last asked.
 
         Raises:
-            GridRejected: not now; ``timeout_s`` is the node's hint.
+            GridUnavailable, GridProtocolError: as :meth:`speed_test`.
+        """
+        cached = self.speed_cache.fresh(time.monotonic())
+        return cached if cached is not None else await self.speed_test(worker_id)
+
+    def speed_test_bytes(self) -> int:
+        """Bytes spent on speed tests since this was last asked (0 when a measurement was reused)."""
+        return self.speed_cache.take_spent()
+
+    async def cycle_request(self, worker_id: str, *, speed: Speed | None = None) -> Accepted:
+        """Ask for a place in the current cycle.
+
+        Raises:
+            GridRejected: not now; ``timeout_s`` is the node's hint, negative once the cycle's end passed.
             GridFinished: rejected without a timeout (process finished, or num_cycles = 0).
-            GridAuthFailed: the node does not know this worker id.
-            GridUnavailable: the node refused with an error (back off), or cannot be reached.
+            GridWorkerUnknown: the node does not know this worker id (authenticate afresh).
+            GridUnavailable: the node refused with another error (back off), or cannot be reached.
             GridProtocolError: an answer of the wrong shape, or without the plan ``grid.plan``.
         """
         payload: dict[str, Any] = {"worker_id": worker_id, "model": self._grid.model, "version": self._grid.version}
         if speed is not None:
             payload.update(speed.fields())
-        async with self._errors("cycle-request"):
+        async with self.connection.errors("cycle-request"):
+            answer = await self._json_call("cycle-request", payload)
             try:
-                answer = await self._json_call("cycle-request", payload, keep_ws=False)
-            finally:
-                await self._close_ws()
-            try:
-                accepted = cycle_outcome(answer, self._grid.plan, self._node_text)
+                accepted = cycle_outcome(answer, self._grid.plan, self.connection.node_text)
             except GridRejected as exc:
                 log.info(events.GRID_CYCLE_REJECTED, timeout_s=round(exc.timeout_s, 3))
                 raise
@@ -164,214 +177,166 @@ class GridClient(ServiceContext):
         return accepted
 
     async def get_model(self, worker_id: str, request_key: str, model_id: int) -> bytes:
-        """The model State bytes of the accepted cycle, streamed under ``grid.max_download_mb``.
+        """The model State bytes of the accepted cycle, under ``grid.max_download_mb``.
 
         Raises:
-            GridCycleGone: the cycle closed or the request key is no longer valid (400/401).
-            GridAuthFailed, GridUnavailable, GridProtocolError: see the module docstring.
+            GridCycleGone: "Cycle not found!", "Invalid request key!", "Model ID not found!".
+            GridWorkerUnknown: "Worker ID not found!".
+            GridUnavailable: 5xx, another error, a stall or a timeout. GridProtocolError: see above.
         """
-        params = {"worker_id": worker_id, "request_key": request_key, "model_id": str(model_id)}
-        return await self._download("get-model", params)
+        return _as(bytes, await self._download("get-model", self._model_query(worker_id, request_key, model_id), None))
 
     async def get_plan(self, worker_id: str, request_key: str, plan_id: int) -> bytes:
         """The Plan bytes (``receive_operations_as=torchscript``); also the "is my cycle open?" probe.
 
         Raises:
-            GridCycleGone: the cycle closed or the request key is no longer valid (400/401).
-            GridAuthFailed, GridUnavailable, GridProtocolError: see the module docstring.
+            GridCycleGone, GridWorkerUnknown, GridUnavailable, GridProtocolError: as :meth:`get_model`.
         """
-        params = {
+        return _as(bytes, await self._download("get-plan", self._plan_query(worker_id, request_key, plan_id), None))
+
+    async def get_model_and_plan(self, worker_id: str, accepted: Accepted) -> tuple[bytes, bytes]:
+        """Both downloads of an accepted cycle at once (plan ``grid.plan``).
+
+        Raises:
+            GridError: as :meth:`get_model`; the first failure cancels the other download.
+        """
+        plan_id = accepted.plans[self._grid.plan]
+        return await _both(
+            self.get_model(worker_id, accepted.request_key, accepted.model_id),
+            self.get_plan(worker_id, accepted.request_key, plan_id),
+        )
+
+    async def download_model_to(self, path: Path, worker_id: str, request_key: str, model_id: int) -> int:
+        """Stream the model into ``path`` (the cap enforced while streaming); its size in bytes.
+
+        Raises:
+            GridError: as :meth:`get_model` (no file is left behind). OSError: ``path`` cannot be written.
+        """
+        return _as(int, await self._download("get-model", self._model_query(worker_id, request_key, model_id), path))
+
+    async def download_plan_to(self, path: Path, worker_id: str, request_key: str, plan_id: int) -> int:
+        """Stream the plan into ``path``; its size in bytes.
+
+        Raises:
+            GridError: as :meth:`get_plan` (no file is left behind). OSError: ``path`` cannot be written.
+        """
+        return _as(int, await self._download("get-plan", self._plan_query(worker_id, request_key, plan_id), path))
+
+    async def download_cycle_to(self, model_path: Path, plan_path: Path, worker_id: str, accepted: Accepted) -> int:
+        """Stream model and plan of an accepted cycle into files at once; the bytes downloaded.
+
+        Raises:
+            GridError, OSError: as :meth:`download_model_to`; the first failure cancels the other.
+        """
+        key, plan_id = accepted.request_key, accepted.plans[self._grid.plan]
+        sizes = await _both(
+            self.download_model_to(model_path, worker_id, key, accepted.model_id),
+            self.download_plan_to(plan_path, worker_id, key, plan_id),
+        )
+        return sum(sizes)
+
+    async def report(self, worker_id: str, request_key: str, diff: bytes) -> None:
+        """Send the diff (standard padded base64); ``success`` only means "stored" (spec §7).
+
+        Raises:
+            GridCycleGone: the node said the cycle is gone. GridWorkerUnknown: it forgot the worker.
+            GridUnavailable: any other refusal (the diff stays; retry), a stall or a timeout.
+            GridProtocolError: an answer of the wrong shape.
+        """
+        await self._report(worker_id, request_key, diff)
+
+    async def report_file(self, worker_id: str, request_key: str, path: Path) -> None:
+        """Send the diff stored in ``path``: streamed over HTTP, one frame built from the file over WS.
+
+        Raises:
+            GridError: as :meth:`report`. OSError: the file cannot be read.
+        """
+        await self._report(worker_id, request_key, path)
+
+    # ------------------------------------------------------------------------------------ private
+
+    async def _report(self, worker_id: str, request_key: str, diff: bytes | Path) -> None:
+        """The diff's base64 is spliced into the JSON text (syftd.grid.frames), never re-serialised."""
+        size = len(diff) if isinstance(diff, bytes) else (await asyncio.to_thread(diff.stat)).st_size
+        async with self.connection.errors("report"):
+            if self._grid.transport == "ws":
+                request_id = uuid.uuid4().hex
+                ws_type = f"{self._grid.prefix}/report"
+                head, tail = frames.report_parts(worker_id, request_key, ws_type=ws_type, request_id=request_id)
+                frame = await frames.whole_report(head, diff, tail)
+                answer = unwrap(await self.connection.ws_exchange("report", frame, request_id), "report")
+            else:
+                head, tail = frames.report_parts(worker_id, request_key)
+                body: bytes | bytearray | AsyncIterator[bytes]
+                if isinstance(diff, bytes):
+                    body = await frames.whole_report(head, diff, tail)
+                else:
+                    body = frames.streamed_report(head, diff, tail)
+                length = len(head) + frames.b64_length(size) + len(tail)
+                answer = unwrap(await self.connection.http_post("report", body, length), "report")
+            if "error" in answer:
+                node_error("report", self.connection.node_text(answer["error"]))
+            expect_status(answer, "success", "report")
+        log.info(events.GRID_REPORTED, bytes=size)
+
+    async def _json_call(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if self._grid.transport == "ws":
+            request_id = uuid.uuid4().hex
+            message = {"type": f"{self._grid.prefix}/{op}", "data": payload, "request_id": request_id}
+            return unwrap(await self.connection.ws_exchange(op, json.dumps(message).encode(), request_id), op)
+        body = json.dumps(payload).encode()
+        return unwrap(await self.connection.http_post(op, body, len(body)), op)
+
+    async def _download(self, op: str, params: dict[str, str], path: Path | None) -> bytes | int:
+        timeout_s = self._grid.timeout_s
+        cap = int(self._grid.max_download_mb * _MIB)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
+        async with self.connection.errors(op):
+            start = time.perf_counter()
+            request = self.connection.session().get(
+                f"{self.connection.http_base}/{op}", params=params, timeout=timeout, ssl=self.connection.tls
+            )
+            async with await within(request, timeout_s, op) as resp:
+                if resp.status != 200:
+                    status, raw = resp.status, await read_capped(resp, JSON_CAP, op, timeout_s)
+                    text = self.connection.node_text(error_of(raw))
+                    if status >= 500:
+                        raise GridUnavailable(f"{op}: node failed with HTTP {status} {text}")
+                    node_error(op, text, status)
+                result: bytes | int
+                if path is None:
+                    result = await read_capped(resp, cap, op, timeout_s)
+                    size = len(result)
+                else:
+                    result = size = await stream_to_file(resp, path, cap, op, timeout_s)
+        log.info(events.GRID_DOWNLOADED, what=op, bytes=size, seconds=round(time.perf_counter() - start, 4))
+        return result
+
+    def _model_query(self, worker_id: str, request_key: str, model_id: int) -> dict[str, str]:
+        return {"worker_id": worker_id, "request_key": request_key, "model_id": str(model_id)}
+
+    def _plan_query(self, worker_id: str, request_key: str, plan_id: int) -> dict[str, str]:
+        return {
             "worker_id": worker_id,
             "request_key": request_key,
             "plan_id": str(plan_id),
             "receive_operations_as": "torchscript",
         }
-        return await self._download("get-plan", params)
-
-    async def report(self, worker_id: str, request_key: str, diff: bytes) -> None:
-        """Send the diff (standard padded base64) over a fresh WebSocket or HTTP; ``success`` = stored.
-
-        Raises:
-            GridCycleGone: the node has no such worker-cycle (refused the key).
-            GridAuthFailed, GridUnavailable, GridProtocolError: see the module docstring.
-        """
-        payload = {"worker_id": worker_id, "request_key": request_key, "diff": base64.b64encode(diff).decode()}
-        async with self._errors("report"):
-            try:
-                answer = await self._json_call("report", payload, keep_ws=False)
-            finally:
-                await self._close_ws()
-            if "error" in answer:
-                text = self._node_text(answer["error"])
-                raise (GridAuthFailed if WORKER_UNKNOWN in text else GridCycleGone)(f"report refused: {text}")
-            expect_status(answer, "success", "report")
-        log.info(events.GRID_REPORTED, bytes=len(diff))
-
-    # ------------------------------------------------------------------------------------ private
-
-    async def _json_call(self, op: str, payload: dict[str, Any], *, keep_ws: bool) -> dict[str, Any]:
-        if self._grid.transport == "ws":
-            return unwrap(await self._ws_call(op, payload, keep_ws), op)
-        return unwrap(await self._http_call(op, payload), op)
-
-    async def _ws_call(self, op: str, payload: dict[str, Any], keep: bool) -> Any:
-        request_id = uuid.uuid4().hex
-        message = json.dumps({"type": f"{self._grid.prefix}/{op}", "data": payload, "request_id": request_id})
-        async with self._ws_lock:
-            ws = self._ws
-            if ws is None or ws.closed:
-                connecting = self._require_session().ws_connect(
-                    self._ws_url,
-                    ssl=self._ssl,
-                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=min(self._grid.timeout_s, 5.0)),
-                    max_msg_size=_JSON_CAP,
-                )
-                ws = self._ws = await asyncio.wait_for(connecting, self._grid.timeout_s)
-            try:
-                await asyncio.wait_for(ws.send_str(message), self._grid.timeout_s)
-                reply = await asyncio.wait_for(ws.receive(), self._grid.timeout_s)
-            except BaseException:
-                await self._close_ws()
-                raise
-            if not keep:
-                await self._close_ws()
-        if reply.type == aiohttp.WSMsgType.TEXT:
-            body = loads(reply.data, op)
-        elif reply.type == aiohttp.WSMsgType.BINARY:
-            raise GridProtocolError(f"{op}: the node answered with a binary frame")
-        elif reply.type == aiohttp.WSMsgType.ERROR and getattr(reply.data, "code", None) == 1009:
-            raise GridProtocolError(f"{op}: answer larger than {_JSON_CAP} bytes")
-        else:
-            raise GridUnavailable(f"{op}: the node closed the WebSocket without answering")
-        echo = body.get("request_id") if isinstance(body, dict) else None
-        if echo is not None and echo != request_id:
-            raise GridProtocolError(f"{op}: answer carries request_id {str(echo)[:40]!r}, not ours")
-        return body
-
-    async def _http_call(self, op: str, payload: dict[str, Any]) -> Any:
-        url = f"{self._http_base}/{op}"
-        timeout = aiohttp.ClientTimeout(total=self._grid.timeout_s)
-        async with self._require_session().post(
-            url, json=payload, timeout=timeout, ssl=self._ssl, allow_redirects=False
-        ) as resp:
-            raw = await _read_capped(resp, _JSON_CAP, op)
-            status = resp.status
-        self._check_status(op, status, raw)
-        body = loads(raw, op)
-        if status != 200 and not (isinstance(body, dict) and "error" in body):
-            raise GridProtocolError(f"{op}: HTTP {status} without an error message")
-        return body
-
-    async def _download(self, op: str, params: dict[str, str]) -> bytes:
-        cap = int(self._grid.max_download_mb * _MIB)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._grid.timeout_s, sock_read=self._grid.timeout_s)
-        async with self._errors(op):
-            start = time.perf_counter()
-            async with self._require_session().get(
-                f"{self._http_base}/{op}", params=params, timeout=timeout, ssl=self._ssl, allow_redirects=False
-            ) as resp:
-                status = resp.status
-                raw = await _read_capped(resp, cap if status == 200 else _JSON_CAP, op)
-            if status != 200:
-                self._check_status(op, status, raw)
-                text = self._node_text(error_of(raw))
-                if WORKER_UNKNOWN in text:
-                    raise GridAuthFailed(f"{op}: {text}")
-                if status in (400, 401):
-                    raise GridCycleGone(f"{op}: HTTP {status} {text}")
-                raise GridProtocolError(f"{op}: HTTP {status} {text}")
-        log.info(events.GRID_DOWNLOADED, what=op, bytes=len(raw), seconds=round(time.perf_counter() - start, 4))
-        return raw
-
-    def _check_status(self, op: str, status: int, raw: bytes) -> None:
-        if status >= 500:
-            raise GridUnavailable(f"{op}: node failed with HTTP {status} {self._node_text(error_of(raw))}".rstrip())
-        if status == 404:
-            raise GridProtocolError(f"{op}: HTTP 404 at {self._http_base}/{op} (is grid.prefix right?)")
-        if 300 <= status < 400:
-            raise GridProtocolError(f"{op}: unexpected redirect (HTTP {status})")
-
-    @asynccontextmanager
-    async def _errors(self, op: str) -> AsyncIterator[None]:
-        """Turn transport exceptions into GridError subclasses and log each failure once."""
-        try:
-            try:
-                yield
-            except GridError:
-                raise
-            except (asyncio.TimeoutError, TimeoutError):
-                raise GridUnavailable(f"{op}: no answer within {self._grid.timeout_s:g} s") from None
-            except aiohttp.ClientConnectorCertificateError as exc:
-                raise GridTLSError(f"{op}: certificate of {exc.host} not trusted (set grid.ca_file?)") from None
-            except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
-                raise GridTLSError(f"{op}: TLS failed ({exc})") from None
-            except aiohttp.WSServerHandshakeError as exc:
-                kind = GridUnavailable if exc.status >= 500 else GridProtocolError
-                raise kind(f"{op}: WebSocket handshake refused with HTTP {exc.status} at {self._ws_url}") from None
-            except aiohttp.ClientResponseError as exc:
-                kind = GridUnavailable if exc.status >= 500 else GridProtocolError
-                raise kind(f"{op}: HTTP {exc.status} {exc.message}") from None
-            except (aiohttp.ClientError, OSError) as exc:
-                raise GridUnavailable(f"{op}: {type(exc).__name__}: {exc}") from None
-        except (GridRejected, GridFinished):
-            raise
-        except GridError as exc:
-            log.warning(events.GRID_REQUEST_FAILED, op=op, error=type(exc).__name__, reason=self._scrub(str(exc)))
-            raise
-
-    async def _close_ws(self) -> None:
-        ws, self._ws = self._ws, None
-        if ws is not None and not ws.closed:
-            try:
-                await asyncio.wait_for(ws.close(), min(self._grid.timeout_s, 5.0))
-            except (asyncio.TimeoutError, TimeoutError, aiohttp.ClientError, OSError):
-                pass
-
-    def _require_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("GridClient is not started; use `async with GridClient(...)` or await start()")
-        return self._session
-
-    def _node_text(self, value: object) -> str:
-        """The first line of a node's error message (PyGrid appends tracebacks), token removed."""
-        return self._scrub(first_line(value))
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._token, REDACTED) if self._token else text
 
 
-def _urls(url: str, prefix: str) -> tuple[str, str]:
-    parts = urllib.parse.urlsplit(url)
-    http_scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    ws_scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    path = parts.path.rstrip("/")
-    prefix = prefix.strip("/")
-    return f"{http_scheme}://{parts.netloc}{path}/{prefix}", f"{ws_scheme}://{parts.netloc}{path or '/'}"
+def _as(kind: type[T], value: object) -> T:
+    assert isinstance(value, kind)
+    return value
 
 
-@functools.lru_cache(maxsize=1)
-def _system_context() -> ssl.SSLContext:
-    """The system trust store context; loading it costs ~70 ms, so one is shared by all clients."""
-    return ssl.create_default_context()
-
-
-def _ssl_context(ca_file: Any) -> ssl.SSLContext:
-    if ca_file is None:
-        return _system_context()
-    context = ssl.create_default_context()
+async def _both(first: Awaitable[T], second: Awaitable[T]) -> tuple[T, T]:
+    """Run two steps at once; the first failure cancels the other and is raised."""
+    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
     try:
-        context.load_verify_locations(cafile=str(ca_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(None, [f"grid.ca_file: cannot be loaded ({exc}), got {str(ca_file)!r}"]) from None
-    return context
-
-
-async def _read_capped(resp: aiohttp.ClientResponse, cap: int, op: str) -> bytes:
-    if resp.content_length is not None and resp.content_length > cap:
-        raise GridProtocolError(f"{op}: answer of {resp.content_length} bytes exceeds the cap of {cap}")
-    buffer = bytearray()
-    async for chunk in resp.content.iter_chunked(256 * 1024):
-        buffer += chunk
-        if len(buffer) > cap:
-            raise GridProtocolError(f"{op}: answer exceeds the cap of {cap} bytes")
-    return bytes(buffer)
+        a, b = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return a, b

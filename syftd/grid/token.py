@@ -1,12 +1,14 @@
 """The PyGrid auth token: read from a file only its owner can read.
 
-Owns the file checks (present, a regular file, no group/other read bit, not empty). Does not own
+Owns the file checks (present, a regular file and not a symlink, no group/other read bit, not
+empty; a FIFO or device is refused without being read). Does not own
 where the path comes from (``grid.token_file``; under systemd a ``LoadCredential=`` path) or the
 redaction of the token in logs (syftd.log).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -22,14 +24,16 @@ def read_token(path: Path) -> str:
     """The token in ``path`` without surrounding whitespace.
 
     Raises:
-        TokenError: the file is missing, unreadable, not a regular file, readable by group or
-            others, larger than 64 KiB, or empty.
+        TokenError: the file is missing, unreadable, a symlink (its target's content would be sent
+            as the token), not a regular file, readable by group or others, larger than 64 KiB, or empty.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise TokenError(f"token file {path} does not exist") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TokenError(f"token file {path} is a symlink; name the file itself") from None
         raise TokenError(f"token file {path} cannot be opened ({exc.strerror})") from None
     try:
         info = os.fstat(fd)

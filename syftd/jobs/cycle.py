@@ -1,7 +1,8 @@
 """One training cycle of one job, from the accepted decision to its one ``CycleRecord``; its only owner.
 
 Owns the cycle's states and allowed transitions, the order of the protocol steps (authenticate →
-cycle-request → get-model, get-plan → train → spool → report), the cycle's expiration flag (created
+[speed test, reused per job] → cycle-request → get-model and get-plan at once → train → spool →
+report, all through one client and its connections), the cycle's expiration flag (created
 here, expired through ``expire``, closed when the cycle ends), its ``max_cycle_s`` deadline, the abort
 of its report, and the typed ``Ended`` it ends with. Does not own deciding when a cycle starts or why
 it expires (the manager and ``policy``), the wire protocol (``grid``), training (``trainer``) or the
@@ -35,6 +36,7 @@ from syftd.errors import (
     GridProtocolError,
     GridRejected,
     GridUnavailable,
+    GridWorkerUnknown,
     WireError,
 )
 from syftd.grid.answers import Accepted
@@ -139,10 +141,12 @@ class CycleRecord:
     accuracy: float | None = None
     bytes_down: int = 0
     bytes_up: int = 0
+    speed_test_bytes: int = 0
     started_wall: float = field(default_factory=time.time)
     duration_s: float = 0.0
     train_s: float = 0.0
     step_time_s: float = 0.0
+    trainer_cpu_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able, for the history and the log line: the typed end written as its values."""
@@ -158,10 +162,12 @@ class CycleRecord:
             "accuracy": self.accuracy,
             "bytes_down": self.bytes_down,
             "bytes_up": self.bytes_up,
+            "speed_test_bytes": self.speed_test_bytes,
             "started_wall": self.started_wall,
             "duration_s": self.duration_s,
             "train_s": self.train_s,
             "step_time_s": self.step_time_s,
+            "trainer_cpu_s": self.trainer_cpu_s,
             "rejected_timeout_s": ended.timeout_s,
             "finished": ended.rejection is Rejection.FINISHED,
         }
@@ -291,45 +297,47 @@ class CycleRun:
             self.record.error = error
 
     async def _run(self) -> None:
-        model, plan, plan_id, worker_id, accepted = await self._download()
-        if self._warming is not None:
-            await self._guarded(asyncio.shield(self._warming))
-        self._check_flag()
-        await self._train(model, plan, plan_id, worker_id, accepted)
-
-    async def _download(self) -> tuple[bytes, bytes, int, str, Accepted]:
-        job, record = self.job, self.record
+        # one client, so one set of connections, from the cycle request to the report (issue 15)
         async with self._client_factory() as client:
-            worker_id = await asyncio.to_thread(self._identity.load_worker, job.name, job.grid.url)
-            if worker_id is None:
-                self._transition(CycleState.AUTHENTICATING)
-                worker_id = await self._authenticate(client)
+            model, plan, plan_id, worker_id, accepted = await self._download(client)
+            if self._warming is not None:
+                await self._guarded(asyncio.shield(self._warming))
+            self._check_flag()
+            await self._train(client, model, plan, plan_id, worker_id, accepted)
+
+    async def _download(self, client: GridSession) -> tuple[bytes, bytes, int, str, Accepted]:
+        job, record = self.job, self.record
+        worker_id = await asyncio.to_thread(self._identity.load_worker, job.name, job.grid.url)
+        if worker_id is None:
+            self._transition(CycleState.AUTHENTICATING)
+            worker_id = await self._authenticate(client)
+        self._transition(CycleState.REQUESTING)
+        try:
+            accepted = await self._guarded(self._request(client, worker_id))
+        except GridWorkerUnknown:
+            # the node forgot this worker (restart, new process): authenticate afresh, once
+            await asyncio.to_thread(self._identity.forget_worker, job.name)
+            self._transition(CycleState.AUTHENTICATING)
+            worker_id = await self._authenticate(client)
             self._transition(CycleState.REQUESTING)
-            try:
-                accepted = await self._guarded(self._request(client, worker_id))
-            except GridAuthFailed:
-                # the node forgot this worker (restart, new process): authenticate afresh, once
-                await asyncio.to_thread(self._identity.forget_worker, job.name)
-                self._transition(CycleState.AUTHENTICATING)
-                worker_id = await self._authenticate(client)
-                self._transition(CycleState.REQUESTING)
-                accepted = await self._guarded(self._request(client, worker_id))
-            self._accepted = True
-            # accepted: the trainer process starts (and imports torch) while the cycle downloads; not
-            # before, so that a node rejecting or down does not cost a torch import per attempt
-            self._warming = asyncio.ensure_future(self._pool.prepare(job))
-            self._transition(CycleState.DOWNLOADING)
-            plan_id = accepted.plans.get(job.grid.plan)
-            if not isinstance(plan_id, int):
-                raise GridProtocolError(
-                    f"the node offers no plan named {job.grid.plan!r} (grid.plan); it has {sorted(accepted.plans)}"
-                )
-            model = await self._guarded(client.get_model(worker_id, accepted.request_key, accepted.model_id))
-            plan = await self._guarded(client.get_plan(worker_id, accepted.request_key, plan_id))
-            record.bytes_down = len(model) + len(plan)
+            accepted = await self._guarded(self._request(client, worker_id))
+        self._accepted = True
+        # accepted: the trainer process starts (and imports torch) while the cycle downloads; not
+        # before, so that a node rejecting or down does not cost a torch import per attempt
+        self._warming = asyncio.ensure_future(self._pool.prepare(job))
+        self._transition(CycleState.DOWNLOADING)
+        plan_id = accepted.plans.get(job.grid.plan)
+        if not isinstance(plan_id, int):
+            raise GridProtocolError(
+                f"the node offers no plan named {job.grid.plan!r} (grid.plan); it has {sorted(accepted.plans)}"
+            )
+        model, plan = await self._guarded(client.get_model_and_plan(worker_id, accepted))
+        record.bytes_down = len(model) + len(plan)
         return model, plan, plan_id, worker_id, accepted
 
-    async def _train(self, model: bytes, plan: bytes, plan_id: int, worker_id: str, accepted: Accepted) -> None:
+    async def _train(
+        self, client: GridSession, model: bytes, plan: bytes, plan_id: int, worker_id: str, accepted: Accepted
+    ) -> None:
         job, record = self.job, self.record
         self._transition(CycleState.TRAINING)
         self._trained = True
@@ -347,6 +355,7 @@ class CycleRun:
         record.train_s = round(time.monotonic() - train_started, 3)
         record.steps = result.steps
         record.step_time_s = round(result.step_time_s, 4)
+        record.trainer_cpu_s = result.cpu_s
         if result.losses:
             record.loss = round(result.losses[-1], 5)
         if result.accuracies:
@@ -381,7 +390,7 @@ class CycleRun:
             return
         record.bytes_up = len(diff)
         self._transition(CycleState.REPORTING)
-        reporter = ReportRun(job.name, self._spool, self._client_factory, self._abort_report)
+        reporter = ReportRun(job.name, self._spool, lambda: _Borrowed(client), self._abort_report)
         outcome = await reporter.report(entry)
         if outcome is ReportOutcome.REPORTED:
             self._end(Ended(CycleOutcome.DONE))
@@ -417,7 +426,11 @@ class CycleRun:
     async def _request(self, client: GridSession, worker_id: str) -> Accepted:
         speed = None
         if await asyncio.to_thread(self._identity.requires_speed_test, self.job.name):
-            speed = await client.speed_test(worker_id)
+            # one measurement serves the requests of grid.speed_test_reuse_s (the client's cache)
+            try:
+                speed = await client.speed(worker_id)
+            finally:
+                self.record.speed_test_bytes += client.speed_test_bytes()
         return await client.cycle_request(worker_id, speed=speed)
 
     def _progress(self, progress: Progress) -> None:
@@ -448,6 +461,19 @@ class CycleRun:
             return await race(step, self.flag.wait())
         except Aborted:
             raise _Expired(self.flag.reason or ExpiryReason.MANUAL) from None
+
+
+class _Borrowed:
+    """The cycle's client lent to the report path for the fresh diff: entered and left without closing it."""
+
+    def __init__(self, client: GridSession) -> None:
+        self._client = client
+
+    async def __aenter__(self) -> GridSession:
+        return self._client
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
 
 
 class _Expired(Exception):

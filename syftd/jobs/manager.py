@@ -19,13 +19,13 @@ import datetime as dt
 import random
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from syftd import events, policy
+from syftd import capability, events, policy
 from syftd.conditions.value import Conditions
-from syftd.config import Config
+from syftd.config import Config, JobConfig
 from syftd.errors import TokenError
 from syftd.history import History
 from syftd.identity import Identity
@@ -37,6 +37,9 @@ from syftd.jobs.runtime import JobRuntime
 from syftd.log import get_logger
 from syftd.outcomes import ExpiryReason
 from syftd.spool import Spool
+
+if TYPE_CHECKING:
+    from syftd.flower.run import FlowerRun
 
 __all__ = ["JobManager"]
 
@@ -62,8 +65,10 @@ class JobManager:
         status: Callable[[str], None] = lambda _text: None,
         clock: Callable[[], float] = time.monotonic,
         uniform: Callable[[], float] = random.random,
+        energy: Any = None,
     ) -> None:
         self._config = config
+        self._energy = energy  # syftd.energy.EnergyMeter: joules per cycle; None = not measured
         self._monitor = monitor
         self._pool = pool
         self._spool = spool
@@ -168,6 +173,9 @@ class JobManager:
             job.token, job.token_error = await asyncio.to_thread(_read_token, name, token_file)
         pending = await asyncio.to_thread(self._pending_count, name)
         job.last = job.last or await asyncio.to_thread(self._history.last, name)
+        if job.config.kind == "pygrid":  # a flower job trains in its SuperNode's own environment
+            packages = capability.packages_for(job.config.data.source)
+            job.cannot_train = await asyncio.to_thread(capability.training_unavailable, packages)
         job.state = dataclasses.replace(job.state, spool_pending=pending)
         job.is_ready = True
         self._wake.set()
@@ -251,7 +259,7 @@ class JobManager:
                 policy.Action.WAIT_UNTIL,
             ):
                 needs_thermal = True
-            if decision.action is policy.Action.START and not self._stopping:
+            if decision.action is policy.Action.START and not self._stopping and job.cannot_train is None:
                 self._start_cycle(job, decision)
                 running += 1
             elif decision.action is policy.Action.REPORT and not self._stopping:
@@ -269,15 +277,19 @@ class JobManager:
     def _start_cycle(self, job: JobRuntime, decision: policy.Decision) -> None:
         cfg = job.config
         cycle_id = new_cycle_id()
-        run = CycleRun(
-            cfg,
-            cycle_id=cycle_id,
-            client=self._session_of(job),
-            pool=self._pool,
-            spool=self._spool,
-            identity=self._identity,
-            on_change=self._on_cycle_change,
-        )
+        run: CycleRun | FlowerRun
+        if cfg.kind == "flower":
+            run = self._flower_run(cfg, cycle_id)
+        else:
+            run = CycleRun(
+                cfg,
+                cycle_id=cycle_id,
+                client=self._session_of(job),
+                pool=self._pool,
+                spool=self._spool,
+                identity=self._identity,
+                on_change=self._on_cycle_change,
+            )
         job.run = run
         job.cycles += 1
         if job.state.forced:
@@ -288,16 +300,30 @@ class JobManager:
         _log.info(events.CYCLE_STARTED, job=cfg.name, cycle=cycle_id, decision=decision.reason.value)
         job.task = asyncio.create_task(self._run_cycle(job, run), name=f"syftd.cycle.{cfg.name}")
 
-    async def _run_cycle(self, job: JobRuntime, run: CycleRun) -> None:
+    def _flower_run(self, cfg: JobConfig, cycle_id: str) -> FlowerRun:
+        """A flower job's run: one supervised SuperNode session (``syftd.flower.run``, loaded only here)."""
+        from syftd.flower.run import FlowerRun
+
+        monitor = self._monitor
+        return FlowerRun(
+            cfg,
+            cycle_id=cycle_id,
+            state_dir=self._config.daemon.state_dir,
+            inhibit_delay_s=lambda: getattr(monitor, "inhibit_delay_s", None),
+            on_change=self._on_cycle_change,
+        )
+
+    async def _run_cycle(self, job: JobRuntime, run: CycleRun | FlowerRun) -> None:
         # every line logged by this cycle's task (grid client, spool, identity) carries job and cycle
         structlog.contextvars.bind_contextvars(job=job.config.name, cycle=run.cycle_id)
+        energy_at_start = None if self._energy is None else await asyncio.to_thread(self._energy.read)
         try:
             record = await run.run()
         except Exception:  # noqa: BLE001 - a bug in one cycle must not take the daemon down
             _log.exception(events.CYCLE_CRASHED, job=job.config.name, cycle=run.cycle_id)
             record = run.record
         try:
-            await self._finish(job, record)
+            await self._finish(job, record, energy_at_start)
         finally:
             job.run, job.task = None, None
             if self._monitor is not None and not any(j.run is not None for j in self._jobs.values()):
@@ -306,12 +332,15 @@ class JobManager:
             self._wake.set()
             self._publish_status(force=True)
 
-    async def _finish(self, job: JobRuntime, record: CycleRecord) -> None:
+    async def _finish(self, job: JobRuntime, record: CycleRecord, energy_at_start: Any = None) -> None:
         now = self._clock()
         name = job.config.name
         state = dataclasses.replace(job.state, running=False, running_since=None, forced=False)
         state = policy.after_cycle(state, record.ended, now, job.config.schedule, self._uniform())
         entry = record.as_dict()
+        if self._energy is not None:
+            energy_at_end = await asyncio.to_thread(self._energy.read)
+            entry.update(self._energy.measure(energy_at_start, energy_at_end, record.trainer_cpu_s))
         waits = [t for t in (state.backoff_until, state.rejected_until, state.finished_until) if t is not None]
         if waits and max(waits) > now:
             entry["retry_in_s"] = round(max(waits) - now, 3)

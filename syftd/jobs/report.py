@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
 from syftd import events
@@ -57,7 +58,13 @@ async def report_entry(client: GridSession, spool: Spool, entry: SpoolEntry) -> 
 class ReportRun:
     """Reports spool entries one after another, until one does not settle or ``abort`` is called."""
 
-    def __init__(self, job: str, spool: Spool, client: Callable[[], GridSession], abort: asyncio.Event) -> None:
+    def __init__(
+        self,
+        job: str,
+        spool: Spool,
+        client: Callable[[], AbstractAsyncContextManager[GridSession]],
+        abort: asyncio.Event,
+    ) -> None:
         self.job = job
         self._spool = spool
         self._client = client

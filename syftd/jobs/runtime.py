@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syftd import policy
 from syftd.config import JobConfig
 from syftd.jobs.cycle import CycleRun
 from syftd.jobs.report import ReportRun
+
+if TYPE_CHECKING:
+    from syftd.flower.run import FlowerRun
 
 __all__ = ["JobRuntime"]
 
@@ -26,13 +29,14 @@ class JobRuntime:
 
     config: JobConfig
     state: policy.JobState = field(default_factory=policy.JobState)
-    run: CycleRun | None = None
+    run: CycleRun | FlowerRun | None = None
     report: ReportRun | None = None
     task: asyncio.Task[None] | None = None
     decision: policy.Decision | None = None
     last: dict[str, Any] | None = None
     token: str | None = None
     token_error: str | None = None
+    cannot_train: str | None = None  # why this installation cannot train the job (no cycle is requested)
     is_ready: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     override_timer: asyncio.TimerHandle | None = None

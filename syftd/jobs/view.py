@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syftd import policy
 from syftd.conditions.value import Conditions
 from syftd.constraints import duration_text
 from syftd.jobs.cycle import CycleRun, CycleState, TrainerPhase
 from syftd.jobs.runtime import JobRuntime
+
+if TYPE_CHECKING:
+    from syftd.flower.run import FlowerRun
 
 __all__ = ["job_text", "phase_text", "status_line", "status_rows", "why"]
 
@@ -33,6 +36,8 @@ def job_text(job: JobRuntime, now: float) -> str:
     run = job.run
     if job.token_error is not None:
         return f"token refused ({job.token_error})"
+    if job.cannot_train is not None:
+        return job.cannot_train
     if run is not None:
         return phase_text(run)
     if job.report is not None:
@@ -47,9 +52,10 @@ def job_text(job: JobRuntime, now: float) -> str:
     return decision.action.value if not decision.text else decision.text
 
 
-def phase_text(run: CycleRun) -> str:
-    """The running cycle's phase in words: the trainer's phase while it trains."""
-    if run.state is not CycleState.TRAINING:
+def phase_text(run: CycleRun | FlowerRun) -> str:
+    """The running cycle's phase in words: the trainer's phase while it trains (a flower run's own
+    words: starting, joined as node N, leaving)."""
+    if not isinstance(run, CycleRun) or run.state is not CycleState.TRAINING:
         return str(run.state.value)
     progress = run.progress
     if run.trainer_phase is TrainerPhase.TRAINING and progress is not None and progress.step > 0:
@@ -63,12 +69,12 @@ def status_rows(jobs: Mapping[str, JobRuntime], now: float) -> list[dict[str, An
     rows = []
     for name, job in jobs.items():
         decision = job.decision
-        next_run = None
-        if job.task is None and decision is not None:
+        next_run, next_run_in_s = None, None
+        if job.task is None and decision is not None and job.cannot_train is None:
             if decision.action is policy.Action.WAIT_UNTIL and decision.at is not None:
-                next_run = _wall(decision.at, now)
+                next_run, next_run_in_s = _wall(decision.at, now), round(max(0.0, decision.at - now), 3)
             elif decision.action is policy.Action.START:
-                next_run = "now"
+                next_run, next_run_in_s = "now", 0.0
         last = job.last
         rows.append(
             {
@@ -77,6 +83,7 @@ def status_rows(jobs: Mapping[str, JobRuntime], now: float) -> list[dict[str, An
                 "last_outcome": _outcome_text(last),
                 "last": last,
                 "next_run": next_run,
+                "next_run_in_s": next_run_in_s,
                 "cycles": job.cycles,
                 "spool_pending": job.state.spool_pending,
                 "simulated": dict(job.overrides),
@@ -101,6 +108,8 @@ def why(name: str, job: JobRuntime, now: float, conditions: Conditions) -> dict[
         answer["reasons"] = list(explained.get("reasons", []))
     if job.token_error is not None:
         answer["reasons"].insert(0, f"token refused: {job.token_error}")
+    if job.cannot_train is not None:
+        answer["summary"] = job.cannot_train  # the decision's reasons still follow: what else is unmet
     if job.overrides:
         answer["reasons"].append(f"simulated: {job.overrides}")
     answer["conditions"] = conditions.as_dict()

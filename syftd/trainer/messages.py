@@ -85,6 +85,7 @@ class TrainingResult:
     error: str | None = None
     step_time_s: float = 0.0
     duration_s: float = 0.0
+    cpu_s: float | None = None  # the trainer's CPU seconds for this run (the energy share); None if unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import os
 import pickle
@@ -31,6 +32,7 @@ from syftd import events
 from syftd.config import JobConfig
 from syftd.log import get_logger
 from syftd.outcomes import ExpiryReason
+from syftd.relay import log_to, relay
 from syftd.service import ServiceContext
 from syftd.trainer.flag import ExpiryFlag
 from syftd.trainer.messages import (
@@ -55,16 +57,22 @@ WORKER_MODULE = "syftd.trainer.worker"
 _RESULT_AFTER_EXIT_S = 0.5
 
 _log = get_logger("syftd.trainer")
+_relay_emit = log_to(get_logger("syftd.trainer"))
+_OUTPUT_DRAIN_S = 1.0
 _SYFTD_ROOT = str(Path(__file__).resolve().parents[2])
 _SIGNALLED = {-signal.SIGTERM: Outcome.TERMINATED, -signal.SIGKILL: Outcome.KILLED}
 _CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
 class _Trainer:
-    """One trainer process and its socket."""
+    """One trainer process, its socket, the task relaying its output, and the cycle it serves."""
 
     def __init__(self, job: JobConfig, process: asyncio.subprocess.Process, reader: Any, writer: Any) -> None:
         self.job, self.process, self.reader, self.writer = job, process, reader, writer
+        self.cycle_id: str | None = None
+        self.served = 0
+        self.cpu_charged = 0.0  # CPU seconds its results already reported (a warm trainer serves several)
+        self.output: asyncio.Task[None] | None = None
 
     @property
     def is_alive(self) -> bool:
@@ -81,13 +89,16 @@ class TrainerPool(ServiceContext):
         worker_module: str = WORKER_MODULE,
         log_format: str = "auto",
         log_level: str = "info",
+        on_trainer_start: Callable[[str, bool], None] | None = None,
     ) -> None:
+        self._on_trainer_start = on_trainer_start  # (job, warm): a trainer took a cycle (the metrics)
         self._python = python
         self._worker_module = worker_module
         self._log_args = ["--log-format", log_format, "--log-level", log_level]
         self._warm: dict[str, _Trainer] = {}
         self._live: set[_Trainer] = set()
         self._retiring: set[asyncio.Task[None]] = set()
+        self._outputs: set[asyncio.Task[None]] = set()
         self._is_stopped = False
 
     @property
@@ -143,11 +154,12 @@ class TrainerPool(ServiceContext):
         request = Request(job, model, plan, client_config, flag.name, cycle_id)
         observers = _Observers(on_progress, on_stage)
         trainer, is_reused = await self._take(job)
-        result = await self._run(trainer, request, flag, observers, may_retry=is_reused)
+        result = await self._run(self._serving(trainer, cycle_id), request, flag, observers, may_retry=is_reused)
         if result is None:
             # the warm trainer reached its idle exit just as the request was sent: start a fresh one
             self._check_running()
-            result = await self._run(await self._spawn(job), request, flag, observers, may_retry=False)
+            fresh = self._serving(await self._spawn(job), cycle_id)
+            result = await self._run(fresh, request, flag, observers, may_retry=False)
         assert result is not None
         result = dataclasses.replace(result, duration_s=asyncio.get_running_loop().time() - started)
         _log.info(
@@ -176,6 +188,10 @@ class TrainerPool(ServiceContext):
             self._retire(trainer)
         while self._retiring:
             await asyncio.gather(*list(self._retiring), return_exceptions=True)
+        if self._outputs:  # the trainers are gone: their pipes end; a grandchild holding one is cut off
+            _done, pending = await asyncio.wait(list(self._outputs), timeout=_OUTPUT_DRAIN_S)
+            for task in pending:
+                task.cancel()
 
     # ------------------------------------------------------------------------------------- internals
 
@@ -191,6 +207,14 @@ class TrainerPool(ServiceContext):
         if trainer is not None:
             self._retire(trainer)
         return await self._spawn(job), False
+
+    def _serving(self, trainer: _Trainer, cycle_id: str) -> _Trainer:
+        """Mark ``trainer`` as serving ``cycle_id`` (its relayed output names it); count a cold or warm start."""
+        if self._on_trainer_start is not None:
+            self._on_trainer_start(trainer.job.name, trainer.served > 0)
+        trainer.cycle_id = cycle_id
+        trainer.served += 1
+        return trainer
 
     async def _spawn(self, job: JobConfig) -> _Trainer:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -210,6 +234,9 @@ class TrainerPool(ServiceContext):
                 self._python,
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
+                # its output (log lines, warnings, tracebacks) is read and re-emitted by the daemon
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
                 pass_fds=(child.fileno(),),
                 start_new_session=True,
                 env=_child_env(),
@@ -221,6 +248,16 @@ class TrainerPool(ServiceContext):
             child.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         trainer = _Trainer(job, process, reader, writer)
+        assert process.stdout is not None
+        context = {"job": job.name, "trainer_pid": process.pid}
+        # a fresh context: the spawning cycle's bound job and cycle must not stick to a warm trainer
+        trainer.output = contextvars.Context().run(
+            asyncio.create_task,
+            relay(process.stdout, _relay_emit, lambda: {**context, "cycle": trainer.cycle_id}),
+            name=f"syftd.trainer-output.{process.pid}",
+        )
+        self._outputs.add(trainer.output)
+        trainer.output.add_done_callback(self._outputs.discard)
         self._live.add(trainer)
         _log.info(events.TRAINER_SPAWNED, job=job.name, pid=process.pid)
         return trainer
@@ -272,6 +309,7 @@ class TrainerPool(ServiceContext):
                 steps=max((p.step for p in seen), default=0),
                 error=f"the trainer exited with status {status} before returning a result",
             )
+        trainer.cpu_charged += result.cpu_s or 0.0
         if result.outcome is Outcome.COMPLETED and trainer.is_alive and not self._is_stopped:
             self._warm[request.job.name] = trainer
         elif result.outcome in (Outcome.TERMINATED, Outcome.KILLED):
@@ -347,6 +385,7 @@ class TrainerPool(ServiceContext):
         """SIGTERM now, SIGKILL ``KILL_AFTER_TERM_S`` after the flag's SIGTERM moment; a result the
         trainer still sent wins, else the result says which signal ended it."""
         outcome = Outcome.TERMINATED
+        children_cpu = _children_cpu_s()
         _signal(trainer, signal.SIGTERM)
         term_at = flag.term_at if flag.term_at is not None else time.monotonic()
         try:
@@ -355,6 +394,8 @@ class TrainerPool(ServiceContext):
             outcome = Outcome.KILLED
             _signal(trainer, signal.SIGKILL)
             await trainer.process.wait()
+        # reaped: its whole life's CPU time joined this process's children times (the energy share)
+        cpu_s = max(0.0, _children_cpu_s() - children_cpu - trainer.cpu_charged)
         with contextlib.suppress(asyncio.TimeoutError, Exception):
             sent = await asyncio.wait_for(asyncio.shield(session), _RESULT_AFTER_EXIT_S)
             if sent is not None and outcome is Outcome.TERMINATED:
@@ -371,6 +412,7 @@ class TrainerPool(ServiceContext):
             losses=losses,
             accuracies=accuracies,
             step_time_s=sum(p.step_time_s for p in seen),
+            cpu_s=round(cpu_s, 3),
         )
 
     def _retire(self, trainer: _Trainer, term_at: float | None = None) -> None:
@@ -419,6 +461,11 @@ class _Observers:
             self._on_stage(stage)
         except Exception:  # noqa: BLE001 - a faulty observer must not end the run without a result
             _log.exception(events.TRAINER_PROGRESS_CALLBACK_FAILED, job=job)
+
+
+def _children_cpu_s() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def _signal(trainer: _Trainer, signum: int) -> None:

@@ -14,10 +14,12 @@ training itself (``training``) or deciding when to stop it (``process``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pickle
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock = socket.socket(fileno=args.fd)
     trainer = Trainer(_ResidentSize())
     _log.info(events.TRAINER_STARTED, threads=torch.get_num_threads())
+    cpu_mark = 0.0  # the first run is charged the imports and the data load too
     while True:
         request = _receive(sock, timeout_s=args.idle_exit_s)
         if request is None:
@@ -63,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = trainer.run(request, flag, lambda p: sock.sendall(encode(p)))
             finally:
                 flag.close()
+            result = dataclasses.replace(result, cpu_s=round(time.process_time() - cpu_mark, 3))
+            cpu_mark = time.process_time()
             try:
                 sock.sendall(encode(result))
             except OSError:

@@ -139,5 +139,5 @@ async def test_client_full_cycle_exchanges_against_the_local_node() -> None:
     for transport in ("ws", "http"):
         ratio = results[f"GridClient {transport}"] / results[f"bare aiohttp {transport}"]
         print(f"  GridClient / bare aiohttp ({transport}): {ratio:.2f}×")
-    print("  (over WS GridClient opens two sockets per cycle, one for authenticate + cycle-request and a fresh")
-    print("   one for report, so none is held during training; RawWorker keeps one socket for the whole cycle)")
+    print("  (GridClient keeps one WebSocket for its whole life, as RawWorker does for one cycle;")
+    print("   tests/bench/test_client_bench.py compares that with the per-phase connections it replaced)")

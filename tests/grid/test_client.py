@@ -22,10 +22,12 @@ from syftd.config import GridConfig
 from syftd.errors import (
     GridAuthFailed,
     GridCycleGone,
+    GridError,
     GridFinished,
     GridProtocolError,
     GridRejected,
     GridUnavailable,
+    GridWorkerUnknown,
     TokenError,
 )
 from syftd.grid.client import Accepted, Auth, GridClient, Speed, parse_timeout, read_token
@@ -73,6 +75,7 @@ class StubNode:
             "get-plan": lambda _r, _b: web.Response(body=PLAN, content_type="application/octet-stream"),
         }
         self._runner: web.AppRunner | None = None
+        self._sockets: set[web.WebSocketResponse] = set()
         self._changed: asyncio.Condition | None = None
         self.stopping: asyncio.Event | None = None
         self.port = 0
@@ -117,9 +120,15 @@ class StubNode:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    async def stop_websockets(self) -> None:
+        """Close every open WebSocket from the node's side (a restart, an idle timeout)."""
+        for ws in list(self._sockets):
+            await ws.close()
+
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=64 * 1024 * 1024)
         await ws.prepare(request)
+        self._sockets.add(ws)
         await self.record("ws-open", None)
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
@@ -141,6 +150,7 @@ class StubNode:
                 await ws.send_bytes(answer)
             else:
                 await ws.send_str(answer if isinstance(answer, str) else json.dumps(answer))
+        self._sockets.discard(ws)
         await self.record("ws-close", None)
         return ws
 
@@ -217,25 +227,43 @@ async def test_ws_cycle_sends_the_recorded_keys_and_types_with_a_request_id(node
     assert isinstance(report["request_id"], str)
 
 
-async def test_ws_is_closed_after_cycle_request_and_reopened_for_report(node: StubNode) -> None:
-    """One WebSocket serves authenticate + cycle-request and is closed before downloads; report gets its own."""
+async def test_one_websocket_serves_the_whole_cycle_and_closes_with_the_client(node: StubNode) -> None:
+    """authenticate, cycle-request and report share one WebSocket (issue 15); stop() closes it."""
     async with GridClient(grid_for(node.url)) as client:
         auth = await client.authenticate()
         accepted = await client.cycle_request(auth.worker_id)
         assert await client.get_model(auth.worker_id, accepted.request_key, accepted.model_id) == MODEL
         assert await client.get_plan(auth.worker_id, accepted.request_key, accepted.plans["training_plan"]) == PLAN
         await client.report(auth.worker_id, accepted.request_key, DIFF)
-    await node.until(lambda: node.ops().count("ws-close") == 2)
+    await node.until(lambda: node.ops().count("ws-close") == 1)
     assert node.ops() == [
-        "ws-open", "authenticate", "cycle-request", "ws-close",
+        "ws-open", "authenticate", "cycle-request",
         "get-model", "get-plan",
-        "ws-open", "report", "ws-close",
+        "report", "ws-close",
     ]  # fmt: skip
     assert "ping" not in node.sent("cycle-request")[0]["data"]
     [model_query] = node.sent("get-model")
     assert model_query == {"worker_id": auth.worker_id, "request_key": accepted.request_key, "model_id": "1"}
     [plan_query] = node.sent("get-plan")
     assert plan_query["plan_id"] == "2" and plan_query["receive_operations_as"] == "torchscript"
+
+
+async def test_a_kept_websocket_the_node_closed_is_replaced_once(node: StubNode) -> None:
+    """The node closing the kept WebSocket between requests costs a reconnect, not a failed request;
+    close_connections() releases it so nothing is held during training."""
+    async with GridClient(grid_for(node.url)) as client:
+        auth = await client.authenticate()
+        await node.stop_websockets()
+        await node.until(lambda: "ws-close" in node.ops())
+        await client.cycle_request(auth.worker_id)
+        await client.close_connections()
+        await node.until(lambda: node.ops().count("ws-close") == 2)
+        await client.report(auth.worker_id, "k", DIFF)
+    assert node.ops() == [
+        "ws-open", "authenticate", "ws-close",
+        "ws-open", "cycle-request", "ws-close",
+        "ws-open", "report", "ws-close",
+    ]  # fmt: skip
 
 
 async def test_http_transport_unwraps_the_pg_dev_envelope(node: StubNode) -> None:
@@ -283,10 +311,11 @@ async def test_route_prefix_and_ws_url_follow_the_config(node: StubNode) -> None
     ("answer", "error", "text"),
     [
         (recorded("024-ws-model-centric_cycle-request.response.json"), GridRejected, "retry in 59 s"),
-        ({"type": "x", "data": {"status": "rejected", "timeout": "-1 day, 23:59:59.5"}}, GridRejected, "retry in 0 s"),
+        ({"type": "x", "data": {"status": "rejected", "timeout": "-1 day, 23:59:59.5"}}, GridRejected,
+         r"the cycle's end passed 0\.5 s ago"),
         ({"type": "x", "data": {"status": "rejected"}}, GridFinished, "finished"),
         ({"data": {"status": "rejected", "error": "Worker ID not found!\nTraceback ..."}, "type": "t"},
-         GridAuthFailed, "Worker ID not found!$"),
+         GridWorkerUnknown, "Worker ID not found!$"),
         ({"data": {"status": "rejected", "error": "'ping' is required\nTraceback"}, "type": "t"},
          GridUnavailable, "'ping' is required$"),
         ({"error": "'request_id'"}, GridUnavailable, "'request_id'"),
@@ -300,7 +329,9 @@ async def test_cycle_request_outcomes_are_typed(node: StubNode, answer: Any, err
         with pytest.raises(error, match=text) as caught:
             await client.cycle_request("w")
     if error is GridRejected:
-        assert caught.value.timeout_s == pytest.approx(58.651826 if "0:00:58" in json.dumps(answer) else 0.0)
+        overdue = "-1 day" in json.dumps(answer)
+        assert caught.value.timeout_s == pytest.approx(-0.5 if overdue else 58.651826)
+        assert caught.value.cycle_end_passed is overdue
 
 
 async def test_authenticate_failures_are_auth_failed_without_traceback(node: StubNode) -> None:
@@ -326,7 +357,10 @@ async def test_authenticate_failures_are_auth_failed_without_traceback(node: Stu
     [
         (400, recorded("021-http-GET-model-centric_get-model.response.json"), GridCycleGone),
         (401, {"error": "Invalid request key!"}, GridCycleGone),
-        (400, {"error": "Worker ID not found!"}, GridAuthFailed),
+        (400, {"error": "Worker ID not found!"}, GridWorkerUnknown),
+        (400, {"error": "Model ID not found!"}, GridCycleGone),
+        (400, {"error": "Plan ID not found!"}, GridCycleGone),
+        (400, {"error": "(sqlite3.OperationalError) database is locked"}, GridUnavailable),
         (500, {"error": "boom"}, GridUnavailable),
         (503, "<html>busy</html>", GridUnavailable),
         (404, "404: Not Found", GridProtocolError),
@@ -335,7 +369,9 @@ async def test_authenticate_failures_are_auth_failed_without_traceback(node: Stu
     ],
 )
 async def test_download_errors_are_typed(node: StubNode, status: int, body: Any, error: type) -> None:
-    """get-model / get-plan: 400 Cycle not found and 401 → cycle gone; 5xx → unavailable; others typed."""
+    """get-model / get-plan: the node's text decides (answers.classify): Cycle not found, Invalid request key,
+    Model/Plan ID not found → cycle gone; Worker ID not found → worker unknown; 5xx or another error →
+    transient; a redirect, a 404 route, a teapot → protocol."""
     payload = json.dumps(body) if isinstance(body, dict) else body
     node.http["get-model"] = node.http["get-plan"] = lambda _r, _b: web.Response(
         status=status, text=payload, headers={"Location": "/elsewhere"} if status == 302 else None
@@ -347,14 +383,32 @@ async def test_download_errors_are_typed(node: StubNode, status: int, body: Any,
             await client.get_plan("w", "k", 2)
 
 
-async def test_report_refused_means_cycle_gone(node: StubNode) -> None:
-    """A report answered with an error (no such worker-cycle) is GridCycleGone; the WS is closed after."""
-    refusal = {"type": "model-centric/report", "data": {"error": "\nTraceback ... ProcessLookupError"}}
+@pytest.mark.parametrize("transport", ["ws", "http"])
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        ("Cycle not found!", GridCycleGone),
+        ("Invalid request key!", GridCycleGone),
+        ("Model ID not found!", GridCycleGone),
+        ("Worker ID not found!\nTraceback ...", GridWorkerUnknown),
+        ("(sqlite3.OperationalError) database is locked", GridUnavailable),
+        ("\nTraceback ... ProcessLookupError", GridUnavailable),
+        ("Incorrect padding", GridUnavailable),
+    ],
+)
+async def test_report_refusals_are_classified_and_only_cycle_gone_discards(
+    node: StubNode, transport: str, error: str, kind: type
+) -> None:
+    """A report error is cycle gone only when the node says so; "database is locked" or an empty
+    ProcessLookupError is transient (the diff stays), "Worker ID not found!" is worker unknown (issue 14.2)."""
+    refusal = {"type": "model-centric/report", "data": {"error": error}}
     node.ws["report"] = lambda _: refusal
-    async with GridClient(grid_for(node.url)) as client:
-        with pytest.raises(GridCycleGone):
+    node.http["report"] = lambda _r, _b: web.json_response(refusal)
+    async with GridClient(grid_for(node.url, transport=transport)) as client:
+        with pytest.raises(GridError) as caught:
             await client.report("w", "k", b"\x00")
-    await node.until(lambda: "ws-close" in node.ops())
+    assert type(caught.value) is kind
+    assert isinstance(caught.value, GridCycleGone) is (kind is not GridUnavailable)
 
 
 async def test_download_size_cap_is_enforced(node: StubNode) -> None:
@@ -463,7 +517,10 @@ async def test_accepted_answer_with_wrong_types_is_a_protocol_error(
 async def test_token_is_sent_but_never_logged(node: StubNode) -> None:
     """The token reaches the node in auth_token, yet no log line or error text contains it."""
     token = "eyJ-secret-token-0123456789"
-    node.ws["authenticate"] = lambda m: {"type": "t", "data": {"error": f"bad token {m['data']['auth_token']}"}}
+    node.ws["authenticate"] = lambda m: {
+        "type": "t",
+        "data": {"error": f"The 'auth_token' you sent is invalid: {m['data']['auth_token']}"},
+    }
     stream = io.StringIO()
     syftd_log.configure("json", "debug", stream=stream)
     try:
@@ -527,6 +584,18 @@ def test_read_token_refuses_missing_and_non_regular(tmp_path: Path) -> None:
         read_token(tmp_path / "fifo")
 
 
+def test_read_token_refuses_a_symlink_even_to_a_good_file(tmp_path: Path) -> None:
+    """A token path whose last component is a symlink is refused (issue 14.10): the content of whatever
+    it points at (another user's secret, say) must not be sent as the token."""
+    target = tmp_path / "elsewhere"
+    target.write_text("someone-elses-secret")
+    target.chmod(0o600)
+    (tmp_path / "token").symlink_to(target)
+    with pytest.raises(TokenError, match="is a symlink") as caught:
+        read_token(tmp_path / "token")
+    assert "someone-elses-secret" not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("value", "seconds"),
     [
@@ -534,19 +603,25 @@ def test_read_token_refuses_missing_and_non_regular(tmp_path: Path) -> None:
         ("0:00:58.651826", 58.651826),
         ("2 days, 1:00:00", 2 * 86400 + 3600),
         ("1 day, 0:00:01", 86401),
-        ("-1 day, 23:59:59.5", 0.0),
-        ("-1 day, 0:00:00", 0.0),
+        ("-1 day, 23:59:59.5", -0.5),
+        ("-1 day, 23:59:12.266190", -47.73381),
+        ("-1 day, 0:00:00", -86400.0),
         (" 12:00:00 ", 43200),
         (30, 30.0),
         (2.5, 2.5),
-        (-4, 0.0),
+        (-4, -4.0),
+        (0, 0.0),
         ("90", 90.0),
         ("1.5", 1.5),
     ],
 )
 def test_parse_timeout_reads_timedelta_strings_and_numbers(value: object, seconds: float) -> None:
-    """PyGrid's str(timedelta) forms, incl. negative and 'N days,' ones, and plain numbers; clamped >= 0."""
-    assert parse_timeout(value) == pytest.approx(seconds)
+    """PyGrid's str(timedelta) forms, incl. 'N days,' ones, and plain numbers; a negative value stays
+    negative (the cycle's end has passed), distinct from zero (issue 12)."""
+    timeout = parse_timeout(value)
+    assert timeout.seconds == pytest.approx(seconds)
+    assert timeout.cycle_end_passed is (seconds < 0)
+    assert timeout.wait_s == pytest.approx(max(seconds, 0.0))
 
 
 @pytest.mark.parametrize("value", [True, None, "soon", "1:2:3", float("nan"), float("inf"), [], "-1 days, 25:00"])

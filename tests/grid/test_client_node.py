@@ -23,6 +23,7 @@ from syftd.errors import (
     GridProtocolError,
     GridRejected,
     GridUnavailable,
+    GridWorkerUnknown,
 )
 from syftd.grid import wire
 from syftd.grid.client import GridClient
@@ -122,8 +123,9 @@ async def test_unknown_model_is_auth_failed() -> None:
                     await client.authenticate()
 
 
-async def test_wrong_request_key_is_cycle_gone_and_unknown_worker_is_auth_failed() -> None:
-    """get-model with a foreign key → GridCycleGone (401); a cycle-request for an unknown worker → GridAuthFailed."""
+async def test_wrong_request_key_is_cycle_gone_and_unknown_worker_is_worker_unknown() -> None:
+    """get-model with a foreign key → GridCycleGone (401); a cycle-request or probe for a worker the node
+    does not know → GridWorkerUnknown (a GridCycleGone: discard; also a GridAuthFailed: authenticate afresh)."""
     async with running_node() as node:
         node.host("mnist", "1.0", *small_process())
         async with GridClient(grid_for(node.url)) as client:
@@ -131,8 +133,11 @@ async def test_wrong_request_key_is_cycle_gone_and_unknown_worker_is_auth_failed
             accepted = await client.cycle_request(auth.worker_id)
             with pytest.raises(GridCycleGone):
                 await client.get_model(auth.worker_id, "0" * 64, accepted.model_id)
-            with pytest.raises(GridAuthFailed, match="Worker ID not found"):
-                await client.cycle_request("00000000-0000-0000-0000-000000000000")
+            stranger = "00000000-0000-0000-0000-000000000000"
+            with pytest.raises(GridWorkerUnknown, match="Worker ID not found"):
+                await client.cycle_request(stranger)
+            with pytest.raises(GridWorkerUnknown, match="Worker ID not found"):
+                await client.get_plan(stranger, accepted.request_key, accepted.plans["training_plan"])
 
 
 async def test_cycle_already_taken_is_rejected_with_the_node_timeout() -> None:

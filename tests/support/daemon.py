@@ -97,6 +97,7 @@ class DaemonProcess:
         notify: NotifySocket | None = None,
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = ("run",),
+        python: str = sys.executable,
     ) -> DaemonProcess:
         """Start the daemon with ``config``; JSON logs are forced so the test can parse them."""
         child_env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
@@ -105,7 +106,7 @@ class DaemonProcess:
             child_env["NOTIFY_SOCKET"] = str(notify.path)
         child_env.update(env or {})
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
+            python,
             "-m",
             "syftd",
             "--config",

@@ -1,0 +1,1 @@
+"""A Flower app whose ClientApp honours syftd's stop file (README, "Flower")."""

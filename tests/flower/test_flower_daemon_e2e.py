@@ -1,0 +1,217 @@
+"""A ``kind = "flower"`` job run by the real daemon on a dbusmock system bus, against a real Flower
+federation on loopback (a ``flower-superlink``, the example ServerApp running FedAvg, one always-online
+SuperNode): the same constraints and sleep handling as a PyGrid job, one history entry per session.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dbus_fast import Variant
+from support.daemon import DaemonProcess, NotifySocket
+from support.dbus import DBusMocks, MockControl
+from support.flower import EXAMPLE_APP, Report, SuperLink, free_port, wait_until
+
+from syftd.flower.supervisor import group_alive
+from syftd.history import History
+
+pytestmark = [pytest.mark.slow, pytest.mark.dbus, pytest.mark.timeout(300)]
+
+STEP_S = 0.1
+STEPS_ALL = 30
+LOGIND_PATH = "/org/freedesktop/login1"
+LOGIND_IFACE = "org.freedesktop.login1.Manager"
+GRACE_S = 8.0
+
+
+def config(tmp_path: Path, bus: DBusMocks, federation: SuperLink, flower_bin: Path) -> Path:
+    path = tmp_path / "syftd.toml"
+    path.write_text(f"""
+[daemon]
+state_dir = "{tmp_path / "state"}"
+runtime_dir = "{tmp_path / "run"}"
+log_format = "json"
+log_level = "debug"
+shutdown_grace_s = {GRACE_S}
+
+[daemon.conditions]
+bus_address = "{bus.address}"
+power_source = "upower"
+network_source = "networkmanager"
+sleep_source = "logind"
+
+[[job]]
+name = "fl"
+kind = "flower"
+
+[job.flower]
+superlink = "{federation.address}"
+venv = "{flower_bin.parent}"
+insecure = true
+node_config = ["partition-id=1"]
+runtime_port = {free_port()}
+
+[job.constraints]
+stable_for_s = 0.2
+
+[job.schedule]
+backoff_initial_s = 0.5
+
+[job.budget]
+max_cycle_s = 600
+expiry_grace_s = {GRACE_S}
+""")
+    return path
+
+
+def run_config(report: Path, *, rounds: int, steps: int, on_stop: str) -> str:
+    return (
+        f"num-server-rounds={rounds} min-nodes=1 round-timeout=120.0 local-steps={steps} step-seconds={STEP_S} "
+        f'on-stop="{on_stop}" report-file="{report}"'
+    )
+
+
+async def joined(daemon: DaemonProcess, federation: SuperLink, after: int) -> tuple[int, int]:
+    """The next flower.supernode_joined line after index ``after``: (node id, its index)."""
+    entry = await daemon.wait_log("flower.supernode_joined", timeout=60, after=after)
+    node_id = int(entry["node_id"])
+    await wait_until(lambda: f"Activated node_id={node_id}" in federation.text(), timeout=10, what="activated")
+    return node_id, daemon.logs.index(entry)
+
+
+def started_pid(daemon: DaemonProcess, after: int = 0) -> int:
+    return int([e for e in daemon.logs[after:] if e.get("event") == "flower.supernode_started"][-1]["pid"])
+
+
+async def training(daemon: DaemonProcess, after: int, timeout: float = 60) -> None:
+    """Wait until the gated node's ClientApp is in its training loop (the SuperNode's output is in the
+    daemon's debug log)."""
+    await wait_until(
+        lambda: any(
+            e.get("event") == "flower.supernode_output" and "syftd-example: training" in str(e.get("line"))
+            for e in daemon.logs[after:]
+        ),
+        timeout=timeout, what="the ClientApp training",
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def daemon_for(
+    dbus_mocks: DBusMocks, mocks: MockControl, federation: SuperLink, flower_bin: Path, tmp_path: Path
+) -> Any:
+    started: list[tuple[DaemonProcess, NotifySocket]] = []
+
+    async def start() -> tuple[DaemonProcess, NotifySocket]:
+        notify = NotifySocket(tmp_path / f"notify-{len(started)}.sock")
+        daemon = await DaemonProcess.start(config(tmp_path, dbus_mocks, federation, flower_bin), notify=notify)
+        started.append((daemon, notify))
+        await notify.wait_for(lambda m: "READY" in m, timeout=30)
+        return daemon, notify
+
+    yield start
+    for daemon, notify in started:
+        await daemon.stop()
+        notify.close()
+
+
+def alive(pid: int) -> bool:
+    """``pid`` runs (a zombie no one reaps does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rfind(")") + 2 :].split()[0] not in ("Z", "X")
+
+
+def history(tmp_path: Path) -> list[dict[str, Any]]:
+    return History(tmp_path / "state").entries("fl")
+
+
+async def test_plugged_in_it_joins_unplugged_it_leaves_mid_round_at_no_cost_replugged_it_joins_a_later_round(
+    daemon_for: Any, mocks: MockControl, federation: SuperLink, tmp_path: Path
+) -> None:
+    """On AC the daemon starts the SuperNode and its updates are in the round; AC lost mid-round: the
+    ClientApp sees the stop file and returns a partial update, the SuperNode is gone within grace + 1 s,
+    deactivated, the round lasts as long as a normal one, and one history entry says done
+    (power_lost); AC back: a new session joins a later round."""
+    daemon, notify = await daemon_for()
+    first, _ = await joined(daemon, federation, 0)
+    await notify.wait_for(lambda m: f"joined as node {first}" in m.fields.get("STATUS", ""), timeout=10)
+    report = Report(tmp_path / "report.jsonl")
+    federation.run(EXAMPLE_APP, run_config(report.path, rounds=4, steps=30, on_stop="partial"))
+    one = await report.wait_round(1, timeout=90)
+    assert first in one["results"], one
+
+    mark = len(daemon.logs)
+    await training(daemon, mark)
+    pid = started_pid(daemon)
+    deactivated = federation.count("/v1/fleet/deactivate-node")
+    await mocks.set_on_battery(True)
+    finished = await daemon.wait_log("cycle.finished", timeout=GRACE_S + 15, after=mark)
+    assert finished["outcome"] == "done" and finished["reason"] == "power_lost", finished
+    assert finished["node_id"] == first and finished["replies"] >= 2
+    assert finished["leave_s"] <= GRACE_S + 1.0, finished
+    await wait_until(lambda: not group_alive(pid), timeout=3, what="the SuperNode's process group gone")
+    assert federation.count("/v1/fleet/deactivate-node") == deactivated + 1
+    two = await report.wait_round(2, timeout=60)
+    assert two["steps"].get(str(first), STEPS_ALL) < STEPS_ALL, f"no partial update: {two}"
+    assert two["seconds"] <= one["seconds"] + 5.0, (one["seconds"], two["seconds"])
+    await notify.wait_for(lambda m: "waiting" in m.fields.get("STATUS", ""), timeout=10)
+
+    mark = len(daemon.logs)
+    await mocks.set_on_battery(False)
+    second, _ = await joined(daemon, federation, mark)
+    await wait_until(lambda: report.entries("done"), timeout=150, what="the run finished")
+    later = [report.round(n) for n in (3, 4)]
+    assert any(r and second in r["results"] for r in later), later
+    entries = history(tmp_path)
+    assert entries and entries[0]["outcome"] == "done" and entries[0]["reason"] == "power_lost", entries
+    print(
+        f"\ndaemon: round 1 {one['seconds']:.2f} s, round 2 (left mid-round) {two['seconds']:.2f} s, "
+        f"leave {finished['leave_s']:.2f} s, partial {two['steps'].get(str(first))}/{STEPS_ALL} steps"
+    )
+
+
+async def test_prepare_for_sleep_leaves_within_the_inhibit_delay_and_kill_9_of_the_daemon_ends_the_supernode(
+    daemon_for: Any, mocks: MockControl, federation: SuperLink, tmp_path: Path
+) -> None:
+    """With a ClientApp that ignores the stop file and an 8 s grace, PrepareForSleep(true) with
+    InhibitDelayMaxUSec = 5 s: the SuperNode is deactivated within 5 − 1 s of the signal, the run
+    expires with reason sleep; after resume it joins again, and a kill -9 of the daemon ends it."""
+    await mocks._set("logind", LOGIND_PATH, LOGIND_IFACE, "InhibitDelayMaxUSec", Variant("t", 5_000_000))
+    daemon, _notify = await daemon_for()
+    node, _ = await joined(daemon, federation, 0)
+    report = Report(tmp_path / "report.jsonl")
+    federation.run(EXAMPLE_APP, run_config(report.path, rounds=2, steps=100, on_stop="ignore"))
+    mark = len(daemon.logs)
+    await training(daemon, mark)
+    deactivated = federation.count("/v1/fleet/deactivate-node")
+    signalled = time.time()
+    await mocks.prepare_for_sleep(True)
+    finished = await daemon.wait_log("cycle.finished", timeout=20, after=mark)
+    assert finished["outcome"] == "expired" and finished["reason"] == "sleep", finished
+    assert federation.count("/v1/fleet/deactivate-node") == deactivated + 1
+    slept = federation.last_access("/v1/fleet/deactivate-node") - signalled
+    assert slept <= 4.0, f"deactivated {slept:.2f} s after PrepareForSleep, bound 4 s"
+
+    mark = len(daemon.logs)
+    await mocks.prepare_for_sleep(False)
+    again, _ = await joined(daemon, federation, mark)
+    assert again != node
+    pid = started_pid(daemon, mark)
+    deactivated = federation.count("/v1/fleet/deactivate-node")
+    daemon.proc.kill()
+    await daemon.proc.wait()
+    killed = time.monotonic()
+    await wait_until(lambda: not alive(pid), timeout=5, what="the SuperNode gone after kill -9 of the daemon")
+    left = time.monotonic() - killed
+    await wait_until(lambda: not group_alive(pid), timeout=5, what="its helpers gone too")
+    gone = time.monotonic() - killed
+    await wait_until(lambda: federation.count("/v1/fleet/deactivate-node") > deactivated, timeout=5, what="deactivated")
+    print(
+        f"\ndaemon: sleep → deactivated {slept:.2f} s after the signal (bound 4 s); kill -9 → SuperNode gone "
+        f"{left:.2f} s later, its group {gone:.2f} s"
+    )

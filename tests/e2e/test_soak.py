@@ -66,12 +66,6 @@ def test_soak_no_finished_diff_is_reported_twice(result: Result) -> None:
 
 
 # Known daemon bugs that break an invariant in the short soak (issue 14); ``make soak`` shows them as failures.
-NODE_RESTART_WEDGE = pytest.mark.xfail(
-    not LONG,
-    reason="issue 14 item 1: after a node restart a spooled diff's probe gets 'Worker ID not found!', which is "
-    "taken for an auth failure and retried with backoff forever; the spooled diff blocks every new cycle",
-    strict=False,
-)
 READONLY_HOT_LOOP = pytest.mark.xfail(
     not LONG,
     reason="issue 14 item 6: with the state directory read-only, JobManager._finish raises in the history write "
@@ -81,7 +75,6 @@ READONLY_HOT_LOOP = pytest.mark.xfail(
 )
 
 
-@NODE_RESTART_WEDGE
 def test_soak_no_job_wedges(result: Result) -> None:
     """While the conditions hold, the job never goes longer than its longest chosen wait without a cycle,
     no cycle outlives its budget plus a probe and a report, and the spool empties in the drain."""

@@ -6,7 +6,9 @@ these dataclasses is ``syftd.tomlschema``.
 Does not own what the values mean at run time; that belongs to the modules that read them.
 
 A problem is one line, ``<dotted.key>: <what is wrong>[, got <value>]``, sorted by key, e.g.
-``job[0].grid.url: required key is missing``.
+``job[0].grid.url: required key is missing``. ``load``/``loads`` raise nothing but ``ConfigError``:
+not for a document nested too deeply, not for a number out of any range (every number has bounds),
+nor for paths that expand to nothing or a control socket path longer than ``sun_path``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Literal
 
 from syftd.errors import ConfigError
 from syftd.flower.config import FlowerConfig, flower_problems
-from syftd.tomlschema import build, describe
+from syftd.tomlschema import build, describe, too_deep
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,6 +46,7 @@ __all__ = [
     "JobConfig",
     "ScheduleConfig",
     "TrainerConfig",
+    "ca_file_problem",
     "load",
     "loads",
     "runtime_dir_of",
@@ -52,6 +55,10 @@ __all__ = [
 
 _JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+_MAX_DEPTH = 32  # the schema nests 4 levels; a deeper document is an attack or a mistake
+_SOCKET_NAME = "control.sock"  # syftd.control.SOCKET_NAME (not imported: check-config must not load aiohttp)
+_SUN_PATH_MAX = 104 if sys.platform == "darwin" else 108  # sockaddr_un.sun_path, its NUL included
+_DAY = 86400.0
 
 Check = Callable[[Any], "str | None"]
 
@@ -193,8 +200,8 @@ class DataConfig:
     seed: int = _key(0, doc="seed for synthetic data and shuffling", min=0, max=2**32 - 1)
     image_size: int = _key(28, doc="imagefolder: images are resized to size x size", min=1, max=4096)
     grayscale: bool = _key(True, doc="imagefolder: convert to one channel")
-    mean: float = _key(0.0, doc="normalisation mean (x - mean) / std")
-    std: float = _key(1.0, doc="normalisation std", min=1e-12)
+    mean: float = _key(0.0, doc="normalisation mean (x - mean) / std", min=-1e6, max=1e6)
+    std: float = _key(1.0, doc="normalisation std", min=1e-12, max=1e6)
     num_classes: int = _key(10, doc="classes for one-hot labels", min=1, max=100_000)
 
 
@@ -208,7 +215,7 @@ class ConstraintsConfig:
     min_battery_percent: float = _key(0.0, doc="battery at least this (0 = off)", min=0, max=100)
     requires_idle: bool = _key(False, doc="the session is idle (logind IdleHint)")
     max_temperature_c: float | None = _key(None, doc="hottest thermal zone at most this", min=-50, max=200)
-    min_free_disk_mb: float = _key(0.0, doc="free space in the state directory at least this", min=0)
+    min_free_disk_mb: float = _key(0.0, doc="free space in the state directory at least this", min=0, max=1e9)
     stable_for_s: float = _key(30.0, doc="a regained condition counts only after holding this long", min=0, max=86400)
 
 
@@ -223,11 +230,16 @@ class ScheduleConfig:
     )
     backoff_initial_s: float = _key(30.0, doc="first retry delay after a failure", min=0.01, max=86400)
     backoff_max_s: float = _key(18000.0, doc="retry delay cap (full jitter below it)", min=0.01, max=7 * 86400)
-    rejection_jitter_s: float = _key(5.0, doc="random delay added to the node's rejection timeout", min=0)
+    rejection_jitter_s: float = _key(5.0, doc="random delay added to the node's rejection timeout", min=0, max=_DAY)
     on_finished: Literal["retry", "stop"] = _key(
         "retry", doc='"rejected" without timeout: retry slowly (num_cycles = 0 looks the same) or stop'
     )
-    finished_retry_s: float = _key(3600.0, doc="retry period after a finished-looking rejection", min=0.01)
+    finished_retry_s: float = _key(
+        3600.0, doc="retry period after a finished-looking rejection", min=0.01, max=30 * _DAY
+    )
+    spool_max_age_s: float = _key(
+        _DAY, doc="a spooled diff older than this is discarded (logged), not reported", min=60, max=365 * _DAY
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +248,10 @@ class BudgetConfig:
 
     max_cycle_s: float = _key(1800.0, doc="a cycle expires with reason budget after this", min=0.1, max=86400)
     expiry_grace_s: float = _key(
-        5.0, doc="after expiring, wait this for the trainer before terminating it (<= shutdown_grace_s)", min=0
+        5.0,
+        doc="after expiring, wait this for the trainer before terminating it (<= shutdown_grace_s)",
+        min=0,
+        max=600,
     )
 
 
@@ -248,12 +263,14 @@ class TrainerConfig:
     threads: int = _key(0, doc="torch intra-op threads (0 = torch's default)", min=0, max=1024)
     nice: int = _key(19, doc="niceness of the trainer process", min=0, max=19)
     sched_idle: bool = _key(True, doc="run the trainer under SCHED_IDLE where allowed")
-    memory_max_mb: float | None = _key(None, doc="expire with reason memory above this resident size", min=1)
-    idle_exit_s: float = _key(60.0, doc="a warm trainer exits after this long without a cycle", min=0)
+    memory_max_mb: float | None = _key(
+        None, doc="expire with reason memory above this resident size", min=1, max=1 << 30
+    )
+    idle_exit_s: float = _key(60.0, doc="a warm trainer exits after this long without a cycle", min=0, max=_DAY)
     steps: Literal["exact", "plus-one"] = _key(
         "exact", doc="max_updates steps, or max_updates + 1 as PySyft and syft.js do"
     )
-    max_updates: int | None = _key(None, doc="override the node's max_updates (testing)", min=1)
+    max_updates: int | None = _key(None, doc="override the node's max_updates (testing)", min=1, max=10**9)
     progress_interval_s: float = _key(
         0.25, doc="progress reports at most this often (0 = every step); each wakes the daemon", min=0, max=60
     )
@@ -298,7 +315,7 @@ class Config:
 
 
 def load(path: Path | str) -> Config:
-    """Read and check the file at ``path``.
+    """Read and check the file at ``path``, and the files it names (``grid.ca_file``).
 
     Raises:
         ConfigError: with every problem found, each naming its dotted key.
@@ -310,7 +327,14 @@ def load(path: Path | str) -> Config:
         raise ConfigError(path, [f"<file>: cannot read: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(path, [f"<file>: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from exc
-    return loads(text, path=path)
+    config = loads(text, path=path)
+    problems = []
+    for i, job in enumerate(config.job):  # the files the configuration names (``loads`` does no I/O)
+        if job.grid.ca_file is not None and (message := ca_file_problem(job.grid.ca_file)) is not None:
+            problems.append(f"job[{i}].grid.ca_file: {message}, got {describe(str(job.grid.ca_file))}")
+    if problems:
+        raise ConfigError(path, problems)
+    return config
 
 
 def runtime_dir_of(path: Path) -> Path:
@@ -340,12 +364,20 @@ def loads(text: str, *, path: Path | None = None) -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"<toml>: {exc}"]) from exc
+    except RecursionError:
+        raise ConfigError(path, [f"<toml>: arrays or tables nested more than {_MAX_DEPTH} levels deep"]) from None
+    if (where := too_deep(document, _MAX_DEPTH)) is not None:
+        raise ConfigError(path, [f"{where}: arrays or tables nested more than {_MAX_DEPTH} levels deep"])
     problems: list[str] = []
-    config = build(Config, document, "", problems)
-    if config is not None:
-        _check_across(config, problems)
-    else:
-        problems += _check_across_leniently(document, problems)
+    try:
+        config = build(Config, document, "", problems)
+        if config is not None:
+            _check_across(config, problems)
+        else:
+            problems += _check_across_leniently(document, problems)
+    except (RecursionError, ValueError, TypeError, OverflowError) as exc:  # a gap in the checks: still one error
+        problems.append(f"<config>: cannot be checked ({type(exc).__name__}: {exc})")
+        config = None
     if problems or config is None:
         raise ConfigError(path, sorted(set(problems)))
     return typing.cast(Config, dataclasses.replace(config, path=path))
@@ -390,8 +422,40 @@ def _without(table: dict[str, Any], prefix: str, bad: set[str]) -> dict[str, Any
     return kept
 
 
+def _check_paths(daemon: DaemonConfig, problems: list[str]) -> None:
+    """The state and runtime directories: absolute, and a control socket path that fits ``sun_path``."""
+    for key in ("state_dir", "runtime_dir"):
+        value: Path = getattr(daemon, key)
+        if not value.is_absolute():
+            problems.append(f"daemon.{key}: must be an absolute path, got {describe(str(value))}")
+    sock = os.fsencode(daemon.runtime_dir / _SOCKET_NAME)
+    if len(sock) >= _SUN_PATH_MAX:
+        problems.append(
+            f"daemon.runtime_dir: the control socket path would be {len(sock)} bytes, above the "
+            f"{_SUN_PATH_MAX - 1}-byte limit of a Unix socket path, got {describe(str(daemon.runtime_dir))}"
+        )
+
+
+def ca_file_problem(path: Path) -> str | None:
+    """What is wrong with a ``grid.ca_file``, or None: it must hold at least one PEM certificate."""
+    try:
+        head = path.read_bytes()[: 1 << 24]
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        return "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    import ssl  # here: ssl loads socket, and the pure core imports this module
+
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except (ssl.SSLError, ValueError) as exc:
+        return f"is not a valid PEM CA bundle ({exc})"
+    return None
+
+
 def _check_across(config: Config, problems: list[str]) -> None:
     """Checks that need more than one key."""
+    _check_paths(config.daemon, problems)
     grace = config.daemon.shutdown_grace_s
     seen: dict[str, int] = {}
     for i, job in enumerate(config.job):

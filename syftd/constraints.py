@@ -129,7 +129,9 @@ def track(
     """Fold one published snapshot into per-constraint (holds, since) times; call it on every snapshot.
 
     A numeric fact (battery, temperature, disk) changes value without crossing its threshold, so its
-    ``changed_at`` is not when the constraint began to hold; this records the crossing instead.
+    ``changed_at`` is not when the constraint began to hold; this records the crossing instead. A flip
+    never dates from before the previous one (``syftd simulate clear`` restores a fact whose own
+    ``changed_at`` is old: the regained constraint counts from the moment it is restored).
     """
     out: dict[str, Since] = {}
     for name, facts, holds, _text in _checks(conditions, constraints):
@@ -138,7 +140,12 @@ def track(
             out[name] = old
         else:
             changed = _changed(conditions, facts)
-            out[name] = (holds, now if changed is None else min(changed, now))
+            since = now if changed is None else min(changed, now)
+            if old is not None and since < old[1]:
+                # a change cannot predate the last one seen: a simulation cleared, a fact restored to a
+                # value it had before; it counts from now (a regained condition must hold stable_for_s)
+                since = now
+            out[name] = (holds, since)
     return MappingProxyType(out)
 
 

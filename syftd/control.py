@@ -4,13 +4,22 @@ Owns the registry (``VERBS``: each CLI verb's route, arguments and rendering), t
 each peer's uid (``syftd.peercred``: only the daemon's own uid and root), and the client the CLI uses. Does
 not own what the answers contain: the daemon hands in one handler per verb. A later feature adds a
 ``Verb`` here and a handler in the daemon, never a second socket.
+
+Nothing a client sends reaches a handler unchecked: every field is checked against the verb's ``Arg``
+(a string, a flag that is ``true``/``false``, a positive finite number, one of the choices; unknown
+fields refused), with a 400 naming the field. A client has ``CLIENT_TIMEOUT_S`` to send its request
+(headers and body). The server refuses a runtime directory another user could write to (group- or
+world-writable without the sticky bit, or owned by another user) and never follows or replaces a
+symlink or a non-socket at the socket's path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,9 +34,23 @@ from syftd.errors import AlreadyRunningError, ControlError, NoDaemonError, PeerR
 from syftd.log import get_logger
 from syftd.peercred import peer_uid
 
-__all__ = ["SOCKET_NAME", "VERBS", "Arg", "ControlServer", "Handler", "Verb", "call", "socket_path"]
+__all__ = [
+    "CLIENT_TIMEOUT_S",
+    "SOCKET_NAME",
+    "VERBS",
+    "Arg",
+    "ControlServer",
+    "ControlStartError",
+    "Handler",
+    "Verb",
+    "call",
+    "check_params",
+    "socket_path",
+]
 
 SOCKET_NAME = "control.sock"
+CLIENT_TIMEOUT_S = 5.0
+"""How long a client may take to send a whole request; a slower one is disconnected."""
 _log = get_logger("syftd.control")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -147,6 +170,59 @@ VERBS: dict[str, Verb] = {
 }
 
 
+class ControlStartError(ControlError):
+    """The control socket cannot be served; ``status`` is the daemon's exit status (78: fix the
+    configuration or the directory, 75: another daemon already answers there)."""
+
+    def __init__(self, message: str, status: int = os.EX_CONFIG) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_params(verb: Verb, params: Mapping[str, Any]) -> str | None:
+    """What is wrong with a request's fields for ``verb``, naming the field; None when they are fine."""
+    args = {arg.name: arg for arg in verb.args}
+    for name in params:
+        if name not in args:
+            return f"{name}: unknown field for {verb.name} (fields: {', '.join(args) or 'none'})"
+    for name, arg in args.items():
+        value = params.get(name)
+        if value is None:
+            if not arg.optional:
+                return f"{name}: required"
+        elif arg.flag:
+            if not isinstance(value, bool):
+                return f"{name}: must be true or false, got {json.dumps(value)[:40]}"
+        elif arg.number:
+            finite = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if not finite or value <= 0:
+                return f"{name}: must be a positive finite number, got {str(value)[:40]}"
+        elif not isinstance(value, str):
+            return f"{name}: must be a string, got {type(value).__name__}"
+        elif arg.choices and value not in arg.choices:
+            return f"{name}: must be one of {', '.join(arg.choices)}, got {value[:40]!r}"
+    return None
+
+
+def _check_runtime_dir(directory: Path) -> None:
+    """Refuse a directory where another user could plant or replace the control socket."""
+    info = os.stat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        raise ControlStartError(f"runtime directory {directory} is not a directory")
+    own = os.geteuid()
+    if info.st_uid not in (own, 0):
+        raise ControlStartError(
+            f"runtime directory {directory} is owned by uid {info.st_uid}, not by this user ({own}) or root; "
+            "another user could replace the control socket"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX:
+        raise ControlStartError(
+            f"runtime directory {directory} is writable by group or others without the sticky bit "
+            f"(mode {mode:04o}); another user could replace the control socket: chmod 0700 it"
+        )
+
+
 def socket_path(runtime_dir: Path) -> Path:
     """Where the daemon listens."""
     return runtime_dir / SOCKET_NAME
@@ -174,18 +250,34 @@ class ControlServer:
 
         Raises:
             AlreadyRunningError: another daemon already answers on this socket.
+            ControlStartError: the runtime directory is open to other users, or something other than a
+                socket is at the socket's path.
         """
         if self._runner is not None:
             raise RuntimeError("ControlServer.start() called twice")
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.path.exists():
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _check_runtime_dir(self.path.parent)
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ControlStartError(f"runtime directory {self.path.parent} is not usable: {exc.strerror}") from None
+        else:
+            if not stat.S_ISSOCK(mode):
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a socket"
+                raise ControlStartError(f"{self.path} is {kind}; not followed nor replaced: remove it")
             if await _is_alive(self.path):
                 raise AlreadyRunningError(self.path, what="control socket")
             self.path.unlink()
         app = web.Application(middlewares=[self._check_peer])
         for verb in VERBS.values():
             app.router.add_route(verb.method, verb.path, self._make_route(verb))
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # keepalive_timeout also bounds a connection whose first request is not complete (aiohttp >= 3.10);
+        # lingering_time=0: a client that stalled mid-body is not waited on again after its 408
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=CLIENT_TIMEOUT_S, lingering_time=0
+        )
         await runner.setup()
         try:
             old_umask = os.umask(0o177)
@@ -223,12 +315,18 @@ class ControlServer:
             params: dict[str, Any] = dict(request.query)
             if request.can_read_body:
                 try:
-                    body = await request.json()
+                    body = await asyncio.wait_for(request.json(), CLIENT_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    slow = web.json_response({"error": "request body not received in time"}, status=408)
+                    slow.force_close()
+                    return slow
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     return web.json_response({"error": "body must be a JSON object"}, status=400)
                 if not isinstance(body, dict):
                     return web.json_response({"error": "body must be a JSON object"}, status=400)
                 params.update(body)
+            if (problem := check_params(verb, params)) is not None:
+                return web.json_response({"error": problem}, status=400)
             try:
                 answer = await handler(params)
             except LookupError as exc:
@@ -259,6 +357,8 @@ async def call(runtime_dir: Path, verb_name: str, params: Mapping[str, Any], *, 
     path = socket_path(runtime_dir)
     if not path.exists():
         raise NoDaemonError(f"no syftd is running: {path} does not exist (is daemon.runtime_dir right?)")
+    if path.is_symlink():
+        raise ControlError(f"{path} is a symbolic link, not the daemon's socket; not followed")
     connector = aiohttp.UnixConnector(path=str(path))
     query: Sequence[tuple[str, str]] = []
     body: dict[str, Any] | None = None

@@ -2,10 +2,13 @@
 
 Owns the process lifecycle and the service-manager protocol: ``READY=1`` once every service has
 started, ``RELOADING=1``/``READY=1`` around SIGHUP, ``STOPPING=1``, ``WATCHDOG=1`` from the event loop,
-and the ``STATUS=`` line. Signal handlers only queue an action for the main loop. Computes the one
+and the ``STATUS=`` line. Signal handlers only queue an action for the main loop (an action already
+queued is not queued twice, and a signal flood is not reported by the wakeup pipe). Computes the one
 stop deadline (``shutdown_grace_s`` from the stop request: a trainer still running then gets
-SIGTERM, SIGKILL 2 s later) and passes it down; every service's stop is bounded by it. Does not own
-any decision about jobs (``jobs``) or how conditions are read (``conditions``).
+SIGTERM, SIGKILL 2 s later) and passes it down; every service's stop is bounded by it. One daemon
+per state directory: the lock is taken before anything reads it; a refusal (another daemon, an
+unusable state or runtime directory) is one log line and an exit status, never a traceback. Does not
+own any decision about jobs (``jobs``) or how conditions are read (``conditions``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from syftd.conditions.monitor import ConditionsMonitor
 from syftd.config import Config, JobConfig
 from syftd.control import ControlServer
 from syftd.energy import EnergyMeter
-from syftd.errors import ConfigError
+from syftd.errors import ConfigError, ControlError
 from syftd.grid.client import GridClient, SpeedCache
 from syftd.history import History
 from syftd.identity import Identity
@@ -31,7 +34,8 @@ from syftd.log import get_logger
 from syftd.outcomes import ExpiryReason
 from syftd.sdnotify import Notifier
 from syftd.spool import Spool
-from syftd.statedir import StateDir
+from syftd.statedir import StateDir, StateDirError, StateLock
+from syftd.trainer.flag import remove_orphan_flags
 from syftd.trainer.process import KILL_AFTER_TERM_S, TrainerPool
 
 __all__ = ["Daemon"]
@@ -56,6 +60,12 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier()
         state = StateDir(config.daemon.state_dir)
         self._state = state
+        self._lock = StateLock(config.daemon.state_dir)
+        self._refusal: StateDirError | None = None
+        try:
+            self._lock.acquire()  # before anything reads the state directory
+        except StateDirError as exc:
+            self._refusal = exc
         self.monitor = ConditionsMonitor(config.daemon.conditions, config.daemon.state_dir)
         self.metrics: Any = None  # syftd.metrics.Metrics when [daemon] metrics_listen is set
         if config.daemon.metrics_listen is not None:
@@ -85,6 +95,7 @@ class Daemon:
         )
         self._speed_caches: dict[tuple[str, str], SpeedCache] = {}
         self._actions: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
         self._stop_deadline: float | None = None
         self._sigint_count = 0
         self._reloads = 0
@@ -101,13 +112,25 @@ class Daemon:
 
     async def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, stop; returns the process exit status."""
+        if self._refusal is not None:
+            _log.error(events.STATE_REFUSED, error=str(self._refusal), exit_status=self._refusal.status)
+            return self._refusal.status
+        removed = remove_orphan_flags()
+        if removed:
+            _log.info(events.STATE_ORPHAN_FLAGS_REMOVED, names=removed)
         loop = asyncio.get_running_loop()
         self._install_signals(loop)
         started: list[_Named] = []
         watchdog: asyncio.Task[None] | None = None
+        status = 0
         try:
             for service in self._services():
-                await service.start()
+                try:
+                    await service.start()
+                except (ControlError, StateDirError) as exc:
+                    status = getattr(exc, "status", os.EX_SOFTWARE)
+                    _log.error(events.STATE_REFUSED, service=service.name, error=str(exc), exit_status=status)
+                    return status
                 started.append(service)
                 _log.debug(events.DAEMON_SERVICE_STARTED, service=service.name)
             self.notifier.ready(self.jobs.status_line())
@@ -141,12 +164,13 @@ class Daemon:
             if watchdog is not None:
                 watchdog.cancel()
             self._remove_signals(loop)
+            self._lock.release()
             _log.info(events.DAEMON_STOPPED)
-        return 0
+        return status
 
     def _services(self) -> list[_Named]:
         async def ensure_state() -> None:
-            self._state.ensure()
+            await asyncio.to_thread(self._state.ensure)
 
         async def nothing() -> None:
             return None
@@ -178,6 +202,7 @@ class Daemon:
     async def _serve(self) -> None:
         while True:
             action = await self._actions.get()
+            self._queued.discard(action)
             if action == "stop":
                 return
             if action == "reload":
@@ -195,11 +220,23 @@ class Daemon:
     # ------------------------------------------------------------------ signals
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.add_signal_handler(signal.SIGTERM, self._actions.put_nowait, "stop")
+        loop.add_signal_handler(signal.SIGTERM, self._queue, "stop")
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
-        loop.add_signal_handler(signal.SIGHUP, self._actions.put_nowait, "reload")
-        loop.add_signal_handler(signal.SIGUSR1, self._actions.put_nowait, "trigger")
-        loop.add_signal_handler(signal.SIGUSR2, self._actions.put_nowait, "expire")
+        loop.add_signal_handler(signal.SIGHUP, self._queue, "reload")
+        loop.add_signal_handler(signal.SIGUSR1, self._queue, "trigger")
+        loop.add_signal_handler(signal.SIGUSR2, self._queue, "expire")
+        # asyncio's wakeup pipe holds a few thousand bytes; a signal flood fills it and the C handler
+        # then prints "Exception ignored when trying to write to the signal wakeup fd" for every signal
+        # it could not write. The loop is already woken and a signal is level-triggered: no warning.
+        fd = signal.set_wakeup_fd(-1)
+        if fd != -1:
+            signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+
+    def _queue(self, action: str) -> None:
+        """Queue ``action`` for the main loop unless it is already waiting there (signals coalesce)."""
+        if action not in self._queued:
+            self._queued.add(action)
+            self._actions.put_nowait(action)
 
     def _remove_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
@@ -209,7 +246,7 @@ class Daemon:
     def _on_sigint(self) -> None:
         self._sigint_count += 1
         if self._sigint_count == 1:
-            self._actions.put_nowait("stop")
+            self._queue("stop")
             return
         _log.warning(events.DAEMON_FORCED_EXIT, signal="SIGINT")
         os._exit(130)
@@ -228,7 +265,18 @@ class Daemon:
             _log.error(events.CONFIG_RELOAD_FAILED, path=str(path), problems=list(exc.problems))
             self.notifier.ready(f"reload failed, running config kept: {exc.problems[0]}")
             return False
-        changes = self.jobs.reconfigure(new)
+        except Exception as exc:  # noqa: BLE001 - a reload that fails for any reason keeps the running config
+            problem = f"<file>: {type(exc).__name__}: {exc}"
+            _log.error(events.CONFIG_RELOAD_FAILED, path=str(path), problems=[problem])
+            self.notifier.ready(f"reload failed, running config kept: {problem}")
+            return False
+        try:
+            changes = self.jobs.reconfigure(new)
+        except Exception as exc:  # noqa: BLE001 - the daemon outlives a reload it cannot apply
+            problem = f"<reconfigure>: {type(exc).__name__}: {exc}"
+            _log.error(events.CONFIG_RELOAD_FAILED, path=str(path), problems=[problem])
+            self.notifier.ready(f"reload failed, running config kept: {problem}")
+            return False
         if new.daemon != self.config.daemon:
             _log.warning(events.CONFIG_DAEMON_TABLE_CHANGED, note="[daemon] changes take effect at the next start")
         self.config = new

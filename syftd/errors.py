@@ -11,6 +11,7 @@
     │   └── PeerRefusedError   the daemon refused this user (77)
     ├── ConditionSourceError   a condition monitor cannot run (the daemon falls back)
     ├── WireError              bytes that are not a valid PyGrid State / Plan / diff
+    │   └── NonFiniteDiff      a diff holding NaN or infinity: never reported (the cycle fails)
     ├── TokenError             the auth token file is missing, unreadable or too open
     ├── TrainerError           the plan, model or data cannot be trained on (a FAILED result)
     └── GridError              talking to a PyGrid node
@@ -37,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
+    "EXIT_ALREADY_RUNNING",
     "EXIT_TABLE",
     "AlreadyRunningError",
     "ConditionSourceError",
@@ -53,6 +55,7 @@ __all__ = [
     "GridUnavailable",
     "GridWorkerUnknown",
     "NoDaemonError",
+    "NonFiniteDiff",
     "PeerRefusedError",
     "SyftdError",
     "TokenError",
@@ -61,6 +64,9 @@ __all__ = [
     "WireError",
     "exit_status_of",
 ]
+
+EXIT_ALREADY_RUNNING = 75
+"""Exit status of a daemon refused because another one holds its state directory (``os.EX_TEMPFAIL``)."""
 
 
 class ExitStatus(enum.IntEnum):
@@ -71,6 +77,7 @@ class ExitStatus(enum.IntEnum):
     USAGE = os.EX_USAGE  # 64: bad arguments on the command line
     UNKNOWN_JOB = os.EX_NOUSER  # 67: the daemon has no job of that name
     NO_DAEMON = os.EX_UNAVAILABLE  # 69: no daemon listens on the control socket, or it did not answer
+    STATE_DIR = os.EX_CANTCREAT  # 73: the state directory cannot be written (read-only, not a directory, no permission)
     ALREADY_RUNNING = os.EX_TEMPFAIL  # 75: another syftd holds the state directory; retry once it stopped
     PERMISSION = os.EX_NOPERM  # 77: the daemon refused this user (only its own user and root)
     CONFIG = os.EX_CONFIG  # 78: the configuration is invalid; systemd's RestartPreventExitStatus= stops on it
@@ -83,6 +90,7 @@ _MEANING = {
     ExitStatus.USAGE: "bad command-line usage",
     ExitStatus.UNKNOWN_JOB: "no job of that name in the running daemon",
     ExitStatus.NO_DAEMON: "no daemon is running (or it did not answer) on the control socket",
+    ExitStatus.STATE_DIR: "the state directory cannot be used (read-only, not a directory, no permission)",
     ExitStatus.ALREADY_RUNNING: "another syftd is already running on this state directory",
     ExitStatus.PERMISSION: "the daemon refused this user (run as its user or root)",
     ExitStatus.CONFIG: "invalid configuration (every problem is printed, one per line)",
@@ -152,6 +160,10 @@ class WireError(SyftdError):
     """Bytes that are not a valid PyGrid State, Plan or diff; the message names what is wrong."""
 
 
+class NonFiniteDiff(WireError):
+    """A diff holding NaN or infinite values (a finite loss does not prove a finite diff): never reported."""
+
+
 class TokenError(SyftdError):
     """The auth token file is missing, unreadable, empty, or readable by group or others."""
 
@@ -188,7 +200,7 @@ class GridRejected(GridError):
 
 
 class GridFinished(GridError):
-    """Rejected without a timeout: the FL process finished, or it has num_cycles = 0 (spec §2.2)."""
+    """Rejected without a timeout: the FL process finished, or it has num_cycles = 0 (docs/protocol.md §2.2)."""
 
 
 class GridAuthFailed(GridError):

@@ -91,9 +91,11 @@ GRID_NODE_STOPPED = "grid_node.stopped"
 
 # history
 HISTORY_CORRUPTED = "history.corrupted"
+HISTORY_WRITE_FAILED = "history.write_failed"
 
 # identity
 IDENTITY_FORGOTTEN = "identity.forgotten"
+IDENTITY_RENEWED = "identity.renewed"
 IDENTITY_UNREADABLE = "identity.unreadable"
 
 # job
@@ -114,6 +116,12 @@ SPOOL_RECOVERED = "spool.recovered"
 SPOOL_REPORT_ABORTED = "spool.report_aborted"
 SPOOL_REPORT_FAILED = "spool.report_failed"
 SPOOL_REPORTED = "spool.reported"
+
+# state directory (foreign entries, the one-daemon lock, leftovers of a killed daemon)
+STATE_FOREIGN_MOVED = "state.foreign_moved"
+STATE_REFUSED = "state.refused"
+STATE_ORPHAN_FLAGS_REMOVED = "state.orphan_flags_removed"
+SPOOL_FORMAT_UNKNOWN = "spool.format_unknown"
 
 # trainer
 TRAINER_COMPLETED = "trainer.completed"

@@ -7,7 +7,11 @@ writes the outcome, reason, steps, loss, bytes and durations) nor the worker id 
 An entry is a JSON object; enums are stored by value, paths and date-times as text, and ``time`` (epoch
 seconds) is added when absent. A spooled cycle's entry later gains ``reported`` or ``discarded`` through
 ``update``. A damaged file is moved aside (``history.json.corrupt``), logged, and the history starts
-empty: losing history must never stop a job. Blocking file I/O: call through ``asyncio.to_thread``.
+empty: losing history must never stop a job. A write the disk refuses (read-only, full) is logged
+and the entries stay in memory, written with the next change once the disk takes them. Something
+else under the name (a directory, a symlink, a FIFO) is moved aside the same way
+(``history.json.foreign-<ns>``), never followed nor waited on.
+Blocking file I/O: call through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 from syftd import events
 from syftd.log import get_logger
 from syftd.spool import job_dir
-from syftd.statedir import atomic_write
+from syftd.statedir import ForeignEntry, atomic_write, move_aside, read_regular
 
 __all__ = ["History"]
 
@@ -93,11 +97,15 @@ class History:
             return cached
         path = self._path(job)
         try:
-            document = json.loads(path.read_bytes())
+            document = json.loads(read_regular(path))
             entries = document["entries"]
             if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
                 raise ValueError("entries is not a list of objects")
         except FileNotFoundError:
+            entries = []
+        except ForeignEntry as exc:
+            aside = move_aside(path, "foreign")
+            _log.error(events.HISTORY_CORRUPTED, job=job, problem=str(exc), moved_to=str(aside))
             entries = []
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             aside = path.with_name(f"{_FILE}.corrupt")
@@ -108,9 +116,13 @@ class History:
         return self._cache[job]
 
     def _save(self, job: str, entries: list[dict[str, Any]]) -> None:
+        self._cache[job] = entries  # kept in memory even when the disk refuses it: written with the next change
         document = {"version": 1, "job": job, "entries": entries}
-        atomic_write(self._path(job), json.dumps(document, indent=1).encode() + b"\n")
-        self._cache[job] = entries
+        try:
+            # bookkeeping, not a guarantee: no fsync on the path to the next cycle (issue 15)
+            atomic_write(self._path(job), json.dumps(document, indent=1).encode() + b"\n", durable=False)
+        except OSError as exc:
+            _log.warning(events.HISTORY_WRITE_FAILED, job=job, problem=exc.strerror or str(exc), kept_in_memory=True)
 
 
 def _jsonable(value: Any) -> Any:

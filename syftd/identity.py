@@ -1,9 +1,14 @@
 """The worker identity: the worker id a node gave this machine, kept per job across restarts.
 
-Owns ``<state_dir>/jobs/<job>/worker.json`` (the worker id and the node it belongs to). Reusing one
-worker id lets the node's "already assigned to this cycle" rule keep one machine from putting two
-diffs into one cycle. Does not own when to authenticate afresh (the cycle forgets the id after an
-expiration, ``Worker ID not found`` or an auth error). Blocking file I/O: call through ``asyncio.to_thread``.
+Owns ``<state_dir>/jobs/<job>/worker.json`` (the worker id, the node it belongs to, and whether it is
+assigned to a cycle this machine has no diff for yet). Reusing one worker id lets the node's "already
+assigned to this cycle" rule keep one machine from putting two diffs into one cycle; a worker id left
+in a cycle without a diff (the daemon killed mid-training) is not reused: the node would reject it for
+that assignment until the cycle closes, so ``load_worker`` gives none and the cycle authenticates
+afresh. Does not own when to authenticate afresh (the cycle forgets the id after an
+expiration, ``Worker ID not found`` or an auth error). A ``worker.json`` that is not a regular file (a
+directory, symlink, FIFO) is moved aside with a log line and the job authenticates afresh. Blocking
+file I/O: call through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from syftd import events
 from syftd.log import get_logger
 from syftd.spool import job_dir
-from syftd.statedir import atomic_write
+from syftd.statedir import ForeignEntry, atomic_write, move_aside, read_regular
 
 __all__ = ["Identity"]
 
@@ -29,17 +35,15 @@ class Identity:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
+        self._forgotten: set[str] = set()  # forgotten while the file could not be removed (read-only disk)
 
     def load_worker(self, job: str, node: str | None = None) -> str | None:
         """The saved worker id of ``job``; None when there is none, it is unreadable, or it was saved
         for another ``node`` (a worker id means nothing to a different node)."""
-        path = job_dir(self.state_dir, job) / _FILE
-        try:
-            document = json.loads(path.read_bytes())
-        except FileNotFoundError:
+        if job in self._forgotten:
             return None
-        except (ValueError, UnicodeDecodeError) as exc:
-            _log.warning(events.IDENTITY_UNREADABLE, job=job, problem=str(exc))
+        document = self._read(job)
+        if document is None:
             return None
         worker_id = document.get("worker_id") if isinstance(document, dict) else None
         if not isinstance(worker_id, str) or not worker_id:
@@ -47,16 +51,45 @@ class Identity:
             return None
         if node is not None and document.get("node") not in (None, node):
             return None
+        if document.get("in_cycle") is True:
+            _log.info(events.IDENTITY_RENEWED, job=job, note="the last cycle of this worker id ended without a diff")
+            return None
         return worker_id
+
+    def mark_in_cycle(self, job: str, in_cycle: bool) -> None:
+        """Record that the saved worker id is (True) or is no longer (False, its diff is spooled) assigned
+        to a cycle without a diff from this machine; no-op without a saved id."""
+        path = job_dir(self.state_dir, job) / _FILE
+        try:
+            document = json.loads(path.read_bytes())
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            return
+        if not isinstance(document, dict) or document.get("in_cycle", False) is in_cycle:
+            return
+        document["in_cycle"] = in_cycle
+        atomic_write(path, json.dumps(document).encode() + b"\n")
 
     def requires_speed_test(self, job: str) -> bool:
         """Whether the node asked this worker for a speed test when it authenticated (kept with the id,
         since a reused worker id does not authenticate again)."""
-        try:
-            document = json.loads((job_dir(self.state_dir, job) / _FILE).read_bytes())
-        except (FileNotFoundError, ValueError, UnicodeDecodeError):
-            return False
+        document = self._read(job, quiet=True)
         return isinstance(document, dict) and document.get("requires_speed_test") is True
+
+    def _read(self, job: str, *, quiet: bool = False) -> Any:
+        """The parsed ``worker.json``, or None (missing, unreadable: logged unless ``quiet``; foreign: moved aside)."""
+        path = job_dir(self.state_dir, job) / _FILE
+        try:
+            return json.loads(read_regular(path, max_bytes=1 << 20))
+        except FileNotFoundError:
+            return None
+        except ForeignEntry as exc:
+            aside = move_aside(path, "foreign")
+            _log.warning(events.IDENTITY_UNREADABLE, job=job, problem=str(exc), moved_to=str(aside))
+            return None
+        except (ValueError, UnicodeDecodeError) as exc:
+            if not quiet:
+                _log.warning(events.IDENTITY_UNREADABLE, job=job, problem=str(exc))
+            return None
 
     def save_worker(
         self, job: str, worker_id: str, node: str | None = None, *, requires_speed_test: bool = False
@@ -75,11 +108,21 @@ class Identity:
             "requires_speed_test": requires_speed_test,
         }
         atomic_write(job_dir(self.state_dir, job) / _FILE, json.dumps(document).encode() + b"\n")
+        self._forgotten.discard(job)
 
     def forget_worker(self, job: str) -> None:
-        """Drop the saved worker id (the next cycle authenticates afresh); idempotent."""
+        """Drop the saved worker id (the next cycle authenticates afresh); idempotent. On a disk that refuses
+        the removal (read-only) the id is forgotten in memory, logged, until the next ``save_worker``."""
+        self._forgotten.add(job)
+        path = job_dir(self.state_dir, job) / _FILE
         try:
-            (job_dir(self.state_dir, job) / _FILE).unlink()
+            path.unlink()
         except FileNotFoundError:
             return
+        except IsADirectoryError:
+            move_aside(path, "foreign")
+        except OSError as exc:
+            _log.warning(events.IDENTITY_FORGOTTEN, job=job, kept_on_disk=True, problem=exc.strerror or str(exc))
+            return
+        self._forgotten.discard(job)
         _log.info(events.IDENTITY_FORGOTTEN, job=job)

@@ -66,6 +66,8 @@ class Failure(enum.Enum):
     """The node refused this worker."""
     WIRE = "wire"
     """Bytes that are not a valid State, Plan or diff."""
+    NON_FINITE = "non_finite"
+    """The trained diff holds NaN or infinite values: never reported."""
     TRAINER = "trainer"
     """The trainer failed or died on its own."""
     STORAGE = "storage"
@@ -93,6 +95,8 @@ class Ended:
     rejection: Rejection | None = None
     timeout_s: float | None = None
     """The node's rejection timeout in seconds, as it sent it (may be negative: its cycle's end has passed)."""
+    accepted: bool = False
+    """Whether the node had accepted the cycle request (this worker was assigned to a cycle)."""
 
     @property
     def reason(self) -> str | None:

@@ -1,11 +1,11 @@
 """The scheduler: a pure decision of whether a job's cycle starts now, later, or not at all.
 
 Owns ``decide`` (conditions, job state, monotonic ``now``, local ``wall`` time and the job's config in;
-a ``Decision`` out), backoff with full jitter, the pure ``JobState`` transitions after each outcome,
-and ``explain`` for ``syftd why``. The constraint checks it applies (``unmet``, ``stable_at``,
-``track``, ``expiry_reason``) live in ``syftd.constraints`` and are re-exported here. Does not own reading the system,
-clocks, randomness, timers or running anything: the caller passes ``now``, ``wall`` and a uniform
-``u`` in [0, 1), and acts on the ``Decision``.
+a ``Decision`` out) and ``explain`` for ``syftd why``. The job state and its transitions after each
+outcome live in ``syftd.jobstate``, the constraint checks (``unmet``, ``stable_at``, ``track``,
+``expiry_reason``) in ``syftd.constraints``; both are re-exported here. Does not own reading the
+system, clocks, randomness, timers or running anything: the caller passes ``now``, ``wall`` and a
+uniform ``u`` in [0, 1), and acts on the ``Decision``.
 
 Rules, in the order ``decide`` applies them:
 
@@ -13,8 +13,11 @@ Rules, in the order ``decide`` applies them:
 - a job that answered "finished" with ``on_finished = "stop"`` is stopped until triggered;
 - a pending spooled diff is reported before any new cycle: it needs only the network (and an unmetered
   link when the job requires one) and honours the failure backoff; nothing else gates it;
+- a job the operator expired waits, until triggered, until its next schedule window opens, or until
+  one of its constraints is lost (the caller folds that in, ``observe``);
 - an unmet or unknown constraint, or the machine going to sleep, makes the job wait for conditions;
-  a lost condition counts at once, a regained one only after holding ``stable_for_s``;
+  a lost condition counts at once, a regained one (or one seen since the daemon started) only after
+  holding ``stable_for_s``;
 - then the time gates: the node's rejection timeout, backoff, the finished retry period, the interval
   after a success, ``earliest_start``, and the windows (local time; ``"22:00-07:00"`` wraps midnight,
   ``"00:00-24:00"`` and a zero-length window are the whole day); the job waits until the latest;
@@ -31,17 +34,31 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Any
 
 from syftd.conditions.value import Conditions
 from syftd.config import ConstraintsConfig, JobConfig, ScheduleConfig
 from syftd.constraints import Since, Unmet, duration_text, expiry_reason, stable_at, track, unmet
-from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Rejection, ReportOutcome
+from syftd.jobstate import (
+    AVERAGING_CAP_S,
+    AVERAGING_FIRST_S,
+    JobState,
+    after_cycle,
+    after_expired,
+    after_failure,
+    after_finished,
+    after_rejection,
+    after_report,
+    after_success,
+    backoff_delay,
+    observe,
+    pause,
+)
 
 __all__ = [
+    "AVERAGING_CAP_S",
+    "AVERAGING_FIRST_S",
     "Action",
     "Decision",
     "JobState",
@@ -60,6 +77,8 @@ __all__ = [
     "decide",
     "expiry_reason",
     "explain",
+    "observe",
+    "pause",
     "stable_at",
     "track",
     "unmet",
@@ -87,6 +106,7 @@ class Reason(enum.Enum):
     RUNNING = "running"
     DISABLED = "disabled"
     FINISHED_STOP = "finished_stop"
+    PAUSED = "paused"
     CONDITIONS = "conditions"
     SLOTS = "slots"
     STABILIZING = "stabilizing"
@@ -108,24 +128,6 @@ class Wait:
 
 
 @dataclass(frozen=True, slots=True)
-class JobState:
-    """What the caller knows about one job; monotonic times. Built and advanced by the caller."""
-
-    last_success: float | None = None
-    failures: int = 0
-    backoff_until: float | None = None
-    rejected_until: float | None = None
-    finished_until: float | None = None
-    finished_stopped: bool = False
-    spool_pending: int = 0
-    running: bool = False
-    running_since: float | None = None
-    triggered: bool = False
-    forced: bool = False
-    constraint_since: Mapping[str, Since] = field(default_factory=lambda: MappingProxyType({}))
-
-
-@dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome of ``decide``; ``at`` is set for WAIT_UNTIL (monotonic), ``unmet`` for WAIT_FOR."""
 
@@ -142,114 +144,6 @@ class Decision:
     def starts(self) -> bool:
         """True when a cycle should start now."""
         return self.action is Action.START
-
-
-# ------------------------------------------------------------------------------------------ backoff
-
-
-def backoff_delay(failures: int, initial_s: float, max_s: float, u: float) -> float:
-    """Full-jitter backoff: ``u * min(max_s, initial_s * 2**(failures - 1))``; 0 without failures."""
-    if failures <= 0:
-        return 0.0
-    cap = min(max_s, initial_s * 2.0 ** min(failures - 1, 1000))
-    return min(max(u, 0.0), 1.0) * cap
-
-
-def after_success(state: JobState, now: float) -> JobState:
-    """A cycle reported (or spooled): failures and backoff clear, the interval starts."""
-    return dataclasses.replace(
-        state,
-        last_success=now,
-        failures=0,
-        backoff_until=None,
-        finished_until=None,
-        finished_stopped=False,
-        running=False,
-        running_since=None,
-        triggered=False,
-        forced=False,
-    )
-
-
-def after_failure(state: JobState, now: float, schedule: ScheduleConfig, u: float) -> JobState:
-    """A cycle or report failed (node down, protocol error, trainer crash): back off with jitter."""
-    failures = state.failures + 1
-    delay = backoff_delay(failures, schedule.backoff_initial_s, schedule.backoff_max_s, u)
-    return dataclasses.replace(
-        state,
-        failures=failures,
-        backoff_until=now + delay,
-        running=False,
-        running_since=None,
-        triggered=False,
-        forced=False,
-    )
-
-
-def after_rejection(state: JobState, now: float, timeout_s: float, schedule: ScheduleConfig, u: float) -> JobState:
-    """The node rejected with a timeout: not before it, plus up to ``rejection_jitter_s``."""
-    until = now + max(0.0, timeout_s) + min(max(u, 0.0), 1.0) * schedule.rejection_jitter_s
-    return dataclasses.replace(
-        state,
-        rejected_until=until,
-        running=False,
-        running_since=None,
-        triggered=False,
-        forced=False,
-    )
-
-
-def after_finished(state: JobState, now: float, schedule: ScheduleConfig) -> JobState:
-    """Rejected without a timeout: retry every ``finished_retry_s``, or stop when ``on_finished = "stop"``."""
-    stop = schedule.on_finished == "stop"
-    return dataclasses.replace(
-        state,
-        finished_until=None if stop else now + schedule.finished_retry_s,
-        finished_stopped=stop,
-        running=False,
-        running_since=None,
-        triggered=False,
-        forced=False,
-    )
-
-
-def after_expired(state: JobState, now: float, reason: ExpiryReason, schedule: ScheduleConfig, u: float) -> JobState:
-    """Expired: eligible again when the constraints hold; an over-budget or over-memory cycle backs off."""
-    if reason in (ExpiryReason.BUDGET, ExpiryReason.MEMORY):
-        return after_failure(state, now, schedule, u)
-    return dataclasses.replace(state, running=False, running_since=None, triggered=False, forced=False)
-
-
-def after_cycle(state: JobState, ended: Ended, now: float, schedule: ScheduleConfig, u: float) -> JobState:
-    """What follows a cycle's end: the next state, from its typed outcome alone.
-
-    Reported, spooled (reported later, before any new cycle) or discarded (the node closed the cycle
-    under a finished diff): a success. Rejected with a timeout: not before it; rejected without one:
-    the finished rule. Expired: per ``after_expired``. Failed: backoff.
-    """
-    match ended.outcome:
-        case CycleOutcome.DONE | CycleOutcome.SPOOLED | CycleOutcome.DISCARDED:
-            return after_success(state, now)
-        case CycleOutcome.REJECTED if ended.rejection is Rejection.TIMEOUT and ended.timeout_s is not None:
-            return after_rejection(state, now, ended.timeout_s, schedule, u)
-        case CycleOutcome.REJECTED:
-            return after_finished(state, now, schedule)
-        case CycleOutcome.EXPIRED:
-            return after_expired(state, now, ended.expiry or ExpiryReason.MANUAL, schedule, u)
-        case _:
-            return after_failure(state, now, schedule, u)
-
-
-def after_report(
-    state: JobState, outcomes: tuple[ReportOutcome, ...], now: float, schedule: ScheduleConfig, u: float
-) -> JobState:
-    """What follows a report of spooled diffs: a failure backs off, an abort changes nothing (the
-    conditions hold the job), settled diffs count as a success."""
-    if ReportOutcome.PENDING in outcomes:
-        return after_failure(state, now, schedule, u)
-    if ReportOutcome.ABORTED in outcomes or not outcomes:
-        return dataclasses.replace(state, running=False, running_since=None)
-    return after_success(state, now)
 
 
 # ------------------------------------------------------------------------------------------ windows
@@ -344,15 +238,29 @@ def decide(
             return waiting(backoff)
         return made(Action.REPORT, Reason.SPOOL, f"{state.spool_pending} spooled diff(s) to report")
 
+    if state.paused_at is not None and not triggered:
+        paused = _paused(state.paused_at, now, wall, job.schedule.windows)
+        if paused is not None:
+            return paused
     waits = [] if triggered else _schedule_waits(state, now, wall, job.schedule)
     if state.rejected_until is not None and state.rejected_until > now and not forced:
-        waits.append(Wait(Reason.REJECTED, state.rejected_until, "the node's rejection timeout"))
+        what = (
+            "the node is averaging this worker's last report"
+            if state.averaging_retries
+            else "the node's rejection timeout"
+        )
+        waits.append(Wait(Reason.REJECTED, state.rejected_until, what))
     lost = [] if forced else unmet(conditions, k, now, tracked)
     if lost:
         return made(Action.WAIT_FOR, Reason.CONDITIONS, "waiting for conditions", unmet=tuple(lost), waits=tuple(waits))
     if not forced and (settling := stable_at(conditions, k, now, tracked)) is not None:
-        regained = ", ".join(settling[1])
-        waits.append(Wait(Reason.STABILIZING, settling[0], f"{regained} regained, must hold {k.stable_for_s:g} s"))
+        names = ", ".join(settling[1])
+        holding = [tracked[n][1] for n in settling[1] if n in tracked]
+        if state.started_at is not None and holding and max(holding) <= state.started_at:
+            text = f"{names} must hold {k.stable_for_s:g} s since the daemon started"
+        else:
+            text = f"{names} regained, must hold {k.stable_for_s:g} s"
+        waits.append(Wait(Reason.STABILIZING, settling[0], text))
     if not triggered and job.schedule.windows:
         after = max((w.at for w in waits), default=now)
         opens = _window_opens(job.schedule.windows, wall + dt.timedelta(seconds=after - now))
@@ -369,6 +277,37 @@ def decide(
     if triggered:
         return made(Action.START, Reason.TRIGGERED, "triggered by the operator")
     return made(Action.START, Reason.DUE, "due: every constraint holds")
+
+
+def _paused(paused_at: float, now: float, wall: dt.datetime, windows: tuple[str, ...]) -> Decision | None:
+    """The wait of a job the operator expired, or None once its next window has opened."""
+    hold = "expired by the operator; holds until a trigger"
+    if not windows:
+        what = f"{hold} or a constraint lost and regained"
+        operator = Unmet("operator", (), what, since=paused_at)
+        return Decision(Action.WAIT_FOR, Reason.PAUSED, now, wall, unmet=(operator,), text=what)
+    paused_wall = wall - dt.timedelta(seconds=now - paused_at)
+    opens = _next_window_start(windows, paused_wall)
+    at = now + (opens - wall).total_seconds()
+    if at <= now:
+        return None
+    what = f"{hold}, the window opening {opens:%H:%M}, or a constraint lost and regained"
+    return Decision(
+        Action.WAIT_UNTIL, Reason.PAUSED, now, wall, at=at, waits=(Wait(Reason.PAUSED, at, what),), text=what
+    )
+
+
+def _next_window_start(windows: tuple[str, ...], after: dt.datetime) -> dt.datetime:
+    """The first start of one of ``windows`` strictly after ``after`` (a whole-day window: the next midnight)."""
+    day = after.replace(hour=0, minute=0, second=0, microsecond=0)
+    starts = []
+    for text in windows:
+        start, _end = _parse_window(text)
+        opens = day + dt.timedelta(minutes=start % 1440)
+        if opens <= after:
+            opens += dt.timedelta(days=1)
+        starts.append(opens)
+    return min(starts)
 
 
 def _network_only(k: ConstraintsConfig) -> ConstraintsConfig:

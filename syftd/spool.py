@@ -1,8 +1,8 @@
 """The spool: finished diffs kept on disk until the node has them, so no crash or network cut loses work.
 
 Owns the files under ``<state_dir>/jobs/<job>/spool/``: per cycle a ``<cycle_id>.diff`` (the bytes) and
-a ``<cycle_id>.json`` (job, cycle id, worker id, request key, plan id, model id, created time, size,
-sha256), the ``<cycle_id>.reported`` / ``.discarded`` markers, and ``quarantine/``. Does not own
+a ``<cycle_id>.json`` (format, job, cycle id, worker id, request key, plan id, model id, created time,
+size, sha256), the ``<cycle_id>.reported`` / ``.discarded`` markers, and ``quarantine/``. Does not own
 checking the diff's wire format (the caller runs ``syftd.grid.wire.check_diff`` before ``add``), asking
 the node whether the cycle is open, or reporting.
 
@@ -10,10 +10,22 @@ Each step is crash-safe, every file written with ``atomic_write`` (0600, in 0700
 
 - ``add``: the diff first, then its ``.json``; the ``.json`` is the commit point, so a crash before
   it leaves an orphan diff that is not pending (``recover`` removes it);
-- ``mark_reported`` / ``discard``: the marker first, then the diff, the ``.json``, the marker; an
-  entry with a marker is never pending again, whichever step a crash interrupted;
-- ``load_diff`` checks size and sha256; a mismatch moves the entry to ``quarantine/`` with a
-  ``spool.quarantined`` log line and raises, so a damaged diff is never sent.
+- ``diff_file`` / ``commit``: the same two steps when the trainer writes the diff file itself (its
+  bytes fsynced, renamed into place) and the daemon commits the ``.json``, whose directory fsync
+  makes both names durable: two fsyncs for the diff and one for the ``.json``'s bytes;
+- ``mark_reported`` / ``discard``: the marker first (its name made durable by one directory fsync:
+  only its existence counts), then the diff, the ``.json``, the marker; an entry with a marker is
+  never pending again, whichever step a crash interrupted;
+- ``discard_aged`` discards what waited longer than the job's ``schedule.spool_max_age_s``;
+- ``load_diff`` and ``verified_file`` (in 1 MiB reads) check size and sha256; a mismatch moves the
+  entry to ``quarantine/`` with a ``spool.quarantined`` log line and raises, so a damaged diff is
+  never sent.
+
+Nothing foreign in the directory can stop the daemon: a directory, symlink, FIFO or socket under one
+of the spool's names goes to ``quarantine/`` (logged), a file named ``quarantine`` is moved aside, and
+files are opened with ``O_NOFOLLOW | O_NONBLOCK`` and read only when regular. The ``.json`` carries
+``format`` (``FORMAT``); a file without it was written by the first format (the same fields) and is
+reported like any other; a newer format is left in place, logged once, and not reported.
 
 The methods do blocking file I/O with fsync; call them through ``asyncio.to_thread`` from the loop.
 """
@@ -33,15 +45,23 @@ from typing import Any
 from syftd import events
 from syftd.errors import WireError
 from syftd.log import get_logger
-from syftd.statedir import atomic_write
+from syftd.statedir import ForeignEntry, atomic_write, ensure_dir, kind_of, read_regular
 
-__all__ = ["Spool", "SpoolEntry", "job_dir"]
+__all__ = ["FORMAT", "Spool", "SpoolEntry", "job_dir"]
 
 _log = get_logger("syftd.spool")
 
 _JOB = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _CYCLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _MARKERS = ("reported", "discarded")
+_OWN_SUFFIXES = (".json", ".diff", ".reported", ".discarded", ".tmp")
+_META_CAP = 1 << 20
+FORMAT = 2
+"""The ``.json`` format written now; 1 is the first format (no ``format`` field, the same fields)."""
+
+
+class _NewerFormat(ValueError):
+    """A ``.json`` written by a newer syftd."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +77,7 @@ class SpoolEntry:
     created: float
     size: int
     sha256: str
+    format: int = FORMAT
 
     def as_dict(self) -> dict[str, Any]:
         """Every field, as written to the ``.json`` file."""
@@ -71,8 +92,13 @@ class SpoolEntry:
         """
         if not isinstance(raw, dict):
             raise ValueError("not a JSON object")
+        version = raw.get("format", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"format must be a positive integer, got {version!r}")
+        if version > FORMAT:
+            raise _NewerFormat(f"format {version} is newer than this syftd's {FORMAT}")
         try:
-            entry = cls(**{f.name: raw[f.name] for f in dataclasses.fields(cls)})
+            entry = cls(**{f.name: raw[f.name] for f in dataclasses.fields(cls) if f.name != "format"}, format=version)
         except KeyError as exc:
             raise ValueError(f"missing field {exc.args[0]!r}") from exc
         for name in ("job", "cycle_id", "worker_id", "request_key", "sha256"):
@@ -99,13 +125,7 @@ def _mkdirs(root: Path, *parts: str) -> Path:
     path = root
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     for part in parts:
-        path = path / part
-        try:
-            path.mkdir(mode=0o700)
-        except FileExistsError:
-            pass
-        else:
-            os.chmod(path, 0o700)
+        path = ensure_dir(path, part)  # a symlink in the way is moved aside, never followed
     return path
 
 
@@ -114,6 +134,7 @@ class Spool:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
+        self._newer_logged: set[Path] = set()
 
     def _dir(self, job: str) -> Path:
         return _mkdirs(job_dir(self.state_dir, job), "spool")
@@ -161,12 +182,92 @@ class Spool:
         _log.info(events.SPOOL_ADDED, job=job, cycle_id=cycle_id, size=entry.size, sha256=entry.sha256[:16])
         return entry
 
+    def diff_file(self, job: str, cycle_id: str) -> Path:
+        """Where the trainer writes the cycle's diff itself (durably), before ``commit``; stale markers cleared.
+
+        Raises:
+            ValueError: an invalid job name or cycle id.
+        """
+        meta, data = self._paths(job, cycle_id)
+        for marker in _MARKERS:
+            _unlink(meta.with_suffix(f".{marker}"))
+        return data
+
+    def commit(
+        self,
+        job: str,
+        cycle_id: str,
+        *,
+        size: int,
+        sha256: str,
+        worker_id: str,
+        request_key: str,
+        plan_id: int | str,
+        model_id: int | str,
+    ) -> SpoolEntry:
+        """Make the diff the trainer wrote at ``diff_file`` pending: its ``.json``, the commit point.
+
+        The ``.json``'s directory fsync also makes the diff's name durable (the trainer fsynced its bytes).
+
+        Raises:
+            ValueError: an invalid job name or cycle id.
+            OSError: the diff file is missing or not ``size`` bytes, or the disk refused the write.
+        """
+        meta, data = self._paths(job, cycle_id)
+        found = data.stat().st_size
+        if found != size:
+            raise OSError(f"{data} has {found} bytes, the trainer wrote {size}")
+        entry = SpoolEntry(
+            job=job,
+            cycle_id=cycle_id,
+            worker_id=worker_id,
+            request_key=request_key,
+            plan_id=plan_id,
+            model_id=model_id,
+            created=time.time(),
+            size=size,
+            sha256=sha256,
+        )
+        atomic_write(meta, json.dumps(entry.as_dict(), indent=1, sort_keys=True).encode() + b"\n")
+        _log.info(events.SPOOL_ADDED, job=job, cycle_id=cycle_id, size=entry.size, sha256=entry.sha256[:16])
+        return entry
+
+    def verified_file(self, entry: SpoolEntry, *, check: bool = True) -> Path:
+        """The diff's file, verified against the recorded size and sha256 in 1 MiB reads (flat in memory).
+
+        ``check=False``: the path only (the diff was just written and hashed by the trainer).
+
+        Raises:
+            WireError: the diff is missing or damaged; the entry was quarantined and is no longer pending.
+        """
+        meta, data = self._paths(entry.job, entry.cycle_id)
+        if not check:
+            return data
+        digest = hashlib.sha256()
+        try:
+            with data.open("rb") as source:
+                while chunk := source.read(1 << 20):
+                    digest.update(chunk)
+                size = source.tell()
+        except FileNotFoundError:
+            problem = "diff file missing"
+        else:
+            if size == entry.size and digest.hexdigest() == entry.sha256:
+                return data
+            problem = (
+                f"diff damaged: {size} bytes sha256 {digest.hexdigest()[:16]}, "
+                f"expected {entry.size} bytes sha256 {entry.sha256[:16]}"
+            )
+        self._quarantine(meta.parent, entry.cycle_id, entry.job, problem)
+        raise WireError(f"spooled diff of job {entry.job} cycle {entry.cycle_id}: {problem}; quarantined")
+
     def pending(self, job: str) -> list[SpoolEntry]:
         """The diffs of ``job`` not yet reported or discarded, oldest first; finishes interrupted marks.
 
         A ``.json`` that cannot be parsed is quarantined (logged) and left out.
         """
         spool = self._dir(job)
+        self._sweep(spool, job)
         entries = []
         for meta in sorted(spool.glob("*.json")):
             if meta.name.startswith("."):
@@ -177,9 +278,16 @@ class Spool:
                 self._finish(spool, cycle_id)
                 continue
             try:
-                entry = SpoolEntry.from_dict(json.loads(meta.read_bytes()))
+                entry = SpoolEntry.from_dict(json.loads(read_regular(meta, max_bytes=_META_CAP)))
                 if (entry.job, entry.cycle_id) != (job, cycle_id):
                     raise ValueError(f"names job {entry.job!r} cycle {entry.cycle_id!r}")
+            except FileNotFoundError:
+                continue
+            except _NewerFormat as exc:
+                if meta not in self._newer_logged:
+                    self._newer_logged.add(meta)
+                    _log.warning(events.SPOOL_FORMAT_UNKNOWN, job=job, cycle_id=cycle_id, problem=str(exc))
+                continue
             except (ValueError, UnicodeDecodeError) as exc:
                 self._quarantine(spool, cycle_id, job, f"unreadable metadata: {exc}")
                 continue
@@ -194,9 +302,11 @@ class Spool:
         """
         meta, data = self._paths(entry.job, entry.cycle_id)
         try:
-            diff = data.read_bytes()
+            diff = read_regular(data)
         except FileNotFoundError:
             problem = "diff file missing"
+        except ForeignEntry as exc:
+            problem = str(exc)
         else:
             digest = hashlib.sha256(diff).hexdigest()
             if len(diff) == entry.size and digest == entry.sha256:
@@ -217,6 +327,16 @@ class Spool:
         """Drop the diff unsent (the node closed its cycle): it is never pending again."""
         self._mark(entry, "discarded", reason)
         _log.warning(events.SPOOL_DISCARDED, job=entry.job, cycle_id=entry.cycle_id, reason=reason)
+
+    def discard_aged(self, job: str, max_age_s: float, now: float | None = None) -> list[SpoolEntry]:
+        """Discard the pending diffs of ``job`` spooled more than ``max_age_s`` ago (logged): a node that
+        never settles one must not hold the job's new cycles for ever. Returns them."""
+        now = time.time() if now is None else now
+        aged = [entry for entry in self.pending(job) if now - entry.created > max_age_s]
+        for entry in aged:
+            age_h = (now - entry.created) / 3600
+            self.discard(entry, f"spooled {age_h:.1f} h ago, past schedule.spool_max_age_s ({max_age_s:g} s)")
+        return aged
 
     def recover(self, job: str) -> list[str]:
         """At startup: remove temp files, orphan diffs and lone markers a crash left; finish interrupted marks.
@@ -240,22 +360,50 @@ class Spool:
     def _mark(self, entry: SpoolEntry, marker: str, reason: str | None) -> None:
         meta, _data = self._paths(entry.job, entry.cycle_id)
         record = {"marker": marker, "reason": reason, "at": time.time(), "sha256": entry.sha256}
-        atomic_write(meta.with_suffix(f".{marker}"), json.dumps(record).encode() + b"\n")
-        self._finish(meta.parent, entry.cycle_id)
+        # the marker's existence is the guarantee, not its content: one fsync, of the directory, makes
+        # the new name durable (issue 15); the removals after it need none, ``pending`` redoes them
+        path = meta.with_suffix(f".{marker}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(record).encode() + b"\n")
+        finally:
+            os.close(fd)
+        _fsync_dir(meta.parent)
+        self._finish(meta.parent, entry.cycle_id, durable=False)
 
-    def _finish(self, spool: Path, cycle_id: str) -> None:
+    def _finish(self, spool: Path, cycle_id: str, *, durable: bool = True) -> None:
         for suffix in (".diff", ".json", *(f".{m}" for m in _MARKERS)):
             _unlink(spool / f"{cycle_id}{suffix}")
-        _fsync_dir(spool)
+        if durable:
+            _fsync_dir(spool)
 
-    def _quarantine(self, spool: Path, cycle_id: str, job: str, problem: str) -> None:
+    def _sweep(self, spool: Path, job: str) -> None:
+        """Quarantine whatever is not a regular file under one of the spool's own names; move a
+        ``quarantine`` that is not a directory aside. Other names are not the spool's and stay."""
+        with os.scandir(spool) as listing:
+            found = [(e.name, e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False)) for e in listing]
+        for name, is_dir, is_file in found:
+            if name == "quarantine":
+                if not is_dir:
+                    ensure_dir(spool, name)
+            elif name.endswith(_OWN_SUFFIXES) and not is_file:
+                path = spool / name
+                problem = f"{name} is {kind_of(os.lstat(path).st_mode)}, not a regular file"
+                self._quarantine(spool, name.rsplit(".", 1)[0], job, problem, names=(name,))
+
+    def _quarantine(
+        self, spool: Path, cycle_id: str, job: str, problem: str, names: tuple[str, ...] | None = None
+    ) -> None:
         target = _mkdirs(spool, "quarantine")
         moved = []
-        for suffix in (".diff", ".json"):
-            source = spool / f"{cycle_id}{suffix}"
-            if source.exists():
-                os.replace(source, target / source.name)
-                moved.append(source.name)
+        for name in names or (f"{cycle_id}.diff", f"{cycle_id}.json"):
+            source = spool / name
+            if os.path.lexists(source):
+                destination = target / name
+                if os.path.lexists(destination):
+                    destination = target / f"{name}.{time.time_ns()}"
+                os.rename(source, destination)
+                moved.append(name)
         _fsync_dir(spool)
         _log.error(
             events.SPOOL_QUARANTINED, job=job, cycle_id=cycle_id, problem=problem, moved=moved, directory=str(target)

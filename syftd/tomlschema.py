@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["INVALID", "build", "describe"]
+__all__ = ["INVALID", "build", "describe", "too_deep"]
 
 INVALID: Any = object()
 """What a conversion returns after it appended a problem."""
@@ -52,6 +52,21 @@ def build(cls: type[Any], table: Mapping[str, Any], prefix: str, problems: list[
         else:
             values[f.name] = value
     return cls(**values) if ok else None
+
+
+def too_deep(document: Mapping[str, Any], limit: int) -> str | None:
+    """The dotted key of a value nested deeper than ``limit`` levels, or None (an iterative walk: a
+    deep document must not exhaust the stack here either)."""
+    stack: list[tuple[Any, str, int]] = [(document, "", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > limit:
+            return re.sub(r"(\[\d+\])+$", "", where) or "<toml>"  # the key, not its 33 indexes
+        if isinstance(value, dict):
+            stack.extend((v, f"{where}.{k}" if where else str(k), depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+    return None
 
 
 def describe(value: Any) -> str:
@@ -108,6 +123,10 @@ def _convert(tp: Any, raw: Any, dotted: str, problems: list[str], meta: Mapping[
         names = ", ".join(f"${name}" for name in unset)
         problems.append(f"{dotted}: environment variable {names} is not set, got {describe(raw)}")
         return INVALID
+    if tp is Path and isinstance(raw, str) and (empty := _empty_env(raw)):
+        names = ", ".join(f"${name}" for name in empty)
+        problems.append(f"{dotted}: environment variable {names} is empty, got {describe(raw)}")
+        return INVALID
     value = _scalar(tp, raw)
     if value is INVALID:
         problems.append(f"{dotted}: must be {_type_name(tp)}, got {describe(raw)}")
@@ -144,6 +163,11 @@ def _scalar(tp: Any, raw: Any) -> Any:
         ok = isinstance(raw, str) and raw and "\0" not in raw
         return Path(os.path.expandvars(raw)) if ok else INVALID
     raise TypeError(f"config schema uses an unsupported type {tp!r}; extend tomlschema._scalar")
+
+
+def _empty_env(raw: str) -> list[str]:
+    """The variables ``raw`` refers to that are set to the empty string (``$X/data`` would become ``/data``)."""
+    return [name for braced, bare in _ENV_REF.findall(raw) if os.environ.get(name := braced or bare) == ""]
 
 
 def _unset_env(raw: str) -> list[str]:

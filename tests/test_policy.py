@@ -638,7 +638,7 @@ def test_the_pure_core_imports_no_io_code() -> None:
     import sys
 
     code = (
-        "import sys, syftd.policy, syftd.constraints, syftd.outcomes, syftd.conditions.value;"
+        "import sys, syftd.policy, syftd.jobstate, syftd.constraints, syftd.outcomes, syftd.conditions.value;"
         "print(' '.join(sorted(sys.modules)))"
     )
     loaded = set(

@@ -25,7 +25,7 @@ from syftd.config import JobConfig
 from syftd.flower.config import spec_of
 from syftd.flower.session import Phase, SessionOutcome, SessionResult, sleep_grace
 from syftd.flower.supervisor import SupernodeSupervisor
-from syftd.jobs.cycle import CycleRecord
+from syftd.jobs.states import CycleRecord
 from syftd.log import get_logger
 from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure
 

@@ -1,4 +1,4 @@
-"""What a PyGrid node's JSON answers mean (spec pygrid-protocol.md §0.2, §1.2, §2): pure, no I/O.
+"""What a PyGrid node's JSON answers mean (docs/protocol.md §0.2, §1.2, §2): pure, no I/O.
 
 Owns the envelope rule (``{"type", "data"}`` → ``data``; a top-level ``error`` is a failure),
 the shape checks of the authenticate and cycle-request answers, the mapping of a cycle-request
@@ -210,7 +210,7 @@ def auth_of(answer: Mapping[str, Any], text: Callable[[object], str]) -> Auth:
 
 
 def cycle_outcome(answer: Mapping[str, Any], plan: str, text: Callable[[object], str]) -> Accepted:
-    """A cycle-request answer as Accepted, or the typed error it means (spec §2.2).
+    """A cycle-request answer as Accepted, or the typed error it means (docs/protocol.md §2.2).
 
     Raises:
         GridRejected: rejected with a timeout (``timeout_s`` negative once the cycle's end passed).

@@ -1,8 +1,8 @@
-"""The worker side of PyGrid's model-centric protocol (spec pygrid-protocol.md §1–§4, §10).
+"""The worker side of PyGrid's model-centric protocol (docs/protocol.md §1–§4, §10).
 
 Owns the exchanges with one node: authenticate, speed test, cycle-request, get-model, get-plan and
 report, over WebSocket (default; text frames, a ``request_id`` on every request) or HTTP, tolerant
-of the node revisions of spec §0.2 (the ``{"type", "data"}`` envelope is unwrapped wherever it
+of the node revisions of docs/protocol.md §0.2 (the ``{"type", "data"}`` envelope is unwrapped wherever it
 appears, a top-level ``error`` is a failure). Every failure leaves as a typed GridError, classified
 by the table in syftd.grid.answers; every call is bounded by ``grid.timeout_s``, every answer by a
 size cap, and no redirect is followed (syftd.grid.transfer).
@@ -236,7 +236,7 @@ class GridClient(ServiceContext):
         return sum(sizes)
 
     async def report(self, worker_id: str, request_key: str, diff: bytes) -> None:
-        """Send the diff (standard padded base64); ``success`` only means "stored" (spec §7).
+        """Send the diff (standard padded base64); ``success`` only means "stored" (docs/protocol.md §7).
 
         Raises:
             GridCycleGone: the node said the cycle is gone. GridWorkerUnknown: it forgot the worker.

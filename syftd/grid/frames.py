@@ -1,6 +1,6 @@
 """The JSON text of a report, built around the base64 diff instead of through ``json.dumps``.
 
-A report carries the diff as one standard padded base64 string (spec §2.6), 1.67 MB for MNIST.
+A report carries the diff as one standard padded base64 string (docs/protocol.md §2.6), 1.67 MB for MNIST.
 ``json.dumps`` would scan that string again for characters to escape; base64's alphabet has none, so
 the text here is the JSON of the small fields with the base64 spliced in: byte for byte what
 ``json.dumps`` gives for the same object (a test compares them). Owns those bytes and the streaming

@@ -1,4 +1,4 @@
-"""The speed test a node asks for with ``requires_speed_test`` (spec §4): ping, download, upload.
+"""The speed test a node asks for with ``requires_speed_test`` (docs/protocol.md §4): ping, download, upload.
 
 Owns the three bounded measurements against ``/<prefix>/speed-test``, the unit conversion
 (``grid.speed_unit``: the node defines none; ``mbps`` follows syft.js), the bytes they cost, and

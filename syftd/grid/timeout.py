@@ -1,4 +1,4 @@
-"""PyGrid's rejection ``timeout``: a Python ``timedelta`` string (spec §2.2), or a number from other nodes.
+"""PyGrid's rejection ``timeout``: a Python ``timedelta`` string (docs/protocol.md §2.2), or a number from other nodes.
 
 Owns turning that value into :class:`RejectionTimeout`: signed seconds until the cycle's end, so that
 "the end has passed" (a negative value, ``"-1 day, 23:59:12.266190"``) stays distinct from "now" (0).
@@ -24,7 +24,7 @@ class RejectionTimeout:
     """The node's hint: ``seconds`` until the cycle's end, negative once that end has passed.
 
     Bounded to ±10 years. A real node keeps accepting workers into a cycle past its end time until a
-    report completes it (spec §7), so a negative value means "the cycle is overdue", not "retry now".
+    report completes it (docs/protocol.md §7), so a negative value means "the cycle is overdue", not "retry now".
     """
 
     seconds: float

@@ -15,9 +15,19 @@ from pathlib import Path
 
 from syftd.errors import TokenError
 
-__all__ = ["read_token"]
+__all__ = ["is_empty_file", "read_token"]
 
 _MAX_BYTES = 64 * 1024
+
+
+def is_empty_file(path: Path) -> bool:
+    """True for an empty regular file (the service install's placeholder: no token yet); a symlink,
+    FIFO or anything else is not, so ``read_token`` refuses it."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == 0
 
 
 def read_token(path: Path) -> str:
@@ -38,7 +48,9 @@ def read_token(path: Path) -> str:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise TokenError(f"token file {path} is not a regular file")
+            mode = info.st_mode
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "special"
+            raise TokenError(f"token file {path} is not a regular file (it is {kind})")
         if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
             mode = stat.S_IMODE(info.st_mode)
             raise TokenError(f"token file {path} is readable by group or others (mode {mode:04o}); chmod 600 it")

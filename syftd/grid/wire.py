@@ -1,6 +1,6 @@
 """PyGrid's binary payloads: the model ``State``, the training ``Plan`` and the diff a worker reports.
 
-Owns the translation between those protobuf bytes (spec pygrid-protocol.md §5) and plain
+Owns the translation between those protobuf bytes (docs/protocol.md §5) and plain
 :class:`Tensor` values (dtype name, shape, little-endian row-major bytes), and the rules a diff must
 meet before a node will average it (§5.4). Does not own numbers: it imports neither torch nor numpy;
 the trainer turns ``Tensor.data`` into arrays (``torch.frombuffer``) and back.
@@ -27,10 +27,19 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from syftd.errors import WireError
+from syftd.errors import NonFiniteDiff, WireError
 from syftd.grid import syft_pb2 as pb
 
-__all__ = ["DTYPES", "Tensor", "check_diff", "encode_plan", "encode_state", "parse_state", "plan_torchscript"]
+__all__ = [
+    "DTYPES",
+    "Tensor",
+    "check_diff",
+    "encode_plan",
+    "encode_state",
+    "non_finite",
+    "parse_state",
+    "plan_torchscript",
+]
 
 DTYPES: dict[str, str] = {
     "uint8": "B",
@@ -76,7 +85,7 @@ def parse_state(data: bytes) -> list[Tensor]:
 
 
 def encode_state(tensors: Sequence[Tensor]) -> bytes:
-    """Serialize tensors as a diff State that meets every rule of spec §5.4.
+    """Serialize tensors as a diff State that meets every rule of docs/protocol.md §5.4.
 
     One placeholder per tensor, in order; placeholder ``i`` has ``id_int`` 2i+1 and
     ``expected_shape`` = the shape, its tensor ``id_int`` 2i+2, ``SERIALIZER_ALL``, ``contents_data``
@@ -129,7 +138,7 @@ def plan_torchscript(data: bytes) -> bytes:
 
 
 def check_diff(diff: bytes, model: bytes) -> None:
-    """Check a diff against the model it was computed from, as the node would need it (spec §5.4).
+    """Check a diff against the model it was computed from, as the node would need it (docs/protocol.md §5.4).
 
     Raises:
         WireError: naming the first mismatch (count, order, shape, dtype, ids, serializer).
@@ -158,6 +167,30 @@ def check_diff(diff: bytes, model: bytes) -> None:
             raise WireError(f"tensor {i}: dtype {got.dtype}, the model has {want.dtype}")
         if got.shape != want.shape:
             raise WireError(f"tensor {i}: shape {list(got.shape)}, the model has {list(want.shape)}")
+        if (bad := non_finite(got)) > 0:
+            raise NonFiniteDiff(f"tensor {i}: {bad} of {got.numel} values are NaN or infinite; never reported")
+
+
+# per float dtype: (byte width, offset of the byte holding the sign and the top exponent bits, mask over
+# that byte and the next lower one): a value is NaN or infinite when every exponent bit is set
+_EXPONENT = {"float16": (2, 1, 0x7C00), "float32": (4, 3, 0x7F80), "float64": (8, 7, 0x7FF0)}
+
+
+def non_finite(tensor: Tensor) -> int:
+    """How many elements of a float tensor are NaN or infinite (0 for integer tensors), at C speed without
+    numpy: the two top bytes of every element are sliced out and tested as one big integer per bit."""
+    layout = _EXPONENT.get(tensor.dtype)
+    if layout is None or not tensor.data:
+        return 0
+    width, top, mask = layout
+    high, low = tensor.data[top::width], tensor.data[top - 1 :: width]
+    return (_flags(high, mask >> 8) & _flags(low, mask & 0xFF)).bit_count()
+
+
+def _flags(part: bytes, bits: int) -> int:
+    """One bit per byte of ``part`` (at the byte's lowest bit): set when the byte has every bit of ``bits``."""
+    table = bytes(1 if byte & bits == bits else 0 for byte in range(256))
+    return int.from_bytes(part.translate(table), "little")
 
 
 def _parse(cls: Any, data: bytes, what: str) -> Any:

@@ -1,8 +1,8 @@
 """One training cycle of one job, from the accepted decision to its one ``CycleRecord``; its only owner.
 
-Owns the cycle's states and allowed transitions, the order of the protocol steps (authenticate →
-[speed test, reused per job] → cycle-request → get-model and get-plan at once → train → spool →
-report, all through one client and its connections), the cycle's expiration flag (created
+Owns the order of the protocol steps (authenticate → [speed test, reused per job] → cycle-request →
+get-model and get-plan at once → train → spool → report, all through one client and its
+connections), the cycle's expiration flag (created
 here, expired through ``expire``, closed when the cycle ends), its ``max_cycle_s`` deadline, the abort
 of its report, and the typed ``Ended`` it ends with. Does not own deciding when a cycle starts or why
 it expires (the manager and ``policy``), the wire protocol (``grid``), training (``trainer``) or the
@@ -20,12 +20,11 @@ SPOOLED for later.
 from __future__ import annotations
 
 import asyncio
-import enum
-import secrets
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TypeVar
 
 from syftd import events
 from syftd.config import JobConfig
@@ -37,140 +36,26 @@ from syftd.errors import (
     GridRejected,
     GridUnavailable,
     GridWorkerUnknown,
+    NonFiniteDiff,
     WireError,
 )
 from syftd.grid.answers import Accepted
-from syftd.grid.wire import check_diff
 from syftd.identity import Identity
+from syftd.jobs.files import PROBE_AFTER_S, check_diff_file, clear_work_dir, work_dir
 from syftd.jobs.ports import GridSession, Trainers
 from syftd.jobs.report import Aborted, ReportOutcome, ReportRun, race
+from syftd.jobs.states import CycleRecord, CycleState, TrainerPhase, check_transition, terminal_state
 from syftd.log import get_logger
 from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure, Rejection
 from syftd.spool import Spool
 from syftd.trainer.flag import ExpiryFlag
-from syftd.trainer.messages import Outcome, Progress, TrainerStage
+from syftd.trainer.messages import DIFF_UNWRITABLE, Outcome, Progress, TrainerStage
 
-__all__ = ["CycleRecord", "CycleRun", "CycleState", "InvalidTransition", "TrainerPhase", "new_cycle_id"]
+__all__ = ["CycleRun"]
 
 _log = get_logger("syftd.jobs.cycle")
 T = TypeVar("T")
 _SPAWN_BOUND_S = 10.0
-
-
-class CycleState(enum.Enum):
-    """Where a cycle is; the last six are terminal."""
-
-    PENDING = "pending"
-    AUTHENTICATING = "authenticating"
-    REQUESTING = "requesting"
-    DOWNLOADING = "downloading"
-    TRAINING = "training"
-    SPOOLING = "spooling"
-    REPORTING = "reporting"
-    DONE = "done"
-    EXPIRED = "expired"
-    REJECTED = "rejected"
-    FAILED = "failed"
-    SPOOLED = "spooled"
-    DISCARDED = "discarded"
-
-    @property
-    def is_terminal(self) -> bool:
-        """True for the states a cycle ends in."""
-        return self in _TERMINAL
-
-    @property
-    def has_diff(self) -> bool:
-        """True once a finished diff exists (the flag no longer ends the cycle)."""
-        return self in (CycleState.SPOOLING, CycleState.REPORTING)
-
-
-class TrainerPhase(enum.Enum):
-    """What the trainer is doing while the cycle is TRAINING."""
-
-    STARTING = "starting trainer"
-    LOADING_DATA = "loading data"
-    TRAINING = "training"
-    WRITING_DIFF = "writing the diff"
-
-
-_TERMINAL_OF = {
-    CycleOutcome.DONE: CycleState.DONE,
-    CycleOutcome.EXPIRED: CycleState.EXPIRED,
-    CycleOutcome.REJECTED: CycleState.REJECTED,
-    CycleOutcome.FAILED: CycleState.FAILED,
-    CycleOutcome.SPOOLED: CycleState.SPOOLED,
-    CycleOutcome.DISCARDED: CycleState.DISCARDED,
-}
-_TERMINAL = frozenset(_TERMINAL_OF.values())
-_S = CycleState
-_ALLOWED: dict[CycleState, frozenset[CycleState]] = {
-    _S.PENDING: frozenset({_S.AUTHENTICATING, _S.REQUESTING, _S.EXPIRED, _S.FAILED}),
-    _S.AUTHENTICATING: frozenset({_S.REQUESTING, _S.EXPIRED, _S.FAILED, _S.REJECTED}),
-    _S.REQUESTING: frozenset({_S.AUTHENTICATING, _S.DOWNLOADING, _S.REJECTED, _S.EXPIRED, _S.FAILED}),
-    _S.DOWNLOADING: frozenset({_S.TRAINING, _S.REJECTED, _S.EXPIRED, _S.FAILED}),
-    _S.TRAINING: frozenset({_S.SPOOLING, _S.EXPIRED, _S.FAILED}),
-    _S.SPOOLING: frozenset({_S.REPORTING, _S.FAILED, _S.SPOOLED}),
-    _S.REPORTING: frozenset({_S.DONE, _S.SPOOLED, _S.DISCARDED}),
-    **{terminal: frozenset() for terminal in _TERMINAL},
-}
-
-
-class InvalidTransition(RuntimeError):
-    """A transition the table does not allow: a bug in this module."""
-
-    def __init__(self, from_: CycleState, to: CycleState) -> None:
-        super().__init__(f"cycle cannot go from {from_.value} to {to.value}")
-
-
-def new_cycle_id() -> str:
-    """A short random id naming one cycle in logs, history and the spool."""
-    return secrets.token_hex(6)
-
-
-@dataclass(slots=True)
-class CycleRecord:
-    """How one cycle ended: the canonical ``cycle.finished`` line and the history entry."""
-
-    job: str
-    cycle_id: str
-    ended: Ended = field(default_factory=lambda: Ended.failed(Failure.INTERNAL))
-    error: str | None = None
-    steps: int = 0
-    loss: float | None = None
-    accuracy: float | None = None
-    bytes_down: int = 0
-    bytes_up: int = 0
-    speed_test_bytes: int = 0
-    started_wall: float = field(default_factory=time.time)
-    duration_s: float = 0.0
-    train_s: float = 0.0
-    step_time_s: float = 0.0
-    trainer_cpu_s: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able, for the history and the log line: the typed end written as its values."""
-        ended = self.ended
-        return {
-            "job": self.job,
-            "cycle_id": self.cycle_id,
-            "outcome": ended.outcome.value,
-            "reason": ended.reason,
-            "error": self.error,
-            "steps": self.steps,
-            "loss": self.loss,
-            "accuracy": self.accuracy,
-            "bytes_down": self.bytes_down,
-            "bytes_up": self.bytes_up,
-            "speed_test_bytes": self.speed_test_bytes,
-            "started_wall": self.started_wall,
-            "duration_s": self.duration_s,
-            "train_s": self.train_s,
-            "step_time_s": self.step_time_s,
-            "trainer_cpu_s": self.trainer_cpu_s,
-            "rejected_timeout_s": ended.timeout_s,
-            "finished": ended.rejection is Rejection.FINISHED,
-        }
 
 
 class CycleRun:
@@ -204,6 +89,7 @@ class CycleRun:
         self._accepted = False
         self._trained = False
         self._started = time.monotonic()
+        self._requested_at = self._started
 
     # ------------------------------------------------------------------ control
 
@@ -238,8 +124,7 @@ class CycleRun:
         self._abort_report.set()
 
     def _transition(self, to: CycleState) -> None:
-        if to not in _ALLOWED[self.state]:
-            raise InvalidTransition(self.state, to)
+        check_transition(self.state, to)
         _log.debug(
             events.CYCLE_STATE_CHANGED,
             job=self.job.name,
@@ -257,6 +142,13 @@ class CycleRun:
         budget = asyncio.get_running_loop().call_later(self.job.budget.max_cycle_s, self.expire, ExpiryReason.BUDGET)
         try:
             await self._run_ending()
+        except asyncio.CancelledError:
+            # cancelled past the stop deadline: the record still says what became of the work
+            if not self.state.is_terminal:
+                reason = self.flag.reason or ExpiryReason.SHUTDOWN
+                ended = Ended(CycleOutcome.SPOOLED) if self.state.has_diff else Ended.expired(reason)
+                self._end(ended, error="cancelled at the stop deadline")
+            raise
         except BaseException as exc:
             if not self.state.is_terminal:
                 self._end(Ended.failed(Failure.INTERNAL), error=repr(exc))
@@ -283,29 +175,39 @@ class CycleRun:
             self._end(Ended.failed(Failure.AUTH), error=str(exc))
         except GridError as exc:
             self._end(Ended.failed(Failure.PROTOCOL), error=f"{type(exc).__name__}: {exc}")
+        except NonFiniteDiff as exc:
+            self._end(Ended.failed(Failure.NON_FINITE), error=str(exc))
         except WireError as exc:
             self._end(Ended.failed(Failure.WIRE), error=str(exc))
+        except OSError as exc:  # the work directory or a download's file (the state directory's disk)
+            self._end(Ended.failed(Failure.STORAGE), error=f"the cycle's files could not be written: {exc}")
         if self._accepted and self.record.ended.outcome in (CycleOutcome.EXPIRED, CycleOutcome.FAILED):
             # the node assigned this worker id to a cycle it will not report into: never ask with it again
             await asyncio.to_thread(self._identity.forget_worker, self.job.name)
 
     def _end(self, ended: Ended, *, error: str | None = None) -> None:
         if not self.state.is_terminal:
-            self._transition(_TERMINAL_OF[ended.outcome])
-            self.record.ended = ended
+            self._transition(terminal_state(ended.outcome))
+            self.record.ended = dataclasses.replace(ended, accepted=self._accepted)
         if error is not None:
             self.record.error = error
 
     async def _run(self) -> None:
-        # one client, so one set of connections, from the cycle request to the report (issue 15)
-        async with self._client_factory() as client:
-            model, plan, plan_id, worker_id, accepted = await self._download(client)
-            if self._warming is not None:
-                await self._guarded(asyncio.shield(self._warming))
-            self._check_flag()
-            await self._train(client, model, plan, plan_id, worker_id, accepted)
+        # one client, so one set of connections, from the cycle request to the report (issue 15);
+        # model and plan stream into the job's work directory, never into the daemon's memory
+        work = await asyncio.to_thread(work_dir, self._spool.state_dir, self.job.name)
+        try:
+            async with self._client_factory() as client:
+                files = (work / "model.pb", work / "plan.pb")
+                plan_id, worker_id, accepted = await self._download(client, files)
+                if self._warming is not None:
+                    await self._guarded(asyncio.shield(self._warming))
+                self._check_flag()
+                await self._train(client, files, plan_id, worker_id, accepted)
+        finally:
+            await asyncio.to_thread(clear_work_dir, work)
 
-    async def _download(self, client: GridSession) -> tuple[bytes, bytes, int, str, Accepted]:
+    async def _download(self, client: GridSession, files: tuple[Path, Path]) -> tuple[int, str, Accepted]:
         job, record = self.job, self.record
         worker_id = await asyncio.to_thread(self._identity.load_worker, job.name, job.grid.url)
         if worker_id is None:
@@ -322,6 +224,8 @@ class CycleRun:
             self._transition(CycleState.REQUESTING)
             accepted = await self._guarded(self._request(client, worker_id))
         self._accepted = True
+        self._requested_at = time.monotonic()
+        await asyncio.to_thread(self._identity.mark_in_cycle, job.name, True)
         # accepted: the trainer process starts (and imports torch) while the cycle downloads; not
         # before, so that a node rejecting or down does not cost a torch import per attempt
         self._warming = asyncio.ensure_future(self._pool.prepare(job))
@@ -331,26 +235,28 @@ class CycleRun:
             raise GridProtocolError(
                 f"the node offers no plan named {job.grid.plan!r} (grid.plan); it has {sorted(accepted.plans)}"
             )
-        model, plan = await self._guarded(client.get_model_and_plan(worker_id, accepted))
-        record.bytes_down = len(model) + len(plan)
-        return model, plan, plan_id, worker_id, accepted
+        record.bytes_down = await self._guarded(client.download_cycle_to(*files, worker_id, accepted))
+        return plan_id, worker_id, accepted
 
     async def _train(
-        self, client: GridSession, model: bytes, plan: bytes, plan_id: int, worker_id: str, accepted: Accepted
+        self, client: GridSession, files: tuple[Path, Path], plan_id: int, worker_id: str, accepted: Accepted
     ) -> None:
         job, record = self.job, self.record
         self._transition(CycleState.TRAINING)
         self._trained = True
         train_started = time.monotonic()
+        # the trainer writes the diff into the spool itself, durably; only its size and hash come back
+        diff_path = await asyncio.to_thread(self._spool.diff_file, job.name, self.cycle_id)
         result = await self._pool.train(
             job,
-            model=model,
-            plan=plan,
+            model=b"",
+            plan=b"",
             client_config=dict(accepted.client_config),
             flag=self.flag,
             on_progress=self._progress,
             cycle_id=self.cycle_id,
             on_stage=self._stage,
+            files=(*files, diff_path),
         )
         record.train_s = round(time.monotonic() - train_started, 3)
         record.steps = result.steps
@@ -360,38 +266,43 @@ class CycleRun:
             record.loss = round(result.losses[-1], 5)
         if result.accuracies:
             record.accuracy = round(result.accuracies[-1], 5)
-        if result.outcome is not Outcome.COMPLETED or result.diff is None:
+        if result.outcome is not Outcome.COMPLETED or result.diff_sha256 is None:
             # a flag that was set explains the stop; a trainer that failed or died by itself failed
             reason = result.reason if result.reason is not None else self.flag.reason
-            if result.outcome is Outcome.FAILED or reason is None:
+            if result.outcome is Outcome.FAILED and (result.error or "").startswith(DIFF_UNWRITABLE):
+                self._end(Ended.failed(Failure.STORAGE), error=result.error)
+            elif result.outcome is Outcome.FAILED or reason is None:
                 self._end(Ended.failed(Failure.TRAINER), error=result.error)
             else:
                 self._end(Ended.expired(reason))
                 if result.outcome in (Outcome.TERMINATED, Outcome.KILLED):
                     record.error = f"trainer {result.outcome.value} after the grace period"
             return
-        diff = result.diff
         self._transition(CycleState.SPOOLING)
         try:
-            # a diff the node could not parse would stall its process (spec §7): check, then make it durable
-            await asyncio.to_thread(check_diff, diff, model)
+            # a diff the node could not parse would stall its process (docs/protocol.md §7): check, then commit it
+            await asyncio.to_thread(check_diff_file, diff_path, files[0])
             entry = await asyncio.to_thread(
-                self._spool.add,
+                self._spool.commit,
                 job.name,
                 self.cycle_id,
-                diff,
+                size=result.diff_size,
+                sha256=result.diff_sha256,
                 worker_id=worker_id,
                 request_key=accepted.request_key,
                 plan_id=plan_id,
                 model_id=accepted.model_id,
             )
+            # the worker id now has its diff in that cycle: it may be reused (the node keeps it out of a second)
+            await asyncio.to_thread(self._identity.mark_in_cycle, job.name, False)
         except OSError as exc:
             self._end(Ended.failed(Failure.STORAGE), error=f"the diff could not be spooled: {exc}")
             return
-        record.bytes_up = len(diff)
+        record.bytes_up = result.diff_size
         self._transition(CycleState.REPORTING)
         reporter = ReportRun(job.name, self._spool, lambda: _Borrowed(client), self._abort_report)
-        outcome = await reporter.report(entry)
+        # a fresh diff of a cycle requested moments ago needs no "is my cycle open?" probe
+        outcome = await reporter.report(entry, fresh=time.monotonic() - self._requested_at < PROBE_AFTER_S)
         if outcome is ReportOutcome.REPORTED:
             self._end(Ended(CycleOutcome.DONE))
         elif outcome is ReportOutcome.DISCARDED:
@@ -463,6 +374,11 @@ class CycleRun:
             raise _Expired(self.flag.reason or ExpiryReason.MANUAL) from None
 
 
+class _Expired(Exception):
+    def __init__(self, reason: ExpiryReason) -> None:
+        self.reason = reason
+
+
 class _Borrowed:
     """The cycle's client lent to the report path for the fresh diff: entered and left without closing it."""
 
@@ -474,8 +390,3 @@ class _Borrowed:
 
     async def __aexit__(self, *_exc: object) -> None:
         return None
-
-
-class _Expired(Exception):
-    def __init__(self, reason: ExpiryReason) -> None:
-        self.reason = reason

@@ -6,7 +6,8 @@ earliest time a decision names; nothing ticks), the routing of expiring events t
 (a lost constraint, sleep, a config change, the operator, shutdown), the report of spooled diffs
 (``report.ReportRun``), the sleep lock held while cycles run, the canonical ``cycle.finished`` line
 and the history. Does not own the decision rules (``policy``), a cycle's steps, its flag or its
-budget (``cycle``), reading conditions (``conditions``), training (``trainer``) or words (``view``).
+budget (``cycle``), reading conditions (``conditions``), training (``trainer``), the operator's verbs
+(``verbs``) or words (``view``).
 Blocking file I/O (token, spool, history) runs off the event loop.
 """
 
@@ -30,12 +31,14 @@ from syftd.errors import TokenError
 from syftd.history import History
 from syftd.identity import Identity
 from syftd.jobs import view
-from syftd.jobs.cycle import CycleRecord, CycleRun, new_cycle_id
+from syftd.jobs.cycle import CycleRun
 from syftd.jobs.ports import ClientFactory, ConditionsSource, GridSession, Trainers
 from syftd.jobs.report import ReportRun
 from syftd.jobs.runtime import JobRuntime
+from syftd.jobs.states import CycleRecord, new_cycle_id
+from syftd.jobs.verbs import OperatorVerbs
 from syftd.log import get_logger
-from syftd.outcomes import ExpiryReason
+from syftd.outcomes import ExpiryReason, ReportOutcome
 from syftd.spool import Spool
 
 if TYPE_CHECKING:
@@ -46,10 +49,9 @@ __all__ = ["JobManager"]
 _log = get_logger("syftd.jobs")
 _STATUS_MIN_INTERVAL_S = 1.0
 _SETTLE_S = 1.0
-_SIMULATED = {"power-loss": ("on_external_power", False), "network-loss": ("online", False)}
 
 
-class JobManager:
+class JobManager(OperatorVerbs):
     """Runs the configured jobs; every public method is called on the event loop."""
 
     def __init__(
@@ -93,6 +95,9 @@ class JobManager:
     async def start(self) -> None:
         """Read every job's token and spool (off the loop), subscribe to conditions, start deciding."""
         await asyncio.gather(*(self._make_ready(job) for job in self._jobs.values()))
+        started = self._clock()  # the monitor has published its first snapshot: conditions seen from here
+        for job in self._jobs.values():
+            job.state = dataclasses.replace(job.state, started_at=started)
         if self._monitor is not None:
             self._unsubscribe = self._monitor.subscribe(self._on_conditions)
             self._on_conditions(self._monitor.current)
@@ -125,6 +130,8 @@ class JobManager:
             _done, pending = await asyncio.wait(tasks, timeout=bound)
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=_SETTLE_S)
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -161,7 +168,7 @@ class JobManager:
             job.config = new[name]
             job.is_ready = False
         for name in changes["added"]:
-            self._jobs[name] = JobRuntime(new[name])
+            self._jobs[name] = JobRuntime(new[name], state=policy.JobState(started_at=self._clock()))
         self._jobs = {name: self._jobs[name] for name in new}  # keep the file's order
         return changes
 
@@ -187,10 +194,7 @@ class JobManager:
         now = self._clock()
         for job in self._jobs.values():
             constraints = job.config.constraints
-            job.state = dataclasses.replace(
-                job.state,
-                constraint_since=policy.track(job.state.constraint_since, self._effective(job, now), constraints, now),
-            )
+            job.state = policy.observe(job.state, self._effective(job, now), constraints, now)
             self._check_running(job, now)
         self._wake.set()
 
@@ -316,9 +320,12 @@ class JobManager:
     async def _run_cycle(self, job: JobRuntime, run: CycleRun | FlowerRun) -> None:
         # every line logged by this cycle's task (grid client, spool, identity) carries job and cycle
         structlog.contextvars.bind_contextvars(job=job.config.name, cycle=run.cycle_id)
+        is_cancelled = False
         energy_at_start = None if self._energy is None else await asyncio.to_thread(self._energy.read)
         try:
             record = await run.run()
+        except asyncio.CancelledError:
+            record, is_cancelled = run.record, True  # past the stop deadline: still one line, one entry
         except Exception:  # noqa: BLE001 - a bug in one cycle must not take the daemon down
             _log.exception(events.CYCLE_CRASHED, job=job.config.name, cycle=run.cycle_id)
             record = run.record
@@ -327,20 +334,23 @@ class JobManager:
         finally:
             job.run, job.task = None, None
             if self._monitor is not None and not any(j.run is not None for j in self._jobs.values()):
-                # the trainer has stopped: logind may suspend now (platform-notes §1.3)
+                # the trainer has stopped: logind may suspend now (logind delay inhibitor)
                 self._monitor.release_sleep_lock()
             self._wake.set()
             self._publish_status(force=True)
+        if is_cancelled:
+            raise asyncio.CancelledError
 
     async def _finish(self, job: JobRuntime, record: CycleRecord, energy_at_start: Any = None) -> None:
-        now = self._clock()
         name = job.config.name
-        state = dataclasses.replace(job.state, running=False, running_since=None, forced=False)
-        state = policy.after_cycle(state, record.ended, now, job.config.schedule, self._uniform())
         entry = record.as_dict()
         if self._energy is not None:
             energy_at_end = await asyncio.to_thread(self._energy.read)
             entry.update(self._energy.measure(energy_at_start, energy_at_end, record.trainer_cpu_s))
+        # from here to the assignment below nothing awaits: the state is not changed under us
+        now = self._clock()
+        state = dataclasses.replace(job.state, running=False, running_since=None, forced=False)
+        state = policy.after_cycle(state, record.ended, now, job.config.schedule, self._uniform())
         waits = [t for t in (state.backoff_until, state.rejected_until, state.finished_until) if t is not None]
         if waits and max(waits) > now:
             entry["retry_in_s"] = round(max(waits) - now, 3)
@@ -348,8 +358,10 @@ class JobManager:
         # job and cycle come from the task's contextvars; the history keeps cycle_id
         logged = {k: v for k, v in entry.items() if v is not None and k not in ("job", "cycle_id")}
         _log.info(events.CYCLE_FINISHED, **logged)
+        job.state = state
         pending = await asyncio.to_thread(self._record, name, entry)
-        job.state = dataclasses.replace(state, spool_pending=pending)
+        # the state may have moved meanwhile (conditions, verbs): only the count is this write's
+        job.state = dataclasses.replace(job.state, spool_pending=pending)
 
     def _record(self, name: str, entry: dict[str, Any]) -> int:
         """In a worker thread: the history entry, then the spool's pending count."""
@@ -368,8 +380,10 @@ class JobManager:
         structlog.contextvars.bind_contextvars(job=name)
         outcomes: tuple[Any, ...] = ()
         try:
+            max_age_s = job.config.schedule.spool_max_age_s
+            aged = await asyncio.to_thread(self._spool.discard_aged, name, max_age_s)
             entries = await asyncio.to_thread(self._spool.pending, name)
-            done = await report.report_all(entries)
+            done = [(entry, ReportOutcome.DISCARDED) for entry in aged] + await report.report_all(entries)
             outcomes = tuple(outcome for _entry, outcome in done)
             for entry, outcome in done:
                 if outcome.is_settled:
@@ -377,9 +391,9 @@ class JobManager:
         finally:
             now = self._clock()
             state = dataclasses.replace(job.state, running=False)
-            state = policy.after_report(state, outcomes, now, job.config.schedule, self._uniform())
+            job.state = policy.after_report(state, outcomes, now, job.config.schedule, self._uniform())
             pending = await asyncio.to_thread(self._pending_count, name)
-            job.state = dataclasses.replace(state, spool_pending=pending)
+            job.state = dataclasses.replace(job.state, spool_pending=pending)
             job.task, job.report = None, None
             self._wake.set()
 
@@ -419,88 +433,13 @@ class JobManager:
         """One line for ``STATUS=``, e.g. ``mnist: training 340/1000, loss 0.41``."""
         return view.status_line(self._jobs, self._clock())
 
-    # ------------------------------------------------------------------ operator verbs
-
-    def names(self, job: str | None) -> list[str]:
-        """The enabled jobs a verb applies to: ``job`` alone, or every enabled job.
-
-        Raises:
-            LookupError: no job has that name.
-        """
-        if job is None:
-            return [name for name, entry in self._jobs.items() if entry.config.enabled]
-        if job not in self._jobs:
-            raise LookupError(f"no job named {job!r}; configured: {', '.join(sorted(self._jobs)) or 'none'}")
-        return [job]
-
-    def trigger(self, job: str | None = None, *, force: bool = False) -> list[str]:
-        """Run jobs now as if their schedule were due; still gated by constraints unless ``force``."""
-        names = self.names(job)
-        for name in names:
-            entry = self._jobs[name]
-            entry.state = dataclasses.replace(entry.state, triggered=True, forced=force, finished_stopped=False)
-            _log.info(events.JOB_TRIGGERED, job=name, force=force)
-            if force:
-                _log.warning(events.JOB_FORCE_REQUESTED, job=name, note="the next cycle ignores the constraints")
-        self._wake.set()
-        return names
-
-    def expire(self, job: str | None = None, reason: ExpiryReason = ExpiryReason.MANUAL) -> list[str]:
-        """Expire the running cycle of jobs (SIGUSR2, ``syftd expire``)."""
-        names = self.names(job)
-        for name in names:
-            running = self._expire(self._jobs[name], reason)
-            _log.info(events.JOB_EXPIRE_REQUESTED, job=name, reason=reason.label, running=running)
-        return names
-
-    def simulate(self, event: str, for_s: float | None, job: str | None) -> list[str]:
-        """Override a condition for jobs through the real decision path (``clear`` removes overrides)."""
-        names = self.names(job)
-        loop = asyncio.get_running_loop()
-        for name in names:
-            entry = self._jobs[name]
-            if entry.override_timer is not None:
-                entry.override_timer.cancel()
-                entry.override_timer = None
-            if event == "clear":
-                entry.overrides.clear()
-            else:
-                fact, value = _SIMULATED[event]
-                entry.overrides[fact] = value
-                if for_s is not None:
-                    entry.override_timer = loop.call_later(for_s, self._clear_override, name)
-            _log.warning(events.CONDITIONS_SIMULATED, job=name, simulated=event, for_s=for_s)
-        self._on_conditions(self._conditions)
-        return names
-
-    def _clear_override(self, name: str) -> None:
-        entry = self._jobs.get(name)
-        if entry is not None:
-            entry.overrides.clear()
-            entry.override_timer = None
-            _log.info(events.CONDITIONS_SIMULATION_ENDED, job=name)
-            self._on_conditions(self._conditions)
-
-    def status(self) -> list[dict[str, Any]]:
-        """One row per job for ``syftd status``."""
-        return view.status_rows(self._jobs, self._clock())
-
-    def why(self, job: str) -> dict[str, Any]:
-        """Why ``job`` is or is not running, with since-times.
-
-        Raises:
-            LookupError: no job has that name.
-        """
-        self.names(job)
-        return view.why(job, self._jobs[job], self._clock(), self._conditions)
-
 
 def _read_token(job: str, path: Any) -> tuple[str | None, str | None]:
     """In a worker thread: the job's token and the reason it was refused (one of them, or neither)."""
-    from syftd.grid.token import read_token
+    from syftd.grid.token import is_empty_file, read_token
 
     with contextlib.suppress(OSError):  # a missing file is read_token's to report
-        if path.stat().st_size == 0:
+        if is_empty_file(path):  # not a FIFO or a symlink: read_token refuses those
             # the service install creates an empty token file for LoadCredential=: no token yet
             _log.info(events.GRID_TOKEN_EMPTY, job=job, path=str(path), note="no auth_token is sent")
             return None, None

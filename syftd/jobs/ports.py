@@ -10,6 +10,7 @@ history and the identity are used as their real types. Does no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
@@ -40,6 +41,8 @@ class GridSession(Protocol):
     async def get_plan(self, worker_id: str, request_key: str, plan_id: int) -> bytes: ...
     async def get_model_and_plan(self, worker_id: str, accepted: Accepted) -> tuple[bytes, bytes]: ...
     async def report(self, worker_id: str, request_key: str, diff: bytes) -> None: ...
+    async def download_cycle_to(self, model_path: Path, plan_path: Path, worker_id: str, accepted: Accepted) -> int: ...
+    async def report_file(self, worker_id: str, request_key: str, path: Path) -> None: ...
 
 
 ClientFactory = Callable[["JobConfig", "str | None"], GridSession]
@@ -73,4 +76,5 @@ class Trainers(Protocol):
         on_progress: Callable[[Progress], None],
         cycle_id: str,
         on_stage: Callable[[TrainerStage], None] = ...,
+        files: tuple[Path, Path, Path] | None = ...,
     ) -> TrainingResult: ...

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import TypeVar
 
 from syftd import events
 from syftd.errors import GridCycleGone, GridError, WireError
+from syftd.grid.wire import non_finite, parse_state
 from syftd.jobs.ports import GridSession
 from syftd.log import get_logger
 from syftd.outcomes import ReportOutcome
@@ -28,31 +30,49 @@ _log = get_logger("syftd.jobs.report")
 T = TypeVar("T")
 
 
-async def report_entry(client: GridSession, spool: Spool, entry: SpoolEntry) -> ReportOutcome:
-    """Probe whether the entry's cycle is still open (get-plan), then report; marks the spool entry.
+async def report_entry(client: GridSession, spool: Spool, entry: SpoolEntry, *, fresh: bool = False) -> ReportOutcome:
+    """Probe whether the entry's cycle is still open (get-plan), then report from the file; marks the entry.
 
-    Returns REPORTED or DISCARDED.
+    ``fresh``: the cycle that just wrote the diff, requested moments ago: no probe (its cycle cannot
+    have closed yet; the node would say "gone" to the report anyway) and no re-hash of the file the
+    trainer just wrote. Returns REPORTED or DISCARDED.
 
     Raises:
         GridError: the node could not tell (retry later); the entry stays pending.
     """
+    if not fresh:
+        try:
+            await client.get_plan(entry.worker_id, entry.request_key, int(entry.plan_id))
+        except GridCycleGone as exc:
+            await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
+            return ReportOutcome.DISCARDED
     try:
-        await client.get_plan(entry.worker_id, entry.request_key, int(entry.plan_id))
-    except GridCycleGone as exc:
-        await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
-        return ReportOutcome.DISCARDED
-    try:
-        diff = await asyncio.to_thread(spool.load_diff, entry)
+        path = await asyncio.to_thread(spool.verified_file, entry, check=not fresh)
     except WireError:
         return ReportOutcome.DISCARDED  # damaged on disk: the spool quarantined it and said so
+    # a diff of the first spool format was spooled by a version without the non-finite check; every
+    # later one was checked before it was committed, so only those are read back whole here
+    if entry.format == 1 and (bad := await asyncio.to_thread(_non_finite_file, path)) is not None:
+        await asyncio.to_thread(spool.discard, entry, bad)
+        return ReportOutcome.DISCARDED
     try:
-        await client.report(entry.worker_id, entry.request_key, diff)
+        await client.report_file(entry.worker_id, entry.request_key, path)
     except GridCycleGone as exc:
         await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
         return ReportOutcome.DISCARDED
     # marked durably right after the node's success: a resend before this only overwrites the same row
     await asyncio.to_thread(spool.mark_reported, entry)
     return ReportOutcome.REPORTED
+
+
+def _non_finite_file(path: Path) -> str | None:
+    """Why a spooled diff file must not be reported (NaN or infinite values), or None."""
+    try:
+        tensors = parse_state(path.read_bytes())
+    except WireError:
+        return None  # its bytes were checked before spooling; the node judges the rest
+    bad = sum(non_finite(tensor) for tensor in tensors)
+    return f"{bad} NaN or infinite values: never reported" if bad else None
 
 
 class ReportRun:
@@ -74,13 +94,16 @@ class ReportRun:
         """Stop the report in flight; the diff stays spooled. Idempotent."""
         self._abort.set()
 
-    async def report(self, entry: SpoolEntry) -> ReportOutcome:
-        """Report one entry: REPORTED, DISCARDED, PENDING (failed, kept) or ABORTED (kept)."""
+    async def report(self, entry: SpoolEntry, *, fresh: bool = False) -> ReportOutcome:
+        """Report one entry: REPORTED, DISCARDED, PENDING (failed, kept) or ABORTED (kept).
+
+        ``fresh``: see ``report_entry``; only the cycle that wrote the diff passes it.
+        """
         if self._abort.is_set():
             return ReportOutcome.ABORTED
         try:
             async with self._client() as client:
-                return await race(report_entry(client, self._spool, entry), self._abort.wait())
+                return await race(report_entry(client, self._spool, entry, fresh=fresh), self._abort.wait())
         except Aborted:
             _log.info(events.SPOOL_REPORT_ABORTED, job=self.job, cycle=entry.cycle_id)
             return ReportOutcome.ABORTED

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 from syftd import policy
 from syftd.conditions.value import Conditions
 from syftd.constraints import duration_text
-from syftd.jobs.cycle import CycleRun, CycleState, TrainerPhase
+from syftd.jobs.cycle import CycleRun
 from syftd.jobs.runtime import JobRuntime
+from syftd.jobs.states import CycleState, TrainerPhase
+from syftd.outcomes import Failure
 
 if TYPE_CHECKING:
     from syftd.flower.run import FlowerRun
@@ -42,6 +44,10 @@ def job_text(job: JobRuntime, now: float) -> str:
         return phase_text(run)
     if job.report is not None:
         return "reporting spooled diff"
+    return _decision_text(job, now) + _failed_write(job)
+
+
+def _decision_text(job: JobRuntime, now: float) -> str:
     decision = job.decision
     if decision is None:
         return "starting"
@@ -50,6 +56,14 @@ def job_text(job: JobRuntime, now: float) -> str:
     if decision.action is policy.Action.WAIT_UNTIL and decision.at is not None:
         return f"waiting ({decision.reason.value}) until {_wall(decision.at, now)}"
     return decision.action.value if not decision.text else decision.text
+
+
+def _failed_write(job: JobRuntime) -> str:
+    """The state directory refused the last cycle's write: said until a cycle ends otherwise."""
+    last = job.last or {}
+    if last.get("reason") != Failure.STORAGE.value:
+        return ""
+    return f"; last write failed: {str(last.get('error') or 'state directory not writable')[:160]}"
 
 
 def phase_text(run: CycleRun | FlowerRun) -> str:

@@ -1,4 +1,4 @@
-"""Authentication of workers on the local node: PyGrid's ``server_config.authentication`` (spec §3).
+"""Authentication of workers on the local node: PyGrid's ``server_config.authentication`` (docs/protocol.md §3).
 
 Owns the decision for one ``auth_token``: HMAC ``secret`` first, then ``pub_key``, then the optional
 3rd-party ``endpoint``, with PyGrid's three error texts. JWTs are checked with PyJWT (an optional

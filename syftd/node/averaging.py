@@ -1,6 +1,6 @@
 """Model averaging on the local node: ``new = old − mean(diffs)``, per tensor, in the model's dtype.
 
-Owns the arithmetic of PyGrid's hard-coded mean (spec §7: the sum of the diffs divided by their
+Owns the arithmetic of PyGrid's hard-coded mean (docs/protocol.md §7: the sum of the diffs divided by their
 count, then subtracted from the latest checkpoint) and the check that a diff fits its model before
 it is used. Does not own which diffs belong to a cycle or when a cycle is ready (``state``), nor
 the State wire format (``wire``). Imports numpy; the daemon never imports this module.
@@ -19,7 +19,7 @@ __all__ = ["apply_mean_diff", "diff_problem"]
 
 
 def diff_problem(diff: bytes, model: bytes) -> str | None:
-    """Why ``diff`` cannot be averaged into ``model`` (spec §5.4), or None when it can."""
+    """Why ``diff`` cannot be averaged into ``model`` (docs/protocol.md §5.4), or None when it can."""
     try:
         wire.check_diff(diff, model)
     except WireError as exc:

@@ -1,4 +1,4 @@
-"""When and how the local node completes a cycle: PyGrid dev's background evaluation (spec §7).
+"""When and how the local node completes a cycle: PyGrid dev's background evaluation (docs/protocol.md §7).
 
 Owns the evaluation a report triggers: it runs ``delay_s`` after the report was answered, one at a time
 node-wide (a trigger that arrives while one runs is dropped, so that cycle stays open until the next

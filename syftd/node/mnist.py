@@ -3,7 +3,7 @@
 Owns the model (784-392-10 MLP with ReLU), its training plan (softmax cross-entropy on one-hot
 labels, one plain SGD step with the backward pass written out, so no autograd runs in the plan) and
 the configs of the recorded process. The plan is traced with exactly the recorded plan's calling
-convention (spec §6.1): ``forward(Tensor argument_1 (X), Tensor argument_2 (y one-hot),
+convention (docs/protocol.md §6.1): ``forward(Tensor argument_1 (X), Tensor argument_2 (y one-hot),
 Tensor argument_3 (batch_size), Tensor argument_4 (lr), Tensor[] argument_5 (params)) ->
 (loss, acc, *updated params)``. Imports torch: only the node side and its CLI use this module,
 the daemon never does.

@@ -219,7 +219,7 @@ class GridNode(ServiceContext):
         return {"status": "success"}
 
     async def authenticate(self, data: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
-        """The authenticate operation; returns the answer and its HTTP status (spec §2.1)."""
+        """The authenticate operation; returns the answer and its HTTP status (docs/protocol.md §2.1)."""
         version = data.get("model_version")
         process = self.state.find(str(data.get("model_name")), str(version) if version else None)
         if process is None:
@@ -231,7 +231,7 @@ class GridNode(ServiceContext):
         return {"status": "success", "worker_id": worker.id, "requires_speed_test": process.requires_speed_test}, 200
 
     def cycle_request(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """The cycle-request operation (spec §2.2).
+        """The cycle-request operation (docs/protocol.md §2.2).
 
         A rejection carries no reason on the wire (PyGrid's carries none); the node's log line says it,
         e.g. "already assigned to cycle 3".
@@ -247,7 +247,7 @@ class GridNode(ServiceContext):
     async def report(
         self, data: Mapping[str, Any], transport: Literal["ws", "http"], *, is_gone: Callable[[], bool] = lambda: False
     ) -> dict[str, Any]:
-        """The report operation: store the diff, then complete the cycle if it is ready (spec §2.6, §7).
+        """The report operation: store the diff, then complete the cycle if it is ready (docs/protocol.md §2.6, §7).
 
         A report held by the test control whose worker hung up meanwhile is dropped, as if the network
         cut had lost it on the way (``is_gone`` tells); a real node never sees such a request.
@@ -284,7 +284,7 @@ class GridNode(ServiceContext):
         self._reports.append(record)
         _log.info(events.GRID_NODE_REPORT_RECEIVED, model=record.model, cycle=record.cycle, size=len(diff))
         self._notify()
-        self._cycles.trigger(cycle)  # PyGrid answers first and evaluates in a background thread (spec §7)
+        self._cycles.trigger(cycle)  # PyGrid answers first and evaluates in a background thread (docs/protocol.md §7)
         return {"status": "success"}
 
     def _keep_diff(self, path: Path, diff: bytes) -> str:
@@ -373,7 +373,7 @@ class GridNode(ServiceContext):
         }
 
     async def download(self, kind: str, query: Mapping[str, str]) -> bytes:
-        """The body of ``get-model`` (kind ``model``) or ``get-plan`` (kind ``plan``), validated (spec §2.3).
+        """The validated body of ``get-model`` or ``get-plan`` (kind ``model``/``plan``; docs/protocol.md §2.3).
 
         Raises:
             Refusal: PyGrid's 400/401 answers.

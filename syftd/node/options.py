@@ -20,7 +20,7 @@ DEFAULT_AVERAGING_DELAY_S = 0.2
 
 
 class Revision(str, enum.Enum):
-    """Which PyGrid server revision the node imitates on the wire (spec §0.2)."""
+    """Which PyGrid server revision the node imitates on the wire (docs/protocol.md §0.2)."""
 
     PG_DEV = "pg-dev"
     PG_MASTER = "pg-master"

@@ -1,4 +1,4 @@
-"""The local node's HTTP and WebSocket surface, as each PyGrid revision speaks it (spec §0.2, §1, §4.1).
+"""The local node's HTTP and WebSocket surface, as each PyGrid revision speaks it (docs/protocol.md §0.2, §1, §4.1).
 
 Owns the aiohttp application serving a node (any ``operations.NodeOperations``): the WebSocket at
 ``/`` (text frames, ``type`` routing, ``request_id`` rules per revision), the ``/model-centric/...``

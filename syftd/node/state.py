@@ -1,4 +1,4 @@
-"""The local node's FL processes, cycles and workers, and PyGrid's rules over them (spec §2, §7).
+"""The local node's FL processes, cycles and workers, and PyGrid's rules over them (docs/protocol.md §2, §7).
 
 Owns the in-memory tables (processes with their plans and checkpoint numbers, cycles, workers,
 worker-cycle assignments with the number of the report holding their diff) and the decisions
@@ -149,7 +149,7 @@ class Process:
 
     @property
     def requires_speed_test(self) -> bool:
-        """True iff a minimum speed is configured with a non-null value (spec §2.1)."""
+        """True iff a minimum speed is configured with a non-null value (docs/protocol.md §2.1)."""
         return any(self.server_config.get(key) is not None for key in _MINIMUMS)
 
 
@@ -243,7 +243,7 @@ class NodeState:
                 assignment.cycle.assignments.pop(assignment.worker_id, None)
 
     def cycle_request(self, data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-        """Answer a cycle-request: accepted, rejected (± timeout) or rejected with an error (spec §2.2).
+        """Answer a cycle-request: accepted, rejected (± timeout) or rejected with an error (docs/protocol.md §2.2).
 
         The answer carries no reason, as PyGrid's does not; ``rejection_reason`` says why for the log.
         """
@@ -295,7 +295,7 @@ class NodeState:
         return "bandwidth below the minimum"
 
     def download(self, kind: str, query: Mapping[str, str]) -> tuple[Process, bytes | None]:
-        """Validate ``get-model`` (kind ``model``) or ``get-plan`` (kind ``plan``) (spec §2.3).
+        """Validate ``get-model`` (kind ``model``) or ``get-plan`` (kind ``plan``) (docs/protocol.md §2.3).
 
         Returns the process and the plan's bytes; None for a model: its latest checkpoint is the body.
 
@@ -317,7 +317,7 @@ class NodeState:
         return process, body
 
     def assignment(self, worker_id: str, request_key: str) -> Assignment:
-        """The worker-cycle row of a report, open cycle or not (spec §2.6).
+        """The worker-cycle row of a report, open cycle or not (docs/protocol.md §2.6).
 
         Raises:
             Refusal: no worker-cycle row has this worker id and request key.
@@ -328,7 +328,7 @@ class NodeState:
         return assignment
 
     def record_report(self, worker_id: str, request_key: str, report: int) -> Assignment:
-        """Mark a worker-cycle row reported with report number ``report``, open cycle or not (spec §2.6).
+        """Mark a worker-cycle row reported with report number ``report``, open cycle or not (docs/protocol.md §2.6).
 
         Raises:
             Refusal: no worker-cycle row has this worker id and request key.
@@ -338,7 +338,7 @@ class NodeState:
         return assignment
 
     def ready(self, cycle: Cycle, now: datetime) -> bool:
-        """PyGrid's readiness rule for averaging a cycle (spec §7)."""
+        """PyGrid's readiness rule for averaging a cycle (docs/protocol.md §7)."""
         config = cycle.process.server_config
         done = len(cycle.reported())
         min_diffs, max_diffs = config.get("min_diffs"), config.get("max_diffs")

@@ -12,10 +12,12 @@ when (the cycle, ``syftd.jobs.cycle``) nor the checkpoints
 (``training`` lists them).
 
 The block is the POSIX shared-memory object ``multiprocessing.shared_memory`` would create
-(``/syftd-<hex>``, via the same ``_posixshmem``), opened directly: before Python 3.13 that class
+(``/syftd-<creator pid>-<hex>``, via the same ``_posixshmem``), opened directly: before Python 3.13 that class
 registers every block with a resource-tracker helper process, which would stay beside the daemon for
 its whole life and, in the trainer, remove the daemon's block when the trainer exits (cpython issue
-82300). Removal is ours: ``ExpiryFlag.close()``.
+82300). Removal is ours: ``ExpiryFlag.close()``, and after a ``kill -9`` of the daemon,
+``remove_orphan_flags()`` at the next start (blocks whose creator pid is no longer alive; Linux, where
+the blocks are visible under ``/dev/shm``).
 """
 
 from __future__ import annotations
@@ -24,16 +26,20 @@ import _posixshmem  # type: ignore[import-not-found]  # the module SharedMemory 
 import asyncio
 import mmap
 import os
+import re
 import secrets
 import time
+from pathlib import Path
 from types import TracebackType
 
 from syftd.outcomes import ExpiryReason
 
-__all__ = ["Expired", "ExpiryFlag", "ExpiryView"]
+__all__ = ["Expired", "ExpiryFlag", "ExpiryView", "remove_orphan_flags"]
 
 _SIZE = 1
 _LIVE = 0
+_SHM_DIR = Path("/dev/shm")
+_NAME = re.compile(r"^syftd-(\d+)-[0-9a-f]{16}$")
 
 
 class Expired(BaseException):
@@ -48,7 +54,7 @@ class ExpiryFlag:
     """The daemon's end of one cycle's flag; the event loop is its only writer. A context manager closes it."""
 
     def __init__(self) -> None:
-        self._name = f"syftd-{secrets.token_hex(8)}"
+        self._name = f"syftd-{os.getpid()}-{secrets.token_hex(8)}"
         fd = _posixshmem.shm_open("/" + self._name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
         try:
             os.ftruncate(fd, _SIZE)
@@ -173,6 +179,39 @@ class ExpiryView:
     def close(self) -> None:
         """Drop the mapping; the daemon owns the block's removal."""
         self._map.close()
+
+
+def remove_orphan_flags(shm_dir: Path = _SHM_DIR) -> list[str]:
+    """Unlink the flags of daemons that died without closing them (their creator pid is gone).
+
+    Returns the names removed; nothing where ``shm_dir`` does not exist (macOS). A block whose creator
+    still runs (another daemon, or a reused pid) is left alone.
+    """
+    try:
+        names = [entry.name for entry in os.scandir(shm_dir)]
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        match = _NAME.match(name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        try:
+            _posixshmem.shm_unlink("/" + name)
+        except OSError:
+            continue
+        removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _attach(name: str) -> mmap.mmap:

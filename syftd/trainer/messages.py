@@ -20,6 +20,7 @@ from syftd.config import DataConfig, JobConfig
 from syftd.outcomes import ExpiryReason
 
 __all__ = [
+    "DIFF_UNWRITABLE",
     "HEADER",
     "Outcome",
     "Preload",
@@ -34,6 +35,8 @@ __all__ = [
 
 HEADER = struct.Struct(">I")
 """The frame header: the pickle's length."""
+DIFF_UNWRITABLE = "the diff could not be written"
+"""How a FAILED result's error begins when the disk refused the diff file (a storage failure)."""
 
 
 class Outcome(enum.Enum):
@@ -86,11 +89,19 @@ class TrainingResult:
     step_time_s: float = 0.0
     duration_s: float = 0.0
     cpu_s: float | None = None  # the trainer's CPU seconds for this run (the energy share); None if unknown
+    diff_size: int = 0
+    diff_sha256: str | None = None
+    """Set when the diff was written to the request's ``diff_path`` (then ``diff`` is None)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One cycle's work for the trainer: the job, the downloaded bytes and the flag's name."""
+    """One cycle's work for the trainer: the job, the downloaded bytes and the flag's name.
+
+    With ``model_path`` and ``plan_path`` the trainer reads model and plan from those files (the
+    daemon streamed them there; ``model`` and ``plan`` are empty); with ``diff_path`` it writes the
+    diff there durably and returns only its size and sha256, so no large bytes cross the socket.
+    """
 
     job: JobConfig
     model: bytes = field(repr=False)
@@ -98,6 +109,9 @@ class Request:
     client_config: dict[str, Any]
     flag_name: str
     cycle_id: str
+    model_path: str | None = None
+    plan_path: str | None = None
+    diff_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """A PyGrid training plan as TorchScript: loading it, mapping its arguments, and one SGD step.
 
-Owns the calling convention of spec §6.1, derived from ``module.forward.schema``: the ``Tensor[]``
+Owns the calling convention of docs/protocol.md §6.1, derived from ``module.forward.schema``: the ``Tensor[]``
 argument is the parameter list (a second, trailing list would be plan state, which no FL training
 plan has and this trainer cannot fill), the four ``Tensor`` arguments are X, y, batch_size and lr,
 by name when the plan names them so and by position otherwise. Outputs are ``(loss, metric,

@@ -144,14 +144,19 @@ class TrainerPool(ServiceContext):
         on_progress: Callable[[Progress], None],
         cycle_id: str,
         on_stage: Callable[[TrainerStage], None] = lambda _stage: None,
+        files: tuple[Path, Path, Path] | None = None,
     ) -> TrainingResult:
         """Train one cycle in a trainer process and return its one result.
 
-        Cancelling this coroutine kills the trainer; expire ``flag`` instead for a graceful stop.
+        ``files``: (model, plan, diff) paths: the trainer reads model and plan from the files (pass
+        empty ``model`` and ``plan``) and writes the diff durably into the third, returning only its
+        size and sha256. Cancelling this coroutine kills the trainer; expire ``flag`` instead for a
+        graceful stop.
         """
         self._check_running()
         started = asyncio.get_running_loop().time()
-        request = Request(job, model, plan, client_config, flag.name, cycle_id)
+        paths = (None, None, None) if files is None else tuple(str(p) for p in files)
+        request = Request(job, model, plan, client_config, flag.name, cycle_id, *paths)
         observers = _Observers(on_progress, on_stage)
         trainer, is_reused = await self._take(job)
         result = await self._run(self._serving(trainer, cycle_id), request, flag, observers, may_retry=is_reused)

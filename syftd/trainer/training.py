@@ -1,6 +1,6 @@
 """One cycle's training run inside the trainer process: model and plan in, a result value out.
 
-Owns the loop of spec §6.3 as the daemon does it: exactly ``max_updates`` steps (``max_updates + 1``
+Owns the loop of docs/protocol.md §6.3 as the daemon does it: exactly ``max_updates`` steps (``max_updates + 1``
 with ``trainer.steps = "plus-one"``) of full ``batch_size`` batches, the updated parameters fed back
 each step, float32 kept, and the diff ``original − trained`` encoded through ``syftd.grid.wire`` and
 checked with ``wire.check_diff`` before it is returned. Checkpoints, where the expiration flag is
@@ -15,6 +15,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,9 +25,10 @@ from syftd.config import DataConfig
 from syftd.errors import TrainerError, WireError
 from syftd.grid import wire
 from syftd.log import get_logger
+from syftd.statedir import atomic_write
 from syftd.trainer.data import BatchSource, load_source
 from syftd.trainer.flag import Expired, ExpiryView
-from syftd.trainer.messages import Outcome, Progress, Request, Stage, TrainerStage, TrainingResult
+from syftd.trainer.messages import DIFF_UNWRITABLE, Outcome, Progress, Request, Stage, TrainerStage, TrainingResult
 from syftd.trainer.plan import PlanRunner, from_wire, load_plan, to_wire
 
 __all__ = ["Trainer"]
@@ -66,7 +68,8 @@ class Trainer:
             flag.check()
             report(Stage(TrainerStage.LOADING_DATA))
             batch_size, lr, steps_total = _hyperparameters(request)
-            runner, original = self._prepare(request, batch_size, lr)
+            model, plan = _inputs(request)
+            runner, original = self._prepare(request.job.trainer.device, model, plan, batch_size, lr)
             batches = self._source(request.job.data).batches(batch_size, salt=request.cycle_id)
             report(Progress(0, steps_total, None, None, self._rss(), 0.0))
             interval_s = request.job.trainer.progress_interval_s
@@ -91,7 +94,9 @@ class Trainer:
             report(Stage(TrainerStage.WRITING_DIFF))
             trained = [p.to("cpu") for p in runner.params]
             diff = wire.encode_state(to_wire([o - t for o, t in zip(original, trained, strict=True)]))
-            wire.check_diff(diff, request.model)
+            wire.check_diff(diff, model)
+            if request.diff_path is not None:
+                written = _write_diff(Path(request.diff_path), diff)
         except Expired as exc:
             _log.info(events.TRAINER_EXPIRED, reason=exc.reason.label, steps=len(losses))
             return result(Outcome.EXPIRED, reason=exc.reason)
@@ -105,19 +110,23 @@ class Trainer:
             _log.exception(events.TRAINER_CRASHED, steps=len(losses))
             return result(Outcome.FAILED, error=f"{type(exc).__name__} in the trainer: {exc}")
         _log.info(events.TRAINER_COMPLETED, steps=len(losses), loss=losses[-1] if losses else None)
+        if request.diff_path is not None:
+            return result(Outcome.COMPLETED, diff_size=len(diff), diff_sha256=written)
         return result(Outcome.COMPLETED, diff=diff)
 
-    def _prepare(self, request: Request, batch_size: int, lr: float) -> tuple[PlanRunner, list[Any]]:
-        key = hashlib.sha256(request.plan).digest()
+    def _prepare(
+        self, device_name: str, model: bytes, plan: bytes, batch_size: int, lr: float
+    ) -> tuple[PlanRunner, list[Any]]:
+        key = hashlib.sha256(plan).digest()
         if key != self._plan_key:
-            self._plan, self._plan_key = load_plan(wire.plan_torchscript(request.plan)), key
+            self._plan, self._plan_key = load_plan(wire.plan_torchscript(plan)), key
         try:
-            original = from_wire(wire.parse_state(request.model))
+            original = from_wire(wire.parse_state(model))
         except WireError as exc:
             raise TrainerError(f"the model is not a readable State: {exc}") from exc
         if not original:
             raise TrainerError("the model has no tensors")
-        device = _device(request.job.trainer.device)
+        device = _device(device_name)
         runner = PlanRunner(self._plan, [t.clone() for t in original], batch_size=batch_size, lr=lr, device=device)
         return runner, original
 
@@ -134,6 +143,32 @@ class Trainer:
             self._data = load_source(config)
             self._data_key = config
         return self._data
+
+
+def _inputs(request: Request) -> tuple[bytes, bytes]:
+    """Model and plan bytes: from the request, or from the files the daemon streamed them into."""
+    if request.model_path is None or request.plan_path is None:
+        return request.model, request.plan
+    try:
+        return Path(request.model_path).read_bytes(), Path(request.plan_path).read_bytes()
+    except OSError as exc:
+        raise TrainerError(f"the downloaded model or plan cannot be read: {exc}") from exc
+
+
+def _write_diff(path: Path, diff: bytes) -> str:
+    """Write the diff into the spool (temp file, fsync, rename); its sha256.
+
+    The directory is not fsynced here: the daemon's commit of the entry's ``.json`` in the same
+    directory fsyncs it, and the entry is pending only from then on, so one fsync guards both names.
+
+    Raises:
+        TrainerError: the disk refused the write (nothing is left at ``path``).
+    """
+    try:
+        atomic_write(path, diff, sync_dir=False)
+    except OSError as exc:
+        raise TrainerError(f"{DIFF_UNWRITABLE} to {path}: {exc}") from exc
+    return hashlib.sha256(diff).hexdigest()
 
 
 def _hyperparameters(request: Request) -> tuple[int, float, int]:

@@ -7,8 +7,10 @@ job and each cycle, and the request loop on the inherited socket: wait for a ``R
 one result frame. After anything but COMPLETED the process exits, so an expired or failed trainer
 never serves another cycle; it leaves with ``os._exit`` once its output is flushed, skipping the
 interpreter's slow teardown with torch loaded (0.5–2 s). Signals are left at their defaults: SIGTERM
-ends it, whatever it is doing (importing torch, loading data, in a stuck ``__getitem__``). Does not own the
-training itself (``training``) or deciding when to stop it (``process``).
+ends it, whatever it is doing (importing torch, loading data, in a stuck ``__getitem__``). The trainer
+dies with its daemon even when a plan hangs and never reads the socket: on Linux the kernel sends it
+SIGKILL when the daemon exits (``PR_SET_PDEATHSIG``), elsewhere a thread watches the parent pid. Does
+not own the training itself (``training``) or deciding when to stop it (``process``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import argparse
 import dataclasses
 import os
 import pickle
+import select
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -40,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     log.configure(args.log_format, args.log_level, stream=sys.stderr)
     structlog.contextvars.bind_contextvars(job=args.job, trainer_pid=os.getpid())
+    _die_with_daemon(args.fd)
     _govern(nice=args.nice, is_sched_idle=args.sched_idle)
     import torch
 
@@ -106,6 +112,31 @@ def _parse(argv: Sequence[str] | None) -> Any:
     parser.add_argument("--log-format", default="auto")
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
+
+
+def _die_with_daemon(fd: int) -> None:
+    """Have this process killed when the daemon dies, whatever the plan is doing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0:
+            # the daemon may have died before the prctl: its end of the socket is closed then
+            poller = select.poll()
+            poller.register(fd, select.POLLRDHUP | select.POLLHUP)
+            if any(mask & (select.POLLRDHUP | select.POLLHUP) for _fd, mask in poller.poll(0)):
+                _log.warning(events.TRAINER_DAEMON_GONE)
+                os._exit(0)
+            return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="syftd-parent-watch", daemon=True).start()
 
 
 def _govern(*, nice: int, is_sched_idle: bool) -> None:

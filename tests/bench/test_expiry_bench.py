@@ -17,7 +17,8 @@ import datetime as dt
 import signal
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -45,20 +46,34 @@ async def _wait_gone(processes: list[psutil.Process], timeout: float = 30) -> fl
     return time.time()
 
 
-async def _held_again(harness: Harness, phase: str, after_logs: int, after_status: int) -> None:
-    """Wait until the next cycle is held in ``phase`` (the holds stay armed between runs)."""
+async def _held_again(harness: Harness, proxy: HoldProxy, phase: str, after: int, status_after: int, seen: int) -> str:
+    """Wait until the cycle after log index ``after`` is held in ``phase`` (the holds stay armed between
+    runs); returns its cycle id."""
     daemon, notify = harness.daemon, harness.notify
     assert daemon is not None and notify is not None
-    await daemon.wait_log("cycle.started", after=after_logs, timeout=120)
-    words = PHASES[phase][1]
-    await notify.wait_for(lambda m: words in m.fields.get("STATUS", ""), after=after_status, timeout=120)
+    started = await daemon.wait_log("cycle.started", after=after, timeout=120)
+    step, words = PHASES[phase]
     gates = harness.base / "gates"
-    if phase == "downloading":
-        await daemon.wait_log("trainer.spawned", after=after_logs, timeout=60)
+    if step is not None:
+        await eventually(lambda: proxy.seen[step] > seen, timeout=60)
+        if phase == "downloading":
+            await daemon.wait_log("trainer.spawned", after=after, timeout=60)
     elif phase == "starting trainer":
-        await eventually(lambda: (gates / "import.entered").exists(), timeout=60)
+        await eventually(lambda: _entered_by_new_trainer(gates / "import.entered", harness), timeout=60)
     elif phase == "loading data":
-        await eventually(lambda: (gates / "load.entered").exists(), timeout=120)
+        await eventually(lambda: _entered_by_new_trainer(gates / "load.entered", harness), timeout=120)
+    else:
+        await notify.wait_for(lambda m: words in m.fields.get("STATUS", ""), after=status_after, timeout=120)
+    return str(started["cycle"])
+
+
+def _entered_by_new_trainer(entered: Path, harness: Harness) -> bool:
+    """The gate was reached by one of the daemon's live trainers (not by an earlier run's)."""
+    try:
+        pid = int(entered.read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return False
+    return pid in {p.pid for p in trainer_processes(harness) if alive(p)}
 
 
 @pytest.fixture
@@ -72,20 +87,20 @@ async def proxy(harness: Harness) -> AsyncIterator[HoldProxy]:
 async def test_time_to_expired_and_to_trainer_exit(
     harness: Harness, proxy: HoldProxy, mocks, phase: str, trigger: str
 ) -> None:
-    """Measures one cell of the table; the last cell prints the whole table."""
+    """Measures one cell of the table."""
     held = await hold(harness, proxy, phase, budget=trigger == "budget")
     to_expired, to_exit = [], []
+    after = status_after = seen = 0
     try:
         for run in range(RUNS):
             daemon, notify = harness.daemon, harness.notify
             assert daemon is not None and notify is not None
             if run:
-                for entered in (harness.base / "gates").glob("*.entered"):
-                    entered.unlink()
-            mark, status_mark = len(daemon.logs), len(notify.messages)
-            if run:
-                await _held_again(harness, phase, mark, status_mark)
-            cycle = [e for e in daemon.events("cycle.started")][-1]["cycle"]
+                cycle = await _held_again(harness, proxy, phase, after, status_after, seen)
+            else:
+                cycle = daemon.events("cycle.started")[-1]["cycle"]
+            step = PHASES[phase][0]
+            seen = proxy.seen[step] if step is not None else 0
             trainers = trainer_processes(harness)
             began = time.time()
             match trigger:
@@ -100,20 +115,29 @@ async def test_time_to_expired_and_to_trainer_exit(
             finished = await daemon.wait_log("cycle.finished", cycle=cycle, timeout=60)
             assert finished["outcome"] == "expired", finished
             to_expired.append(_when(finished) - began)
+            after, status_after = daemon.logs.index(finished) + 1, len(notify.messages)
             if trainers:
                 to_exit.append(await _wait_gone(trainers) - began)
-            if trigger == "power":
-                mark, status_mark = len(daemon.logs), len(notify.messages)
-                await mocks.set_on_battery(False)
-            elif trigger == "sigterm":
-                assert await daemon.wait_exit(30) == 0
-                if run < RUNS - 1:
-                    await harness.start(env=daemon_env(harness))
-                    await _held_again(harness, phase, 0, 0)
+            match trigger:
+                case "power":
+                    await mocks.set_on_battery(False)
+                case "sigusr2":
+                    daemon.signal(signal.SIGUSR1)  # the operator's expiry pauses the job: trigger the next
+                case "sigterm":
+                    assert await daemon.wait_exit(30) == 0
+                    if run < RUNS - 1:
+                        await harness.start(env=daemon_env(harness))
+                        after = status_after = 0
     finally:
         held.release()
     _RESULTS[(phase, trigger)] = (to_expired, to_exit)
-    if len(_RESULTS) == len(PHASES) * len(TRIGGERS):
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _table() -> Iterator[None]:
+    """Print the table of the cells measured once the module is done (a failed cell shows as —)."""
+    yield
+    if _RESULTS:
         _print_table()
 
 

@@ -1,6 +1,6 @@
 """GridClient against the project's PyGrid-compatible node (syftd.node.node) over real loopback sockets.
 
-Every node revision of spec §0.2 with both transports, JWT on and off, and the error paths a worker
+Every node revision of docs/protocol.md §0.2 with both transports, JWT on and off, and the error paths a worker
 meets in practice. Torch-free: the hosted process is ``small_process`` (a tiny float32 model).
 """
 

@@ -1,7 +1,7 @@
 """The local node in its default ``pg-dev`` revision behaves as a real PyGrid dev node does around reports and
-cycles (spec §2.2, §7): answer first, average later and one averaging at a time node-wide, rejection timeouts
-as ``str(timedelta)``, cycles closed only by reports, worker limits stored but not enforced. All over real
-sockets on 127.0.0.1. Torch-free."""
+cycles (docs/protocol.md §2.2, §7): answer first, average later and one averaging at a time node-wide,
+rejection timeouts as ``str(timedelta)``, cycles closed only by reports, worker limits stored but not enforced.
+All over real sockets on 127.0.0.1. Torch-free."""
 
 from __future__ import annotations
 

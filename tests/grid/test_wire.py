@@ -1,4 +1,4 @@
-"""Conformance of syftd.grid.wire with the real PyGrid bytes (fixtures/pygrid-2020) and spec §5.4."""
+"""Conformance of syftd.grid.wire with the real PyGrid bytes (fixtures/pygrid-2020) and docs/protocol.md §5.4."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _field(number: int, payload: bytes) -> bytes:
 
 
 def test_canonical_diff_vector_is_reproduced_byte_for_byte() -> None:
-    """Spec §5.4: one float32 tensor [1.0, -0.5] encodes to the canonical hex and base64."""
+    """docs/protocol.md §5.4: one float32 tensor [1.0, -0.5] encodes to the canonical hex and base64."""
     encoded = encode_state([Tensor("float32", (2,), struct.pack("<2f", 1.0, -0.5))])
     assert encoded.hex() == CANONICAL_HEX
     assert base64.b64encode(encoded).decode() == CANONICAL_B64
@@ -85,7 +85,7 @@ def test_recorded_report_json_carries_the_recorded_diff_as_padded_standard_base6
 
 
 def test_swiftsyft_model_state_parses_to_the_mnist_shapes() -> None:
-    """SwiftSyft's model_state.pb holds the 4 float32 MNIST tensors (spec §5.6)."""
+    """SwiftSyft's model_state.pb holds the 4 float32 MNIST tensors (docs/protocol.md §5.6)."""
     path = FIXTURES / "model_state.pb"
     tensors = parse_state(path.read_bytes())
     assert [(t.dtype, t.shape) for t in tensors] == [
@@ -99,7 +99,7 @@ def test_swiftsyft_model_state_parses_to_the_mnist_shapes() -> None:
 
 @pytest.mark.parametrize(("path", "size"), [(FIXTURES / "plan.pb", 5352), (PLAN, None)])
 def test_plans_yield_a_torchscript_zip_archive(path: Path, size: int | None) -> None:
-    """Field 7 of SwiftSyft's plan.pb (5,352 bytes per spec §5.6) and of the recorded get-plan is a zip."""
+    """Field 7 of SwiftSyft's plan.pb (5,352 bytes per docs/protocol.md §5.6) and of the recorded get-plan is a zip."""
     script = plan_torchscript(path.read_bytes())
     assert script[:2] == b"PK"
     if size is not None:

@@ -24,7 +24,11 @@ pytestmark = pytest.mark.timeout(90)
 
 @asynccontextmanager
 async def manager(
-    world: World, job: JobConfig, conditions: StaticConditions | None = None, statuses: list[str] | None = None
+    world: World,
+    job: JobConfig,
+    conditions: StaticConditions | None = None,
+    statuses: list[str] | None = None,
+    before_start: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[JobManager]:
     config = Config(daemon=DaemonConfig(state_dir=world.base / "state", runtime_dir=world.base / "run"), job=(job,))
     jobs = JobManager(
@@ -37,6 +41,7 @@ async def manager(
         monitor=conditions,
         status=(statuses if statuses is not None else []).append,
     )
+    before_start()  # the daemon starts the monitor (its first snapshot) after building the manager
     await jobs.start()
     try:
         yield jobs
@@ -122,10 +127,79 @@ async def test_a_lost_network_aborts_the_report_and_the_spooled_diff_is_reported
             assert _finished(logs)[0]["outcome"] == "spooled"
             world.proxy.release()
             assert world.reports() == []
-            assert jobs.status()[0]["spool_pending"] == 1
+            # the pending count follows the history write, which runs off the loop after cycle.finished
+            await _until(lambda: jobs.status()[0]["spool_pending"] == 1)
             conditions.publish(time.monotonic(), online=True)
             await _until(lambda: len(world.reports()) == 1)
             await _until(lambda: jobs.status()[0]["spool_pending"] == 0)
     entries = await asyncio.to_thread(world.history.entries, "tiny")
     assert [e["outcome"] for e in entries] == ["reported"]
     assert len(world.reports()) == 1
+
+
+async def test_an_operator_expiry_pauses_the_job_until_a_trigger(world: World) -> None:
+    """interval_s = 0: `syftd expire` ends the running cycle (manual) and no new one starts; status says
+    it holds for the operator; a trigger runs the next one to done."""
+    world.host()
+    job = dataclasses.replace(world.job(), schedule=dataclasses.replace(world.job().schedule, interval_s=0.0))
+    await world.gate("train")
+    with capture_logs() as logs:
+        async with manager(world, job) as jobs:
+            await world.entered("train")
+            jobs.expire("tiny")
+            await world.open_gate("train")
+            await _until(lambda: len(_finished(logs)) == 1)
+            assert (_finished(logs)[0]["outcome"], _finished(logs)[0]["reason"]) == ("expired", "manual")
+            await asyncio.sleep(0.5)  # the behaviour under test: nothing starts while paused
+            assert len([e for e in logs if e["event"] == events.CYCLE_STARTED]) == 1
+            assert "expired by the operator" in jobs.status_line(), jobs.status_line()
+            assert "expired by the operator" in " ".join(jobs.why("tiny")["reasons"])
+            jobs.trigger("tiny")
+            await _until(lambda: len(_finished(logs)) >= 2)  # interval_s = 0: more may follow
+    assert _finished(logs)[1]["outcome"] == "done"
+
+
+async def test_a_worker_id_left_in_a_cycle_without_a_diff_is_not_reused(world: World) -> None:
+    """A cycle accepted and then cut off (the daemon killed: here its task is cancelled past every
+    handler) leaves its worker id marked; the next cycle authenticates afresh and is accepted."""
+    world.host()
+    job = world.job()
+    await world.gate("train")
+    first = world.cycle(job)
+    running = asyncio.ensure_future(first.run())
+    try:
+        await world.entered("train")
+        worker = await asyncio.to_thread(world.identity.load_worker, "tiny")
+        assert worker is None  # assigned to the open cycle without a diff: not to be asked with again
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await world.open_gate("train")
+    assert (first.record.ended.outcome.value, first.record.ended.reason) == ("expired", "shutdown")
+    with capture_logs() as logs:
+        record = await asyncio.wait_for(world.cycle(job).run(), 30)
+    assert record.ended.outcome.value == "done", record
+    assert [e["event"] for e in logs if e["event"] in (events.IDENTITY_RENEWED, events.GRID_AUTHENTICATED)] == [
+        events.IDENTITY_RENEWED,
+        events.GRID_AUTHENTICATED,
+    ]
+
+
+async def test_why_right_after_start_says_the_conditions_must_hold_since_the_daemon_started(world: World) -> None:
+    """Conditions seen first at start (stable_for_s = 30): why names the wait from the daemon's start,
+    not a condition "regained"."""
+    world.host()
+    job = world.job()
+    job = dataclasses.replace(
+        job, constraints=dataclasses.replace(job.constraints, stable_for_s=30.0, requires_external_power=True)
+    )
+    conditions = StaticConditions()
+
+    def first_snapshot() -> None:
+        conditions.publish(time.monotonic(), on_external_power=True, online=True, metered=False)
+
+    async with manager(world, job, conditions, before_start=first_snapshot) as jobs:
+        await _until(lambda: jobs.why("tiny")["reasons"] != [])
+        why = jobs.why("tiny")
+    text = " ".join(why["reasons"])
+    assert "must hold 30 s since the daemon started" in text and "regained" not in text, why

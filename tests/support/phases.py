@@ -128,12 +128,16 @@ def budget_s(phase: str) -> float:
 
 
 def trainer_processes(harness: Harness) -> list[psutil.Process]:
+    """The daemon's live trainer processes (zombies and processes gone meanwhile left out)."""
     assert harness.daemon is not None
-    return [
-        child
-        for child in psutil.Process(harness.daemon.pid).children(recursive=True)
-        if "syftd.trainer" in " ".join(child.cmdline())
-    ]
+    found = []
+    for child in psutil.Process(harness.daemon.pid).children(recursive=True):
+        try:
+            if "syftd.trainer" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:  # ZombieProcess included
+            continue
+    return found
 
 
 def alive(process: psutil.Process) -> bool:

@@ -9,12 +9,14 @@ would cost seconds.
 Hold points make phases deterministic: with ``SYFTD_STANDIN_GATES=<dir>``, before each phase
 (``import``, ``load``, ``train``, ``step<n>``, ``diff``) it looks for ``<dir>/<phase>.hold``; if present it
 creates ``<dir>/<phase>.entered`` and waits until the test removes the ``.hold`` file (SIGTERM ends
-it meanwhile, as it ends the real trainer). ``SYFTD_STANDIN_STEP_S`` sets the time per step.
+it meanwhile, as it ends the real trainer). ``SYFTD_STANDIN_STEP_S`` sets the time per step and
+``SYFTD_STANDIN_DIFF_VALUE`` every value of the diff (``nan`` makes a NaN diff with finite losses).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import pickle
 import socket
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 from syftd.grid import wire
+from syftd.statedir import atomic_write
 from syftd.trainer.flag import Expired, ExpiryView
 from syftd.trainer.messages import (
     HEADER,
@@ -78,10 +81,11 @@ def _receive(sock: socket.socket, idle_s: float) -> object | None:
 
 
 def _diff(model: bytes) -> bytes:
+    value = float(os.environ.get("SYFTD_STANDIN_DIFF_VALUE", "0.001"))  # "nan": a NaN diff, finite losses
     tensors = []
     for tensor in wire.parse_state(model):
         count = len(tensor.data) // 4
-        tensors.append(wire.Tensor(tensor.dtype, tensor.shape, struct.pack(f"<{count}f", *([0.001] * count))))
+        tensors.append(wire.Tensor(tensor.dtype, tensor.shape, struct.pack(f"<{count}f", *([value] * count))))
     return wire.encode_state(tensors)
 
 
@@ -104,7 +108,18 @@ def _run(sock: socket.socket, request: Request, step_s: float) -> TrainingResult
         sock.sendall(encode(Stage(TrainerStage.WRITING_DIFF)))
         _gate("diff")
         flag.check()
-        return TrainingResult(Outcome.COMPLETED, diff=_diff(request.model), steps=total, losses=tuple(losses))
+        if request.model_path is None or request.diff_path is None:
+            return TrainingResult(Outcome.COMPLETED, diff=_diff(request.model), steps=total, losses=tuple(losses))
+        # the file hand-off, as the real trainer does it: model from the file, the diff written durably
+        diff = _diff(Path(request.model_path).read_bytes())
+        atomic_write(Path(request.diff_path), diff)
+        return TrainingResult(
+            Outcome.COMPLETED,
+            steps=total,
+            losses=tuple(losses),
+            diff_size=len(diff),
+            diff_sha256=hashlib.sha256(diff).hexdigest(),
+        )
     except Expired as exc:
         return TrainingResult(Outcome.EXPIRED, reason=exc.reason, steps=len(losses), losses=tuple(losses))
     finally:

@@ -1,0 +1,65 @@
+"""The file hand-off (issue 15): the trainer reads model and plan from the daemon's files and writes the
+diff into the spool file itself, durably, so only a small result crosses the socket."""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from trainer.helpers import CLIENT_CONFIG, make_job
+
+from syftd.grid import wire
+from syftd.trainer.flag import ExpiryFlag
+from syftd.trainer.messages import DIFF_UNWRITABLE, Outcome
+from syftd.trainer.process import TrainerPool
+
+pytestmark = pytest.mark.torch
+
+
+async def _train_files(pool: TrainerPool, flag: ExpiryFlag, files: tuple[Path, Path, Path]) -> object:
+    return await pool.train(
+        make_job(),
+        model=b"",
+        plan=b"",
+        client_config=dict(CLIENT_CONFIG),
+        flag=flag,
+        on_progress=lambda _p: None,
+        cycle_id="c1",
+        files=files,
+    )
+
+
+async def test_the_trainer_writes_the_diff_file_and_returns_only_its_size_and_hash(
+    pool: TrainerPool, model: bytes, plan: bytes, new_flag: Callable[[], ExpiryFlag], tmp_path: Path
+) -> None:
+    """Model and plan from files; the diff lands whole in the named file (0600, no temp left), fits the model,
+    and the result carries its size and sha256 but no bytes."""
+    (tmp_path / "model.pb").write_bytes(model)
+    (tmp_path / "plan.pb").write_bytes(plan)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    target = spool / "c1.diff"
+    result = await _train_files(pool, new_flag(), (tmp_path / "model.pb", tmp_path / "plan.pb", target))
+    assert result.outcome is Outcome.COMPLETED, result  # type: ignore[attr-defined]
+    diff = target.read_bytes()
+    wire.check_diff(diff, model)
+    assert result.diff is None  # type: ignore[attr-defined]
+    assert (result.diff_size, result.diff_sha256) == (len(diff), hashlib.sha256(diff).hexdigest())  # type: ignore[attr-defined]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(p.name for p in spool.iterdir()) == ["c1.diff"]
+
+
+async def test_a_diff_the_disk_refuses_fails_the_run_naming_the_file(
+    pool: TrainerPool, model: bytes, plan: bytes, new_flag: Callable[[], ExpiryFlag], tmp_path: Path
+) -> None:
+    """The spool directory is missing: FAILED, with the error that marks a storage failure, and no file."""
+    (tmp_path / "model.pb").write_bytes(model)
+    (tmp_path / "plan.pb").write_bytes(plan)
+    target = tmp_path / "gone" / "c1.diff"
+    result = await _train_files(pool, new_flag(), (tmp_path / "model.pb", tmp_path / "plan.pb", target))
+    assert result.outcome is Outcome.FAILED, result  # type: ignore[attr-defined]
+    assert result.error.startswith(DIFF_UNWRITABLE) and str(target) in result.error  # type: ignore[attr-defined]
+    assert not target.exists()

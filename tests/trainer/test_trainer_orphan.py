@@ -1,0 +1,79 @@
+"""The trainer dies with its daemon: a stand-in daemon process spawns the real trainer entry point over a
+socketpair, hands it a data source whose loading spins the CPU forever (a hanging plan never reads its
+socket), and is killed with SIGKILL. The trainer must be gone within a bound, not spin on as an orphan."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.torch
+
+PROJECT = Path(__file__).resolve().parents[2]
+BOUND_S = 20.0  # the kernel acts at once; the margin covers a trainer still importing torch at load 8
+
+PARENT = """
+import os, socket, subprocess, sys, time
+from pathlib import Path
+from syftd.config import DataConfig
+from syftd.trainer.messages import Preload, encode
+
+parent, child = socket.socketpair()
+trainer = subprocess.Popen(
+    [sys.executable, "-m", "syftd.trainer.worker", "--fd", str(child.fileno()), "--job", "orphan",
+     "--idle-exit-s", "600", "--log-format", "json"],
+    pass_fds=(child.fileno(),), start_new_session=True,
+)
+child.close()
+parent.sendall(encode(Preload(DataConfig(source="python", path=Path(sys.argv[1]), callable="spin:dataset"))))
+print(trainer.pid, flush=True)
+time.sleep(600)
+"""
+
+SPIN = """
+from pathlib import Path
+
+def dataset():
+    Path(__file__).with_name("spinning").write_text("yes")
+    while True:
+        pass
+"""
+
+
+def test_a_trainer_spinning_in_a_hanging_plan_dies_when_its_daemon_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the daemon while its trainer spins: the trainer is gone within BOUND_S."""
+    (tmp_path / "spin.py").write_text(textwrap.dedent(SPIN))
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT)},
+    )
+    trainer_pid = None
+    try:
+        assert daemon.stdout is not None
+        trainer_pid = int(daemon.stdout.readline())
+        deadline = time.monotonic() + 120  # importing torch under load
+        while not (tmp_path / "spinning").exists():
+            assert time.monotonic() < deadline, "the trainer never started loading the data source"
+            assert psutil.pid_exists(trainer_pid), "the trainer exited before spinning"
+            time.sleep(0.1)
+        trainer = psutil.Process(trainer_pid)
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+        gone, _alive = psutil.wait_procs([trainer], timeout=BOUND_S)
+        assert gone, f"the trainer {trainer_pid} still runs {BOUND_S} s after its daemon's kill -9"
+    finally:
+        daemon.kill()
+        daemon.wait(10)
+        if trainer_pid is not None and psutil.pid_exists(trainer_pid):
+            os.kill(trainer_pid, signal.SIGKILL)

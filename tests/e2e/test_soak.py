@@ -65,16 +65,6 @@ def test_soak_no_finished_diff_is_reported_twice(result: Result) -> None:
     assert result.ledger.count("duplicated") == 0, result.render()
 
 
-# Known daemon bugs that break an invariant in the short soak (issue 14); ``make soak`` shows them as failures.
-READONLY_HOT_LOOP = pytest.mark.xfail(
-    not LONG,
-    reason="issue 14 item 6: with the state directory read-only, JobManager._finish raises in the history write "
-    "(OSError 30) before it stores the job's new wait, so the next cycle starts within milliseconds although "
-    "cycle.finished announced retry_in_s: a hot loop of failed or rejected cycles, two tracebacks each",
-    strict=False,
-)
-
-
 def test_soak_no_job_wedges(result: Result) -> None:
     """While the conditions hold, the job never goes longer than its longest chosen wait without a cycle,
     no cycle outlives its budget plus a probe and a report, and the spool empties in the drain."""
@@ -89,7 +79,6 @@ def test_soak_every_cycle_logs_how_it_ended(result: Result) -> None:
     assert result.gaps.unfinished == 0, result.render()
 
 
-@READONLY_HOT_LOOP
 def test_soak_daemon_keeps_the_waits_it_announces(result: Result) -> None:
     """No cycle starts before the wait the daemon announced when the one before finished (``retry_in_s``):
     no hot loop."""

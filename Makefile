@@ -22,7 +22,7 @@ help:
 	@echo "make sysdeps - check those packages; install them when root with apt-get, else print the command"
 	@echo "make check  - ruff and mypy"
 	@echo "make bench  - benchmarks under tests/bench (figures and ratios)"
-	@echo "make soak   - the chaos soak for SYFTD_SOAK_S seconds (default 1800); prints its ledger totals"
+	@echo "make soak   - the chaos soak for SOAK_MINUTES (default 30) and its totals (README, \"Soak\")"
 	@echo "make test-compat - torch-free tests under Python 3.10 and 3.13 when present"
 	@echo "make flower-env - .venv-flower: flwr (FLWR_SPEC, default flwr==1.42.0) for flower jobs and their tests"
 	@echo "make install-systemd | install-launchd - install as a system service (PREFIX, DESTDIR; README, "Install as a service")"
@@ -63,12 +63,14 @@ test: sysdeps
 	@$(MAKE) --no-print-directory check
 	$(BIN)/python -m pytest --durations=15 --ignore=tests/bench $(PYTEST_ARGS)
 
-# make test runs the same soak for 45 s
-soak: $(STAMP)
-	SYFTD_SOAK_S=$${SYFTD_SOAK_S:-1800} $(BIN)/python -m pytest -s -p no:cacheprovider tests/soak $(PYTEST_ARGS)
-
 bench: $(STAMP)
 	$(BIN)/python -m pytest tests/bench -s --timeout=900 $(PYTEST_ARGS)
+
+# The chaos soak (README, "Soak"): SOAK_MINUTES of random faults, then the ledger and the totals.
+# SOAK_SEED repeats a run's fault draws; SOAK_SKIP=kind,kind leaves kinds out.
+SOAK_MINUTES ?= 30
+soak: $(STAMP)
+	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python -m pytest tests/e2e/test_soak.py -s -p no:cacheprovider $(PYTEST_ARGS)
 
 # The torch-free tests under the other Python versions present on this machine (the 3.10 floor is real).
 test-compat:

@@ -3,8 +3,8 @@
 Owns the node object: its lifecycle on a TCP port (``start``/``stop``), hosting, the worker
 operations independent of transport (authenticate, cycle-request, report, downloads, host-training)
 and the test controls (hold reports, fail the next requests, set the averaging delay, close the cycle
-now, observe reports and checkpoints). Checkpoints and diffs go to the node's ``store`` on disk; the
-cycles are completed by ``cycles``.
+now, restart forgetting the workers, observe reports and checkpoints). Checkpoints and diffs go to the
+node's ``store`` on disk; the cycles are completed by ``cycles``.
 Implements ``operations.NodeOperations``. Does not own HTTP/WebSocket wiring or the node revisions'
 wire differences (``routes``), the options (``options``), the tables and PyGrid's rules (``state``),
 when a cycle completes (``cycles``), the files (``store``), the hold point and injected failures
@@ -141,6 +141,17 @@ class GridNode(ServiceContext):
             await self._cycles.stop(timeout=10)
             self.store.close()
             _log.info(events.GRID_NODE_STOPPED, url=self.url)
+
+    async def restart(self, down_s: float = 0.0) -> None:
+        """Restart as a node on an empty worker table does (the test control): stop listening, cutting every
+        connection, forget every worker and its unreported rows, and listen on the same port after ``down_s``."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        self.state.forget_workers()
+        self._notify()
+        await asyncio.sleep(down_s)
+        await self.start(self.host_address, self.port)
 
     @property
     def averaging_delay_s(self) -> float:

@@ -234,6 +234,14 @@ class NodeState:
         self.workers[worker.id] = worker
         return worker
 
+    def forget_workers(self) -> None:
+        """Drop every worker and its unreported rows (a node restarted on an empty worker table)."""
+        self.workers.clear()
+        for key, assignment in list(self._by_key.items()):
+            if not assignment.completed:
+                del self._by_key[key]
+                assignment.cycle.assignments.pop(assignment.worker_id, None)
+
     def cycle_request(self, data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         """Answer a cycle-request: accepted, rejected (± timeout) or rejected with an error (docs/protocol.md §2.2).
 

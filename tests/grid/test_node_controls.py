@@ -231,3 +231,26 @@ async def test_stopping_the_node_drops_held_reports_without_storing_them():
             assert isinstance(results[0], TypeError)  # receive_str() got the close frame
             assert "not stored" in results[1]["error"]
             assert node.reports == []
+
+
+async def test_restart_cuts_connections_forgets_workers_and_their_open_rows_then_listens_on_the_same_port():
+    """A restarted node answers on the same port, but a worker of before is unknown ("Worker ID not found!")
+    and its unreported row is gone; a reported diff stays stored."""
+    model, plans, client, server = small_process()
+    async with running_node() as node:
+        node.host("mnist", "1.0", model, plans, {**client}, {**server, "max_diffs": 2, "min_diffs": 2})
+        async with RawWorker(node.url, "http") as reporter, RawWorker(node.url, "http") as waiting:
+            for worker in (reporter, waiting):
+                await worker.authenticate()
+                assert (await worker.cycle_request())["status"] == "accepted"
+            assert await reporter.report(zero_diff(model)) == {"status": "success"}
+            port = node.port
+            await node.restart(down_s=0.1)
+            assert node.port == port
+            status, body = await waiting.get_plan()
+            assert (status, json.loads(body)["error"]) == (400, "Worker ID not found!")
+            answer = await waiting.report(zero_diff(model))
+            assert "no worker cycle" in answer["error"]
+            assert len(node.reports) == 1
+            await waiting.authenticate()
+            assert (await waiting.cycle_request())["status"] == "accepted"

@@ -74,15 +74,17 @@ soak: $(STAMP)
 
 # The torch-free tests under the other Python versions present on this machine (the 3.10 floor is real).
 test-compat:
-	@set -e; if [ -z "$(strip $(COMPAT_PYTHONS))" ]; then echo "test-compat: no Python 3.10 or 3.13 here"; exit 0; fi; \
+	@set -e; failed=; if [ -z "$(strip $(COMPAT_PYTHONS))" ]; then echo "test-compat: no Python 3.10 or 3.13 here"; exit 0; fi; \
 	for py in $(COMPAT_PYTHONS); do \
 	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); env=.venv-$$v; \
 	  test -x $$env/bin/python || $$py -m venv $$env; \
 	  $$env/bin/python -m pip install --quiet --upgrade pip; \
 	  $$env/bin/python -m pip install --quiet -e '.[test,node]'; \
 	  echo "== Python $$v"; \
-	  $$env/bin/python -m pytest -m "not torch" -p no:cacheprovider tests --ignore=tests/bench --ignore=tests/service $(PYTEST_ARGS); \
-	done
+	  $$env/bin/python -m pytest -m "not torch" -p no:cacheprovider tests --ignore=tests/bench --ignore=tests/service $(PYTEST_ARGS) \
+	    || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-compat: failures under Python$$failed"; exit 1; fi
 
 # The separate environment flower-supernode runs from (README, "Flower"): flwr pinned to the SuperLink's
 # major.minor. Separate because flwr 1.42 needs protobuf < 7 and syftd needs >= 7. The tests build it too.

@@ -31,6 +31,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[str
     """(sdist members without the top folder, wheel members, build output)."""
     if importlib.util.find_spec("build") is None:
         pytest.skip("the 'build' package is missing: pip install 'build>=1.2' (it is in the test extra)")
+    import setuptools
+
+    if int(setuptools.__version__.split(".")[0]) < 77:
+        pytest.skip(f"setuptools {setuptools.__version__} here; the SPDX license field needs setuptools >= 77")
     root = tmp_path_factory.mktemp("packaging")
     source, out = copy_worktree(root / "syftd"), root / "dist"
     result = subprocess.run(

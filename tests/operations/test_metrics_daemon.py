@@ -92,7 +92,6 @@ async def test_without_metrics_listen_nothing_listens(harness: Harness) -> None:
     harness.host(max_updates=3)
     harness.write_config(job="max_updates = 100000")
     daemon = await harness.start()
-    await asyncio.sleep(0)  # READY was awaited by start(); nothing more to wait for
     listening = [c for c in psutil.Process(daemon.pid).net_connections(kind="tcp") if c.status == "LISTEN"]
     assert listening == [] and daemon.events("metrics.listening") == []
 

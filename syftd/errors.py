@@ -14,6 +14,7 @@
     │   └── NonFiniteDiff      a diff holding NaN or infinity: never reported (the cycle fails)
     ├── TokenError             the auth token file is missing, unreadable or too open
     ├── TrainerError           the plan, model or data cannot be trained on (a FAILED result)
+    │   └── DiffUnwritable     the disk refused the trainer's diff file (the cycle fails ``storage``)
     └── GridError              talking to a PyGrid node
         ├── GridUnavailable    transient: unreachable, lost, 5xx, timeout, any unknown node error: retry later
         │   └── GridTLSError   the node's certificate failed verification (grid.ca_file?)
@@ -44,6 +45,7 @@ __all__ = [
     "ConditionSourceError",
     "ConfigError",
     "ControlError",
+    "DiffUnwritable",
     "ExitStatus",
     "GridAuthFailed",
     "GridCycleGone",
@@ -170,6 +172,10 @@ class TokenError(SyftdError):
 
 class TrainerError(SyftdError):
     """The plan, model or data cannot be trained on; the message names the problem (a FAILED result)."""
+
+
+class DiffUnwritable(TrainerError):
+    """The disk refused the trainer's diff file: a storage failure, not the trainer's."""
 
 
 class GridError(SyftdError):

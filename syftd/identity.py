@@ -58,7 +58,11 @@ class Identity:
 
     def mark_in_cycle(self, job: str, in_cycle: bool) -> None:
         """Record that the saved worker id is (True) or is no longer (False, its diff is spooled) assigned
-        to a cycle without a diff from this machine; no-op without a saved id."""
+        to a cycle without a diff from this machine; no-op without a saved id.
+
+        Only True is written durably: a False lost in a crash leaves the mark set, and the next cycle
+        authenticates afresh (one request more), which is the safe side; so no fsync on the cycle's path.
+        """
         path = job_dir(self.state_dir, job) / _FILE
         try:
             document = json.loads(path.read_bytes())
@@ -67,7 +71,7 @@ class Identity:
         if not isinstance(document, dict) or document.get("in_cycle", False) is in_cycle:
             return
         document["in_cycle"] = in_cycle
-        atomic_write(path, json.dumps(document).encode() + b"\n")
+        atomic_write(path, json.dumps(document).encode() + b"\n", durable=in_cycle)
 
     def requires_speed_test(self, job: str) -> bool:
         """Whether the node asked this worker for a speed test when it authenticated (kept with the id,

@@ -20,6 +20,7 @@ SPOOLED for later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
@@ -36,12 +37,11 @@ from syftd.errors import (
     GridRejected,
     GridUnavailable,
     GridWorkerUnknown,
-    NonFiniteDiff,
     WireError,
 )
 from syftd.grid.answers import Accepted
 from syftd.identity import Identity
-from syftd.jobs.files import PROBE_AFTER_S, check_diff_file, clear_work_dir, work_dir
+from syftd.jobs.files import PROBE_AFTER_S, clear_work_dir, work_dir
 from syftd.jobs.ports import GridSession, Trainers
 from syftd.jobs.report import Aborted, ReportOutcome, ReportRun, race
 from syftd.jobs.states import CycleRecord, CycleState, TrainerPhase, check_transition, terminal_state
@@ -49,7 +49,7 @@ from syftd.log import get_logger
 from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure, Rejection
 from syftd.spool import Spool
 from syftd.trainer.flag import ExpiryFlag
-from syftd.trainer.messages import DIFF_UNWRITABLE, Outcome, Progress, TrainerStage
+from syftd.trainer.messages import Outcome, Progress, TrainerStage
 
 __all__ = ["CycleRun"]
 
@@ -86,6 +86,7 @@ class CycleRun:
         self._on_change = on_change
         self._abort_report = asyncio.Event()
         self._warming: asyncio.Future[None] | None = None
+        self._marking: asyncio.Future[None] | None = None
         self._accepted = False
         self._trained = False
         self._started = time.monotonic()
@@ -175,8 +176,6 @@ class CycleRun:
             self._end(Ended.failed(Failure.AUTH), error=str(exc))
         except GridError as exc:
             self._end(Ended.failed(Failure.PROTOCOL), error=f"{type(exc).__name__}: {exc}")
-        except NonFiniteDiff as exc:
-            self._end(Ended.failed(Failure.NON_FINITE), error=str(exc))
         except WireError as exc:
             self._end(Ended.failed(Failure.WIRE), error=str(exc))
         except OSError as exc:  # the work directory or a download's file (the state directory's disk)
@@ -199,13 +198,30 @@ class CycleRun:
         try:
             async with self._client_factory() as client:
                 files = (work / "model.pb", work / "plan.pb")
-                plan_id, worker_id, accepted = await self._download(client, files)
+                try:
+                    plan_id, worker_id, accepted = await self._download(client, files)
+                except BaseException:
+                    await self._marked(quiet=True)
+                    raise
+                await self._marked()
                 if self._warming is not None:
                     await self._guarded(asyncio.shield(self._warming))
                 self._check_flag()
                 await self._train(client, files, plan_id, worker_id, accepted)
         finally:
             await asyncio.to_thread(clear_work_dir, work)
+
+    async def _marked(self, *, quiet: bool = False) -> None:
+        """Wait for the worker id's in-cycle mark; its OSError ends the cycle ``storage`` (``quiet``:
+        another error is already ending it)."""
+        marking, self._marking = self._marking, None
+        if marking is None:
+            return
+        if not quiet:
+            await marking
+            return
+        with contextlib.suppress(OSError):
+            await asyncio.shield(marking)
 
     async def _download(self, client: GridSession, files: tuple[Path, Path]) -> tuple[int, str, Accepted]:
         job, record = self.job, self.record
@@ -225,7 +241,8 @@ class CycleRun:
             accepted = await self._guarded(self._request(client, worker_id))
         self._accepted = True
         self._requested_at = time.monotonic()
-        await asyncio.to_thread(self._identity.mark_in_cycle, job.name, True)
+        # durable before the trainer starts, written while the cycle downloads (issue 15)
+        self._marking = asyncio.ensure_future(asyncio.to_thread(self._identity.mark_in_cycle, job.name, True))
         # accepted: the trainer process starts (and imports torch) while the cycle downloads; not
         # before, so that a node rejecting or down does not cost a torch import per attempt
         self._warming = asyncio.ensure_future(self._pool.prepare(job))
@@ -269,8 +286,9 @@ class CycleRun:
         if result.outcome is not Outcome.COMPLETED or result.diff_sha256 is None:
             # a flag that was set explains the stop; a trainer that failed or died by itself failed
             reason = result.reason if result.reason is not None else self.flag.reason
-            if result.outcome is Outcome.FAILED and (result.error or "").startswith(DIFF_UNWRITABLE):
-                self._end(Ended.failed(Failure.STORAGE), error=result.error)
+            if result.outcome is Outcome.FAILED and result.failure is not None:
+                # the disk refused the diff file, or the trainer's check of the diff refused it
+                self._end(Ended.failed(result.failure), error=result.error)
             elif result.outcome is Outcome.FAILED or reason is None:
                 self._end(Ended.failed(Failure.TRAINER), error=result.error)
             else:
@@ -280,8 +298,8 @@ class CycleRun:
             return
         self._transition(CycleState.SPOOLING)
         try:
-            # a diff the node could not parse would stall its process (docs/protocol.md §7): check, then commit it
-            await asyncio.to_thread(check_diff_file, diff_path, files[0])
+            # the trainer checked the diff it wrote (docs/protocol.md §7: a diff the node could not parse
+            # would stall its process) and hashed the bytes; the commit checks the file's size
             entry = await asyncio.to_thread(
                 self._spool.commit,
                 job.name,

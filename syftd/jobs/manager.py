@@ -31,6 +31,7 @@ from syftd.errors import TokenError
 from syftd.history import History
 from syftd.identity import Identity
 from syftd.jobs import view
+from syftd.jobs.bookkeeping import HistoryQueue
 from syftd.jobs.cycle import CycleRun
 from syftd.jobs.ports import ClientFactory, ConditionsSource, GridSession, Trainers
 from syftd.jobs.report import ReportRun
@@ -38,7 +39,7 @@ from syftd.jobs.runtime import JobRuntime
 from syftd.jobs.states import CycleRecord, new_cycle_id
 from syftd.jobs.verbs import OperatorVerbs
 from syftd.log import get_logger
-from syftd.outcomes import ExpiryReason, ReportOutcome
+from syftd.outcomes import CycleOutcome, ExpiryReason, ReportOutcome
 from syftd.spool import Spool
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class JobManager(OperatorVerbs):
         self._monitor = monitor
         self._pool = pool
         self._spool = spool
-        self._history = history
+        self._history = HistoryQueue(history)
         self._identity = identity
         self._client_factory = client_factory
         self._status = status
@@ -139,6 +140,7 @@ class JobManager(OperatorVerbs):
             self._loop_task = None
         if self._background:
             await asyncio.wait(list(self._background), timeout=_SETTLE_S)
+        await self._history.flush()
 
     # ------------------------------------------------------------------ configuration
 
@@ -179,7 +181,7 @@ class JobManager(OperatorVerbs):
         if token_file is not None:
             job.token, job.token_error = await asyncio.to_thread(_read_token, name, token_file)
         pending = await asyncio.to_thread(self._pending_count, name)
-        job.last = job.last or await asyncio.to_thread(self._history.last, name)
+        job.last = job.last or await asyncio.to_thread(self._history.history.last, name)
         if job.config.kind == "pygrid":  # a flower job trains in its SuperNode's own environment
             packages = capability.packages_for(job.config.data.source)
             job.cannot_train = await asyncio.to_thread(capability.training_unavailable, packages)
@@ -358,15 +360,11 @@ class JobManager(OperatorVerbs):
         # job and cycle come from the task's contextvars; the history keeps cycle_id
         logged = {k: v for k, v in entry.items() if v is not None and k not in ("job", "cycle_id")}
         _log.info(events.CYCLE_FINISHED, **logged)
-        job.state = state
-        pending = await asyncio.to_thread(self._record, name, entry)
-        # the state may have moved meanwhile (conditions, verbs): only the count is this write's
-        job.state = dataclasses.replace(job.state, spool_pending=pending)
-
-    def _record(self, name: str, entry: dict[str, Any]) -> int:
-        """In a worker thread: the history entry, then the spool's pending count."""
+        # the cycle left its diff spooled, or none: the count follows without reading the spool
+        spooled = 1 if record.ended.outcome is CycleOutcome.SPOOLED else 0
+        job.state = dataclasses.replace(state, spool_pending=state.spool_pending + spooled)
+        # bookkeeping that guards nothing: written after the next cycle has begun (issue 15)
         self._history.record(name, entry)
-        return self._pending_count(name)
 
     # ------------------------------------------------------------------ spooled reports
 
@@ -387,7 +385,7 @@ class JobManager(OperatorVerbs):
             outcomes = tuple(outcome for _entry, outcome in done)
             for entry, outcome in done:
                 if outcome.is_settled:
-                    await asyncio.to_thread(self._history.update, name, entry.cycle_id, outcome=outcome.value)
+                    self._history.update(name, entry.cycle_id, outcome=outcome.value)
         finally:
             now = self._clock()
             state = dataclasses.replace(job.state, running=False)

@@ -1,7 +1,8 @@
 """The values that cross the daemon/trainer boundary, and how they are framed on the socket.
 
 Owns ``Outcome``, ``Stage``, ``Progress``, ``TrainingResult`` (what the daemon gets back), ``Request`` and
-``Preload`` (what the trainer gets) and the frame codec: a 4-byte big-endian length, then a pickle.
+``Preload`` (what the trainer gets), ``failure_of`` (the kind of a FAILED run that is not the trainer's
+own: storage, a non-finite or misfitting diff) and the frame codec: a 4-byte big-endian length, then a pickle.
 The daemon reads frames with an unpickler that only admits this module's values, so a trainer cannot
 make it build anything else. Exceptions never cross: the trainer turns them into a FAILED result. Torch-free.
 Does not own the socket or the processes (``process``) nor what the trainer does (``worker``).
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syftd.config import DataConfig, JobConfig
-from syftd.outcomes import ExpiryReason
+from syftd.errors import DiffUnwritable, NonFiniteDiff, WireError
+from syftd.outcomes import ExpiryReason, Failure
 
 __all__ = [
     "DIFF_UNWRITABLE",
@@ -31,6 +33,7 @@ __all__ = [
     "TrainingResult",
     "decode_from_trainer",
     "encode",
+    "failure_of",
 ]
 
 HEADER = struct.Struct(">I")
@@ -92,6 +95,9 @@ class TrainingResult:
     diff_size: int = 0
     diff_sha256: str | None = None
     """Set when the diff was written to the request's ``diff_path`` (then ``diff`` is None)."""
+    failure: Failure | None = None
+    """A FAILED run's kind when it is not the trainer's own: ``STORAGE`` (the disk refused the diff
+    file), ``NON_FINITE`` (the diff holds NaN or infinity), ``WIRE`` (the diff does not fit the model)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +127,17 @@ class Preload:
     data: DataConfig
 
 
+def failure_of(exc: Exception) -> Failure | None:
+    """A FAILED run's ``failure`` for the exception that ended it; None when it is the trainer's own."""
+    if isinstance(exc, NonFiniteDiff):
+        return Failure.NON_FINITE
+    if isinstance(exc, DiffUnwritable):
+        return Failure.STORAGE
+    if isinstance(exc, WireError):
+        return Failure.WIRE
+    return None
+
+
 def encode(message: Any) -> bytes:
     """One frame: header and pickle."""
     body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
@@ -134,6 +151,7 @@ _FROM_TRAINER = {
     (__name__, "TrainerStage"): TrainerStage,
     (__name__, "TrainingResult"): TrainingResult,
     ("syftd.outcomes", "ExpiryReason"): ExpiryReason,
+    ("syftd.outcomes", "Failure"): Failure,
 }
 
 

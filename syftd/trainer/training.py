@@ -22,13 +22,22 @@ import torch
 
 from syftd import events
 from syftd.config import DataConfig
-from syftd.errors import TrainerError, WireError
+from syftd.errors import DiffUnwritable, TrainerError, WireError
 from syftd.grid import wire
 from syftd.log import get_logger
 from syftd.statedir import atomic_write
 from syftd.trainer.data import BatchSource, load_source
 from syftd.trainer.flag import Expired, ExpiryView
-from syftd.trainer.messages import DIFF_UNWRITABLE, Outcome, Progress, Request, Stage, TrainerStage, TrainingResult
+from syftd.trainer.messages import (
+    DIFF_UNWRITABLE,
+    Outcome,
+    Progress,
+    Request,
+    Stage,
+    TrainerStage,
+    TrainingResult,
+    failure_of,
+)
 from syftd.trainer.plan import PlanRunner, from_wire, load_plan, to_wire
 
 __all__ = ["Trainer"]
@@ -94,6 +103,7 @@ class Trainer:
             report(Stage(TrainerStage.WRITING_DIFF))
             trained = [p.to("cpu") for p in runner.params]
             diff = wire.encode_state(to_wire([o - t for o, t in zip(original, trained, strict=True)]))
+            # the one check of the diff before it is spooled: the daemon trusts it (issue 15)
             wire.check_diff(diff, model)
             if request.diff_path is not None:
                 written = _write_diff(Path(request.diff_path), diff)
@@ -102,7 +112,7 @@ class Trainer:
             return result(Outcome.EXPIRED, reason=exc.reason)
         except (TrainerError, WireError) as exc:
             _log.warning(events.TRAINER_FAILED, error=str(exc), steps=len(losses))
-            return result(Outcome.FAILED, error=str(exc))
+            return result(Outcome.FAILED, error=str(exc), failure=failure_of(exc))
         except MemoryError:
             _log.warning(events.TRAINER_FAILED, error="out of memory", steps=len(losses))
             return result(Outcome.FAILED, error="the trainer ran out of memory")
@@ -162,12 +172,12 @@ def _write_diff(path: Path, diff: bytes) -> str:
     directory fsyncs it, and the entry is pending only from then on, so one fsync guards both names.
 
     Raises:
-        TrainerError: the disk refused the write (nothing is left at ``path``).
+        DiffUnwritable: the disk refused the write (nothing is left at ``path``).
     """
     try:
         atomic_write(path, diff, sync_dir=False)
     except OSError as exc:
-        raise TrainerError(f"{DIFF_UNWRITABLE} to {path}: {exc}") from exc
+        raise DiffUnwritable(f"{DIFF_UNWRITABLE} to {path}: {exc}") from exc
     return hashlib.sha256(diff).hexdigest()
 
 

@@ -2,7 +2,8 @@
 
 It speaks the same frame protocol on the same inherited socket, takes the same arguments, checks the
 same shared-memory expiration flag between its steps, exits the same way, and returns a real diff
-State (every parameter's difference is ``0.001``) that passes ``wire.check_diff``; it trains nothing.
+State (every parameter's difference is ``0.001``), checked with ``wire.check_diff`` as the real trainer
+checks it (a FAILED result of the same ``failure`` kind when the check refuses it); it trains nothing.
 The middle-layer tests run ``syftd.jobs`` against it in-process, where importing torch per cycle
 would cost seconds.
 
@@ -25,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from syftd.errors import WireError
 from syftd.grid import wire
 from syftd.statedir import atomic_write
 from syftd.trainer.flag import Expired, ExpiryView
@@ -38,6 +40,7 @@ from syftd.trainer.messages import (
     TrainerStage,
     TrainingResult,
     encode,
+    failure_of,
 )
 
 STANDIN = True
@@ -110,8 +113,16 @@ def _run(sock: socket.socket, request: Request, step_s: float) -> TrainingResult
         flag.check()
         if request.model_path is None or request.diff_path is None:
             return TrainingResult(Outcome.COMPLETED, diff=_diff(request.model), steps=total, losses=tuple(losses))
-        # the file hand-off, as the real trainer does it: model from the file, the diff written durably
-        diff = _diff(Path(request.model_path).read_bytes())
+        # the file hand-off, as the real trainer does it: model from the file, the diff checked against
+        # it (the daemon does not check it again) and written durably
+        model = Path(request.model_path).read_bytes()
+        diff = _diff(model)
+        try:
+            wire.check_diff(diff, model)
+        except WireError as exc:
+            return TrainingResult(
+                Outcome.FAILED, steps=total, losses=tuple(losses), error=str(exc), failure=failure_of(exc)
+            )
         atomic_write(Path(request.diff_path), diff)
         return TrainingResult(
             Outcome.COMPLETED,

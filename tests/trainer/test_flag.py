@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from support.timing import LOAD_MARGIN_S
 
-from syftd.outcomes import ExpiryReason
+from syftd.errors import DiffUnwritable, NonFiniteDiff, TrainerError, WireError
+from syftd.outcomes import ExpiryReason, Failure
 from syftd.trainer.flag import Expired, ExpiryFlag, ExpiryView
-from syftd.trainer.messages import Outcome, Progress, TrainingResult, decode_from_trainer, encode
+from syftd.trainer.messages import Outcome, Progress, TrainingResult, decode_from_trainer, encode, failure_of
 
 
 def test_a_new_flag_is_live(new_flag: Callable[[], ExpiryFlag]) -> None:
@@ -127,3 +128,12 @@ def test_a_flag_is_one_block_removed_on_close_with_no_helper_process() -> None:
         assert block.stat().st_size == 1 and block.stat().st_mode & 0o777 == 0o600
         assert {p.pid for p in psutil.Process().children(recursive=True)} == before
     assert not block.exists()
+
+
+def test_a_failed_run_names_its_kind_when_it_is_not_the_trainers_own() -> None:
+    """The daemon does not check the diff again: the trainer's result says storage, non_finite or wire,
+    and leaves any other failure the trainer's (None)."""
+    assert failure_of(DiffUnwritable("disk full")) is Failure.STORAGE
+    assert failure_of(NonFiniteDiff("tensor 1: 1 of 3 values are NaN")) is Failure.NON_FINITE
+    assert failure_of(WireError("diff has 1 tensors, the model has 2")) is Failure.WIRE
+    assert failure_of(TrainerError("the loss is nan at step 3")) is None

@@ -22,11 +22,11 @@ from typing import Any
 from syftd import __version__, capability, events
 from syftd import config as config_mod
 from syftd.conditions.monitor import ConditionsMonitor
-from syftd.config import Config, JobConfig
+from syftd.config import Config
 from syftd.control import ControlServer
 from syftd.energy import EnergyMeter
 from syftd.errors import ConfigError, ControlError
-from syftd.grid.client import GridClient, SpeedCache
+from syftd.grid.kept import KeptClients
 from syftd.history import History
 from syftd.identity import Identity
 from syftd.jobs import JobManager
@@ -82,6 +82,8 @@ class Daemon:
         self.history = History(
             config.daemon.state_dir, on_record=self.metrics.observe_cycle if self.metrics is not None else None
         )
+        # one client per job kept across back-to-back cycles (issue 15); closed after the jobs stop
+        self.clients = KeptClients()
         self.jobs = JobManager(
             config,
             monitor=self.monitor,
@@ -89,24 +91,15 @@ class Daemon:
             spool=Spool(config.daemon.state_dir),
             history=self.history,
             identity=Identity(config.daemon.state_dir),
-            client_factory=self._grid_client,
+            client_factory=self.clients,
             status=self.notifier.status,
             energy=self.energy,
         )
-        self._speed_caches: dict[tuple[str, str], SpeedCache] = {}
         self._actions: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._stop_deadline: float | None = None
         self._sigint_count = 0
         self._reloads = 0
-
-    def _grid_client(self, job: JobConfig, token: str | None) -> GridClient:
-        """A client for one phase of a cycle; a job's speed test outlives it (grid.speed_test_reuse_s)."""
-        key = (job.name, job.grid.url)
-        cache = self._speed_caches.get(key)
-        if cache is None or cache.max_age_s != job.grid.speed_test_reuse_s:
-            cache = self._speed_caches[key] = SpeedCache(job.grid.speed_test_reuse_s)
-        return GridClient(job.grid, token=token, speed_cache=cache)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -180,6 +173,7 @@ class Daemon:
             _Named("state_dir", ensure_state, nothing),
             _Named("conditions", self.monitor.start, self.monitor.stop),
             _Named("trainers", self.pool.start, self.pool.stop),
+            _Named("grid clients", nothing, self.clients.close),
             _Named("jobs", self.jobs.start, lambda: self.jobs.stop(self._stop_deadline)),
             _Named("control", control.start, control.stop),
         ]

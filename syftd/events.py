@@ -64,6 +64,7 @@ FLOWER_SUPERNODE_STARTED = "flower.supernode_started"
 
 # grid
 GRID_AUTHENTICATED = "grid.authenticated"
+GRID_CONNECTION_RENEWED = "grid.connection_renewed"
 GRID_CYCLE_ACCEPTED = "grid.cycle_accepted"
 GRID_CYCLE_FINISHED = "grid.cycle_finished"
 GRID_CYCLE_REJECTED = "grid.cycle_rejected"

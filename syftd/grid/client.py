@@ -25,7 +25,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -267,11 +267,12 @@ class GridClient(ServiceContext):
                 answer = unwrap(await self.connection.ws_exchange("report", frame, request_id), "report")
             else:
                 head, tail = frames.report_parts(worker_id, request_key)
-                body: bytes | bytearray | AsyncIterator[bytes]
+                body: bytes | bytearray | Callable[[], AsyncIterator[bytes]]
                 if isinstance(diff, bytes):
                     body = await frames.whole_report(head, diff, tail)
                 else:
-                    body = frames.streamed_report(head, diff, tail)
+                    path = diff  # streamed from the file, afresh if it must be sent again
+                    body = lambda: frames.streamed_report(head, path, tail)  # noqa: E731
                 length = len(head) + frames.b64_length(size) + len(tail)
                 answer = unwrap(await self.connection.http_post("report", body, length), "report")
             if "error" in answer:

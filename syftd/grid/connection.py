@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -58,6 +58,7 @@ class NodeConnection:
         self._ssl: ssl.SSLContext | bool = True
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
         self._ws_lock = asyncio.Lock()
+        self._posted = False  # an earlier exchange may have left a connection kept alive
         self.http_base, self.ws_url = _urls(grid.url, grid.prefix)
 
     @property
@@ -76,6 +77,7 @@ class NodeConnection:
             raise RuntimeError("GridClient.start() called twice; create one client per job run")
         self._ssl = ssl_context(self._grid.ca_file)
         self._session = new_session()
+        self._posted = False
 
     async def close(self) -> None:
         """Close the WebSocket and the session. Idempotent."""
@@ -145,17 +147,38 @@ class NodeConnection:
             ws = self._ws = await within(connecting, self._grid.timeout_s, op, "no WebSocket handshake")
         return ws
 
-    async def http_post(self, op: str, body: bytes | bytearray | AsyncIterator[bytes], length: int) -> Any:
-        """POST ``body``; its answer must start within ``timeout_s`` of the body's last piece leaving."""
+    async def http_post(
+        self, op: str, body: bytes | bytearray | Callable[[], AsyncIterator[bytes]], length: int
+    ) -> Any:
+        """POST ``body`` (bytes, or a function giving a fresh stream of it); its answer must start within
+        ``timeout_s`` of the body's last piece leaving.
+
+        A node closes idle kept-alive connections (after its own keep-alive time, which may be shorter
+        than a cycle's training); a POST that meets such a connection closed before any answer is sent
+        once more on a fresh connection, the node never having read it. A failure on a fresh connection
+        is not retried.
+        """
         timeout_s = self._grid.timeout_s
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
         headers = {"Content-Type": "application/json", "Content-Length": str(length)}
-        moved = [asyncio.get_running_loop().time()]
-        pieces = upload_pieces(body, moved)
-        request = self.session().post(
-            f"{self.http_base}/{op}", data=pieces, headers=headers, timeout=timeout, ssl=self._ssl
-        )
-        async with await while_moving(request, moved, timeout_s, op) as resp:
+        session = self.session()
+        may_be_kept = self._posted
+        while True:
+            moved = [asyncio.get_running_loop().time()]
+            pieces = upload_pieces(body if isinstance(body, bytes | bytearray) else body(), moved)
+            url = f"{self.http_base}/{op}"
+            request = session.post(url, data=pieces, headers=headers, timeout=timeout, ssl=self._ssl)
+            try:
+                resp = await while_moving(request, moved, timeout_s, op)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if not may_be_kept or isinstance(exc, aiohttp.ClientConnectorError):
+                    raise
+                may_be_kept = False
+                log.info(events.GRID_CONNECTION_RENEWED, op=op, error=type(exc).__name__)
+                continue
+            break
+        self._posted = True
+        async with resp:
             raw = await read_capped(resp, JSON_CAP, op, timeout_s)
             status = resp.status
         if status >= 500:

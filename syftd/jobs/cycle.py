@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TypeVar
 
@@ -66,7 +67,7 @@ class CycleRun:
         job: JobConfig,
         *,
         cycle_id: str,
-        client: Callable[[], GridSession],
+        client: Callable[[], AbstractAsyncContextManager[GridSession]],
         pool: Trainers,
         spool: Spool,
         identity: Identity,

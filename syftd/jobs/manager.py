@@ -20,6 +20,7 @@ import datetime as dt
 import random
 import time
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -398,7 +399,7 @@ class JobManager(OperatorVerbs):
     def _pending_count(self, name: str) -> int:
         return len(self._spool.pending(name))
 
-    def _session_of(self, job: JobRuntime) -> Callable[[], GridSession]:
+    def _session_of(self, job: JobRuntime) -> Callable[[], AbstractAsyncContextManager[GridSession]]:
         config, token = job.config, job.token
         return lambda: self._client_factory(config, token)
 

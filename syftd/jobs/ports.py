@@ -10,6 +10,7 @@ history and the identity are used as their real types. Does no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
@@ -45,8 +46,9 @@ class GridSession(Protocol):
     async def report_file(self, worker_id: str, request_key: str, path: Path) -> None: ...
 
 
-ClientFactory = Callable[["JobConfig", "str | None"], GridSession]
-"""A new session with the job's node, given the job and its auth token."""
+ClientFactory = Callable[["JobConfig", "str | None"], AbstractAsyncContextManager[GridSession]]
+"""A session with the job's node for one ``async with``, given the job and its auth token (the daemon
+lends one kept across cycles, ``syftd.grid.kept``)."""
 
 
 class ConditionsSource(Protocol):

@@ -245,19 +245,23 @@ class GridClient(ServiceContext):
         """
         await self._report(worker_id, request_key, diff)
 
-    async def report_file(self, worker_id: str, request_key: str, path: Path) -> None:
-        """Send the diff stored in ``path``: streamed over HTTP, one frame built from the file over WS.
+    async def report_file(self, worker_id: str, request_key: str, path: Path, *, size: int | None = None) -> None:
+        """Send the diff stored in ``path`` (``size`` bytes, when the caller knows it): streamed over HTTP,
+        one frame built from the file over WS.
 
         Raises:
-            GridError: as :meth:`report`. OSError: the file cannot be read.
+            GridError: as :meth:`report`. OSError: the file cannot be read, or is not ``size`` bytes.
         """
-        await self._report(worker_id, request_key, path)
+        await self._report(worker_id, request_key, path, size)
 
     # ------------------------------------------------------------------------------------ private
 
-    async def _report(self, worker_id: str, request_key: str, diff: bytes | Path) -> None:
+    async def _report(self, worker_id: str, request_key: str, diff: bytes | Path, size: int | None = None) -> None:
         """The diff's base64 is spliced into the JSON text (syftd.grid.frames), never re-serialised."""
-        size = len(diff) if isinstance(diff, bytes) else (await asyncio.to_thread(diff.stat)).st_size
+        if isinstance(diff, bytes):
+            size = len(diff)
+        elif size is None:
+            size = (await asyncio.to_thread(diff.stat)).st_size
         async with self.connection.errors("report"):
             if self._grid.transport == "ws":
                 request_id = uuid.uuid4().hex

@@ -25,7 +25,6 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import TypeVar
 
 from syftd import events
@@ -42,7 +41,7 @@ from syftd.errors import (
 )
 from syftd.grid.answers import Accepted
 from syftd.identity import Identity
-from syftd.jobs.files import PROBE_AFTER_S, clear_work_dir, work_dir
+from syftd.jobs.files import PROBE_AFTER_S, Begun, Spooled, begin, clear_work_dir, settle
 from syftd.jobs.ports import GridSession, Trainers
 from syftd.jobs.report import Aborted, ReportOutcome, ReportRun, race
 from syftd.jobs.states import CycleRecord, CycleState, TrainerPhase, check_transition, terminal_state
@@ -88,6 +87,7 @@ class CycleRun:
         self._abort_report = asyncio.Event()
         self._warming: asyncio.Future[None] | None = None
         self._marking: asyncio.Future[None] | None = None
+        self._cleared = False
         self._accepted = False
         self._trained = False
         self._started = time.monotonic()
@@ -195,12 +195,12 @@ class CycleRun:
     async def _run(self) -> None:
         # one client, so one set of connections, from the cycle request to the report (issue 15);
         # model and plan stream into the job's work directory, never into the daemon's memory
-        work = await asyncio.to_thread(work_dir, self._spool.state_dir, self.job.name)
+        # the files' set-up and the saved worker id in one trip to a worker thread (each trip costs)
+        begun = await asyncio.to_thread(begin, self._spool, self._identity, self.job, self.cycle_id)
         try:
             async with self._client_factory() as client:
-                files = (work / "model.pb", work / "plan.pb")
                 try:
-                    plan_id, worker_id, accepted = await self._download(client, files)
+                    plan_id, worker_id, accepted = await self._download(client, begun)
                 except BaseException:
                     await self._marked(quiet=True)
                     raise
@@ -208,9 +208,10 @@ class CycleRun:
                 if self._warming is not None:
                     await self._guarded(asyncio.shield(self._warming))
                 self._check_flag()
-                await self._train(client, files, plan_id, worker_id, accepted)
+                await self._train(client, begun, plan_id, worker_id, accepted)
         finally:
-            await asyncio.to_thread(clear_work_dir, work)
+            if not self._cleared:
+                await asyncio.to_thread(clear_work_dir, begun.work)
 
     async def _marked(self, *, quiet: bool = False) -> None:
         """Wait for the worker id's in-cycle mark; its OSError ends the cycle ``storage`` (``quiet``:
@@ -224,22 +225,22 @@ class CycleRun:
         with contextlib.suppress(OSError):
             await asyncio.shield(marking)
 
-    async def _download(self, client: GridSession, files: tuple[Path, Path]) -> tuple[int, str, Accepted]:
+    async def _download(self, client: GridSession, begun: Begun) -> tuple[int, str, Accepted]:
         job, record = self.job, self.record
-        worker_id = await asyncio.to_thread(self._identity.load_worker, job.name, job.grid.url)
+        worker_id, needs_speed_test = begun.worker_id, begun.needs_speed_test
         if worker_id is None:
             self._transition(CycleState.AUTHENTICATING)
-            worker_id = await self._authenticate(client)
+            worker_id, needs_speed_test = await self._authenticate(client)
         self._transition(CycleState.REQUESTING)
         try:
-            accepted = await self._guarded(self._request(client, worker_id))
+            accepted = await self._guarded(self._request(client, worker_id, needs_speed_test))
         except GridWorkerUnknown:
             # the node forgot this worker (restart, new process): authenticate afresh, once
             await asyncio.to_thread(self._identity.forget_worker, job.name)
             self._transition(CycleState.AUTHENTICATING)
-            worker_id = await self._authenticate(client)
+            worker_id, needs_speed_test = await self._authenticate(client)
             self._transition(CycleState.REQUESTING)
-            accepted = await self._guarded(self._request(client, worker_id))
+            accepted = await self._guarded(self._request(client, worker_id, needs_speed_test))
         self._accepted = True
         self._requested_at = time.monotonic()
         # durable before the trainer starts, written while the cycle downloads (issue 15)
@@ -253,18 +254,16 @@ class CycleRun:
             raise GridProtocolError(
                 f"the node offers no plan named {job.grid.plan!r} (grid.plan); it has {sorted(accepted.plans)}"
             )
-        record.bytes_down = await self._guarded(client.download_cycle_to(*files, worker_id, accepted))
+        download = client.download_cycle_to(begun.model, begun.plan, worker_id, accepted)
+        record.bytes_down = await self._guarded(download)
         return plan_id, worker_id, accepted
 
-    async def _train(
-        self, client: GridSession, files: tuple[Path, Path], plan_id: int, worker_id: str, accepted: Accepted
-    ) -> None:
+    async def _train(self, client: GridSession, begun: Begun, plan_id: int, worker_id: str, accepted: Accepted) -> None:
         job, record = self.job, self.record
         self._transition(CycleState.TRAINING)
         self._trained = True
         train_started = time.monotonic()
         # the trainer writes the diff into the spool itself, durably; only its size and hash come back
-        diff_path = await asyncio.to_thread(self._spool.diff_file, job.name, self.cycle_id)
         result = await self._pool.train(
             job,
             model=b"",
@@ -274,7 +273,7 @@ class CycleRun:
             on_progress=self._progress,
             cycle_id=self.cycle_id,
             on_stage=self._stage,
-            files=(*files, diff_path),
+            files=(begun.model, begun.plan, begun.diff),
         )
         record.train_s = round(time.monotonic() - train_started, 3)
         record.steps = result.steps
@@ -298,22 +297,17 @@ class CycleRun:
                     record.error = f"trainer {result.outcome.value} after the grace period"
             return
         self._transition(CycleState.SPOOLING)
+        spooled = Spooled(
+            size=result.diff_size,
+            sha256=result.diff_sha256,
+            worker_id=worker_id,
+            request_key=accepted.request_key,
+            plan_id=plan_id,
+            model_id=accepted.model_id,
+        )
         try:
-            # the trainer checked the diff it wrote (docs/protocol.md §7: a diff the node could not parse
-            # would stall its process) and hashed the bytes; the commit checks the file's size
-            entry = await asyncio.to_thread(
-                self._spool.commit,
-                job.name,
-                self.cycle_id,
-                size=result.diff_size,
-                sha256=result.diff_sha256,
-                worker_id=worker_id,
-                request_key=accepted.request_key,
-                plan_id=plan_id,
-                model_id=accepted.model_id,
-            )
-            # the worker id now has its diff in that cycle: it may be reused (the node keeps it out of a second)
-            await asyncio.to_thread(self._identity.mark_in_cycle, job.name, False)
+            entry = await asyncio.to_thread(settle, self._spool, self._identity, self.job, begun, spooled)
+            self._cleared = True
         except OSError as exc:
             self._end(Ended.failed(Failure.STORAGE), error=f"the diff could not be spooled: {exc}")
             return
@@ -321,7 +315,8 @@ class CycleRun:
         self._transition(CycleState.REPORTING)
         reporter = ReportRun(job.name, self._spool, lambda: _Borrowed(client), self._abort_report)
         # a fresh diff of a cycle requested moments ago needs no "is my cycle open?" probe
-        outcome = await reporter.report(entry, fresh=time.monotonic() - self._requested_at < PROBE_AFTER_S)
+        is_fresh = time.monotonic() - self._requested_at < PROBE_AFTER_S
+        outcome = await reporter.report(entry, fresh=begun.diff if is_fresh else None)
         if outcome is ReportOutcome.REPORTED:
             self._end(Ended(CycleOutcome.DONE))
         elif outcome is ReportOutcome.DISCARDED:
@@ -342,20 +337,22 @@ class CycleRun:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _authenticate(self, client: GridSession) -> str:
+    async def _authenticate(self, client: GridSession) -> tuple[str, bool]:
+        """A new worker id, saved; and whether the node wants a speed test with its requests."""
         auth = await self._guarded(client.authenticate())
+        needs_speed_test = bool(auth.requires_speed_test)
         await asyncio.to_thread(
             self._identity.save_worker,
             self.job.name,
             auth.worker_id,
             self.job.grid.url,
-            requires_speed_test=bool(auth.requires_speed_test),
+            requires_speed_test=needs_speed_test,
         )
-        return str(auth.worker_id)
+        return str(auth.worker_id), needs_speed_test
 
-    async def _request(self, client: GridSession, worker_id: str) -> Accepted:
+    async def _request(self, client: GridSession, worker_id: str, needs_speed_test: bool) -> Accepted:
         speed = None
-        if await asyncio.to_thread(self._identity.requires_speed_test, self.job.name):
+        if needs_speed_test:
             # one measurement serves the requests of grid.speed_test_reuse_s (the client's cache)
             try:
                 speed = await client.speed(worker_id)

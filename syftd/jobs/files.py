@@ -1,7 +1,10 @@
-"""A cycle's files: the work directory its model and plan stream into.
+"""A cycle's files: the work directory its model and plan stream into, and the diff's commit.
 
 Owns ``<state_dir>/jobs/<job>/work/`` (one cycle of a job at a time: emptied when a cycle begins and
-when it ends, so a crash leaves at most one cycle's downloads behind) and ``PROBE_AFTER_S``. The diff
+when it ends, so a crash leaves at most one cycle's downloads behind), ``PROBE_AFTER_S``, and the two
+trips to a worker thread that bracket the training (each trip costs a thread hand-off, so one per
+side, issue 15): ``begin`` (the work directory, the saved worker id, the diff's spool path) and
+``settle`` (commit the diff, clear the worker id's in-cycle mark, empty the work directory). The diff
 is not read here: the trainer checks it with ``wire.check_diff`` on the bytes it writes and hashes,
 and the daemon reads it only to send it (issue 15). Blocking: call through ``asyncio.to_thread``.
 Does not own the spool's files (``syftd.spool``) nor the wire format (``syftd.grid.wire``).
@@ -9,12 +12,15 @@ Does not own the spool's files (``syftd.spool``) nor the wire format (``syftd.gr
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
-from syftd.spool import job_dir
+from syftd.config import JobConfig
+from syftd.identity import Identity
+from syftd.spool import Spool, SpoolEntry, job_dir
 
-__all__ = ["PROBE_AFTER_S", "clear_work_dir", "work_dir"]
+__all__ = ["PROBE_AFTER_S", "Begun", "Spooled", "begin", "clear_work_dir", "settle", "work_dir"]
 
 PROBE_AFTER_S = 60.0
 """A fresh diff is reported without a get-plan probe when its cycle was requested less than this ago."""
@@ -31,3 +37,57 @@ def work_dir(state_dir: Path, job: str) -> Path:
 def clear_work_dir(path: Path) -> None:
     """Remove the cycle's downloads; a directory already gone is fine."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Begun:
+    """What a cycle sets up before its first request: its files and the saved worker id."""
+
+    cycle_id: str
+    work: Path
+    model: Path
+    plan: Path
+    diff: Path
+    worker_id: str | None
+    needs_speed_test: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Spooled:
+    """What the spool's ``.json`` records of a finished diff, besides its job and cycle."""
+
+    size: int
+    sha256: str
+    worker_id: str
+    request_key: str
+    plan_id: int | str
+    model_id: int | str
+
+
+def begin(spool: Spool, identity: Identity, job: JobConfig, cycle_id: str) -> Begun:
+    """The emptied work directory, the saved worker id (and whether it owes speed tests), the diff's path.
+
+    Raises:
+        OSError: the state directory refused the work directory.
+    """
+    work = work_dir(spool.state_dir, job.name)
+    worker_id = identity.load_worker(job.name, job.grid.url)
+    needs_speed_test = worker_id is not None and identity.requires_speed_test(job.name)
+    diff = spool.diff_file(job.name, cycle_id)
+    return Begun(cycle_id, work, work / "model.pb", work / "plan.pb", diff, worker_id, needs_speed_test)
+
+
+def settle(spool: Spool, identity: Identity, job: JobConfig, begun: Begun, spooled: Spooled) -> SpoolEntry:
+    """Commit the diff the trainer wrote (durably: from here no crash loses it), clear the worker id's
+    in-cycle mark (its diff is in that cycle now, so it may be reused), empty the work directory.
+
+    The trainer checked the diff it wrote (docs/protocol.md §7: a diff the node could not parse would
+    stall its process) and hashed the bytes; the commit checks the file's size.
+
+    Raises:
+        OSError: the diff file is missing or of another size, or the disk refused the commit.
+    """
+    entry = spool.commit(job.name, begun.cycle_id, **dataclasses.asdict(spooled))
+    identity.mark_in_cycle(job.name, False)
+    clear_work_dir(begun.work)
+    return entry

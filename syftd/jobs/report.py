@@ -30,33 +30,37 @@ _log = get_logger("syftd.jobs.report")
 T = TypeVar("T")
 
 
-async def report_entry(client: GridSession, spool: Spool, entry: SpoolEntry, *, fresh: bool = False) -> ReportOutcome:
+async def report_entry(
+    client: GridSession, spool: Spool, entry: SpoolEntry, *, fresh: Path | None = None
+) -> ReportOutcome:
     """Probe whether the entry's cycle is still open (get-plan), then report from the file; marks the entry.
 
-    ``fresh``: the cycle that just wrote the diff, requested moments ago: no probe (its cycle cannot
-    have closed yet; the node would say "gone" to the report anyway) and no re-hash of the file the
-    trainer just wrote. Returns REPORTED or DISCARDED.
+    ``fresh``: the diff's file, given by the cycle that just wrote it and was requested moments ago:
+    no probe (its cycle cannot have closed yet; the node would say "gone" to the report anyway) and
+    no re-hash of the file the trainer just wrote and hashed. Returns REPORTED or DISCARDED.
 
     Raises:
         GridError: the node could not tell (retry later); the entry stays pending.
     """
-    if not fresh:
+    if fresh is None:
         try:
             await client.get_plan(entry.worker_id, entry.request_key, int(entry.plan_id))
         except GridCycleGone as exc:
             await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
             return ReportOutcome.DISCARDED
-    try:
-        path = await asyncio.to_thread(spool.verified_file, entry, check=not fresh)
-    except WireError:
-        return ReportOutcome.DISCARDED  # damaged on disk: the spool quarantined it and said so
+        try:
+            path = await asyncio.to_thread(spool.verified_file, entry)
+        except WireError:
+            return ReportOutcome.DISCARDED  # damaged on disk: the spool quarantined it and said so
+    else:
+        path = fresh
     # a diff of the first spool format was spooled by a version without the non-finite check; every
     # later one was checked before it was committed, so only those are read back whole here
     if entry.format == 1 and (bad := await asyncio.to_thread(_non_finite_file, path)) is not None:
         await asyncio.to_thread(spool.discard, entry, bad)
         return ReportOutcome.DISCARDED
     try:
-        await client.report_file(entry.worker_id, entry.request_key, path)
+        await client.report_file(entry.worker_id, entry.request_key, path, size=entry.size)
     except GridCycleGone as exc:
         await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
         return ReportOutcome.DISCARDED
@@ -94,7 +98,7 @@ class ReportRun:
         """Stop the report in flight; the diff stays spooled. Idempotent."""
         self._abort.set()
 
-    async def report(self, entry: SpoolEntry, *, fresh: bool = False) -> ReportOutcome:
+    async def report(self, entry: SpoolEntry, *, fresh: Path | None = None) -> ReportOutcome:
         """Report one entry: REPORTED, DISCARDED, PENDING (failed, kept) or ABORTED (kept).
 
         ``fresh``: see ``report_entry``; only the cycle that wrote the diff passes it.

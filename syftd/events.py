@@ -83,9 +83,11 @@ GRID_NODE_CYCLE_COMPLETED = "grid_node.cycle_completed"
 GRID_NODE_CYCLE_REJECTED = "grid_node.cycle_rejected"
 GRID_NODE_DIFF_REJECTED = "grid_node.diff_rejected"
 GRID_NODE_HOSTED = "grid_node.hosted"
+GRID_NODE_LISTENING = "grid_node.listening"  # `syftd node serve --json`: the start-up line scripts read
 GRID_NODE_LATE_REPORT_IGNORED = "grid_node.late_report_ignored"
 GRID_NODE_REPORT_DROPPED = "grid_node.report_dropped"
 GRID_NODE_REPORT_RECEIVED = "grid_node.report_received"
+GRID_NODE_START_FAILED = "grid_node.start_failed"
 GRID_NODE_STARTED = "grid_node.started"
 GRID_NODE_STOPPED = "grid_node.stopped"
 

@@ -136,6 +136,7 @@ TRAINER_IDLE_EXITED = "trainer.idle_exited"
 TRAINER_MEMORY_EXCEEDED = "trainer.memory_exceeded"
 TRAINER_NICE_REFUSED = "trainer.nice_refused"
 TRAINER_OUTPUT = "trainer.output"
+TRAINER_OUTPUT_DROPPED = "trainer.output_dropped"  # relayed output over the per-cycle limit, counted
 TRAINER_PRELOAD_FAILED = "trainer.preload_failed"
 TRAINER_PREPARE_FAILED = "trainer.prepare_failed"
 TRAINER_PROGRESS_CALLBACK_FAILED = "trainer.progress_callback_failed"

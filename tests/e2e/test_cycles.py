@@ -497,14 +497,17 @@ async def test_a_process_past_its_end_time_is_asked_again_after_growing_backoffs
     """The node keeps its cycle open for a second diff past the cycle's end and rejects the worker
     that already reported with a negative timeout. Past the averaging reading (a restarted daemon
     has none), those rejections are spaced by a growing jittered backoff (backoff_initial_s = 0.5),
-    never a fixed short retry."""
+    never a fixed short retry. The node asks for a speed test: one measurement per daemon life serves
+    every request of its reuse window (grid.speed_test_reuse_s, 3600 s), rejected ones included."""
     cycle_s = 4 + 2 * int(LOAD_MARGIN_S)
     hosted_at = time.monotonic()
-    harness.host(max_updates=3, cycle_length=cycle_s, max_diffs=2, min_diffs=2, num_cycles=5)
+    speeds = {"minimum_download_speed": 0.001, "minimum_upload_speed": 0.001}
+    harness.host(max_updates=3, cycle_length=cycle_s, max_diffs=2, min_diffs=2, num_cycles=5, **speeds)
     harness.write_config().write_text(harness.config_path.read_text().replace("interval_s = 3600", "interval_s = 0"))
     daemon = await harness.start()
     first = await daemon.wait_log("cycle.finished", timeout=90)
-    assert first["outcome"] == "done"
+    assert first["outcome"] == "done" and first["speed_test_bytes"] > 0, first
+    assert len(daemon.events("grid.speed_measured")) == 1
     await harness.stop()
     await asyncio.sleep(max(0.0, hosted_at + cycle_s + 1 - time.monotonic()))  # the cycle's end passes
     daemon = await harness.start()
@@ -514,6 +517,8 @@ async def test_a_process_past_its_end_time_is_asked_again_after_growing_backoffs
         after = daemon.logs.index(rejected) + 1
         rejections.append(rejected)
     assert all(r["outcome"] == "rejected" and r["rejected_timeout_s"] < 0 for r in rejections), rejections
+    assert len(daemon.events("grid.speed_measured")) == 1, daemon.events("grid.speed_measured")
+    assert [r["speed_test_bytes"] > 0 for r in rejections] == [True, False, False, False], rejections
     waits = [r["retry_in_s"] for r in rejections]
     caps = [min(0.5 * 2**k, 300.0) for k in range(4)]  # backoff_initial_s doubling (equal jitter: half fixed)
     assert all(cap / 2 - 0.01 <= w <= cap + 0.01 for w, cap in zip(waits, caps, strict=True)), (waits, caps)

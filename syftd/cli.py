@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from syftd import __version__, control, log
 from syftd import config as config_mod
-from syftd.errors import EXIT_TABLE, ExitStatus, NoDaemonError, SyftdError, exit_status_of
+from syftd.errors import EXIT_TABLE, ConfigError, ExitStatus, NoDaemonError, SyftdError, exit_status_of
 
 __all__ = ["EXIT_CONFIG", "EXIT_UNAVAILABLE", "main", "parser"]
 
@@ -188,7 +188,10 @@ def _history_from_files(args: argparse.Namespace, no_daemon: NoDaemonError) -> d
     limit = args.limit
     if limit is not None and (limit < 1 or limit != int(limit)):
         _Parser(prog="syftd history").error(f"--limit must be a positive whole number, got {limit:g}")
-    answer = read_history(args.config, args.job, None if limit is None else int(limit))
+    try:
+        answer = read_history(args.config, args.job, None if limit is None else int(limit))
+    except ConfigError as exc:  # no daemon and no configuration to find its files by: both said, 69
+        raise NoDaemonError(f"{no_daemon}; nor could the history files be found: {exc}") from None
     note = f"{no_daemon}; read the history files in the state directory instead"
     answer["note"] = note
     if not args.json:

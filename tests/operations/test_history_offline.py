@@ -119,6 +119,14 @@ def test_an_unknown_job_or_one_without_history(tmp_path: Path) -> None:
     assert not (tmp_path / "state").exists()
 
 
+def test_without_a_daemon_or_a_readable_configuration_both_are_said(tmp_path: Path) -> None:
+    """No daemon and a configuration that cannot be read: exit 69 naming both, no traceback."""
+    missing = tmp_path / "missing.toml"
+    done = syftd("--config", str(missing), "history", "--runtime-dir", str(tmp_path / "run"))
+    assert done.returncode == 69 and "Traceback" not in done.stderr, done.stderr
+    assert "no syftd is running" in done.stderr and f"{missing}" in done.stderr and "cannot read" in done.stderr
+
+
 def test_a_partial_history_file_is_named_with_its_line_and_left_untouched(tmp_path: Path) -> None:
     """A file cut short (a crash before the bytes reached the disk) exits 65 naming the file and the line
     where it ends; its bytes stay as they were and nothing is moved aside, for the daemon or the

@@ -4,8 +4,8 @@ Owns argument parsing, printing, ``--json`` (on every command, and on errors: on
 stdout with ``error``, ``kind`` and ``exit_status``) and the mapping of errors to the exit statuses of
 ``errors.ExitStatus`` (the table ``--help`` prints). Does not own what the verbs do: ``run`` hands over
 to ``daemon``, ``check-config`` to ``checkconfig``, the others ask the running daemon over its control
-socket. ``syftd node …`` (alias ``syftd grid …``) is the local PyGrid-compatible node
-(``syftd.node.cli``).
+socket (``history``, when no daemon answers, reads the state directory's files: ``historyfile``).
+``syftd node …`` (alias ``syftd grid …``) is the local PyGrid-compatible node (``syftd.node.cli``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from syftd import __version__, control, log
 from syftd import config as config_mod
-from syftd.errors import EXIT_TABLE, ExitStatus, SyftdError, exit_status_of
+from syftd.errors import EXIT_TABLE, ConfigError, ExitStatus, NoDaemonError, SyftdError, exit_status_of
 
 __all__ = ["EXIT_CONFIG", "EXIT_UNAVAILABLE", "main", "parser"]
 
@@ -171,6 +171,29 @@ def _verb(args: argparse.Namespace) -> int:
     verb = control.VERBS[args.command]
     runtime_dir: Path = args.runtime_dir or config_mod.runtime_dir_of(args.config)
     params: dict[str, Any] = {arg.name: getattr(args, arg.name, None) for arg in verb.args}
-    answer = asyncio.run(control.call(runtime_dir, verb.name, params))
+    try:
+        answer = asyncio.run(control.call(runtime_dir, verb.name, params))
+    except NoDaemonError as exc:
+        if verb.name != "history":
+            raise
+        answer = _history_from_files(args, exc)
     print(json.dumps(answer, indent=2) if args.json else verb.render(answer))
     return ExitStatus.OK
+
+
+def _history_from_files(args: argparse.Namespace, no_daemon: NoDaemonError) -> dict[str, Any]:
+    """``history`` with no daemon answering: the files in the state directory, read-only, saying so."""
+    from syftd.historyfile import read_history  # imported late: only this fallback reads the files
+
+    limit = args.limit
+    if limit is not None and (limit < 1 or limit != int(limit)):
+        _Parser(prog="syftd history").error(f"--limit must be a positive whole number, got {limit:g}")
+    try:
+        answer = read_history(args.config, args.job, None if limit is None else int(limit))
+    except ConfigError as exc:  # no daemon and no configuration to find its files by: both said, 69
+        raise NoDaemonError(f"{no_daemon}; nor could the history files be found: {exc}") from None
+    note = f"{no_daemon}; read the history files in the state directory instead"
+    answer["note"] = note
+    if not args.json:
+        print(f"syftd history: {note}", file=sys.stderr)
+    return answer

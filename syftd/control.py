@@ -150,7 +150,7 @@ VERBS: dict[str, Verb] = {
         ),
         Verb(
             "history",
-            "show the kept outcomes of each job's cycles, oldest first",
+            "show the kept outcomes of each job's cycles, oldest first (no daemon: from the state directory)",
             method="GET",
             args=(Arg("job", "job name (default: every job)"), Arg("limit", "only the newest N per job", number=True)),
             render=_render_history,

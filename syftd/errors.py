@@ -5,6 +5,7 @@
     SyftdError
     ├── ConfigError            the configuration file is invalid (exit status 78)
     ├── AlreadyRunningError    another syftd holds the state directory (exit status 75)
+    ├── StateFileError         a file in the state directory is damaged or unreadable (exit status 65)
     ├── ControlError           the control socket: a bad answer (exit status 69)
     │   ├── NoDaemonError      no daemon listens or answers (69)
     │   ├── UnknownJobError    the daemon has no job of that name (67)
@@ -59,6 +60,7 @@ __all__ = [
     "NoDaemonError",
     "NonFiniteDiff",
     "PeerRefusedError",
+    "StateFileError",
     "SyftdError",
     "TokenError",
     "TrainerError",
@@ -77,6 +79,7 @@ class ExitStatus(enum.IntEnum):
     OK = 0
     INTERNAL = 1  # a bug: the traceback is in the log or on stderr
     USAGE = os.EX_USAGE  # 64: bad arguments on the command line
+    DAMAGED_FILE = os.EX_DATAERR  # 65: a state-directory file read without a daemon is damaged (file and line named)
     UNKNOWN_JOB = os.EX_NOUSER  # 67: the daemon has no job of that name
     NO_DAEMON = os.EX_UNAVAILABLE  # 69: no daemon listens on the control socket, or it did not answer
     STATE_DIR = os.EX_CANTCREAT  # 73: the state directory cannot be written (read-only, not a directory, no permission)
@@ -90,6 +93,7 @@ _MEANING = {
     ExitStatus.OK: "success",
     ExitStatus.INTERNAL: "unexpected internal error (a bug; please report it with the log)",
     ExitStatus.USAGE: "bad command-line usage",
+    ExitStatus.DAMAGED_FILE: "a state file is damaged or unreadable (file and line named)",
     ExitStatus.UNKNOWN_JOB: "no job of that name in the running daemon",
     ExitStatus.NO_DAEMON: "no daemon is running (or it did not answer) on the control socket",
     ExitStatus.STATE_DIR: "the state directory cannot be written (read-only?)",
@@ -136,6 +140,17 @@ class AlreadyRunningError(SyftdError):
         super().__init__(
             f"another syftd is already running on {what} {where}{holder}; stop it first, or give this one another {key}"
         )
+
+
+class StateFileError(SyftdError):
+    """A state-directory file read without a daemon (``syftd history``) is damaged, partial or unreadable;
+    ``line`` is where (1-based) when known. The file is left as it is."""
+
+    def __init__(self, path: Path, line: int | None, problem: str) -> None:
+        self.path = path
+        self.line = line
+        where = f"{path}, line {line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}; the file was left untouched")
 
 
 class ControlError(SyftdError):
@@ -232,6 +247,7 @@ class GridProtocolError(GridError):
 _STATUS_OF: tuple[tuple[type[BaseException], ExitStatus], ...] = (
     (ConfigError, ExitStatus.CONFIG),
     (AlreadyRunningError, ExitStatus.ALREADY_RUNNING),
+    (StateFileError, ExitStatus.DAMAGED_FILE),
     (UnknownJobError, ExitStatus.UNKNOWN_JOB),
     (PeerRefusedError, ExitStatus.PERMISSION),
     (ControlError, ExitStatus.NO_DAEMON),

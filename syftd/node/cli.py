@@ -2,8 +2,10 @@
 
 Owns the ``serve`` arguments (address, revision, store directory and cache, speed-test size, averaging
 delay, hosting the MNIST process with its client and server config), the one-line refusal when the
-``node`` extra is not installed, the "listening on URL" line that scripts and tests read from stdout,
-a clean stop on SIGTERM/SIGINT, and the served process's malloc setting that keeps its memory flat
+``node`` extra is not installed, the "listening on URL" line that scripts and tests read from stdout
+(under ``--json`` a ``grid_node.listening`` log line, every other line JSON too, and the refusals
+``grid_node.start_failed`` lines, all through ``syftd.log`` as the daemon's ``run --json``), a clean
+stop on SIGTERM/SIGINT, and the served process's malloc setting that keeps its memory flat
 over cycles. Does not own the node (``node``, imported only once the arguments are read, because it
 needs numpy) or the MNIST process (``mnist``, imported only for ``--host-mnist`` because it needs torch).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import os
 import platform
 import signal
 import sys
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from syftd import log
+from syftd import events, log
 from syftd.node.options import DEFAULT_AVERAGING_DELAY_S, DEFAULT_CACHE_BYTES, NodeOptions, Revision
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ NEEDS_EXTRA = "syftd node: the local node needs the 'node' extra (numpy): pip in
 EX_UNAVAILABLE = 69
 """sysexits' EX_UNAVAILABLE: the node cannot run in this installation."""
 _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+_log = log.get_logger("syftd.node")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-test-controls", action="store_true", help="do not serve the /_test/ controls")
     serve.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    serve.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON lines on stdout: the start-up line (grid_node.listening: url, host, port, pid), logs and "
+        "refusals (overrides --log-format)",
+    )
     mnist = serve.add_argument_group("the MNIST process (--host-mnist)")
     mnist.add_argument("--host-mnist", action="store_true", help='host the MNIST process as "mnist" "1.0"')
     mnist.add_argument("--name", default="mnist")
@@ -103,14 +113,13 @@ def main(argv: Sequence[str]) -> int:
         _parser().error(f"--averaging-delay must be >= 0 seconds, got {args.averaging_delay}")
     if args.cache_mb < 0:
         _parser().error(f"--cache-mb must be >= 0, got {args.cache_mb}")
+    log.configure("json" if args.json else args.log_format)
     try:
         from syftd.node.node import GridNode, HostingRefused
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] != "numpy":
             raise
-        sys.stderr.write(NEEDS_EXTRA + "\n")
-        return EX_UNAVAILABLE
-    log.configure(args.log_format)
+        return _refuse(args, NEEDS_EXTRA, EX_UNAVAILABLE)
     _large_buffers_back_to_the_os()
     options = NodeOptions(
         revision=Revision(args.revision),
@@ -124,11 +133,18 @@ def main(argv: Sequence[str]) -> int:
     try:
         return asyncio.run(_serve(GridNode(options), args))
     except HostingRefused as exc:
-        sys.stderr.write(f"syftd node: cannot host the MNIST process: {exc}\n")
-        return 1
+        return _refuse(args, f"syftd node: cannot host the MNIST process: {exc}", 1)
     except OSError as exc:
-        sys.stderr.write(f"syftd node: cannot listen on {args.host}:{args.port}: {exc}\n")
-        return 1
+        return _refuse(args, f"syftd node: cannot listen on {args.host}:{args.port}: {exc}", 1)
+
+
+def _refuse(args: argparse.Namespace, message: str, status: int) -> int:
+    """Say why the node does not serve: one line on stderr, or one JSON log line under ``--json``."""
+    if args.json:
+        _log.error(events.GRID_NODE_START_FAILED, problem=message.removeprefix("syftd node: "), exit_status=status)
+    else:
+        sys.stderr.write(message + "\n")
+    return status
 
 
 def _large_buffers_back_to_the_os() -> bool:
@@ -153,8 +169,13 @@ async def _serve(node: GridNode, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     await node.start(args.host, args.port)
     try:
-        sys.stdout.write(f"{LISTENING} {node.url}\n")
-        sys.stdout.flush()
+        if args.json:
+            hosted = [args.name] if args.host_mnist else []
+            where = {"url": node.url, "host": args.host, "port": node.port, "pid": os.getpid()}
+            _log.info(events.GRID_NODE_LISTENING, **where, revision=args.revision, prefix=args.prefix, hosted=hosted)
+        else:
+            sys.stdout.write(f"{LISTENING} {node.url}\n")
+            sys.stdout.flush()
         await stop.wait()
     finally:
         await node.stop()

@@ -16,6 +16,7 @@ import pytest
 from support.harness import Harness, eventually
 from support.timing import LOAD_MARGIN_S
 
+from syftd import control
 from syftd.grid import wire
 from syftd.grid.kept import IDLE_CLOSE_S
 
@@ -499,14 +500,17 @@ async def test_a_process_past_its_end_time_is_asked_again_after_growing_backoffs
     """The node keeps its cycle open for a second diff past the cycle's end and rejects the worker
     that already reported with a negative timeout. Past the averaging reading (a restarted daemon
     has none), those rejections are spaced by a growing jittered backoff (backoff_initial_s = 0.5),
-    never a fixed short retry."""
+    never a fixed short retry. The node asks for a speed test: one measurement per daemon life serves
+    every request of its reuse window (grid.speed_test_reuse_s, 3600 s), rejected ones included."""
     cycle_s = 4 + 2 * int(LOAD_MARGIN_S)
     hosted_at = time.monotonic()
-    harness.host(max_updates=3, cycle_length=cycle_s, max_diffs=2, min_diffs=2, num_cycles=5)
+    speeds = {"minimum_download_speed": 0.001, "minimum_upload_speed": 0.001}
+    harness.host(max_updates=3, cycle_length=cycle_s, max_diffs=2, min_diffs=2, num_cycles=5, **speeds)
     harness.write_config().write_text(harness.config_path.read_text().replace("interval_s = 3600", "interval_s = 0"))
     daemon = await harness.start()
     first = await daemon.wait_log("cycle.finished", timeout=90)
-    assert first["outcome"] == "done"
+    assert first["outcome"] == "done" and first["speed_test_bytes"] > 0, first
+    assert len(daemon.events("grid.speed_measured")) == 1
     await harness.stop()
     await asyncio.sleep(max(0.0, hosted_at + cycle_s + 1 - time.monotonic()))  # the cycle's end passes
     daemon = await harness.start()
@@ -516,6 +520,36 @@ async def test_a_process_past_its_end_time_is_asked_again_after_growing_backoffs
         after = daemon.logs.index(rejected) + 1
         rejections.append(rejected)
     assert all(r["outcome"] == "rejected" and r["rejected_timeout_s"] < 0 for r in rejections), rejections
+    assert len(daemon.events("grid.speed_measured")) == 1, daemon.events("grid.speed_measured")
+    assert [r["speed_test_bytes"] > 0 for r in rejections] == [True, False, False, False], rejections
     waits = [r["retry_in_s"] for r in rejections]
     caps = [min(0.5 * 2**k, 300.0) for k in range(4)]  # backoff_initial_s doubling (equal jitter: half fixed)
     assert all(cap / 2 - 0.01 <= w <= cap + 0.01 for w, cap in zip(waits, caps, strict=True)), (waits, caps)
+
+
+async def test_once_num_cycles_is_reached_the_daemon_asks_again_only_after_finished_retry_s(harness: Harness) -> None:
+    """num_cycles = 1: after its cycle is averaged the node rejects without a timeout (the process looks
+    finished), and the daemon takes that as it is, asking again every finished_retry_s (2 s here), no
+    sooner, and says so in `status`. The daemon is restarted once the node has averaged, so its first
+    answer is not read as the node still averaging this worker's own report (an in-memory reading of at
+    most 30 s, tested in the policy), which would make this test cost over 30 s."""
+    retry_s = 2.0
+    harness.host(max_updates=3, num_cycles=1)
+    text = harness.write_config().read_text()
+    harness.config_path.write_text(text.replace("interval_s = 3600", f"interval_s = 0\nfinished_retry_s = {retry_s}"))
+    daemon = await harness.start()
+    done = await daemon.wait_log("cycle.finished", timeout=90)
+    assert done["outcome"] == "done", done
+    await harness.node.wait_until(lambda: harness.node.node.checkpoint_number(harness.name) == 2)
+    await harness.stop()
+    daemon = await harness.start()
+    first = await daemon.wait_log("cycle.finished", timeout=30)
+    after = daemon.logs.index(first) + 1
+    second = await daemon.wait_log("cycle.finished", timeout=retry_s + LOAD_MARGIN_S, after=after)
+    for rejected in (first, second):
+        assert rejected["outcome"] == "rejected" and rejected["finished"] is True, rejected
+        assert "rejected_timeout_s" not in rejected and retry_s - 0.05 <= rejected["retry_in_s"] <= retry_s, rejected
+    gap = _when(second) - _when(first)
+    assert retry_s <= gap <= retry_s + LOAD_MARGIN_S, gap
+    status = await control.call(harness.base / "run", "status", {})
+    assert status["jobs"][0]["last_outcome"].endswith("(finished)"), status

@@ -15,6 +15,7 @@ from support.daemon import DaemonProcess, NotifySocket
 from support.dbus import DBusMocks, MockControl
 from support.flower import EXAMPLE_APP, Report, SuperLink, free_port, wait_until
 
+from syftd import control
 from syftd.flower.supervisor import group_alive
 from syftd.history import History
 
@@ -134,7 +135,8 @@ async def test_plugged_in_it_joins_unplugged_it_leaves_mid_round_at_no_cost_repl
     daemon_for: Any, mocks: MockControl, federation: SuperLink, tmp_path: Path
 ) -> None:
     """On AC the daemon starts the SuperNode and its updates are in the round; AC lost mid-round: the
-    ClientApp sees the stop file and returns a partial update, the SuperNode is gone within grace + 1 s,
+    job shows "leaving (power_lost)" (STATUS= and `syftd status`) while the ClientApp sees the stop file
+    and returns a partial update, the SuperNode is gone within grace + 1 s,
     deactivated, the round lasts as long as a normal one, and one history entry says done
     (power_lost); AC back: a new session joins a later round."""
     daemon, notify = await daemon_for()
@@ -149,7 +151,11 @@ async def test_plugged_in_it_joins_unplugged_it_leaves_mid_round_at_no_cost_repl
     await training(daemon, mark)
     pid = started_pid(daemon)
     deactivated = federation.count("/v1/fleet/deactivate-node")
+    seen = len(notify.messages)
     await mocks.set_on_battery(True)
+    await notify.wait_for(lambda m: "fl: leaving (power_lost)" in m.fields.get("STATUS", ""), after=seen, timeout=10)
+    shown = await control.call(tmp_path / "run", "status", {})  # what `syftd status --json` prints
+    assert shown["jobs"][0]["state"] == "leaving (power_lost)", shown  # the SuperNode lingers >= 1 s to leave
     finished = await daemon.wait_log("cycle.finished", timeout=GRACE_S + 15, after=mark)
     assert finished["outcome"] == "done" and finished["reason"] == "power_lost", finished
     assert finished["node_id"] == first and finished["replies"] >= 2

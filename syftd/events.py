@@ -119,6 +119,7 @@ SPOOL_RECOVERED = "spool.recovered"
 SPOOL_REPORT_ABORTED = "spool.report_aborted"
 SPOOL_REPORT_FAILED = "spool.report_failed"
 SPOOL_REPORTED = "spool.reported"
+SPOOL_TIDY_FAILED = "spool.tidy_failed"
 
 # state directory (foreign entries, the one-daemon lock, leftovers of a killed daemon)
 STATE_FOREIGN_MOVED = "state.foreign_moved"

@@ -318,10 +318,19 @@ class Spool:
         self._quarantine(meta.parent, entry.cycle_id, entry.job, problem)
         raise WireError(f"spooled diff of job {entry.job} cycle {entry.cycle_id}: {problem}; quarantined")
 
-    def mark_reported(self, entry: SpoolEntry) -> None:
-        """The node accepted the diff: it is never pending again."""
-        self._mark(entry, "reported", None)
+    def mark_reported(self, entry: SpoolEntry, *, tidy: bool = True) -> None:
+        """The node accepted the diff: it is never pending again (durably, when this returns).
+
+        ``tidy=False`` leaves the entry's files for ``tidy`` (or the next ``pending``) to remove, so the
+        removals need not be on the path to the next cycle.
+        """
+        self._mark(entry, "reported", None, tidy=tidy)
         _log.info(events.SPOOL_REPORTED, job=entry.job, cycle_id=entry.cycle_id)
+
+    def tidy(self, entry: SpoolEntry) -> None:
+        """Remove a marked entry's files (diff, ``.json``, marker); nothing to do when they are gone."""
+        meta, _data = self._paths(entry.job, entry.cycle_id)
+        self._finish(meta.parent, entry.cycle_id, durable=False)
 
     def discard(self, entry: SpoolEntry, reason: str) -> None:
         """Drop the diff unsent (the node closed its cycle): it is never pending again."""
@@ -357,7 +366,7 @@ class Spool:
             _log.warning(events.SPOOL_RECOVERED, job=job, removed=removed)
         return removed
 
-    def _mark(self, entry: SpoolEntry, marker: str, reason: str | None) -> None:
+    def _mark(self, entry: SpoolEntry, marker: str, reason: str | None, *, tidy: bool = True) -> None:
         meta, _data = self._paths(entry.job, entry.cycle_id)
         record = {"marker": marker, "reason": reason, "at": time.time(), "sha256": entry.sha256}
         # the marker's existence is the guarantee, not its content: one fsync, of the directory, makes
@@ -369,7 +378,8 @@ class Spool:
         finally:
             os.close(fd)
         _fsync_dir(meta.parent)
-        self._finish(meta.parent, entry.cycle_id, durable=False)
+        if tidy:
+            self._finish(meta.parent, entry.cycle_id, durable=False)
 
     def _finish(self, spool: Path, cycle_id: str, *, durable: bool = True) -> None:
         for suffix in (".diff", ".json", *(f".{m}" for m in _MARKERS)):

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 _RAW_CHUNK = 3 * 64 * 1024  # a multiple of 3: chunked base64 joins into the one-piece encoding
-_STREAM_CHUNK = 3 * 512 * 1024  # 1.5 MiB per trip: an MNIST diff in one, 2 MiB of base64 held at most
+_STREAM_CHUNK = 3 * 256 * 1024  # 768 KiB per trip: an MNIST diff in two, 1 MiB of base64 held at most
 
 
 def report_parts(

@@ -137,14 +137,16 @@ def plan_torchscript(data: bytes) -> bytes:
     return bytes(plan.torchscript)
 
 
-def check_diff(diff: bytes, model: bytes) -> None:
+def check_diff(diff: bytes, model: bytes | Sequence[Tensor]) -> None:
     """Check a diff against the model it was computed from, as the node would need it (docs/protocol.md §5.4).
+
+    ``model``: its State bytes, or its tensors as ``parse_state`` gave them (not parsed again).
 
     Raises:
         WireError: naming the first mismatch (count, order, shape, dtype, ids, serializer).
     """
     state = _parse(pb.State, diff, "diff State")
-    expected = parse_state(model)
+    expected = parse_state(model) if isinstance(model, bytes) else model
     if len(state.placeholders) != len(state.tensors):
         raise WireError(
             f"diff has {len(state.placeholders)} placeholders for {len(state.tensors)} tensors; "

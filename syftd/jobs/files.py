@@ -12,7 +12,9 @@ Does not own the spool's files (``syftd.spool``) nor the wire format (``syftd.gr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -27,16 +29,34 @@ PROBE_AFTER_S = 60.0
 
 
 def work_dir(state_dir: Path, job: str) -> Path:
-    """The job's work directory, emptied (a crash may have left a cycle's downloads): 0700."""
+    """The job's work directory (0700), emptied: a crash may have left a cycle's downloads in it.
+
+    Kept from one cycle to the next; something else under its name (a file, a symlink) is removed.
+    """
     path = job_dir(state_dir, job) / "work"
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(mode=0o700)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+            path.mkdir(mode=0o700)
+        else:
+            clear_work_dir(path)
     return path
 
 
 def clear_work_dir(path: Path) -> None:
-    """Remove the cycle's downloads; a directory already gone is fine."""
-    shutil.rmtree(path, ignore_errors=True)
+    """Remove the cycle's downloads, keeping the directory; a directory already gone is fine."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -139,6 +139,8 @@ class JobManager(OperatorVerbs):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
+        if self._monitor is not None:
+            self._monitor.release_sleep_lock()  # no tick follows the last cycle now
         if self._background:
             await asyncio.wait(list(self._background), timeout=_SETTLE_S)
         await self._history.flush()
@@ -276,6 +278,10 @@ class JobManager(OperatorVerbs):
                 next_at = decision.at if next_at is None else min(next_at, decision.at)
         if self._monitor is not None:
             self._monitor.set_thermal_active(needs_thermal)
+            if not any(j.run is not None for j in self._jobs.values()):
+                # no trainer runs: logind may suspend now (the delay inhibitor); kept, not released
+                # and taken again, from one cycle to a cycle starting right after it (issue 15)
+                self._monitor.release_sleep_lock()
         self._publish_status()
         return next_at
 
@@ -336,10 +342,7 @@ class JobManager(OperatorVerbs):
             await self._finish(job, record, energy_at_start)
         finally:
             job.run, job.task = None, None
-            if self._monitor is not None and not any(j.run is not None for j in self._jobs.values()):
-                # the trainer has stopped: logind may suspend now (logind delay inhibitor)
-                self._monitor.release_sleep_lock()
-            self._wake.set()
+            self._wake.set()  # the next tick releases the sleep lock unless a cycle starts in it
             self._publish_status(force=True)
         if is_cancelled:
             raise asyncio.CancelledError

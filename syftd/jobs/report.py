@@ -64,9 +64,23 @@ async def report_entry(
     except GridCycleGone as exc:
         await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
         return ReportOutcome.DISCARDED
-    # marked durably right after the node's success: a resend before this only overwrites the same row
-    await asyncio.to_thread(spool.mark_reported, entry)
+    # marked durably right after the node's success: a resend before this only overwrites the same row;
+    # removing the entry's files guards nothing, so it happens beside the next cycle (issue 15)
+    await asyncio.to_thread(spool.mark_reported, entry, tidy=False)
+    _tidying.add(tidying := asyncio.ensure_future(asyncio.to_thread(_tidy, spool, entry)))
+    tidying.add_done_callback(_tidying.discard)
     return ReportOutcome.REPORTED
+
+
+_tidying: set[asyncio.Future[None]] = set()
+"""Removals of reported entries' files in flight (kept referenced until done)."""
+
+
+def _tidy(spool: Spool, entry: SpoolEntry) -> None:
+    try:
+        spool.tidy(entry)
+    except OSError as exc:  # a read-only disk: the next ``pending`` finishes it
+        _log.warning(events.SPOOL_TIDY_FAILED, job=entry.job, cycle=entry.cycle_id, error=str(exc))
 
 
 def _non_finite_file(path: Path) -> str | None:

@@ -11,6 +11,7 @@ torch. Does not own the process, its governance or the socket (``worker``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import math
 import time
@@ -78,7 +79,7 @@ class Trainer:
             report(Stage(TrainerStage.LOADING_DATA))
             batch_size, lr, steps_total = _hyperparameters(request)
             model, plan = _inputs(request)
-            runner, original = self._prepare(request.job.trainer.device, model, plan, batch_size, lr)
+            runner, original, parsed = self._prepare(request.job.trainer.device, model, plan, batch_size, lr)
             batches = self._source(request.job.data).batches(batch_size, salt=request.cycle_id)
             report(Progress(0, steps_total, None, None, self._rss(), 0.0))
             interval_s = request.job.trainer.progress_interval_s
@@ -104,7 +105,7 @@ class Trainer:
             trained = [p.to("cpu") for p in runner.params]
             diff = wire.encode_state(to_wire([o - t for o, t in zip(original, trained, strict=True)]))
             # the one check of the diff before it is spooled: the daemon trusts it (issue 15)
-            wire.check_diff(diff, model)
+            wire.check_diff(diff, parsed)
             if request.diff_path is not None:
                 written = _write_diff(Path(request.diff_path), diff)
         except Expired as exc:
@@ -126,19 +127,21 @@ class Trainer:
 
     def _prepare(
         self, device_name: str, model: bytes, plan: bytes, batch_size: int, lr: float
-    ) -> tuple[PlanRunner, list[Any]]:
+    ) -> tuple[PlanRunner, list[Any], list[wire.Tensor]]:
+        """The plan's runner, the model's parameters as torch tensors, and as parsed (to check the diff)."""
         key = hashlib.sha256(plan).digest()
         if key != self._plan_key:
             self._plan, self._plan_key = load_plan(wire.plan_torchscript(plan)), key
         try:
-            original = from_wire(wire.parse_state(model))
+            parsed = wire.parse_state(model)
+            original = from_wire(parsed)
         except WireError as exc:
             raise TrainerError(f"the model is not a readable State: {exc}") from exc
         if not original:
             raise TrainerError("the model has no tensors")
         device = _device(device_name)
         runner = PlanRunner(self._plan, [t.clone() for t in original], batch_size=batch_size, lr=lr, device=device)
-        return runner, original
+        return runner, original, parsed
 
     def preload(self, config: DataConfig) -> None:
         """Load and keep a data source ahead of its cycle; a problem is left for the cycle to report."""
@@ -174,11 +177,14 @@ def _write_diff(path: Path, diff: bytes) -> str:
     Raises:
         DiffUnwritable: the disk refused the write (nothing is left at ``path``).
     """
-    try:
-        atomic_write(path, diff, sync_dir=False)
-    except OSError as exc:
-        raise DiffUnwritable(f"{DIFF_UNWRITABLE} to {path}: {exc}") from exc
-    return hashlib.sha256(diff).hexdigest()
+    # hashed in a second thread while this one writes (both release the GIL on large buffers)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="syftd-hash") as hasher:
+        digest = hasher.submit(lambda: hashlib.sha256(diff).hexdigest())
+        try:
+            atomic_write(path, diff, sync_dir=False)
+        except OSError as exc:
+            raise DiffUnwritable(f"{DIFF_UNWRITABLE} to {path}: {exc}") from exc
+        return digest.result()
 
 
 def _hyperparameters(request: Request) -> tuple[int, float, int]:

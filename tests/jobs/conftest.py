@@ -181,6 +181,8 @@ class StaticConditions:
         self._subscribers: list[Callable[[Conditions], None]] = []
         self.lock_holds = 0
         self.lock_releases = 0
+        self.lock_takes = 0  # holds that took a lock not held (a D-Bus Inhibit call for the real monitor)
+        self.lock_held = False
 
     @property
     def current(self) -> Conditions:
@@ -200,10 +202,13 @@ class StaticConditions:
 
     async def hold_sleep_lock(self) -> bool:
         self.lock_holds += 1
+        self.lock_takes += 0 if self.lock_held else 1
+        self.lock_held = True
         return True
 
     def release_sleep_lock(self) -> None:
         self.lock_releases += 1
+        self.lock_held = False
 
 
 @pytest.fixture(autouse=True)

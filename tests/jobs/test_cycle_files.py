@@ -20,14 +20,14 @@ pytestmark = pytest.mark.timeout(90)
 
 async def test_a_fresh_diff_is_reported_from_its_file_without_a_probe(world: World) -> None:
     """DONE with one get-plan (the download, no probe) and one report; the node holds the spooled bytes;
-    the work directory is removed and nothing is pending."""
+    the work directory is emptied (kept for the next cycle) and nothing is pending."""
     world.host()
     run = world.cycle(world.job())
     record = await asyncio.wait_for(run.run(), 60)
     assert record.ended.outcome is CycleOutcome.DONE, record
     assert (world.proxy.seen["get-plan"], world.proxy.seen["report"]) == (1, 1)
     assert record.bytes_up == world.reports()[0].diff_size
-    assert not (world.spool.state_dir / "jobs" / "tiny" / "work").exists()
+    assert list((world.spool.state_dir / "jobs" / "tiny" / "work").iterdir()) == []
     assert await asyncio.to_thread(world.spool.pending, "tiny") == []
 
 

@@ -35,7 +35,7 @@ from syftd.jobs import view
 from syftd.jobs.bookkeeping import HistoryQueue
 from syftd.jobs.cycle import CycleRun
 from syftd.jobs.ports import ClientFactory, ConditionsSource, GridSession, Trainers
-from syftd.jobs.report import ReportRun
+from syftd.jobs.report import ReportRun, tidied
 from syftd.jobs.runtime import JobRuntime
 from syftd.jobs.states import CycleRecord, new_cycle_id
 from syftd.jobs.verbs import OperatorVerbs
@@ -96,7 +96,7 @@ class JobManager(OperatorVerbs):
 
     async def start(self) -> None:
         """Read every job's token and spool (off the loop), subscribe to conditions, start deciding."""
-        await asyncio.gather(*(self._make_ready(job) for job in self._jobs.values()))
+        await asyncio.gather(*(self._make_ready(job, recover=True) for job in self._jobs.values()))
         started = self._clock()  # the monitor has published its first snapshot: conditions seen from here
         for job in self._jobs.values():
             job.state = dataclasses.replace(job.state, started_at=started)
@@ -144,6 +144,7 @@ class JobManager(OperatorVerbs):
         if self._background:
             await asyncio.wait(list(self._background), timeout=_SETTLE_S)
         await self._history.flush()
+        await tidied()
 
     # ------------------------------------------------------------------ configuration
 
@@ -177,12 +178,19 @@ class JobManager(OperatorVerbs):
         self._jobs = {name: self._jobs[name] for name in new}  # keep the file's order
         return changes
 
-    async def _make_ready(self, job: JobRuntime) -> None:
-        """Read the job's token, pending spool and last outcome off the loop; then it may start cycles."""
+    async def _make_ready(self, job: JobRuntime, *, recover: bool = False) -> None:
+        """Read the job's token, pending spool and last outcome off the loop; then it may start cycles.
+
+        ``recover`` (at start only, when no cycle of the job can be writing into its spool): remove what
+        a crash left in the spool (temp files, diffs never committed, lone markers) first.
+        """
         name, token_file = job.config.name, job.config.grid.token_file
         job.token, job.token_error = None, None
         if token_file is not None:
             job.token, job.token_error = await asyncio.to_thread(_read_token, name, token_file)
+        if recover and job.config.kind == "pygrid":
+            with contextlib.suppress(OSError):  # a read-only state directory: the cycles will say so
+                await asyncio.to_thread(self._spool.recover, name)
         pending = await asyncio.to_thread(self._pending_count, name)
         job.last = job.last or await asyncio.to_thread(self._history.history.last, name)
         if job.config.kind == "pygrid":  # a flower job trains in its SuperNode's own environment

@@ -24,7 +24,7 @@ from syftd.log import get_logger
 from syftd.outcomes import ReportOutcome
 from syftd.spool import Spool, SpoolEntry
 
-__all__ = ["ReportOutcome", "ReportRun", "race", "report_entry"]
+__all__ = ["ReportOutcome", "ReportRun", "race", "report_entry", "tidied"]
 
 _log = get_logger("syftd.jobs.report")
 T = TypeVar("T")
@@ -74,6 +74,12 @@ async def report_entry(
 
 _tidying: set[asyncio.Future[None]] = set()
 """Removals of reported entries' files in flight (kept referenced until done)."""
+
+
+async def tidied() -> None:
+    """Wait for the removals of reported entries' files in flight (the daemon stops)."""
+    if _tidying:
+        await asyncio.wait(set(_tidying))
 
 
 def _tidy(spool: Spool, entry: SpoolEntry) -> None:

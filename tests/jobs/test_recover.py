@@ -1,0 +1,35 @@
+"""What a crash left in a job's spool is cleared when the daemon starts (issue 14's ``Spool.recover``,
+called by the job manager at start, when no cycle can be writing): temp files and diffs never
+committed go; the job then runs its cycle as usual."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from jobs.conftest import World
+from jobs.test_manager import manager
+from structlog.testing import capture_logs
+from support.harness import eventually
+
+from syftd import events
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def test_start_removes_temp_files_and_uncommitted_diffs_and_keeps_committed_ones(world: World) -> None:
+    """A temp file of an interrupted write and a diff whose ``.json`` was never written are removed at start
+    (one ``spool.recovered`` line naming them), and the job's cycle runs and leaves the spool empty."""
+    world.host()
+    spool_dir = (await asyncio.to_thread(world.spool.diff_file, "tiny", "c-orphan")).parent
+    await asyncio.to_thread((spool_dir / ".c-crash.diff.abc123.tmp").write_bytes, b"half a diff")
+    await asyncio.to_thread((spool_dir / "c-orphan.diff").write_bytes, b"never committed")
+    job = world.job()
+    with capture_logs() as logs:
+        async with manager(world, job) as jobs:
+            await eventually(lambda: jobs.status()[0]["last_outcome"] is not None, timeout=60)
+    recovered = [e for e in logs if e["event"] == events.SPOOL_RECOVERED]
+    assert len(recovered) == 1 and set(recovered[0]["removed"]) == {".c-crash.diff.abc123.tmp", "c-orphan.diff"}
+    left = sorted(p.name for p in await asyncio.to_thread(list, spool_dir.iterdir()) if p.name != "quarantine")
+    assert left == [], left
+    assert await asyncio.to_thread(world.spool.pending, "tiny") == []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import ipaddress
 import os
 import re
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from syftd.errors import ConfigError
+from syftd.flower.command import is_loopback_address
 from syftd.flower.config import FlowerConfig, flower_problems
 from syftd.tomlschema import build, describe, too_deep
 
@@ -505,15 +505,6 @@ def url_problem(url: str, *, allow_insecure: bool) -> str | None:
     host = parts.hostname
     if not host:
         return "has no host"
-    if parts.scheme in ("http", "ws") and not allow_insecure and not _is_loopback(host):
+    if parts.scheme in ("http", "ws") and not allow_insecure and not is_loopback_address(host):
         return "plain http/ws is allowed only to a loopback host unless grid.allow_insecure = true"
     return None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from support.daemon import DaemonProcess, NotifySocket
+from support.daemonconfig import daemon_config
 from support.dbus import DBusMocks, MockControl
 from syftd.node.node import GridNode, NodeOptions
 
@@ -114,52 +115,13 @@ class Harness:
         return self.name
 
     def write_config(self, *, job: str = "", daemon: str = "", url: str | None = None) -> Path:
+        """Write ``syftd.toml`` (``support.daemonconfig``); ``daemon``/``job`` are raw lines appended."""
         url = url or self.node.node.url.replace("http://", "ws://")
         self.config_path = self.base / "syftd.toml"
-        self.config_path.write_text(f"""
-[daemon]
-state_dir = "{self.base / "state"}"
-runtime_dir = "{self.base / "run"}"
-log_format = "json"
-log_level = "debug"
-shutdown_grace_s = 4.0
-{daemon}
-
-[daemon.conditions]
-bus_address = "{self.bus.address}"
-power_source = "upower"
-network_source = "networkmanager"
-sleep_source = "logind"
-
-[[job]]
-name = "mnist"
-
-[job.grid]
-url = "{url}"
-model = "{self.name}"
-version = "1.0"
-
-[job.data]
-source = "synthetic-digits"
-samples = 256
-
-[job.constraints]
-stable_for_s = 0.2
-
-[job.schedule]
-interval_s = 3600
-backoff_initial_s = 0.5
-rejection_jitter_s = 0.2
-
-[job.budget]
-max_cycle_s = 120
-expiry_grace_s = 2.0
-
-[job.trainer]
-threads = 1
-idle_exit_s = 30
-{job}
-""")
+        text = daemon_config(
+            base=self.base, bus_address=self.bus.address, url=url, model=self.name, daemon=daemon, job=job
+        )
+        self.config_path.write_text(text)
         return self.config_path
 
     async def start(self, env: dict[str, str] | None = None) -> DaemonProcess:

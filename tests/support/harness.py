@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
@@ -123,6 +124,24 @@ class Harness:
         )
         self.config_path.write_text(text)
         return self.config_path
+
+    async def kill_9_with_the_report_held(self, *, close_cycle: bool = False) -> None:
+        """Run a cycle of a fresh process until its report is held by the node (the diff is spooled),
+        SIGKILL the daemon, and release the held report only after the worker's connection died with it
+        (the node drops it); ``close_cycle`` closes the node's cycle before the release."""
+        self.host(max_updates=3)
+        self.write_config()
+        self.node.sync(self.node.node.hold_reports)
+        try:
+            daemon = await self.start()
+            await daemon.wait_log("spool.added", timeout=90)
+            await self.node.wait_until(lambda: self.node.node.held_reports >= 1, timeout=30)
+            daemon.signal(signal.SIGKILL)
+            await daemon.wait_exit()
+            if close_cycle:
+                assert await self.node.acall(self.node.node.close_cycle(self.name, "1.0"))
+        finally:
+            self.node.sync(self.node.node.release_reports)
 
     async def start(self, env: dict[str, str] | None = None) -> DaemonProcess:
         self.notify = NotifySocket(self.base / f"notify-{next(_names)}.sock")

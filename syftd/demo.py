@@ -242,11 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         print("syftd demo: one '==>' line per cycle, beside the structured log", flush=True)
         import structlog
 
-        from syftd import config as config_mod
-        from syftd import log
+        from syftd import configfile, log
         from syftd.daemon import Daemon
 
-        config = config_mod.load(config_path)
+        config = configfile.load(config_path)
         log.configure(config.daemon.log_format, config.daemon.log_level)
         processors = list(structlog.get_config()["processors"])
         structlog.configure(processors=[*processors[:-1], lines.daemon_event, processors[-1]])

@@ -16,7 +16,8 @@ import pytest
 from support.daemon import MNIST_JOB
 
 from syftd import config as config_mod
-from syftd import control
+from syftd import configfile, control
+from syftd.errors import ConfigError
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -92,8 +93,8 @@ def test_a_pem_ca_file_passes(tmp_path: Path) -> None:
 
 def test_loads_raises_only_config_error_on_a_nesting_bomb() -> None:
     """In process too: tomllib's RecursionError becomes a ConfigError."""
-    with pytest.raises(config_mod.ConfigError, match="nested more than"):
-        config_mod.loads("x = " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError, match="nested more than"):
+        configfile.loads("x = " + "[" * 5000 + "]" * 5000)
 
 
 def test_every_numeric_key_has_both_bounds() -> None:
@@ -119,4 +120,4 @@ def test_every_numeric_key_has_both_bounds() -> None:
 
 def test_the_socket_name_the_config_checks_is_the_control_socket() -> None:
     """config checks the socket path length with its own copy of the name (it must not import aiohttp)."""
-    assert config_mod._SOCKET_NAME == control.SOCKET_NAME
+    assert configfile._SOCKET_NAME == control.SOCKET_NAME

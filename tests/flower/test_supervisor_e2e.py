@@ -17,8 +17,9 @@ import pytest
 from support.flower import PROJECT, SuperLink, free_port, wait_until
 
 from syftd.flower.command import SupernodeSpec
+from syftd.flower.group import group_alive
 from syftd.flower.session import Phase, SessionOutcome
-from syftd.flower.supervisor import SupernodeSupervisor, group_alive
+from syftd.flower.supervisor import SupernodeSupervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

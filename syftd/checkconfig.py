@@ -1,7 +1,7 @@
 """``syftd check-config``: everything that can be known about a configuration before starting.
 
 Owns the report: the configuration's problems (per-key and cross-key side by side, from
-``syftd.config``), the token files' problems (the daemon refuses a token file readable by group or
+``syftd.configfile``), the token files' problems (the daemon refuses a token file readable by group or
 others; one owned by another user is refused here too), and warnings that do not make the file
 invalid (this installation cannot train). Does not own the schema (``config``), the token reading
 (``grid.token``) or the printing (``cli``).
@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from syftd import capability
-from syftd import config as config_mod
+from syftd import capability, configfile
 from syftd.errors import ConfigError, ExitStatus, TokenError
 from syftd.grid.token import read_token
 
@@ -57,7 +56,7 @@ def check(path: Path, *, as_uid: int | None = None, can_train: str | None = "pro
     """
     report = Report(path)
     try:
-        config = config_mod.load(path)
+        config = configfile.load(path)
     except ConfigError as exc:
         report.problems = list(exc.problems)
         config = None

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from syftd import __version__, control, log
-from syftd import config as config_mod
+from syftd import __version__, configfile, control, log
 from syftd.errors import EXIT_TABLE, ConfigError, ExitStatus, NoDaemonError, SyftdError, exit_status_of
 
 __all__ = ["EXIT_CONFIG", "EXIT_UNAVAILABLE", "main", "parser"]
@@ -159,7 +158,7 @@ def _check_config(path: Path, as_user: str | None, *, as_json: bool) -> int:
 
 
 def _run(path: Path, *, as_json: bool) -> int:
-    config = config_mod.load(path)
+    config = configfile.load(path)
     log_format = "json" if as_json else config.daemon.log_format
     log.configure(log_format, config.daemon.log_level)
     from syftd.daemon import Daemon  # imported late: `syftd status` need not load the daemon
@@ -169,7 +168,7 @@ def _run(path: Path, *, as_json: bool) -> int:
 
 def _verb(args: argparse.Namespace) -> int:
     verb = control.VERBS[args.command]
-    runtime_dir: Path = args.runtime_dir or config_mod.runtime_dir_of(args.config)
+    runtime_dir: Path = args.runtime_dir or configfile.runtime_dir_of(args.config)
     params: dict[str, Any] = {arg.name: getattr(args, arg.name, None) for arg in verb.args}
     try:
         answer = asyncio.run(control.call(runtime_dir, verb.name, params))

@@ -19,8 +19,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from syftd import __version__, capability, events
-from syftd import config as config_mod
+from syftd import __version__, capability, configfile, events
 from syftd.conditions.monitor import ConditionsMonitor
 from syftd.config import Config
 from syftd.control import ControlServer
@@ -254,7 +253,7 @@ class Daemon:
         try:
             if path is None:
                 raise ConfigError(None, ["<file>: the daemon was started without a configuration file"])
-            new = config_mod.load(path)
+            new = configfile.load(path)
         except ConfigError as exc:
             _log.error(events.CONFIG_RELOAD_FAILED, path=str(path), problems=list(exc.problems))
             self.notifier.ready(f"reload failed, running config kept: {exc.problems[0]}")

@@ -5,7 +5,8 @@ configuration into a temporary state directory, and runs the daemon in the foreg
 logs on synthetic digits, so a new user watches authenticate → train → report → the node averaging,
 cycle after cycle, until Ctrl-C. Owns the launcher and what it prints for a person: the commands to
 inspect the running demo, and one short line per cycle (``CycleLines``) beside the structured log of
-the daemon and of the node. Owns nothing the daemon uses.
+the daemon and of the node; also the node's command line (``node_command``), which the tests' node
+process uses too. Owns nothing the daemon uses.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["CycleLines", "main"]
+__all__ = ["CycleLines", "main", "node_command"]
 
 _CONFIG = """\
 # written by `make run` (syftd.demo); the node runs on this machine, so the job does not wait for
@@ -180,6 +181,12 @@ def _wait_for_node(port: int, node: subprocess.Popen[str], timeout_s: float = 12
     raise SystemExit(f"syftd demo: the grid node did not answer on port {port} within {timeout_s:.0f} s")
 
 
+def node_command(port: int, *args: str, host: str = "127.0.0.1") -> list[str]:
+    """The argv of ``syftd node serve`` on ``host:port`` with JSON log lines, under this interpreter."""
+    serve = ["node", "serve", "--host", host, "--port", str(port), "--log-format", "json"]
+    return [sys.executable, "-m", "syftd", *serve, *args]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the daemon's exit status."""
     parser = argparse.ArgumentParser(prog="python -m syftd.demo", description=__doc__)
@@ -193,16 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     port = _free_port()
     print(f"syftd demo: state in {base}; local PyGrid-compatible node on 127.0.0.1:{port}", flush=True)
     node = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "syftd",
-            "node",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
+        node_command(
+            port,
             "--host-mnist",
             "--max-updates",
             str(args.max_updates),
@@ -216,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             "1",
             "--checkpoint-dir",
             str(base / "node"),
-            "--log-format",
-            "json",
-        ],
+        ),
         start_new_session=True,
         stdout=subprocess.PIPE,
         text=True,
@@ -245,11 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         print("syftd demo: one '==>' line per cycle, beside the structured log", flush=True)
         import structlog
 
-        from syftd import config as config_mod
-        from syftd import log
+        from syftd import configfile, log
         from syftd.daemon import Daemon
 
-        config = config_mod.load(config_path)
+        config = configfile.load(config_path)
         log.configure(config.daemon.log_format, config.daemon.log_level)
         processors = list(structlog.get_config()["processors"])
         structlog.configure(processors=[*processors[:-1], lines.daemon_event, processors[-1]])

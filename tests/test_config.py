@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from syftd import config
+from syftd import config, configfile
 from syftd.errors import ConfigError
 
 MINIMAL = """
@@ -29,13 +29,13 @@ version = "1.0"
 
 def problems_of(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        config.loads(text)
+        configfile.loads(text)
     return list(info.value.problems)
 
 
 def test_the_shipped_example_loads_and_equals_the_defaults() -> None:
     """config/syftd.toml documents every key with its default value."""
-    example = config.load(Path(__file__).parents[1] / "config" / "syftd.toml")
+    example = configfile.load(Path(__file__).parents[1] / "config" / "syftd.toml")
     job = example.job[0]
     assert example.daemon == config.DaemonConfig()
     assert job.constraints == config.ConstraintsConfig()
@@ -66,7 +66,7 @@ def test_every_schema_key_is_documented_in_the_example() -> None:
 
 def test_minimal_file_gets_defaults() -> None:
     """Only the required keys: everything else takes its documented default."""
-    loaded = config.loads(MINIMAL)
+    loaded = configfile.loads(MINIMAL)
     assert loaded.daemon.shutdown_grace_s == 8.0
     assert loaded.job[0].constraints.requires_external_power is True
     assert loaded.job[0].constraints.stable_for_s == 30.0
@@ -76,7 +76,7 @@ def test_minimal_file_gets_defaults() -> None:
 
 def test_an_empty_file_is_a_daemon_with_no_jobs() -> None:
     """No [[job]] is valid: the daemon idles."""
-    assert config.loads("").job == ()
+    assert configfile.loads("").job == ()
 
 
 def test_missing_required_keys_are_each_named() -> None:
@@ -165,13 +165,13 @@ def test_grid_url_is_validated_when_the_config_loads(url: str, insecure: bool, e
 @pytest.mark.parametrize("url", ["http://127.0.0.1:5000", "ws://localhost", "http://[::1]:5000", "wss://g.example"])
 def test_loopback_or_tls_urls_are_accepted(url: str) -> None:
     """Loopback over plain http/ws and anything over TLS load fine."""
-    assert config.loads(MINIMAL.replace("https://grid.example.org", url)).job[0].grid.url == url
+    assert configfile.loads(MINIMAL.replace("https://grid.example.org", url)).job[0].grid.url == url
 
 
 def test_insecure_remote_url_needs_the_explicit_switch() -> None:
     """allow_insecure = true admits plain http to another host."""
     text = MINIMAL.replace("https://grid.example.org", "http://grid.example.org") + "allow_insecure = true\n"
-    assert config.loads(text).job[0].grid.allow_insecure is True
+    assert configfile.loads(text).job[0].grid.allow_insecure is True
 
 
 def test_duplicate_job_names_and_missing_data_paths_are_reported_together() -> None:
@@ -191,7 +191,7 @@ def test_toml_syntax_errors_are_reported_as_config_errors() -> None:
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     """A missing file is reported, not raised as OSError."""
     with pytest.raises(ConfigError, match="cannot read"):
-        config.load(tmp_path / "missing.toml")
+        configfile.load(tmp_path / "missing.toml")
 
 
 def test_error_message_lists_problems_sorted_under_a_header(tmp_path: Path) -> None:
@@ -199,7 +199,7 @@ def test_error_message_lists_problems_sorted_under_a_header(tmp_path: Path) -> N
     path = tmp_path / "s.toml"
     path.write_text("[daemon]\nshutdown_grace_s = 0\nlog_level = 'loud'\n")
     with pytest.raises(ConfigError) as info:
-        config.load(path)
+        configfile.load(path)
     lines = str(info.value).splitlines()
     assert lines[0] == f"invalid configuration in {path} (2 problems)"
     assert lines[1].startswith("  daemon.log_level:") and lines[2].startswith("  daemon.shutdown_grace_s:")
@@ -318,7 +318,7 @@ def test_any_document_built_from_schema_keys_loads_or_raises_config_error(assign
         _assign(doc, path, value)
     text = _render(doc)
     try:
-        config.loads(text)
+        configfile.loads(text)
     except ConfigError as exc:
         assert exc.problems and all(isinstance(p, str) and ": " in p for p in exc.problems)
 

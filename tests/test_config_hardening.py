@@ -13,20 +13,13 @@ import typing
 from pathlib import Path
 
 import pytest
+from support.daemon import MNIST_JOB
 
 from syftd import config as config_mod
-from syftd import control
+from syftd import configfile, control
+from syftd.errors import ConfigError
 
 PROJECT = Path(__file__).resolve().parents[1]
-
-JOB = """
-[[job]]
-name = "mnist"
-[job.grid]
-url = "http://127.0.0.1:9"
-model = "mnist"
-version = "1.0"
-"""
 
 
 def check_config(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -60,7 +53,7 @@ def daemon_table(tmp_path: Path, extra: str = "") -> str:
 def test_check_config_exits_78_naming_the_key(tmp_path: Path, attack: str, key: str) -> None:
     """Each attack: exit status 78, the problem names its dotted key, and no traceback."""
     env: dict[str, str] = {}
-    text = daemon_table(tmp_path) + JOB
+    text = daemon_table(tmp_path) + MNIST_JOB
     if attack == "deep arrays":
         text += "x = " + "[" * 2000 + "]" * 2000 + "\n"
     elif attack == "deep arrays under a key":
@@ -93,15 +86,15 @@ def test_a_pem_ca_file_passes(tmp_path: Path) -> None:
     if not bundle.exists():
         pytest.skip("no system CA bundle at /etc/ssl/certs/ca-certificates.crt")
     path = tmp_path / "syftd.toml"
-    path.write_text(daemon_table(tmp_path) + JOB + f'ca_file = "{bundle}"\n')
+    path.write_text(daemon_table(tmp_path) + MNIST_JOB + f'ca_file = "{bundle}"\n')
     result = check_config(path)
     assert result.returncode == 0, result.stderr
 
 
 def test_loads_raises_only_config_error_on_a_nesting_bomb() -> None:
     """In process too: tomllib's RecursionError becomes a ConfigError."""
-    with pytest.raises(config_mod.ConfigError, match="nested more than"):
-        config_mod.loads("x = " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError, match="nested more than"):
+        configfile.loads("x = " + "[" * 5000 + "]" * 5000)
 
 
 def test_every_numeric_key_has_both_bounds() -> None:
@@ -127,4 +120,4 @@ def test_every_numeric_key_has_both_bounds() -> None:
 
 def test_the_socket_name_the_config_checks_is_the_control_socket() -> None:
     """config checks the socket path length with its own copy of the name (it must not import aiohttp)."""
-    assert config_mod._SOCKET_NAME == control.SOCKET_NAME
+    assert configfile._SOCKET_NAME == control.SOCKET_NAME

@@ -5,7 +5,8 @@ or ``--root-certificates``, ``--auth-supernode-private-key``, ``--trusted-entiti
 ``--node-config`` with the stop file's path first) and the child's environment (telemetry and the
 update check off, ``FLWR_HOME``, the venv's ``bin`` first on ``PATH`` because the SuperNode starts
 ``flower-superexec`` by name). Also the checks of a SuperLink address and of one node-config entry,
-which the config loader reuses. Pure: no I/O, nothing started here.
+which the config loader reuses, and whether a host is loopback (the grid URL check asks it too).
+Pure: no I/O, nothing started here.
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
 """Supervising one ``flower-supernode``: start it, follow it, stop it gracefully, restart it on failure.
 
-Owns the child process and its process group: spawned in its own session and watched by a small
-reaper process that ends the group when the daemon dies (``reaper``), so a ``kill -9`` of the daemon
-still makes the SuperNode leave, outside systemd too. (A parent-death signal was tried: Linux sends it
-once per exiting thread of a multithreaded daemon, and flwr's second SIGTERM cuts its graceful exit
-short, before DeactivateNode.) Its output is read for the node id and the replies it pushes.
+Owns one job's sessions: the SuperNode started as the leader of its own process group (``group``,
+whose watcher ends the group when the daemon dies, so a ``kill -9`` of the daemon still makes the
+SuperNode leave, outside systemd too; a parent-death signal was tried: Linux sends it once per exiting
+thread of a multithreaded daemon, and flwr's second SIGTERM cuts its graceful exit short, before
+DeactivateNode), its output read for the node id and the replies it pushes, and the stop sequence:
 ``leave(reason)`` writes the stop file, waits the grace (cut short once no ClientApp is working and
 its last reply had time to be picked up), sends SIGTERM so the SuperNode deactivates at the SuperLink,
 and SIGKILLs the group ``kill_after_s`` later. It never SIGSTOPs. A SuperNode that exits on its own
 while wanted is restarted after a doubling delay. Each session ends in one ``SessionResult``.
-Does not decide when the node should run (the job's constraints, schedule and budget do) and never
-imports flwr.
+Does not own spawning, watching and ending the process group (``group``), the argv (``command``),
+or when the node should run (the job's constraints, schedule and budget decide); never imports flwr.
 """
 
 from __future__ import annotations
@@ -19,16 +19,12 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import time
-import typing
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from syftd import events
-from syftd.flower import reaper as reaper_module
-from syftd.flower import stopfile
+from syftd.flower import group, stopfile
 from syftd.flower.command import SupernodeSpec, command, environment
 from syftd.flower.session import (
     REPLY_PICKUP_S,
@@ -42,11 +38,9 @@ from syftd.flower.session import (
 from syftd.log import get_logger
 from syftd.service import ServiceContext
 
-__all__ = ["SupernodeSupervisor", "group_alive"]
+__all__ = ["SupernodeSupervisor"]
 
 _log = get_logger("syftd.flower")
-_POLL_S = 0.05
-_STRAGGLER_S = 1.0  # once the SuperNode is gone, its helpers get this long after SIGTERM, then SIGKILL
 
 
 class SupernodeSupervisor(ServiceContext):
@@ -189,25 +183,15 @@ class SupernodeSupervisor(ServiceContext):
         self._owed, self._last_reply_at = None, None
         self._set_phase(Phase.STARTING)
         try:
-            transport, protocol = await loop.subprocess_exec(
-                lambda: _Protocol(loop),
-                *command(spec),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=environment(spec, self._base_env),
-                start_new_session=True,
-            )
+            process, transport, exited = await group.spawn(command(spec), environment(spec, self._base_env))
         except OSError as exc:
             _log.error(events.FLOWER_SUPERNODE_EXITED, job=self.job, error=str(exc))
             return SessionResult(SessionOutcome.FAILED, f"cannot start {spec.executable}: {exc}", None, None, 0, 0.0)
-        process = asyncio.subprocess.Process(transport, protocol, loop)
-        reaper = await self._start_reaper(process.pid, transport)
+        reaper = await group.start_reaper(process.pid, transport, kill_after_s=self.kill_after_s, job=self.job)
         self.process = process
         _log.info(events.FLOWER_SUPERNODE_STARTED, job=self.job, pid=process.pid, superlink=spec.superlink)
         assert process.stdout is not None
         pump = asyncio.create_task(self._pump(process.stdout, reader))
-        exited = protocol.exited
         exited_at: list[float] = []
         exited.add_done_callback(lambda _: exited_at.append(loop.time()))
         asked = asyncio.create_task(self._stopping.wait())
@@ -224,11 +208,11 @@ class SupernodeSupervisor(ServiceContext):
             leave_s = (exited_at[0] if exited_at else loop.time()) - stop_began
             gone_s = loop.time() - stop_began
         else:
-            killed = await self._reap(process.pid, exited, loop.time())
+            killed = await group.end_group(process.pid, exited, loop.time(), job=self.job)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(pump), 1.0)
         pump.cancel()
-        await self._dismiss_reaper(reaper)
+        await group.dismiss_reaper(reaper)
         self.process = None
         outcome, why = classify(stop_reason=stop_reason, replies=reader.replies, exit_status=process.returncode)
         result = SessionResult(
@@ -277,62 +261,7 @@ class SupernodeSupervisor(ServiceContext):
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-        return await self._reap(process.pid, exited, loop.time() + self.kill_after_s)
-
-    async def _reap(self, pgid: int, exited: asyncio.Future[int], deadline: float) -> bool:
-        """Wait for the SuperNode until ``deadline``, SIGKILL its group then; then end what is left of
-        the group (its helpers only retry to reach the gone SuperNode): SIGTERM, SIGKILL ``_STRAGGLER_S``
-        later. True when the SuperNode itself needed SIGKILL."""
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(exited), max(0.0, deadline - loop.time()))
-        killed = not exited.done()
-        if killed:
-            _log.warning(events.FLOWER_SUPERNODE_KILLED, job=self.job, pgid=pgid)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(exited), 5.0)
-        for sig, patience in ((signal.SIGTERM, _STRAGGLER_S), (signal.SIGKILL, 5.0)):
-            if not group_alive(pgid):
-                break
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)
-            until = loop.time() + patience
-            while group_alive(pgid) and loop.time() < until:  # noqa: ASYNC110 - no event says a group is empty
-                await asyncio.sleep(_POLL_S)
-        return killed
-
-    async def _start_reaper(
-        self, pgid: int, transport: asyncio.SubprocessTransport
-    ) -> asyncio.subprocess.Process | None:
-        """The watcher that ends the group if this process dies (``syftd.flower.reaper``); it holds
-        the read end of the group's output pipe, to drain it then."""
-        pipe = transport.get_pipe_transport(1)
-        output = pipe.get_extra_info("pipe") if pipe is not None else None
-        fd = output.fileno() if output is not None else -1
-        try:
-            return await asyncio.create_subprocess_exec(
-                sys.executable, "-I", reaper_module.__file__, str(pgid), repr(self.kill_after_s), str(fd),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, start_new_session=True, pass_fds=(fd,) if fd >= 0 else (),
-            )  # fmt: skip
-        except OSError as exc:
-            _log.warning(events.FLOWER_REAPER_FAILED, job=self.job, error=str(exc))
-            return None
-
-    async def _dismiss_reaper(self, reaper: asyncio.subprocess.Process | None) -> None:
-        if reaper is None or reaper.stdin is None:
-            return
-        with contextlib.suppress(OSError):
-            reaper.stdin.write(b"q")
-            reaper.stdin.close()
-        try:
-            await asyncio.wait_for(reaper.wait(), 2.0)
-        except asyncio.TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                reaper.kill()
-            await reaper.wait()
+        return await group.end_group(process.pid, exited, loop.time() + self.kill_after_s, job=self.job)
 
     async def _pump(self, stream: asyncio.StreamReader, reader: OutputReader) -> None:
         """Read the group's output to its end, line by line."""
@@ -359,47 +288,3 @@ class SupernodeSupervisor(ServiceContext):
             self._nudge.set()
             if self._on_change is not None:
                 self._on_change()
-
-
-class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """The usual stream protocol plus ``exited``, resolved when the SuperNode itself exits: asyncio's
-    ``Process.wait()`` (3.11) also waits for the output pipe, which its children keep open."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=2**16, loop=loop)
-        self.exited: asyncio.Future[int] = loop.create_future()
-        self._process: asyncio.SubprocessTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._process = typing.cast(asyncio.SubprocessTransport, transport)
-
-    def process_exited(self) -> None:
-        super().process_exited()
-        if not self.exited.done() and self._process is not None:
-            code = self._process.get_returncode()
-            self.exited.set_result(-1 if code is None else code)
-
-
-def group_alive(pgid: int) -> bool:
-    """A process of group ``pgid`` is still alive (zombies, which no one may reap here, do not count)."""
-    proc = Path("/proc")
-    if not sys.platform.startswith("linux") or not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp ...
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False

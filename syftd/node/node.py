@@ -4,11 +4,12 @@ Owns the node object: its lifecycle on a TCP port (``start``/``stop``), hosting,
 operations independent of transport (authenticate, cycle-request, report, downloads, host-training)
 and the test controls (hold reports, fail the next requests, set the averaging delay, close the cycle
 now, restart forgetting the workers, observe reports and checkpoints). Checkpoints and diffs go to the
-node's ``store`` on disk; the cycles are completed by ``cycles``.
+node's ``store`` on disk, the reports' records to ``reports``; the cycles are completed by ``cycles``.
 Implements ``operations.NodeOperations``. Does not own HTTP/WebSocket wiring or the node revisions'
 wire differences (``routes``), the options (``options``), the tables and PyGrid's rules (``state``),
-when a cycle completes (``cycles``), the files (``store``), the hold point and injected failures
-behind the test controls (``controls``) or JWT checks (``auth``).
+when a cycle completes (``cycles``), the files (``store``), what is kept of each report
+(``reports``), the hold point and injected failures behind the test controls (``controls``) or JWT
+checks (``auth``).
 """
 
 from __future__ import annotations
@@ -16,13 +17,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
-import itertools
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
@@ -34,48 +31,15 @@ from syftd.node.controls import Controls
 from syftd.node.cycles import CycleEvaluator
 from syftd.node.operations import NodeStopping, WorkerGone
 from syftd.node.options import NodeOptions, Revision
+from syftd.node.reports import ReportLog, ReportRecord
 from syftd.node.routes import build_app
 from syftd.node.state import NOT_FOUND, HostingRefused, NodeState, Process, Refusal
 from syftd.node.store import Store
 from syftd.service import ServiceContext
 
-__all__ = ["GridNode", "HostingRefused", "NodeOptions", "NodeStopping", "ReportRecord", "Revision", "WorkerGone"]
+__all__ = ["GridNode", "HostingRefused", "NodeOptions", "NodeStopping", "Revision", "WorkerGone"]
 
 _log = get_logger("syftd.node")
-
-
-@dataclass(frozen=True, slots=True)
-class ReportRecord:
-    """A report the node stored: who, for which process and cycle, over which transport, and where its
-    raw diff is on disk (``diff`` reads it back while the node's store exists)."""
-
-    worker_id: str
-    request_key: str
-    model: str
-    version: str
-    cycle: int
-    diff_path: Path
-    diff_size: int
-    diff_sha256: str
-    transport: Literal["ws", "http"]
-
-    @property
-    def diff(self) -> bytes:
-        """The raw diff bytes as reported (read from the node's store)."""
-        return self.diff_path.read_bytes()
-
-    def summary(self) -> dict[str, Any]:
-        """The record as JSON-able values (the diff as size and sha256)."""
-        return {
-            "worker_id": self.worker_id,
-            "request_key": self.request_key,
-            "model": self.model,
-            "version": self.version,
-            "cycle": self.cycle,
-            "diff_size": self.diff_size,
-            "diff_sha256": self.diff_sha256,
-            "transport": self.transport,
-        }
 
 
 class GridNode(ServiceContext):
@@ -90,8 +54,7 @@ class GridNode(ServiceContext):
         self._cycles = CycleEvaluator(
             self.state, self.store, clock=clock, delay_s=self.options.averaging_delay_s, on_change=self._notify
         )
-        self._reports: list[ReportRecord] = []
-        self._report_ids = itertools.count(1)
+        self._reports = ReportLog(self.store)
         self._runner: web.AppRunner | None = None
         self.host_address = "127.0.0.1"
         self.port = 0
@@ -274,22 +237,12 @@ class GridNode(ServiceContext):
             cycle = self.state.assignment(worker_id, request_key).cycle
         except Refusal as refusal:
             return {"error": refusal.message}
-        process, number = cycle.process, next(self._report_ids)
-        path = self.store.diff_path(process.name, process.version, cycle.number, number)
-        digest = await asyncio.to_thread(self._keep_diff, path, diff)
-        self.state.record_report(worker_id, request_key, number)
-        record = ReportRecord(
-            worker_id, request_key, process.name, process.version, cycle.number, path, len(diff), digest, transport
-        )
-        self._reports.append(record)
+        record = await self._reports.keep(worker_id, request_key, cycle, diff, transport)
+        self.state.record_report(worker_id, request_key, record.number)
         _log.info(events.GRID_NODE_REPORT_RECEIVED, model=record.model, cycle=record.cycle, size=len(diff))
         self._notify()
         self._cycles.trigger(cycle)  # PyGrid answers first and evaluates in a background thread (docs/protocol.md §7)
         return {"status": "success"}
-
-    def _keep_diff(self, path: Path, diff: bytes) -> str:
-        self.store.write(path, diff, cache=False)
-        return hashlib.sha256(diff).hexdigest()
 
     async def settled(self) -> None:
         """Return once every cycle evaluation started by a report so far has finished (tests use it).
@@ -342,7 +295,7 @@ class GridNode(ServiceContext):
     @property
     def reports(self) -> list[ReportRecord]:
         """Every report stored so far, in arrival order."""
-        return list(self._reports)
+        return self._reports.records
 
     @property
     def held_reports(self) -> int:
@@ -369,7 +322,7 @@ class GridNode(ServiceContext):
             "holding": self._controls.holding,
             "failing": self._controls.failing,
             "processes": [p.summary() for p in self.state.processes],
-            "reports": [r.summary() for r in self._reports],
+            "reports": [r.summary() for r in self._reports.records],
         }
 
     async def download(self, kind: str, query: Mapping[str, str]) -> bytes:

@@ -148,27 +148,9 @@ async def test_offline_between_training_and_report_spools_then_reports_once_onli
     await harness.node.wait_until(lambda: harness.node.node.checkpoint_number(harness.name) == 2)
 
 
-async def _kill_9_with_the_report_held(harness: Harness, *, close_cycle: bool = False) -> None:
-    """Run a cycle until its report is held by the node (the diff is spooled), SIGKILL the daemon, and
-    release the held report only after the worker's connection died with it (the node drops it)."""
-    harness.host(max_updates=3)
-    harness.write_config()
-    harness.node.sync(harness.node.node.hold_reports)
-    try:
-        daemon = await harness.start()
-        await daemon.wait_log("spool.added", timeout=90)
-        await harness.node.wait_until(lambda: harness.node.node.held_reports >= 1, timeout=30)
-        daemon.signal(signal.SIGKILL)
-        await daemon.wait_exit()
-        if close_cycle:
-            assert await harness.node.acall(harness.node.node.close_cycle(harness.name, "1.0"))
-    finally:
-        harness.node.sync(harness.node.node.release_reports)
-
-
 async def test_kill_9_after_spooling_reports_exactly_once_after_restart(harness: Harness) -> None:
     """SIGKILL while the report is held (the diff is spooled): the restarted daemon reports it exactly once."""
-    await _kill_9_with_the_report_held(harness)
+    await harness.kill_9_with_the_report_held()
     daemon = await harness.start()
     await daemon.wait_log("spool.reported", timeout=60)
     reports = harness.node.reports_for(harness.name)
@@ -178,7 +160,7 @@ async def test_kill_9_after_spooling_reports_exactly_once_after_restart(harness:
 
 async def test_kill_9_then_cycle_closed_on_the_node_discards_the_spooled_diff(harness: Harness) -> None:
     """The node closed the cycle while the daemon was dead: the spooled diff is discarded, with a log line."""
-    await _kill_9_with_the_report_held(harness, close_cycle=True)
+    await harness.kill_9_with_the_report_held(close_cycle=True)
     daemon = await harness.start()
     discarded = await daemon.wait_log("spool.discarded", timeout=60)
     assert "cycle closed" in discarded["reason"]

@@ -29,17 +29,7 @@ def format_1_bytes(entry: dict[str, object]) -> bytes:
 async def test_a_diff_spooled_by_the_previous_format_is_reported_once(harness: Harness) -> None:
     """kill -9 with the report held, the ``.json`` rewritten in the previous format, restart: spool.reported,
     one report on the node, nothing in quarantine/."""
-    harness.host(max_updates=3)
-    harness.write_config()
-    harness.node.sync(harness.node.node.hold_reports)
-    try:
-        daemon = await harness.start()
-        await daemon.wait_log("spool.added", timeout=90)
-        await harness.node.wait_until(lambda: harness.node.node.held_reports >= 1, timeout=30)
-        daemon.signal(signal.SIGKILL)
-        await daemon.wait_exit()
-    finally:
-        harness.node.sync(harness.node.node.release_reports)
+    await harness.kill_9_with_the_report_held()
     spool = Path(harness.base / "state" / "jobs" / "mnist" / "spool")
     [meta] = list(spool.glob("*.json"))
     entry = json.loads(meta.read_bytes())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from syftd import config
+from syftd import configfile
 from syftd.errors import ConfigError
 from syftd.flower.config import spec_of
 
@@ -31,7 +31,7 @@ def flower_job(tmp_path: Path, extra: str = "", superlink: str = "127.0.0.1:9092
 
 def problems_of(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        config.loads(text)
+        configfile.loads(text)
     return list(info.value.problems)
 
 
@@ -39,7 +39,7 @@ def test_a_flower_job_needs_no_grid_table_and_yields_the_supervisor_spec(tmp_pat
     """Beside the default pygrid jobs: same constraints/budget tables, [job.flower] instead of [job.grid]."""
     text = flower_job(tmp_path, 'insecure = true\nnode_config = ["partition-id=2"]\n[job.budget]\nexpiry_grace_s = 3\n')
     text += '[[job]]\nname = "mnist"\n[job.grid]\nurl = "http://127.0.0.1:5000"\nmodel = "m"\nversion = "1"\n'
-    loaded = config.loads(text)
+    loaded = configfile.loads(text)
     fl, mnist = loaded.job
     assert fl.kind == "flower" and mnist.kind == "pygrid" and mnist.flower is None
     assert fl.flower is not None and fl.budget.expiry_grace_s == 3

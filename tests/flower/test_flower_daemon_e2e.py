@@ -16,7 +16,7 @@ from support.dbus import DBusMocks, MockControl
 from support.flower import EXAMPLE_APP, Report, SuperLink, free_port, wait_until
 
 from syftd import control
-from syftd.flower.supervisor import group_alive
+from syftd.flower.group import group_alive
 from syftd.history import History
 
 pytestmark = [pytest.mark.slow, pytest.mark.dbus, pytest.mark.timeout(300)]

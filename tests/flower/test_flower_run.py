@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from syftd import config
+from syftd import config, configfile
 from syftd.flower.run import FlowerRun
 from syftd.outcomes import CycleOutcome, ExpiryReason, Failure
 
@@ -22,7 +22,7 @@ def job(flower_bin: Path, tmp_path: Path, extra: str = "") -> config.JobConfig:
         f'[[job]]\nname = "fl"\nkind = "flower"\n[job.flower]\nsuperlink = "127.0.0.1:9"\n'
         f'venv = "{flower_bin.parent}"\ninsecure = true\n{extra}[job.budget]\nexpiry_grace_s = 3\nmax_cycle_s = 60\n'
     )
-    return config.loads(text).job[0]
+    return configfile.loads(text).job[0]
 
 
 async def test_expired_before_it_started_records_expired_without_starting_anything(

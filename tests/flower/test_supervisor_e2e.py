@@ -17,8 +17,9 @@ import pytest
 from support.flower import PROJECT, SuperLink, free_port, wait_until
 
 from syftd.flower.command import SupernodeSpec
+from syftd.flower.group import group_alive
 from syftd.flower.session import Phase, SessionOutcome
-from syftd.flower.supervisor import SupernodeSupervisor, group_alive
+from syftd.flower.supervisor import SupernodeSupervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -62,18 +63,23 @@ async def test_kill_9_of_the_supervising_daemon_ends_the_supernode(
             await driver.wait()
 
 
+def refused_spec(flower_bin: Path, tmp_path: Path) -> SupernodeSpec:
+    """A SuperNode flwr refuses to run: a node key that is not one, together with --insecure."""
+    key = tmp_path / "node.key"
+    key.write_text("not a key\n")
+    return SupernodeSpec(
+        executable=flower_bin / "flower-supernode", superlink="127.0.0.1:9", stop_file=tmp_path / "stop",
+        flwr_home=tmp_path / "home", runtime_port=free_port(), insecure=True, auth_private_key=key,
+    )  # fmt: skip
+
+
 async def test_a_supernode_that_exits_on_its_own_fails_with_its_status_and_is_restarted_with_backoff(
     flower_bin: Path, tmp_path: Path
 ) -> None:
     """flwr refuses a node key together with --insecure and exits: each session fails with its exit
     status and output, the next start comes after a doubling delay, and leave() during the delay
     returns at once without starting another."""
-    key = tmp_path / "node.key"
-    key.write_text("not a key\n")
-    spec = SupernodeSpec(
-        executable=flower_bin / "flower-supernode", superlink="127.0.0.1:9", stop_file=tmp_path / "stop",
-        flwr_home=tmp_path / "home", runtime_port=free_port(), insecure=True, auth_private_key=key,
-    )  # fmt: skip
+    spec = refused_spec(flower_bin, tmp_path)
     ended: list[float] = []
     supervisor = SupernodeSupervisor(
         spec, job="broken", expiry_grace_s=1.0, backoff_initial_s=0.5, backoff_max_s=60,
@@ -96,12 +102,7 @@ async def test_a_supernode_that_exits_on_its_own_fails_with_its_status_and_is_re
 async def test_one_session_in_the_callers_task_is_not_restarted(flower_bin: Path, tmp_path: Path) -> None:
     """run_once (what a job kind's run uses): a SuperNode that exits on its own ends the session
     FAILED and nothing restarts it (the job's own backoff decides what comes next)."""
-    key = tmp_path / "node.key"
-    key.write_text("not a key\n")
-    spec = SupernodeSpec(
-        executable=flower_bin / "flower-supernode", superlink="127.0.0.1:9", stop_file=tmp_path / "stop",
-        flwr_home=tmp_path / "home", runtime_port=free_port(), insecure=True, auth_private_key=key,
-    )  # fmt: skip
+    spec = refused_spec(flower_bin, tmp_path)
     supervisor = SupernodeSupervisor(spec, job="once", expiry_grace_s=1.0, backoff_initial_s=0.01)
     result = await asyncio.wait_for(supervisor.run_once(), 60)
     assert result.outcome is SessionOutcome.FAILED and result.exit_status not in (0, None), result

@@ -170,21 +170,24 @@ async def test_serve_as_a_child_process_hosts_over_ws_runs_a_cycle_and_exits_0_o
     assert "grid_node.cycle_completed" in events and events[-1] == "grid_node.stopped"
 
 
+async def grid_serve(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, bytes, bytes]:
+    """``python -m syftd grid serve ARGS`` (the alias of ``node serve``) run to its end within 60 s:
+    its exit status, stdout and stderr."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syftd", "grid", "serve", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode is not None
+    return child.returncode, out, err
+
+
 async def test_serve_refuses_a_port_in_use_with_a_clear_message_and_status_1():
     async with running_node() as node:
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "syftd",
-            "grid",
-            "serve",
-            "--port",
-            str(node.port),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _out, err = await asyncio.wait_for(child.communicate(), 60)
-    assert child.returncode == 1
+        status, _out, err = await grid_serve("--port", str(node.port))
+    assert status == 1
     assert f"cannot listen on 127.0.0.1:{node.port}" in err.decode()
 
 
@@ -194,21 +197,8 @@ async def test_serve_without_the_node_extra_prints_one_line_naming_it_and_exits_
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['numpy'] = None\n")
     repo = Path(__file__).resolve().parents[2]
     path = os.pathsep.join(p for p in (str(tmp_path), str(repo), os.environ.get("PYTHONPATH", "")) if p)
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "syftd",
-        "grid",
-        "serve",
-        "--port",
-        "0",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": path},
-        cwd=repo,
-    )
-    out, err = await asyncio.wait_for(child.communicate(), 60)
-    assert child.returncode == 69
+    status, out, err = await grid_serve("--port", "0", env={**os.environ, "PYTHONPATH": path}, cwd=repo)
+    assert status == 69
     assert out == b""
     assert err.decode().splitlines() == [
         "syftd node: the local node needs the 'node' extra (numpy): pip install 'syftd[node]'"

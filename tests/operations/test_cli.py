@@ -196,9 +196,9 @@ def test_mnist_and_imagefolder_also_need_torchvision() -> None:
 
 def test_a_bad_choice_key_does_not_invent_cross_key_problems() -> None:
     """kind = "flwr" is named; the grid table that only a pygrid job needs is not demanded on top."""
-    from syftd import config
+    from syftd import configfile
     from syftd.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
-        config.loads('[[job]]\nname = "a"\nkind = "flwr"\n')
+        configfile.loads('[[job]]\nname = "a"\nkind = "flwr"\n')
     assert len(info.value.problems) == 1 and info.value.problems[0].startswith("job[0].kind: must be one of")

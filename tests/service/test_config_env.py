@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from syftd import config as config_mod
+from syftd import configfile
 from syftd.errors import ConfigError
 
 TEMPLATE = """
@@ -40,7 +41,7 @@ def _load(**paths: str) -> config_mod.Config:
         "data": "/srv/mnist",
         **paths,
     }
-    return config_mod.loads(TEMPLATE.format(**values))
+    return configfile.loads(TEMPLATE.format(**values))
 
 
 def test_every_path_key_expands_braced_and_bare_variables(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from service.helpers import PREFIX, SYSTEM_PYTHON, copy_venv, run_make
 
-from syftd import config as config_mod
+from syftd import configfile
 from syftd.errors import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -56,11 +56,11 @@ def test_installed_config_reads_the_credential(staged_install: Path, monkeypatch
     and without it names the key; the token file is created empty and owner-only."""
     conf = staged_install / "etc/syftd"
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/syftd.service")
-    config = config_mod.load(conf / "syftd.toml")
+    config = configfile.load(conf / "syftd.toml")
     assert config.job[0].grid.token_file == Path("/run/credentials/syftd.service/token")
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     with pytest.raises(ConfigError, match=r"job\[0\]\.grid\.token_file: environment variable"):
-        config_mod.load(conf / "syftd.toml")
+        configfile.load(conf / "syftd.toml")
     token = conf / "token"
     assert token.read_bytes() == b"" and stat.S_IMODE(token.stat().st_mode) == 0o600
 
@@ -112,7 +112,7 @@ def test_install_launchd(staged_install: Path, tmp_path: Path) -> None:
     job = plistlib.loads(plist.read_bytes())
     assert job["ProgramArguments"][0] == "/usr/local/syftd/bin/syftd"
     assert (destdir / "Library/Logs/syftd").is_dir()
-    config = config_mod.load(destdir / "etc/syftd/syftd.toml")
+    config = configfile.load(destdir / "etc/syftd/syftd.toml")
     assert (config.daemon.state_dir, config.daemon.runtime_dir) == (Path("/var/db/syftd"), Path("/var/run/syftd"))
     assert job["ExitTimeOut"] >= config.daemon.shutdown_grace_s + 10
     run_make("uninstall-launchd", *args)
@@ -136,7 +136,7 @@ def test_install_systemd_user(staged_install: Path, tmp_path: Path, monkeypatch:
     assert "ExecStart=%h/.local/share/syftd/venv/bin/syftd" in unit.read_text()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
-    config = config_mod.load(home / ".config/syftd/syftd.toml")
+    config = configfile.load(home / ".config/syftd/syftd.toml")
     assert config.daemon.state_dir == home / ".local/state/syftd"
     assert config.daemon.runtime_dir == Path("/run/user/1000/syftd")
     assert (venv / "bin" / "syftd").read_text().splitlines()[0] == f"#!{venv}/bin/python"

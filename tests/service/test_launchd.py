@@ -12,6 +12,7 @@ import pytest
 from service.helpers import LAUNCHD_DIR, REPO, SYSTEMD_DIR, parse_unit
 
 from syftd import config as config_mod
+from syftd import configfile
 
 DAEMON = LAUNCHD_DIR / "org.openmined.syftd.plist"
 AGENT = LAUNCHD_DIR / "org.openmined.syftd.agent.plist"
@@ -138,7 +139,7 @@ def test_exit_timeout_covers_the_grace(job: dict[str, Any]) -> None:
     """ExitTimeOut >= shutdown_grace_s + 10 (default and example config), equal to systemd's TimeoutStopSec."""
     grace = max(
         config_mod.DaemonConfig().shutdown_grace_s,
-        config_mod.load(REPO / "config" / "syftd.toml").daemon.shutdown_grace_s,
+        configfile.load(REPO / "config" / "syftd.toml").daemon.shutdown_grace_s,
     )
     assert job["ExitTimeOut"] >= grace + 10
     stop = parse_unit((SYSTEMD_DIR / "syftd.service").read_text())["Service"]["TimeoutStopSec"][0]

@@ -24,7 +24,7 @@ import psutil
 import pytest
 from service.helpers import PREFIX
 
-from syftd import config as config_mod
+from syftd import configfile
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -104,7 +104,7 @@ def _inputs(staged: Path, work: Path) -> dict[str, Any]:
     assert "no_such_key" in (inputs / "invalid.toml").read_text()
     (inputs / "token").write_text(SECRET + "\n")
     (inputs / "syftd-test.service").write_text(TEST_UNIT)
-    config = config_mod.loads(good.replace("${CREDENTIALS_DIRECTORY}", "/run/credentials/syftd.service"))
+    config = configfile.loads(good.replace("${CREDENTIALS_DIRECTORY}", "/run/credentials/syftd.service"))
     params = {"shutdown_grace_s": config.daemon.shutdown_grace_s, "job": config.job[0].name}
     (inputs / "params.json").write_text(json.dumps(params))
     return params

@@ -14,6 +14,7 @@ import pytest
 from service.helpers import REPO, SYSTEMD_DIR, parse_unit
 
 from syftd import config as config_mod
+from syftd import configfile
 
 ANALYZE = shutil.which("systemd-analyze")
 pytestmark = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed (package systemd)")
@@ -102,7 +103,7 @@ def test_service_protocol_directives() -> None:
 def test_stop_timeout_covers_the_shutdown_grace() -> None:
     """TimeoutStopSec= is at least daemon.shutdown_grace_s + 10, for the default and the example config."""
     timeout = _seconds(_units()["Service"]["TimeoutStopSec"][0])
-    example = config_mod.load(REPO / "config" / "syftd.toml").daemon.shutdown_grace_s
+    example = configfile.load(REPO / "config" / "syftd.toml").daemon.shutdown_grace_s
     assert timeout >= max(example, config_mod.DaemonConfig().shutdown_grace_s) + 10
 
 
@@ -113,7 +114,7 @@ def test_static_user_and_directories_match_the_config() -> None:
     assert service["StateDirectory"] == ["syftd"]
     assert service["RuntimeDirectory"] == ["syftd"]
     assert service["ConfigurationDirectory"] == ["syftd"]
-    daemon = config_mod.load(REPO / "config" / "syftd.toml").daemon
+    daemon = configfile.load(REPO / "config" / "syftd.toml").daemon
     assert (daemon.state_dir, daemon.runtime_dir) == (Path("/var/lib/syftd"), Path("/run/syftd"))
 
 

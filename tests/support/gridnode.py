@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
@@ -36,6 +35,7 @@ from typing import Any
 
 import aiohttp
 
+from syftd.demo import node_command
 from syftd.grid import wire
 from syftd.node.cli import LISTENING
 from syftd.node.node import GridNode, NodeOptions, Revision
@@ -267,18 +267,7 @@ class NodeProcess(ServiceContext):
             RuntimeError: the node exited or did not listen within ``timeout`` (with its output).
         """
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "syftd",
-            "node",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--log-format",
-            "json",
-            *self.args,
+            *node_command(0, *self.args),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=self.env,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
@@ -23,6 +24,7 @@ import psutil
 import pytest
 
 from support.daemon import DaemonProcess, NotifySocket
+from support.daemonconfig import daemon_config
 from support.dbus import DBusMocks, MockControl
 from syftd.node.node import GridNode, NodeOptions
 
@@ -114,53 +116,32 @@ class Harness:
         return self.name
 
     def write_config(self, *, job: str = "", daemon: str = "", url: str | None = None) -> Path:
+        """Write ``syftd.toml`` (``support.daemonconfig``); ``daemon``/``job`` are raw lines appended."""
         url = url or self.node.node.url.replace("http://", "ws://")
         self.config_path = self.base / "syftd.toml"
-        self.config_path.write_text(f"""
-[daemon]
-state_dir = "{self.base / "state"}"
-runtime_dir = "{self.base / "run"}"
-log_format = "json"
-log_level = "debug"
-shutdown_grace_s = 4.0
-{daemon}
-
-[daemon.conditions]
-bus_address = "{self.bus.address}"
-power_source = "upower"
-network_source = "networkmanager"
-sleep_source = "logind"
-
-[[job]]
-name = "mnist"
-
-[job.grid]
-url = "{url}"
-model = "{self.name}"
-version = "1.0"
-
-[job.data]
-source = "synthetic-digits"
-samples = 256
-
-[job.constraints]
-stable_for_s = 0.2
-
-[job.schedule]
-interval_s = 3600
-backoff_initial_s = 0.5
-rejection_jitter_s = 0.2
-
-[job.budget]
-max_cycle_s = 120
-expiry_grace_s = 2.0
-
-[job.trainer]
-threads = 1
-idle_exit_s = 30
-{job}
-""")
+        text = daemon_config(
+            base=self.base, bus_address=self.bus.address, url=url, model=self.name, daemon=daemon, job=job
+        )
+        self.config_path.write_text(text)
         return self.config_path
+
+    async def kill_9_with_the_report_held(self, *, close_cycle: bool = False) -> None:
+        """Run a cycle of a fresh process until its report is held by the node (the diff is spooled),
+        SIGKILL the daemon, and release the held report only after the worker's connection died with it
+        (the node drops it); ``close_cycle`` closes the node's cycle before the release."""
+        self.host(max_updates=3)
+        self.write_config()
+        self.node.sync(self.node.node.hold_reports)
+        try:
+            daemon = await self.start()
+            await daemon.wait_log("spool.added", timeout=90)
+            await self.node.wait_until(lambda: self.node.node.held_reports >= 1, timeout=30)
+            daemon.signal(signal.SIGKILL)
+            await daemon.wait_exit()
+            if close_cycle:
+                assert await self.node.acall(self.node.node.close_cycle(self.name, "1.0"))
+        finally:
+            self.node.sync(self.node.node.release_reports)
 
     async def start(self, env: dict[str, str] | None = None) -> DaemonProcess:
         self.notify = NotifySocket(self.base / f"notify-{next(_names)}.sock")

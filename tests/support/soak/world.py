@@ -23,6 +23,7 @@ from typing import Any, Literal
 import psutil
 
 from support.daemon import DaemonProcess, NotifySocket
+from support.daemonconfig import daemon_config
 from support.dbus import DBusMocks
 from support.harness import ThreadNode
 from support.proc import rss_mib
@@ -117,55 +118,24 @@ class World:
         self.node.sync(lambda: self.grid.host(self.name, "1.0", model, plans, client, server))
 
     def write_config(self) -> None:
-        s, url = self.settings, self.grid.url.replace("http://", "ws://")
-        self.config_path.write_text(f"""
-[daemon]
-state_dir = "{self.state_dir}"
-runtime_dir = "{self.base / "run"}"
-log_format = "json"
-log_level = "info"
-shutdown_grace_s = 4.0
-
-[daemon.conditions]
-bus_address = "{self.bus.address}"
-power_source = "upower"
-network_source = "networkmanager"
-sleep_source = "logind"
-
-[[job]]
-name = "mnist"
-
-[job.grid]
-url = "{url}"
-model = "{self.name}"
-version = "1.0"
-timeout_s = {s.timeout_s}
-
-[job.data]
-source = "synthetic-digits"
-samples = 256
-
-[job.constraints]
-stable_for_s = {s.stable_for_s}
-
-[job.schedule]
-interval_s = 0
-backoff_initial_s = {s.backoff_initial_s}
-backoff_max_s = {s.backoff_max_s}
-rejection_jitter_s = {s.rejection_jitter_s}
-finished_retry_s = {s.backoff_max_s}
-
-[job.budget]
-max_cycle_s = {s.max_cycle_s}
-expiry_grace_s = 2.0
-
-[job.trainer]
-threads = 1
-nice = 0
-sched_idle = false
-idle_exit_s = 30
-max_updates = {s.max_updates}
-""")
+        s = self.settings
+        values = {
+            "daemon": {"log_level": "info"},
+            "job.grid": {"timeout_s": s.timeout_s},
+            "job.constraints": {"stable_for_s": s.stable_for_s},
+            "job.schedule": {
+                "interval_s": 0,
+                "backoff_initial_s": s.backoff_initial_s,
+                "backoff_max_s": s.backoff_max_s,
+                "rejection_jitter_s": s.rejection_jitter_s,
+                "finished_retry_s": s.backoff_max_s,
+            },
+            "job.budget": {"max_cycle_s": s.max_cycle_s},
+            "job.trainer": {"nice": 0, "sched_idle": False, "max_updates": s.max_updates},
+        }
+        url = self.grid.url.replace("http://", "ws://")
+        text = daemon_config(base=self.base, bus_address=self.bus.address, url=url, model=self.name, values=values)
+        self.config_path.write_text(text)
 
     # ------------------------------------------------------------------ the daemon
 

@@ -37,6 +37,7 @@ CONTROL_PEER_REFUSED = "control.peer_refused"
 
 # cycle
 CYCLE_CRASHED = "cycle.crashed"
+CYCLE_DIFF_UNSPOOLED = "cycle.diff_unspooled"
 CYCLE_EXPIRING = "cycle.expiring"
 CYCLE_FINISHED = "cycle.finished"
 CYCLE_STARTED = "cycle.started"

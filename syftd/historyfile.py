@@ -1,7 +1,7 @@
 """``syftd history`` without a daemon: the kept history read straight from the state directory.
 
 Owns finding the files (``daemon.state_dir`` and the job names, read leniently from the configuration,
-as ``config.runtime_dir_of`` reads the runtime directory: the token files and the rest need not load)
+as ``configfile.runtime_dir_of`` reads the runtime directory: the token files and the rest need not load)
 and reading them strictly read-only: no lock is taken, no directory created, nothing moved aside nor
 rewritten, so a daemon starting meanwhile is never held up and a damaged file stays as it is. A damaged
 or partial file is a ``StateFileError`` naming the file and the line. The daemon writes the file

@@ -43,7 +43,7 @@ from syftd.grid.answers import Accepted
 from syftd.identity import Identity
 from syftd.jobs.files import PROBE_AFTER_S, Begun, Spooled, begin, clear_work_dir, settle
 from syftd.jobs.ports import GridSession, Trainers
-from syftd.jobs.report import Aborted, ReportOutcome, ReportRun, race
+from syftd.jobs.report import Aborted, ReportOutcome, ReportRun, race, report_unspooled
 from syftd.jobs.states import CycleRecord, CycleState, TrainerPhase, check_transition, terminal_state
 from syftd.log import get_logger
 from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure, Rejection
@@ -283,6 +283,9 @@ class CycleRun:
             record.loss = round(result.losses[-1], 5)
         if result.accuracies:
             record.accuracy = round(result.accuracies[-1], 5)
+        if result.outcome is Outcome.COMPLETED and result.diff is not None and result.diff_sha256 is None:
+            await self._report_unspooled(client, result.diff, result.error, worker_id, accepted)
+            return
         if result.outcome is not Outcome.COMPLETED or result.diff_sha256 is None:
             # a flag that was set explains the stop; a trainer that failed or died by itself failed
             reason = result.reason if result.reason is not None else self.flag.reason
@@ -323,6 +326,24 @@ class CycleRun:
             self._end(Ended(CycleOutcome.DISCARDED))
         else:
             self._end(Ended(CycleOutcome.SPOOLED))
+
+    async def _report_unspooled(
+        self, client: GridSession, diff: bytes, why: str | None, worker_id: str, accepted: Accepted
+    ) -> None:
+        """The disk refused the diff's file (full, read-only): report it from memory rather than lose it;
+        if that report fails too, the diff is lost and the cycle fails ``storage``."""
+        _log.warning(events.CYCLE_DIFF_UNSPOOLED, job=self.job.name, cycle=self.cycle_id, error=why, size=len(diff))
+        self._transition(CycleState.SPOOLING)
+        self._transition(CycleState.REPORTING)
+        self.record.bytes_up = len(diff)
+        outcome, problem = await report_unspooled(client, diff, worker_id, accepted.request_key, self._abort_report)
+        note = f"the diff could not be spooled ({why}); reported from memory"
+        if outcome is ReportOutcome.REPORTED:
+            self._end(Ended(CycleOutcome.DONE), error=note)
+        elif outcome is ReportOutcome.DISCARDED:
+            self._end(Ended(CycleOutcome.DISCARDED), error=f"{note}: the node had closed the cycle ({problem})")
+        else:
+            self._end(Ended.failed(Failure.STORAGE), error=f"{note}, which failed, so it is lost: {problem}")
 
     async def _let_prepared_go(self) -> None:
         """A trainer prepared for this cycle that never got its request leaves by the flag's SIGTERM moment."""

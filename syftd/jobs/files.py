@@ -46,16 +46,17 @@ def work_dir(state_dir: Path, job: str) -> Path:
 
 
 def clear_work_dir(path: Path) -> None:
-    """Remove the cycle's downloads, keeping the directory; a directory already gone is fine."""
+    """Remove the cycle's downloads, keeping the directory; best effort (a directory already gone, or a
+    disk turned read-only, leaves them for the next cycle's ``work_dir``)."""
     try:
         entries = list(os.scandir(path))
-    except FileNotFoundError:
+    except OSError:
         return
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
         else:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(entry.path)
 
 

@@ -24,7 +24,7 @@ from syftd.log import get_logger
 from syftd.outcomes import ReportOutcome
 from syftd.spool import Spool, SpoolEntry
 
-__all__ = ["ReportOutcome", "ReportRun", "race", "report_entry", "tidied"]
+__all__ = ["ReportOutcome", "ReportRun", "race", "report_entry", "report_unspooled", "tidied"]
 
 _log = get_logger("syftd.jobs.report")
 T = TypeVar("T")
@@ -87,6 +87,22 @@ def _tidy(spool: Spool, entry: SpoolEntry) -> None:
         spool.tidy(entry)
     except OSError as exc:  # a read-only disk: the next ``pending`` finishes it
         _log.warning(events.SPOOL_TIDY_FAILED, job=entry.job, cycle=entry.cycle_id, error=str(exc))
+
+
+async def report_unspooled(
+    client: GridSession, diff: bytes, worker_id: str, request_key: str, abort: asyncio.Event
+) -> tuple[ReportOutcome, str | None]:
+    """Report a diff the disk refused to spool, from memory: REPORTED, DISCARDED (the cycle is gone),
+    ABORTED or PENDING (failed), with what went wrong. Nothing is kept: a diff not REPORTED is lost."""
+    try:
+        await race(client.report(worker_id, request_key, diff), abort.wait())
+    except Aborted:
+        return ReportOutcome.ABORTED, "the report was aborted (network lost, sleep or stop)"
+    except GridCycleGone as exc:
+        return ReportOutcome.DISCARDED, str(exc)
+    except GridError as exc:
+        return ReportOutcome.PENDING, f"{type(exc).__name__}: {exc}"
+    return ReportOutcome.REPORTED, None
 
 
 def _non_finite_file(path: Path) -> str | None:

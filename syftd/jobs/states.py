@@ -81,7 +81,7 @@ _ALLOWED: dict[CycleState, frozenset[CycleState]] = {
     _S.DOWNLOADING: frozenset({_S.TRAINING, _S.REJECTED, _S.EXPIRED, _S.FAILED}),
     _S.TRAINING: frozenset({_S.SPOOLING, _S.EXPIRED, _S.FAILED}),
     _S.SPOOLING: frozenset({_S.REPORTING, _S.FAILED, _S.SPOOLED}),
-    _S.REPORTING: frozenset({_S.DONE, _S.SPOOLED, _S.DISCARDED}),
+    _S.REPORTING: frozenset({_S.DONE, _S.SPOOLED, _S.DISCARDED, _S.FAILED}),  # FAILED: an unspooled diff
     **{terminal: frozenset() for terminal in _TERMINAL},
 }
 

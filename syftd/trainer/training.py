@@ -41,9 +41,12 @@ from syftd.trainer.messages import (
 )
 from syftd.trainer.plan import PlanRunner, from_wire, load_plan, to_wire
 
-__all__ = ["Trainer"]
+__all__ = ["MEMORY_DIFF_MAX", "Trainer"]
 
 _log = get_logger("syftd.trainer")
+
+MEMORY_DIFF_MAX = 64 * 1024 * 1024
+"""The largest diff returned in memory when the disk refuses its file (above it the cycle fails storage)."""
 
 
 class Trainer:
@@ -107,7 +110,15 @@ class Trainer:
             # the one check of the diff before it is spooled: the daemon trusts it (issue 15)
             wire.check_diff(diff, parsed)
             if request.diff_path is not None:
-                written = _write_diff(Path(request.diff_path), diff)
+                try:
+                    written = _write_diff(Path(request.diff_path), diff)
+                except DiffUnwritable as exc:
+                    if len(diff) > MEMORY_DIFF_MAX:
+                        raise
+                    # the disk is full or read-only: the diff comes back whole, to be reported from the
+                    # daemon's memory rather than lost (it is not spooled: a crash before the report loses it)
+                    _log.warning(events.TRAINER_FAILED, error=str(exc), steps=len(losses), returned_in_memory=True)
+                    return result(Outcome.COMPLETED, diff=diff, diff_size=len(diff), error=str(exc))
         except Expired as exc:
             _log.info(events.TRAINER_EXPIRED, reason=exc.reason.label, steps=len(losses))
             return result(Outcome.EXPIRED, reason=exc.reason)

@@ -33,3 +33,26 @@ async def test_start_removes_temp_files_and_uncommitted_diffs_and_keeps_committe
     left = sorted(p.name for p in await asyncio.to_thread(list, spool_dir.iterdir()) if p.name != "quarantine")
     assert left == [], left
     assert await asyncio.to_thread(world.spool.pending, "tiny") == []
+
+
+async def test_a_diff_the_disk_refuses_is_reported_from_memory_not_lost(world: World) -> None:
+    """The spool directory disappears while the trainer trains (as a full or read-only disk refuses the
+    file): the trainer returns the diff in memory and the cycle reports it from there: DONE, the node has
+    it, one ``cycle.diff_unspooled`` line, the record says it was not spooled."""
+    world.host()
+    spool_dir = (await asyncio.to_thread(world.spool.diff_file, "tiny", "c-probe")).parent
+    await world.gate("diff")
+    try:
+        with capture_logs() as logs:
+            run = world.cycle(world.job())
+            task = asyncio.ensure_future(run.run())
+            await world.entered("diff")
+            await asyncio.to_thread(spool_dir.rename, spool_dir.with_name("spool-away"))
+            await world.open_gate("diff")
+            record = await asyncio.wait_for(task, 60)
+    finally:
+        await world.open_gate("diff")
+    assert record.ended.outcome.value == "done", record
+    assert "not be spooled" in (record.error or "") and "reported from memory" in (record.error or "")
+    assert len(world.reports()) == 1
+    assert [e["event"] for e in logs].count(events.CYCLE_DIFF_UNSPOOLED) == 1

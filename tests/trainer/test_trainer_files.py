@@ -12,7 +12,6 @@ import pytest
 from trainer.helpers import CLIENT_CONFIG, make_job
 
 from syftd.grid import wire
-from syftd.outcomes import Failure
 from syftd.trainer.flag import ExpiryFlag
 from syftd.trainer.messages import DIFF_UNWRITABLE, Outcome
 from syftd.trainer.process import TrainerPool
@@ -53,15 +52,17 @@ async def test_the_trainer_writes_the_diff_file_and_returns_only_its_size_and_ha
     assert sorted(p.name for p in spool.iterdir()) == ["c1.diff"]
 
 
-async def test_a_diff_the_disk_refuses_fails_the_run_naming_the_file(
+async def test_a_diff_the_disk_refuses_comes_back_in_memory_naming_the_write_error(
     pool: TrainerPool, model: bytes, plan: bytes, new_flag: Callable[[], ExpiryFlag], tmp_path: Path
 ) -> None:
-    """The spool directory is missing: FAILED ``storage`` (the disk's, not the trainer's), naming the file; no file."""
+    """The spool directory is missing: COMPLETED with the diff's bytes in the result (for the daemon to
+    report from memory rather than lose it), the write error naming the file, no hash, no file."""
     (tmp_path / "model.pb").write_bytes(model)
     (tmp_path / "plan.pb").write_bytes(plan)
     target = tmp_path / "gone" / "c1.diff"
     result = await _train_files(pool, new_flag(), (tmp_path / "model.pb", tmp_path / "plan.pb", target))
-    assert result.outcome is Outcome.FAILED, result  # type: ignore[attr-defined]
-    assert result.failure is Failure.STORAGE  # type: ignore[attr-defined]
+    assert result.outcome is Outcome.COMPLETED, result  # type: ignore[attr-defined]
+    wire.check_diff(result.diff, model)  # type: ignore[attr-defined]
+    assert (result.diff_size, result.diff_sha256) == (len(result.diff), None)  # type: ignore[attr-defined]
     assert result.error.startswith(DIFF_UNWRITABLE) and str(target) in result.error  # type: ignore[attr-defined]
     assert not target.exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import io
 import pickle
+import socket
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "decode_from_trainer",
     "encode",
     "failure_of",
+    "receive_from_daemon",
 ]
 
 HEADER = struct.Struct(">I")
@@ -136,6 +138,32 @@ def failure_of(exc: Exception) -> Failure | None:
     if isinstance(exc, WireError):
         return Failure.WIRE
     return None
+
+
+def receive_from_daemon(sock: socket.socket, *, timeout_s: float) -> Any | None:
+    """In the trainer: the next frame's message from the daemon, or None after ``timeout_s`` idle or when
+    the daemon closed the socket. The daemon is trusted: its frames are plain pickles."""
+    sock.settimeout(timeout_s)
+    try:
+        header = _read_exactly(sock, HEADER.size)
+    except TimeoutError:
+        return None
+    finally:
+        sock.settimeout(None)
+    if header is None:
+        return None
+    body = _read_exactly(sock, HEADER.unpack(header)[0])
+    return None if body is None else pickle.loads(body)
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            return None
+        chunks += chunk
+    return bytes(chunks)
 
 
 def encode(message: Any) -> bytes:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import pickle
 import select
 import signal
 import socket
@@ -32,7 +31,7 @@ import structlog
 
 from syftd import events, log
 from syftd.trainer.flag import ExpiryView
-from syftd.trainer.messages import HEADER, Outcome, Preload, Request, Stage, TrainerStage, encode
+from syftd.trainer.messages import Outcome, Preload, Request, Stage, TrainerStage, encode, receive_from_daemon
 
 __all__ = ["main"]
 
@@ -156,32 +155,10 @@ def _govern(*, nice: int, is_sched_idle: bool) -> None:
 
 def _receive(sock: socket.socket, *, timeout_s: float) -> Request | Preload | None:
     """The next message, or None after ``timeout_s`` idle or when the daemon closed the socket."""
-    sock.settimeout(timeout_s)
-    try:
-        header = _read(sock, HEADER.size)
-    except TimeoutError:
-        return None
-    finally:
-        sock.settimeout(None)
-    if header is None:
-        return None
-    body = _read(sock, HEADER.unpack(header)[0])
-    if body is None:
-        return None
-    message = pickle.loads(body)
-    if not isinstance(message, Request | Preload):
+    message = receive_from_daemon(sock, timeout_s=timeout_s)
+    if message is not None and not isinstance(message, Request | Preload):
         raise TypeError(f"the daemon sent a {type(message).__name__}, not a Request")
     return message
-
-
-def _read(sock: socket.socket, size: int) -> bytes | None:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            return None
-        chunks += chunk
-    return bytes(chunks)
 
 
 class _ResidentSize:

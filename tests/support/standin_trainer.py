@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import pickle
 import socket
 import struct
 import sys
@@ -31,7 +30,6 @@ from syftd.grid import wire
 from syftd.statedir import atomic_write
 from syftd.trainer.flag import Expired, ExpiryView
 from syftd.trainer.messages import (
-    HEADER,
     Outcome,
     Preload,
     Progress,
@@ -41,6 +39,7 @@ from syftd.trainer.messages import (
     TrainingResult,
     encode,
     failure_of,
+    receive_from_daemon,
 )
 
 STANDIN = True
@@ -57,30 +56,6 @@ def _gate(phase: str) -> None:
     (Path(gates) / f"{phase}.entered").write_text(str(os.getpid()))
     while hold.exists():
         time.sleep(0.01)
-
-
-def _read(sock: socket.socket, size: int) -> bytes | None:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            return None
-        chunks += chunk
-    return bytes(chunks)
-
-
-def _receive(sock: socket.socket, idle_s: float) -> object | None:
-    sock.settimeout(idle_s)
-    try:
-        header = _read(sock, HEADER.size)
-    except TimeoutError:
-        return None
-    finally:
-        sock.settimeout(None)
-    if header is None:
-        return None
-    body = _read(sock, HEADER.unpack(header)[0])
-    return None if body is None else pickle.loads(body)
 
 
 def _diff(model: bytes) -> bytes:
@@ -151,7 +126,7 @@ def main() -> int:
     step_s = float(os.environ.get("SYFTD_STANDIN_STEP_S", "0.01"))
     sock = socket.socket(fileno=args.fd)
     while True:
-        message = _receive(sock, args.idle_exit_s)
+        message = receive_from_daemon(sock, timeout_s=args.idle_exit_s)
         if message is None:
             return 0
         if isinstance(message, Preload):

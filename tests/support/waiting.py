@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 __all__ = ["Changes", "notify_on_log", "poll_until", "poll_until_blocking"]
@@ -85,16 +86,23 @@ def notify_on_log(changes: Changes, loop: asyncio.AbstractEventLoop) -> Callable
 
 
 async def poll_until(
-    predicate: Callable[[], T], *, what: str, timeout: float, every: float = 0.05, off_loop: bool = False
+    predicate: Callable[[], T | Awaitable[T]],
+    *,
+    what: str,
+    timeout: float,
+    every: float = 0.05,
+    off_loop: bool = False,
 ) -> T:
     """The first truthy ``predicate()`` within ``timeout`` s, looked at every ``every`` s.
 
-    Only for state that sends no event; ``off_loop`` runs the predicate in a thread (file system, psutil).
+    Only for state that sends no event. ``predicate`` may be a coroutine function (a D-Bus or HTTP
+    round trip); ``off_loop`` runs a plain one in a thread (file system, psutil).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        value = await asyncio.to_thread(predicate) if off_loop else predicate()
+        looked = await asyncio.to_thread(predicate) if off_loop else predicate()
+        value = await looked if inspect.isawaitable(looked) else looked
         if value:
             return value
         if loop.time() > deadline:

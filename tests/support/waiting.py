@@ -67,7 +67,8 @@ class Changes:
             try:
                 await asyncio.wait_for(waiter, remaining)
             except asyncio.TimeoutError:
-                continue  # the predicate gets one last look before the failure
+                # no last look: a change nobody notified is a missing event, not a slow one
+                raise AssertionError(f"not within {timeout} s ({self.count} changes seen): {what}") from None
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)

@@ -232,7 +232,7 @@ async def test_shared_memory_flags_of_a_killed_daemon_are_removed_at_the_next_st
             from syftd.trainer.flag import ExpiryFlag
             flags = [ExpiryFlag() for _ in range(3)]
             print(" ".join(f.name for f in flags), flush=True)
-            time.sleep(60)
+            time.sleep(60)  # behaviour: a process that holds its flags until killed
         """),
         stdout=asyncio.subprocess.PIPE,
         cwd=PROJECT,
@@ -330,7 +330,7 @@ class TestControlRequests:
                 for byte in b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200:
                     dripper.write(bytes([byte]))
                     await dripper.drain()
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(0.5)  # behaviour: a client dripping one byte per half second
 
         began = time.monotonic()
         dripping = asyncio.create_task(drip())

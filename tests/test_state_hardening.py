@@ -211,7 +211,7 @@ class TestStateLock:
                     from syftd.statedir import StateLock
                     StateLock(Path({str(state)!r})).acquire()
                     print("held", flush=True)
-                    time.sleep(60)
+                    time.sleep(60)  # behaviour: another process holding the state lock until killed
                 """),
             ],
             stdout=subprocess.PIPE,

@@ -11,7 +11,6 @@ margin that holds on a loaded machine; the tight figures are in tests/bench/test
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ import pytest
 from support.harness import Harness, eventually
 from support.holdproxy import HoldProxy
 from support.phases import PHASES, alive, budget_s, history, hold, trainer_processes
+from support.waiting import poll_until
 
 pytestmark = [pytest.mark.torch, pytest.mark.dbus, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -73,9 +73,11 @@ async def test_each_phase_before_the_diff_expires_within_its_bounds(
             assert await daemon.wait_exit(timeout=SHUTDOWN_GRACE_S + 30) == 0
             assert time.monotonic() - began <= SHUTDOWN_GRACE_S + 1.0, time.monotonic() - began
         else:
-            # this cycle's trainer (a next cycle may already have started its own)
+            # this cycle's trainer (a next cycle may already have started its own); polls: the process table
             await eventually(
-                lambda: not any(alive(p) for p in trainers), timeout=max(0.1, BOUND_S - (time.monotonic() - began))
+                lambda: not any(alive(p) for p in trainers),
+                timeout=max(0.1, BOUND_S - (time.monotonic() - began)),
+                what="the expired cycle's trainer gone",
             )
     finally:
         held.release()
@@ -85,8 +87,10 @@ async def test_each_phase_before_the_diff_expires_within_its_bounds(
         assert time.monotonic() - began <= SHUTDOWN_GRACE_S + 1.0 + 5.0, daemon.raw[-30:]
     assert harness.node.reports_for(harness.name) == []
     assert len([e for e in daemon.events("cycle.finished") if e["cycle"] == cycle]) == 1
-    # the history is written right after the log line, off the daemon's event loop
-    await eventually(lambda: any(e["cycle_id"] == cycle for e in history(harness)), timeout=10)
+    # the history is written right after the log line, off the daemon's event loop; polls: the file
+    await eventually(
+        lambda: any(e["cycle_id"] == cycle for e in history(harness)), timeout=10, what="the history entry"
+    )
     entries = [e for e in history(harness) if e["cycle_id"] == cycle]
     assert len(entries) == 1 and entries[0]["outcome"] == "expired", entries
 
@@ -102,15 +106,20 @@ async def test_cycles_failing_within_milliseconds_leave_no_inhibitor_lock(harnes
         )
     )
     daemon = await harness.start()
-    await eventually(lambda: len(daemon.events("cycle.finished")) >= 30, timeout=60)
+    await daemon.until(lambda: len(daemon.events("cycle.finished")) >= 30, what="30 cycles finished", timeout=60)
     await mocks.set_on_battery(True)
     await daemon.wait_log("conditions.changed", on_external_power=False, timeout=10)
-    await eventually(lambda: len(daemon.events("cycle.finished")) == len(daemon.events("cycle.started")), timeout=10)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 6.0  # an Inhibit call still in flight is bounded by 5 s
-    while any(row[1] == "syftd" for row in await mocks.list_inhibitors()):
-        assert loop.time() < deadline, "an inhibitor lock outlived its cycle"
-        await asyncio.sleep(0.05)
+    await daemon.until(
+        lambda: len(daemon.events("cycle.finished")) == len(daemon.events("cycle.started")),
+        what="every started cycle finished",
+        timeout=10,
+    )
+
+    async def no_syftd_lock() -> bool:
+        return not any(row[1] == "syftd" for row in await mocks.list_inhibitors())
+
+    # polls: logind's inhibitor list has no change signal; an Inhibit call in flight is bounded by 5 s
+    await poll_until(no_syftd_lock, what="no syftd inhibitor lock left (one outlived its cycle)", timeout=6.0)
     taken = len(daemon.events("conditions.sleep_lock_taken"))
     released = len(daemon.events("conditions.sleep_lock_released"))
     assert taken == released, (taken, released)

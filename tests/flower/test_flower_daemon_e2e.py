@@ -79,6 +79,7 @@ async def joined(daemon: DaemonProcess, federation: SuperLink, after: int) -> tu
     """The next flower.supernode_joined line after index ``after``: (node id, its index)."""
     entry = await daemon.wait_log("flower.supernode_joined", timeout=60, after=after)
     node_id = int(entry["node_id"])
+    # polls: the SuperLink's log file, written by another process, announces nothing
     await wait_until(lambda: f"Activated node_id={node_id}" in federation.text(), timeout=10, what="activated")
     return node_id, daemon.logs.index(entry)
 
@@ -90,7 +91,7 @@ def started_pid(daemon: DaemonProcess, after: int = 0) -> int:
 async def training(daemon: DaemonProcess, after: int, timeout: float = 60) -> None:
     """Wait until the gated node's ClientApp is in its training loop (the SuperNode's output is in the
     daemon's debug log)."""
-    await wait_until(
+    await daemon.until(
         lambda: any(
             e.get("event") == "flower.supernode_output" and "syftd-example: training" in str(e.get("line"))
             for e in daemon.logs[after:]

@@ -195,7 +195,7 @@ def dripping(server: Server, before_headers: bool) -> Handler:
         try:
             while True:
                 await response.write(b" ")
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.3)  # behaviour: a server dripping one byte every 0.3 s
         except (ConnectionError, RuntimeError):
             pass
         return response

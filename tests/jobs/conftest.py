@@ -9,8 +9,10 @@ syftd's code on the event loop fails it; the tests' own set-up may block.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +22,9 @@ from typing import Any
 import psutil
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+from structlog.testing import capture_logs
 from support.holdproxy import HoldProxy
+from support.waiting import Changes, notify_on_log, poll_until
 
 from syftd.conditions.value import Conditions
 from syftd.config import BudgetConfig, ConstraintsConfig, GridConfig, JobConfig, ScheduleConfig, TrainerConfig
@@ -73,14 +77,36 @@ class World:
     pool: TrainerPool
     base: Path
     gates: Path
+    gate_address: str
+    """The abstract unix address (no leading NUL) the stand-in announces each gate it reaches to."""
     name: str = ""
     spool: Spool = field(init=False)
     history: History = field(init=False)
     identity: Identity = field(init=False)
+    changes: Changes = field(init=False)
+    """Notified by each cycle's ``on_change`` (state, trainer phase, progress) and each gate reached."""
+    _held: set[str] = field(init=False, default_factory=set)
+    _entered: list[str] = field(init=False, default_factory=list)
+    _waiting: dict[str, list[Any]] = field(init=False, default_factory=dict)
+    _gate_sock: socket.socket = field(init=False)
 
     def __post_init__(self) -> None:
         state = self.base / "state"
         self.spool, self.history, self.identity = Spool(state), History(state), Identity(state)
+        self.changes = Changes()
+        # the stand-in announces each gate it reaches with a datagram here and blocks until answered
+        self._gate_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._gate_sock.bind("\0" + self.gate_address)
+        self._gate_sock.setblocking(False)
+        asyncio.get_running_loop().add_reader(self._gate_sock.fileno(), self._on_gate_reached)
+
+    def close(self) -> None:
+        """Stop listening for gates; a stand-in still held is released (or ended by its pool)."""
+        asyncio.get_running_loop().remove_reader(self._gate_sock.fileno())
+        for addresses in self._waiting.values():
+            for address in addresses:
+                self._let_go(address)
+        self._gate_sock.close()
 
     def host(self, **server: Any) -> str:
         self.name = f"tiny-{next(_names)}"
@@ -115,18 +141,50 @@ class World:
             pool=self.pool,
             spool=self.spool,
             identity=self.identity,
+            on_change=self.changes.notify,
         )
 
+    @contextlib.contextmanager
+    def logs(self) -> Iterator[list[dict[str, Any]]]:
+        """``structlog.testing.capture_logs``, each line also notifying ``changes``."""
+        with capture_logs(processors=[notify_on_log(self.changes, asyncio.get_running_loop())]) as logs:
+            yield logs
+
     async def gate(self, phase: str) -> None:
-        """Make the stand-in hold before ``phase`` (import, load, train, diff)."""
+        """Make the stand-in hold before ``phase`` (import, load, train, step<n>, diff)."""
+        self._held.add(phase)
         await asyncio.to_thread((self.gates / f"{phase}.hold").write_text, "")
 
     async def open_gate(self, phase: str) -> None:
+        """Let a stand-in held before ``phase`` go on, and the next ones pass."""
         await asyncio.to_thread((self.gates / f"{phase}.hold").unlink, missing_ok=True)
+        self._held.discard(phase)
+        for address in self._waiting.pop(phase, []):
+            self._let_go(address)
 
     async def entered(self, phase: str, timeout: float = 30) -> None:
-        """Await the stand-in reaching the hold before ``phase``."""
-        await eventually_async(lambda: (self.gates / f"{phase}.entered").exists(), timeout=timeout)
+        """Await the stand-in reaching the hold before ``phase`` (its datagram, not a poll)."""
+        await self.changes.until(
+            lambda: phase in self._entered, what=f"the stand-in reaching its {phase} gate", timeout=timeout
+        )
+
+    def _on_gate_reached(self) -> None:
+        while True:
+            try:
+                data, address = self._gate_sock.recvfrom(256)
+            except BlockingIOError:
+                break
+            phase = data.decode()
+            self._entered.append(phase)
+            if phase in self._held:
+                self._waiting.setdefault(phase, []).append(address)
+            else:  # opened after the stand-in saw its .hold file
+                self._let_go(address)
+        self.changes.notify()
+
+    def _let_go(self, address: Any) -> None:
+        with contextlib.suppress(OSError):  # the stand-in has gone meanwhile (expired, SIGTERM)
+            self._gate_sock.sendto(b"go", address)
 
     def reports(self) -> list[Any]:
         return [r for r in self.node.reports if r.model == self.name]
@@ -144,14 +202,12 @@ def trainer_pids() -> list[int]:
     return found
 
 
-async def eventually_async(predicate: Callable[[], bool], *, timeout: float = 10, every: float = 0.02) -> None:
-    """Await a condition of the outside world that sends no event (files, the process table), off the loop."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await asyncio.to_thread(predicate):
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(every)
+async def eventually_async(
+    predicate: Callable[[], bool], *, timeout: float = 10, every: float = 0.02, what: str = "the condition"
+) -> None:
+    """Await a condition of the outside world that sends no event (files, the process table), off the
+    loop: the shared bounded poll (``support.waiting``)."""
+    await poll_until(predicate, what=what, timeout=timeout, every=every, off_loop=True)
 
 
 @pytest.fixture
@@ -159,6 +215,8 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     gates = tmp_path / "gates"
     gates.mkdir()
     monkeypatch.setenv("SYFTD_STANDIN_GATES", str(gates))
+    gate_address = f"syftd-standin-gates-{os.getpid()}-{next(_names)}"
+    monkeypatch.setenv("SYFTD_STANDIN_GATE_SOCKET", gate_address)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     node = GridNode(NodeOptions())
     await node.start("127.0.0.1", 0)
@@ -167,7 +225,11 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
             HoldProxy(node.url) as proxy,
             TrainerPool(worker_module="support.standin_trainer", log_format="json", log_level="warning") as pool,
         ):
-            yield World(node, proxy, pool, tmp_path, gates)
+            world = World(node, proxy, pool, tmp_path, gates, gate_address)
+            try:
+                yield world
+            finally:
+                world.close()
     finally:
         await node.stop()
 
@@ -183,6 +245,8 @@ class StaticConditions:
         self.lock_releases = 0
         self.lock_takes = 0  # holds that took a lock not held (a D-Bus Inhibit call for the real monitor)
         self.lock_held = False
+        self.changes: Changes | None = None
+        """Notified when the sleep lock is taken or released."""
 
     @property
     def current(self) -> Conditions:
@@ -204,11 +268,15 @@ class StaticConditions:
         self.lock_holds += 1
         self.lock_takes += 0 if self.lock_held else 1
         self.lock_held = True
+        if self.changes is not None:
+            self.changes.notify()
         return True
 
     def release_sleep_lock(self) -> None:
         self.lock_releases += 1
         self.lock_held = False
+        if self.changes is not None:
+            self.changes.notify()
 
 
 @pytest.fixture(autouse=True)

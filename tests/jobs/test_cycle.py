@@ -13,7 +13,7 @@ from jobs.conftest import GRACE_S, World, eventually_async, trainer_pids
 from syftd.config import BudgetConfig
 from syftd.jobs.cycle import CycleRun
 from syftd.jobs.report import ReportRun
-from syftd.jobs.states import CycleState
+from syftd.jobs.states import CycleState, TrainerPhase
 from syftd.jobs.view import phase_text
 from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, ReportOutcome
 
@@ -28,12 +28,16 @@ def plain(ended: Ended) -> Ended:
     return dataclasses.replace(ended, accepted=False)
 
 
-async def _state(run: CycleRun, state: CycleState, timeout: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while run.state is not state:
-        assert loop.time() < deadline, f"cycle never reached {state.value}; it is {run.state.value}"
-        await asyncio.sleep(0.01)
+async def _state(world: World, run: CycleRun, state: CycleState, timeout: float = 30) -> None:
+    """Await ``run`` entering ``state`` (its on_change hook wakes the wait)."""
+    await world.changes.until(lambda: run.state is state, what=f"the cycle reaching {state.value}", timeout=timeout)
+
+
+async def _words(world: World, run: CycleRun, words: str, timeout: float = 10) -> None:
+    """Await the phase words starting with ``words``: the frames sent before a hold reach the cycle."""
+    await world.changes.until(
+        lambda: phase_text(run).startswith(words), what=f"the phase words {words!r}", timeout=timeout
+    )
 
 
 async def test_a_cycle_trains_spools_reports_once_and_ends_done(world: World) -> None:
@@ -78,9 +82,7 @@ async def test_expiry_in_each_phase_before_the_diff_exists(world: World, phase: 
             await world.proxy.entered(step)
         else:
             await world.entered(gate)
-            if gate in ("step2", "diff"):
-                await asyncio.sleep(0.05)  # the frames before the hold reach the daemon (status only)
-        assert phase_text(run).startswith(words), phase_text(run)
+        await _words(world, run, words)
         began = time.monotonic()
         assert run.expire(ExpiryReason.MANUAL)
         record = await asyncio.wait_for(running, BOUND_S + 5)
@@ -104,7 +106,7 @@ async def test_a_stopping_daemon_brings_the_sigterm_forward(world: World) -> Non
     running = asyncio.ensure_future(run.run())
     try:
         await world.entered("load")
-        await _state(run, CycleState.TRAINING)
+        await _state(world, run, CycleState.TRAINING)
         assert run.expire(ExpiryReason.POWER_LOST)
         began = time.monotonic()
         run.expire(ExpiryReason.SHUTDOWN, term_by=time.monotonic() + 0.2)
@@ -138,9 +140,14 @@ async def test_the_status_words_follow_the_trainer(world: World) -> None:
     running = asyncio.ensure_future(run.run())
     seen = []
     try:
-        for gate in ("import", "load", "train", "diff"):
+        for gate, arrived in (
+            ("import", lambda: run.state is CycleState.TRAINING),  # the spawned trainer is this cycle's
+            ("load", lambda: run.trainer_phase is TrainerPhase.LOADING_DATA),  # the stage frame
+            ("train", lambda: run.progress is not None),  # the step-0 frame: data loaded, no step yet
+            ("diff", lambda: run.trainer_phase is TrainerPhase.WRITING_DIFF),  # the stage frame
+        ):
             await world.entered(gate)
-            await asyncio.sleep(0.05)
+            await world.changes.until(arrived, what=f"the frames sent before the {gate} hold", timeout=10)
             seen.append(phase_text(run))
             await world.open_gate(gate)
         record = await asyncio.wait_for(running, 30)

@@ -57,9 +57,10 @@ async def test_a_spooled_diff_past_its_age_limit_is_discarded_and_the_job_runs_a
         created=time.time() - 2 * 86400,
     )
     job = world.job(schedule=ScheduleConfig(interval_s=0, backoff_initial_s=0.2, spool_max_age_s=86400))
-    with capture_logs() as logs:
+    with world.logs() as logs:
         async with manager(world, job):
-            await _until(lambda: any(e.get("outcome") == "done" for e in _finished(logs)), timeout=60)
+            done = lambda: any(e.get("outcome") == "done" for e in _finished(logs))  # noqa: E731
+            await _until(world, done, "a cycle.finished line with outcome done", timeout=60)
     [discarded] = [e for e in logs if e["event"] == "spool.discarded"]
     assert discarded["cycle_id"] == "c-old" and "spool_max_age_s" in discarded["reason"]
     assert len(world.reports()) == 1  # the new cycle's diff only

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from jobs.conftest import StaticConditions, World, eventually_async, trainer_pids
-from structlog.testing import capture_logs
+from support.waiting import poll_until
 
 from syftd import events
 from syftd.config import Config, DaemonConfig, JobConfig
@@ -39,8 +39,10 @@ async def manager(
         identity=world.identity,
         client_factory=world.session,
         monitor=conditions,
-        status=(statuses if statuses is not None else []).append,
+        status=lambda text: (statuses if statuses is not None else []).append(text) or world.changes.notify(),
     )
+    if conditions is not None:
+        conditions.changes = world.changes
     before_start()  # the daemon starts the monitor (its first snapshot) after building the manager
     await jobs.start()
     try:
@@ -49,12 +51,15 @@ async def manager(
         await jobs.stop()
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
+async def _until(world: World, predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Await ``predicate``, re-checked on each log line (``world.logs()``), STATUS= line and sleep-lock call."""
+    await world.changes.until(predicate, what=what, timeout=timeout)
+
+
+async def _looked_for(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """The shared bounded poll, for the manager's job state that no line or status announces (the spool
+    count is set after the history write's thread returns; the node's report list)."""
+    await poll_until(predicate, what=what, timeout=timeout)
 
 
 def _finished(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -67,10 +72,10 @@ async def test_a_due_cycle_runs_once_with_one_finished_line_one_history_entry_an
     """Due at start: one cycle runs to done; the history and the log say so once; STATUS= named its phases."""
     world.host()
     statuses: list[str] = []
-    with capture_logs() as logs:
+    with world.logs() as logs:
         async with manager(world, world.job(), statuses=statuses) as jobs:
-            await _until(lambda: len(_finished(logs)) == 1)
-            await _until(lambda: jobs.status()[0]["last_outcome"] == "done")
+            await _until(world, lambda: len(_finished(logs)) == 1, "one cycle.finished line")
+            await _until(world, lambda: jobs.status()[0]["last_outcome"] == "done", "last outcome done")
     entries = await asyncio.to_thread(world.history.entries, "tiny")
     assert [(e["outcome"], e["reason"]) for e in entries] == [("done", None)]
     assert _finished(logs)[0]["outcome"] == "done"
@@ -84,10 +89,10 @@ async def test_stop_while_loading_data_ends_the_cycle_expired_shutdown_by_the_de
     world.host()
     await world.gate("load")
     try:
-        with capture_logs() as logs:
+        with world.logs() as logs:
             async with manager(world, world.job()) as jobs:
                 await world.entered("load")
-                await _until(lambda: "loading data" in jobs.status_line())
+                await _until(world, lambda: "loading data" in jobs.status_line(), "STATUS= loading data")
                 began = time.monotonic()
                 await jobs.stop(began + 0.3)
                 took_s = time.monotonic() - began
@@ -106,8 +111,8 @@ async def test_the_sleep_lock_is_held_per_cycle_and_released_when_idle(world: Wo
     world.host()
     conditions = StaticConditions(on_external_power=True, online=True, metered=False)
     async with manager(world, world.job(), conditions) as jobs:
-        await _until(lambda: jobs.status()[0]["last_outcome"] == "done")
-        await _until(lambda: conditions.lock_releases >= 1)
+        await _until(world, lambda: jobs.status()[0]["last_outcome"] == "done", "last outcome done")
+        await _until(world, lambda: conditions.lock_releases >= 1, "the sleep lock released")
         assert conditions.lock_holds == 1
 
 
@@ -119,19 +124,19 @@ async def test_a_lost_network_aborts_the_report_and_the_spooled_diff_is_reported
     job = dataclasses.replace(job, constraints=dataclasses.replace(job.constraints, requires_network=True))
     conditions = StaticConditions(online=True)
     world.proxy.hold("report")
-    with capture_logs() as logs:
+    with world.logs() as logs:
         async with manager(world, job, conditions) as jobs:
             await world.proxy.entered("report")
             conditions.publish(time.monotonic(), online=False)
-            await _until(lambda: len(_finished(logs)) == 1)
+            await _until(world, lambda: len(_finished(logs)) == 1, "one cycle.finished line")
             assert _finished(logs)[0]["outcome"] == "spooled"
             world.proxy.release()
             assert world.reports() == []
             # the pending count follows the history write, which runs off the loop after cycle.finished
-            await _until(lambda: jobs.status()[0]["spool_pending"] == 1)
+            await _looked_for(lambda: jobs.status()[0]["spool_pending"] == 1, "one diff pending in the spool")
             conditions.publish(time.monotonic(), online=True)
-            await _until(lambda: len(world.reports()) == 1)
-            await _until(lambda: jobs.status()[0]["spool_pending"] == 0)
+            await _looked_for(lambda: len(world.reports()) == 1, "one report on the node")
+            await _looked_for(lambda: jobs.status()[0]["spool_pending"] == 0, "nothing pending in the spool")
     entries = await asyncio.to_thread(world.history.entries, "tiny")
     assert [e["outcome"] for e in entries] == ["reported"]
     assert len(world.reports()) == 1
@@ -143,19 +148,21 @@ async def test_an_operator_expiry_pauses_the_job_until_a_trigger(world: World) -
     world.host()
     job = dataclasses.replace(world.job(), schedule=dataclasses.replace(world.job().schedule, interval_s=0.0))
     await world.gate("train")
-    with capture_logs() as logs:
+    with world.logs() as logs:
         async with manager(world, job) as jobs:
             await world.entered("train")
             jobs.expire("tiny")
             await world.open_gate("train")
-            await _until(lambda: len(_finished(logs)) == 1)
+            await _until(world, lambda: len(_finished(logs)) == 1, "one cycle.finished line")
             assert (_finished(logs)[0]["outcome"], _finished(logs)[0]["reason"]) == ("expired", "manual")
-            await asyncio.sleep(0.5)  # the behaviour under test: nothing starts while paused
+            await asyncio.sleep(0.5)  # behaviour: nothing starts while paused (the window under test)
             assert len([e for e in logs if e["event"] == events.CYCLE_STARTED]) == 1
             assert "expired by the operator" in jobs.status_line(), jobs.status_line()
             assert "expired by the operator" in " ".join(jobs.why("tiny")["reasons"])
             jobs.trigger("tiny")
-            await _until(lambda: len(_finished(logs)) >= 2)  # interval_s = 0: more may follow
+            await _until(
+                world, lambda: len(_finished(logs)) >= 2, "a second cycle.finished line"
+            )  # interval_s = 0: more may follow
     assert _finished(logs)[1]["outcome"] == "done"
 
 
@@ -176,7 +183,7 @@ async def test_a_worker_id_left_in_a_cycle_without_a_diff_is_not_reused(world: W
         await asyncio.gather(running, return_exceptions=True)
         await world.open_gate("train")
     assert (first.record.ended.outcome.value, first.record.ended.reason) == ("expired", "shutdown")
-    with capture_logs() as logs:
+    with world.logs() as logs:
         record = await asyncio.wait_for(world.cycle(job).run(), 30)
     assert record.ended.outcome.value == "done", record
     assert [e["event"] for e in logs if e["event"] in (events.IDENTITY_RENEWED, events.GRID_AUTHENTICATED)] == [
@@ -199,7 +206,7 @@ async def test_why_right_after_start_says_the_conditions_must_hold_since_the_dae
         conditions.publish(time.monotonic(), on_external_power=True, online=True, metered=False)
 
     async with manager(world, job, conditions, before_start=first_snapshot) as jobs:
-        await _until(lambda: jobs.why("tiny")["reasons"] != [])
+        await _looked_for(lambda: jobs.why("tiny")["reasons"] != [], "why giving reasons")
         why = jobs.why("tiny")
     text = " ".join(why["reasons"])
     assert "must hold 30 s since the daemon started" in text and "regained" not in text, why

@@ -14,6 +14,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.harness import Harness
+from support.waiting import poll_until
 
 pytestmark = [pytest.mark.torch, pytest.mark.dbus, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -36,14 +37,17 @@ async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
 async def scrape_until(port: int, predicate, timeout: float = 15) -> dict:
     """Scrape until ``predicate(samples)``: the history (and so the counters) is written just after the
     cycle.finished line, off the event loop."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await scrape(port)
-        if predicate(got):
-            return got
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"metrics did not reach the expected values within {timeout} s: {got}")
-        await asyncio.sleep(0.1)  # polling an HTTP endpoint that sends no events, bounded above
+    seen: list[dict] = [{}]
+
+    async def reached() -> dict | None:
+        seen[0] = await scrape(port)
+        return seen[0] if predicate(seen[0]) else None
+
+    # polls: an HTTP endpoint sends no events
+    try:
+        return await poll_until(reached, what="the expected metrics", timeout=timeout, every=0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last scraped: {seen[0]}") from None
 
 
 def cycles(got: dict, outcome: str, reason: str = "") -> float:

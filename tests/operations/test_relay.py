@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from support.waiting import Changes
+
 from syftd import events
 from syftd.relay import Emitted, OutputParser, relay
 
@@ -81,13 +83,16 @@ async def test_a_pending_warning_is_flushed_after_a_pause_not_at_the_next_line()
     """A lone warning line is emitted within about 0.3 s even while the trainer keeps the stream open."""
     reader = asyncio.StreamReader()
     got: list[Emitted] = []
-    task = asyncio.create_task(relay(reader, got.append))
+    emitted = Changes()
+
+    def emit(event: Emitted) -> None:
+        got.append(event)
+        emitted.notify()
+
+    task = asyncio.create_task(relay(reader, emit))
     reader.feed_data(b"/x.py:1: UserWarning: hm\n")
-    for _ in range(100):
-        if got:
-            break
-        await asyncio.sleep(0.05)  # polling for the flush (bounded), not synchronising on an event
-    assert got and got[0].fields["text"] == "/x.py:1: UserWarning: hm"
+    await emitted.until(lambda: got, what="the lone warning line emitted while the stream stays open", timeout=5)
+    assert got[0].fields["text"] == "/x.py:1: UserWarning: hm"
     reader.feed_eof()
     await asyncio.wait_for(task, 5)
 

@@ -49,7 +49,7 @@ def _chatter():
         print(f"chatty loader line {i} " + "x" * (i * 37 % 3000), file=sys.stderr, flush=True)
         i += 1
         if i % 200 == 0:
-            time.sleep(0.01)
+            time.sleep(0.01)  # behaviour: a loader chattering in bursts
 
 
 def dataset():

@@ -40,6 +40,8 @@ def show(*props: str) -> dict[str, str]:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    """A bounded poll of systemctl/journalctl state (no events to await in here). Runs alone in the
+    container without the project's tests, so it cannot use support.waiting; returns the last value."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

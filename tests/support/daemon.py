@@ -17,9 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from support.waiting import Changes
 
 PROJECT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 @dataclass
@@ -87,6 +90,8 @@ class DaemonProcess:
     logs: list[dict[str, Any]] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changes: Changes = field(default_factory=Changes)
+    """Notified of each line the daemon prints (and of its end of output)."""
     _reader: asyncio.Task[None] | None = None
 
     @classmethod
@@ -131,7 +136,9 @@ class DaemonProcess:
                 if isinstance(value, dict):
                     self.logs.append(value)
             self._changed.set()
+            self.changes.notify()
         self._changed.set()
+        self.changes.notify()
 
     @property
     def pid(self) -> int:
@@ -156,6 +163,14 @@ class DaemonProcess:
             self._changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def until(self, predicate: Callable[[], T], *, what: str, timeout: float = 10) -> T:
+        """The first truthy ``predicate()``, re-checked on each line the daemon prints (its logs, ``events``)."""
+        try:
+            return await self.changes.until(predicate, what=what, timeout=timeout)
+        except AssertionError as exc:
+            tail = "\n".join(self.raw[-40:])
+            raise AssertionError(f"{exc}; last output:\n{tail}") from None
 
     def signal(self, signum: signal.Signals) -> None:
         """Send ``signum`` to the daemon."""

@@ -8,7 +8,6 @@ be installed. Every wait takes a timeout and fails with what was seen.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import json
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from support.waiting import poll_until, poll_until_blocking
 
 __all__ = [
     "EXAMPLE_APP",
@@ -70,15 +71,9 @@ def free_port() -> int:
 
 
 async def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, poll: float = 0.05) -> Any:
-    """The first truthy ``predicate()`` within ``timeout`` s (for state only observable by looking)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(poll)
+    """The first truthy ``predicate()`` within ``timeout`` s (for state only observable by looking): the
+    shared bounded poll (``support.waiting``)."""
+    return await poll_until(predicate, what=what, timeout=timeout, every=poll)
 
 
 class SuperLink:
@@ -105,10 +100,14 @@ class SuperLink:
                  "--host", "127.0.0.1", "--port", str(self.port)],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env(self.home / "link"), start_new_session=True,
             )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while "Uvicorn running" not in self.text():
-            assert self.process.poll() is None and time.monotonic() < deadline, f"SuperLink not up: {self.text()}"
-            time.sleep(0.05)
+        process = self.process
+        # polls: the SuperLink's log file, written by another process, announces nothing
+        poll_until_blocking(
+            lambda: "Uvicorn running" in self.text() or process.poll() is not None,
+            what="the SuperLink serving",
+            timeout=60,
+        )
+        assert "Uvicorn running" in self.text(), f"SuperLink not up: {self.text()}"
         cli = self.home / "cli"
         cli.mkdir(exist_ok=True)
         (cli / "config.toml").write_text(

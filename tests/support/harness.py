@@ -26,6 +26,7 @@ import pytest
 from support.daemon import DaemonProcess, NotifySocket
 from support.daemonconfig import daemon_config
 from support.dbus import DBusMocks, MockControl
+from support.waiting import poll_until
 from syftd.node.node import GridNode, NodeOptions
 
 T = TypeVar("T")
@@ -191,11 +192,9 @@ async def harness(
         grid_node.sync(lambda: grid_node.node.set_averaging_delay(grid_node.node.options.averaging_delay_s))
 
 
-async def eventually(predicate: Callable[[], bool], *, timeout: float = 10, every: float = 0.05) -> None:
-    """Await a condition of the outside world that sends no event (process table, fd table)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(every)
+async def eventually(
+    predicate: Callable[[], bool], *, timeout: float = 10, every: float = 0.05, what: str = "the condition"
+) -> None:
+    """Await a condition of the outside world that sends no event (process table, fd table): the shared
+    bounded poll (``support.waiting``). For the daemon's log lines use ``DaemonProcess.until``."""
+    await poll_until(predicate, what=what, timeout=timeout, every=every)

@@ -4,20 +4,27 @@ and tests/bench/test_expiry_bench.py).
 A proxy in front of the node holds one protocol step (authenticating, requesting, downloading); a
 ``sitecustomize`` gate holds the trainer process before its imports (starting trainer); a Python data
 source holds the data load (loading data); training runs 100 000 steps. A gate holds while
-``<gates>/<name>.hold`` exists and writes ``<name>.entered`` when reached.
+``<gates>/<name>.hold`` exists and writes ``<name>.entered`` when reached (``support.gate_hook``: the
+trainer blocks on a socket and says it arrived with a datagram; nothing polls).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import socket
 import textwrap
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from support.harness import Harness, eventually
+from support import gate_hook
+from support.harness import Harness
 from support.holdproxy import HoldProxy
+from support.waiting import Changes
 
 __all__ = ["PHASES", "Held", "alive", "budget_s", "daemon_env", "history", "hold", "trainer_processes"]
 
@@ -26,18 +33,16 @@ BUDGET_S = {"authenticating": 5.0, "requesting": 5.0, "downloading": 5.0}
 _BUDGET_DEFAULT_S = 15.0
 
 _SITECUSTOMIZE = """
-import os, sys, time
+import os, sys
 _gate = os.environ.get("SYFTD_TEST_IMPORT_GATE")
 if _gate and "syftd.trainer.worker" in getattr(sys, "orig_argv", ()) and os.path.exists(_gate + ".hold"):
-    with open(_gate + ".entered", "w") as _f:
-        _f.write(str(os.getpid()))
-    while os.path.exists(_gate + ".hold"):
-        time.sleep(0.01)
+    import gate_hook
+    gate_hook.hold(_gate)
 """
 
 _GATED_DATA = """
-import os, time
 import torch
+import gate_hook
 
 GATE = {gate!r}
 
@@ -48,11 +53,7 @@ class Digits(torch.utils.data.Dataset):
         return torch.zeros(784), i % 10
 
 def dataset():
-    if os.path.exists(GATE + ".hold"):
-        with open(GATE + ".entered", "w") as f:
-            f.write(str(os.getpid()))
-        while os.path.exists(GATE + ".hold"):
-            time.sleep(0.01)
+    gate_hook.hold(GATE)
     return Digits()
 """
 
@@ -77,9 +78,10 @@ class Held:
     phase: str
 
     def release(self) -> None:
+        """Let every hold go: the proxy's step and the trainer gates (``gate_hook.let_go``)."""
         self.proxy.release()
-        for gate in self.gates.glob("*.hold"):
-            gate.unlink(missing_ok=True)
+        for gate in ("import", "load"):
+            gate_hook.let_go(str(self.gates / gate))
 
 
 async def hold(harness: Harness, proxy: HoldProxy, phase: str, *, budget: bool) -> Held:
@@ -90,6 +92,7 @@ async def hold(harness: Harness, proxy: HoldProxy, phase: str, *, budget: bool) 
     hooks = harness.base / "hooks"
     hooks.mkdir(exist_ok=True)
     (hooks / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    (hooks / "gate_hook.py").write_text(Path(gate_hook.__file__).read_text())
     (hooks / "gated_data.py").write_text(textwrap.dedent(_GATED_DATA.format(gate=str(gates / "load"))))
     harness.host(max_updates=5)
     config = harness.write_config(url=proxy.url, job="max_updates = 100000").read_text()
@@ -109,17 +112,41 @@ async def hold(harness: Harness, proxy: HoldProxy, phase: str, *, budget: bool) 
     elif phase == "loading data":
         (gates / "load.hold").write_text("")
     held = Held(harness, proxy, gates, phase)
-    await harness.start(env=daemon_env(harness))
-    assert harness.notify is not None
-    await harness.notify.wait_for(lambda m: words in m.fields.get("STATUS", ""), timeout=60)
-    if phase == "downloading":
-        assert harness.daemon is not None
-        await harness.daemon.wait_log("trainer.spawned", timeout=30)  # prepared while the cycle downloads
-    elif phase == "starting trainer":
-        await eventually(lambda: (gates / "import.entered").exists(), timeout=30)
-    elif phase == "loading data":
-        await eventually(lambda: (gates / "load.entered").exists(), timeout=60)
+    gate = {"starting trainer": "import", "loading data": "load"}.get(phase)
+    async with _entered(gates / gate if gate else None) as entered:
+        await harness.start(env=daemon_env(harness))
+        assert harness.notify is not None
+        await harness.notify.wait_for(lambda m: words in m.fields.get("STATUS", ""), timeout=60)
+        if phase == "downloading":
+            assert harness.daemon is not None
+            await harness.daemon.wait_log("trainer.spawned", timeout=30)  # prepared while the cycle downloads
+        elif gate is not None:
+            await entered.until(lambda: entered.count > 0, what=f"the trainer at its {gate} gate", timeout=60)
     return held
+
+
+@contextlib.asynccontextmanager
+async def _entered(gate: Path | None) -> AsyncIterator[Changes]:
+    """Changes notified by each trainer's datagram on reaching ``gate`` (``gate_hook.hold``)."""
+    changes = Changes()
+    if gate is None:
+        yield changes
+        return
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(gate_hook.address(str(gate), "test"))
+        sock.setblocking(False)
+
+        def readable() -> None:
+            with contextlib.suppress(BlockingIOError):
+                while sock.recv(64):
+                    changes.notify()
+
+        loop.add_reader(sock.fileno(), readable)
+        try:
+            yield changes
+        finally:
+            loop.remove_reader(sock.fileno())
 
 
 def budget_s(phase: str) -> float:

@@ -9,9 +9,10 @@ would cost seconds.
 
 Hold points make phases deterministic: with ``SYFTD_STANDIN_GATES=<dir>``, before each phase
 (``import``, ``load``, ``train``, ``step<n>``, ``diff``) it looks for ``<dir>/<phase>.hold``; if present it
-creates ``<dir>/<phase>.entered`` and waits until the test removes the ``.hold`` file (SIGTERM ends
-it meanwhile, as it ends the real trainer). ``SYFTD_STANDIN_STEP_S`` sets the time per step and
-``SYFTD_STANDIN_DIFF_VALUE`` every value of the diff (``nan`` makes a NaN diff with finite losses).
+sends the phase in a datagram to the abstract unix address ``SYFTD_STANDIN_GATE_SOCKET`` and blocks until
+the test answers it (SIGTERM ends it meanwhile, as it ends the real trainer): no side polls.
+``SYFTD_STANDIN_STEP_S`` sets the time per step and ``SYFTD_STANDIN_DIFF_VALUE`` every value of the diff
+(``nan`` makes a NaN diff with finite losses).
 """
 
 from __future__ import annotations
@@ -47,15 +48,14 @@ STANDIN = True
 
 
 def _gate(phase: str) -> None:
-    gates = os.environ.get("SYFTD_STANDIN_GATES")
-    if not gates:
+    """Hold before ``phase`` if the test asked to: announce it, then block until the test answers."""
+    gates, address = os.environ.get("SYFTD_STANDIN_GATES"), os.environ.get("SYFTD_STANDIN_GATE_SOCKET")
+    if not gates or not address or not (Path(gates) / f"{phase}.hold").exists():
         return
-    hold = Path(gates) / f"{phase}.hold"
-    if not hold.exists():
-        return
-    (Path(gates) / f"{phase}.entered").write_text(str(os.getpid()))
-    while hold.exists():
-        time.sleep(0.01)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("")  # an abstract address of its own, for the answer
+        sock.sendto(phase.encode(), "\0" + address)
+        sock.recv(16)  # SIGTERM ends the process meanwhile, as it ends the real trainer
 
 
 def _diff(model: bytes) -> bytes:

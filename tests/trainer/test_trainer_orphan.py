@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
@@ -35,14 +35,15 @@ trainer = subprocess.Popen(
 child.close()
 parent.sendall(encode(Preload(DataConfig(source="python", path=Path(sys.argv[1]), callable="spin:dataset"))))
 print(trainer.pid, flush=True)
-time.sleep(600)
+time.sleep(600)  # behaviour: the daemon stand-in lives until the test kills it with -9
 """
 
 SPIN = """
-from pathlib import Path
+import socket
 
 def dataset():
-    Path(__file__).with_name("spinning").write_text("yes")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"spinning", {address!r})
     while True:
         pass
 """
@@ -50,7 +51,11 @@ def dataset():
 
 def test_a_trainer_spinning_in_a_hanging_plan_dies_when_its_daemon_is_killed(tmp_path: Path) -> None:
     """kill -9 of the daemon while its trainer spins: the trainer is gone within BOUND_S."""
-    (tmp_path / "spin.py").write_text(textwrap.dedent(SPIN))
+    spinning = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # the data source says it spins here
+    address = f"\0syftd-orphan-{os.getpid()}-{tmp_path.name}"
+    spinning.bind(address)
+    spinning.settimeout(120)  # importing torch under load
+    (tmp_path / "spin.py").write_text(textwrap.dedent(SPIN.format(address=address)))
     daemon = subprocess.Popen(
         [sys.executable, "-c", PARENT, str(tmp_path)],
         stdout=subprocess.PIPE,
@@ -62,17 +67,18 @@ def test_a_trainer_spinning_in_a_hanging_plan_dies_when_its_daemon_is_killed(tmp
     try:
         assert daemon.stdout is not None
         trainer_pid = int(daemon.stdout.readline())
-        deadline = time.monotonic() + 120  # importing torch under load
-        while not (tmp_path / "spinning").exists():
-            assert time.monotonic() < deadline, "the trainer never started loading the data source"
-            assert psutil.pid_exists(trainer_pid), "the trainer exited before spinning"
-            time.sleep(0.1)
+        try:
+            assert spinning.recv(16) == b"spinning"
+        except TimeoutError:
+            exited = "" if psutil.pid_exists(trainer_pid) else " (it exited)"
+            raise AssertionError(f"the trainer never started spinning in its data source{exited}") from None
         trainer = psutil.Process(trainer_pid)
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
         gone, _alive = psutil.wait_procs([trainer], timeout=BOUND_S)
         assert gone, f"the trainer {trainer_pid} still runs {BOUND_S} s after its daemon's kill -9"
     finally:
+        spinning.close()
         daemon.kill()
         daemon.wait(10)
         if trainer_pid is not None and psutil.pid_exists(trainer_pid):

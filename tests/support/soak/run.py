@@ -28,6 +28,7 @@ from support.soak.gaps import Gaps, measure
 from support.soak.ledger import Ledger, reconcile
 from support.soak.world import Settings, World
 from support.timing import LOAD_MARGIN_S
+from support.waiting import poll_until
 
 __all__ = ["FD_GROWTH", "RSS_GROWTH", "Result", "soak"]
 
@@ -182,7 +183,7 @@ async def _tick(world: World) -> None:
     while True:
         world.sample()
         await world.end_due_cycles()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # behaviour: the soak's sampling tick (once a second), not a wait
 
 
 async def _chaos(faults: Faults, until: float) -> None:
@@ -218,15 +219,19 @@ async def _drain(world: World, faults: Faults, control: MockControl) -> set[str]
     await control.set_network(State=70)
     world.node.sync(lambda: _clear_failures(world))
     s = world.settings
-    deadline = began + 2 * s.backoff_max_s + 2 * s.timeout_s + 2 * LOAD_MARGIN_S
-    pending: set[str] | None = None
-    while time.time() < deadline:
+    bound_s = 2 * s.backoff_max_s + 2 * s.timeout_s + 2 * LOAD_MARGIN_S - (time.time() - began)
+    pending: set[str] = set()
+
+    def drained() -> bool:
+        nonlocal pending
         pending = events.pending_spool(world.state_dir, "mnist")
-        if pending == set() and not _running(world):
-            break
-        await asyncio.sleep(0.5)
+        return pending == set() and not _running(world)
+
+    # polls: the spool directory announces nothing; at the bound, what is still spooled is the result
+    with contextlib.suppress(AssertionError):
+        await poll_until(drained, what="the spool drained", timeout=max(0.0, bound_s), every=0.5)
     world.not_holding.append((began, time.time() + 3600))
-    return pending or set()
+    return pending
 
 
 def _clear_failures(world: World) -> None:

@@ -15,10 +15,8 @@ from support.waiting import Changes, poll_until, poll_until_blocking
 TESTS = Path(__file__).resolve().parent
 MARKER = "# behaviour:"
 LITERAL_SLEEP = re.compile(r"\bsleep\(\s*[0-9][0-9_]*(\.[0-9_]*)?\s*\)")
-EXEMPT = {
-    # (file under tests/, the code on the line): why it carries no marker
-    ("support/soak/world.py", "await asyncio.sleep(2.0)"): "the soak's restart pause (RestartSec), said in its "
-    "comment; the file belongs to another change: add the marker there when it lands",
+EXEMPT: dict[tuple[str, str], str] = {
+    # (file under tests/, the code on the line): why it carries no marker; none now
 }
 
 

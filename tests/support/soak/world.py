@@ -163,7 +163,8 @@ class World:
             tail = "\n".join(daemon.raw[-12:])
             self.findings.append(f"daemon start {attempt} failed (exit {daemon.proc.returncode}):\n{tail}")
             self.down_since = self.down_since or time.time()
-            await asyncio.sleep(2.0)  # the next attempt after a pause, as systemd's RestartSec would
+            # behaviour: the next attempt after a pause, as systemd's RestartSec would
+            await asyncio.sleep(2.0)
         raise AssertionError(f"the daemon did not start in {attempts} attempts; see the findings")
 
     async def kill_daemon(self) -> list[int]:

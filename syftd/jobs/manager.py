@@ -338,7 +338,7 @@ class JobManager(OperatorVerbs):
         # every line logged by this cycle's task (grid client, spool, identity) carries job and cycle
         structlog.contextvars.bind_contextvars(job=job.config.name, cycle=run.cycle_id)
         is_cancelled = False
-        energy_at_start = None if self._energy is None else await asyncio.to_thread(self._energy.read)
+        energy_at_start = await self._read_energy()
         try:
             record = await run.run()
         except asyncio.CancelledError:
@@ -359,7 +359,7 @@ class JobManager(OperatorVerbs):
         name = job.config.name
         entry = record.as_dict()
         if self._energy is not None:
-            energy_at_end = await asyncio.to_thread(self._energy.read)
+            energy_at_end = await self._read_energy()
             entry.update(self._energy.measure(energy_at_start, energy_at_end, record.trainer_cpu_s))
         # from here to the assignment below nothing awaits: the state is not changed under us
         now = self._clock()
@@ -377,6 +377,13 @@ class JobManager(OperatorVerbs):
         job.state = dataclasses.replace(state, spool_pending=state.spool_pending + spooled)
         # bookkeeping that guards nothing: written after the next cycle has begun (issue 15)
         self._history.record(name, entry)
+
+    async def _read_energy(self) -> Any:
+        """The energy counters now (off the loop), or None without a trip to a worker thread where there
+        are none to read (no RAPL: most machines, and every cycle would pay the hand-off)."""
+        if self._energy is None or not self._energy.zones:
+            return None
+        return await asyncio.to_thread(self._energy.read)
 
     # ------------------------------------------------------------------ spooled reports
 

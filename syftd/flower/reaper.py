@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["main"]
+__all__ = ["group_answers", "main"]
 
 
 def _alive(pid: int) -> bool:
@@ -38,7 +38,8 @@ def _alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2 :].split()[0] not in ("Z", "X")
 
 
-def _group_alive(pgid: int) -> bool:
+def group_answers(pgid: int) -> bool:
+    """The kernel still knows process group ``pgid`` (``killpg(pgid, 0)``; zombies count)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -77,7 +78,7 @@ def main(argv: list[str]) -> int:
         os.kill(pgid, signal.SIGTERM)  # the SuperNode leads its group: it leaves the federation
     _wait(lambda: _alive(pgid), kill_after_s)
     _signal_group(pgid, signal.SIGTERM)
-    _wait(lambda: _group_alive(pgid), 1.0)
+    _wait(lambda: group_answers(pgid), 1.0)
     _signal_group(pgid, signal.SIGKILL)
     return 0
 

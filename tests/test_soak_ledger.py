@@ -26,6 +26,17 @@ def test_one_row_is_reported_a_resend_into_it_is_counted_and_two_rows_are_duplic
     assert ledger.totals()["resends"] == 1
 
 
+def test_a_diff_reported_from_memory_is_counted_apart_and_its_row_is_not_unexplained() -> None:
+    """Two diffs the disk refused to spool (``cycle.diff_unspooled``): the node holds one, whose row is
+    explained; no finished diff is judged for them; a row matching nothing stays unexplained."""
+    sha_c = "c" * 64
+    facts_ = [Fact("diff_unspooled", 1, 1, "u1", SHA_A[:16]), Fact("diff_unspooled", 2, 1, "u2", SHA_B[:16])]
+    ledger = reconcile(facts_, [NodeRow(SHA_A, 3, "w1", "k1"), NodeRow(sha_c, 4, "w1", "k2")], [], set())
+    totals = ledger.totals()
+    assert (totals["finished"], totals["unspooled"], totals["unspooled_on_node"]) == (0, 2, 1)
+    assert totals["unmatched_rows"] == 1
+
+
 def test_a_discard_counts_only_after_a_gone_answer_between_spooling_and_discard() -> None:
     gone = "cycle closed on the node: get-plan: HTTP 400 Cycle not found!"
     facts_ = [

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -331,7 +332,9 @@ class CycleRun:
     ) -> None:
         """The disk refused the diff's file (full, read-only): report it from memory rather than lose it;
         if that report fails too, the diff is lost and the cycle fails ``storage``."""
-        _log.warning(events.CYCLE_DIFF_UNSPOOLED, job=self.job.name, cycle=self.cycle_id, error=why, size=len(diff))
+        sha256 = (await asyncio.to_thread(hashlib.sha256, diff)).hexdigest()[:16]  # as spool.added logs it
+        job, cycle = self.job.name, self.cycle_id
+        _log.warning(events.CYCLE_DIFF_UNSPOOLED, job=job, cycle=cycle, error=why, size=len(diff), sha256=sha256)
         self._transition(CycleState.SPOOLING)
         self._transition(CycleState.REPORTING)
         self.record.bytes_up = len(diff)

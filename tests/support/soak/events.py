@@ -22,6 +22,7 @@ _KINDS = {
     "cycle.started": "cycle_started",
     "cycle.finished": "cycle_finished",
     "spool.added": "diff_finished",  # the diff is durable: from here on it must reach the node or be discarded
+    "cycle.diff_unspooled": "diff_unspooled",  # the disk refused it: reported from memory, never spooled
     "spool.reported": "diff_reported",
     "spool.discarded": "diff_discarded",
     "spool.quarantined": "diff_quarantined",

@@ -15,6 +15,9 @@ A finished diff (``spool.added``) is, in the end, exactly one of:
 - ``still_spooled``: still pending in the spool after the drain (the daemon never got it out: a wedge);
 - ``lost``: anything else (discarded for another reason or with no such answer, quarantined, vanished,
   or overwritten on the node by a different diff of the same row).
+
+A diff the disk refused to spool (``cycle.diff_unspooled``) was never finished in this sense; it is
+counted apart, with how many of them the node holds.
 """
 
 from __future__ import annotations
@@ -65,7 +68,11 @@ class Ledger:
     diffs: list[Diff]
     resends: int
     unmatched_rows: int
-    """Node rows whose bytes match no ``spool.added`` line (a diff reported before it was logged as spooled)."""
+    """Node rows whose bytes match no ``spool.added`` nor ``cycle.diff_unspooled`` line."""
+    unspooled: int = 0
+    """Diffs the disk refused to spool (read-only state directory), reported from memory instead."""
+    unspooled_on_node: int = 0
+    """How many of those the node holds (the rest were lost with the report that failed, by design)."""
 
     def count(self, verdict: str) -> int:
         """How many diffs got ``verdict``."""
@@ -78,6 +85,8 @@ class Ledger:
             **{v: self.count(v) for v in VERDICTS},
             "resends": self.resends,
             "unmatched_rows": self.unmatched_rows,
+            "unspooled": self.unspooled,
+            "unspooled_on_node": self.unspooled_on_node,
         }
 
     def failures(self, verdicts: Sequence[str]) -> list[Diff]:
@@ -97,9 +106,12 @@ def reconcile(
     ``still_pending`` the cycle ids left in the spool after the drain.
     """
     diffs: dict[str, Diff] = {}
+    unspooled: set[str] = set()
     for fact in sorted(facts, key=lambda f: f.at):
         if fact.cycle_id is None:
             continue
+        if fact.kind == "diff_unspooled" and fact.sha:
+            unspooled.add(fact.sha)
         diff = diffs.get(fact.cycle_id)
         if fact.kind == "diff_finished" and fact.sha and diff is None:
             diffs[fact.cycle_id] = Diff(fact.cycle_id, fact.sha, fact.at)
@@ -128,7 +140,14 @@ def reconcile(
             diff.verdict, diff.why = "duplicated", f"rows {sorted(diff.rows)}"
     _judge_unreported([d for d in diffs.values() if not d.rows], gone_answers, still_pending)
     resends = sum(max(0, d.records - len(d.rows)) for d in diffs.values())
-    return Ledger(sorted(diffs.values(), key=lambda d: d.finished_at), resends, len(set(records) - matched))
+    from_memory = {sha for sha in records if any(sha.startswith(prefix) for prefix in unspooled)}
+    return Ledger(
+        sorted(diffs.values(), key=lambda d: d.finished_at),
+        resends,
+        len(set(records) - matched - from_memory),
+        unspooled=len(unspooled),
+        unspooled_on_node=sum(1 for prefix in unspooled if any(sha.startswith(prefix) for sha in records)),
+    )
 
 
 def _judge_unreported(diffs: list[Diff], gone_answers: Sequence[tuple[float, str]], still_pending: set[str]) -> None:

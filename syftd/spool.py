@@ -3,7 +3,7 @@
 Owns the files under ``<state_dir>/jobs/<job>/spool/``: per cycle a ``<cycle_id>.diff`` (the bytes) and
 a ``<cycle_id>.json`` (format, job, cycle id, worker id, request key, plan id, model id, created time,
 size, sha256), the ``<cycle_id>.reported`` / ``.discarded`` markers, and ``quarantine/``. Does not own
-checking the diff's wire format (the caller runs ``syftd.grid.wire.check_diff`` before ``add``), asking
+checking the diff's wire format (the trainer runs ``syftd.grid.wire.check_diff`` before it writes), asking
 the node whether the cycle is open, or reporting.
 
 Each step is crash-safe, every file written with ``atomic_write`` (0600, in 0700 directories):
@@ -14,8 +14,8 @@ Each step is crash-safe, every file written with ``atomic_write`` (0600, in 0700
   bytes fsynced, renamed into place) and the daemon commits the ``.json``, whose directory fsync
   makes both names durable: two fsyncs for the diff and one for the ``.json``'s bytes;
 - ``mark_reported`` / ``discard``: the marker first (its name made durable by one directory fsync:
-  only its existence counts), then the diff, the ``.json``, the marker; an entry with a marker is
-  never pending again, whichever step a crash interrupted;
+  only its existence counts), then the diff, the ``.json``, the marker (``tidy``, which may come
+  later); an entry with a marker is never pending again, whichever step a crash interrupted;
 - ``discard_aged`` discards what waited longer than the job's ``schedule.spool_max_age_s``;
 - ``load_diff`` and ``verified_file`` (in 1 MiB reads) check size and sha256; a mismatch moves the
   entry to ``quarantine/`` with a ``spool.quarantined`` log line and raises, so a damaged diff is
@@ -23,31 +23,28 @@ Each step is crash-safe, every file written with ``atomic_write`` (0600, in 0700
 
 Nothing foreign in the directory can stop the daemon: a directory, symlink, FIFO or socket under one
 of the spool's names goes to ``quarantine/`` (logged), a file named ``quarantine`` is moved aside, and
-files are opened with ``O_NOFOLLOW | O_NONBLOCK`` and read only when regular. The ``.json`` carries
-``format`` (``FORMAT``); a file without it was written by the first format (the same fields) and is
-reported like any other; a newer format is left in place, logged once, and not reported.
+files are opened with ``O_NOFOLLOW | O_NONBLOCK`` and read only when regular. The ``.json``'s fields and
+formats are ``syftd.spoolentry``'s; a newer format is left in place, logged once, and not reported.
 
 The methods do blocking file I/O with fsync; call them through ``asyncio.to_thread`` from the loop.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from syftd import events
 from syftd.errors import WireError
 from syftd.log import get_logger
+from syftd.spoolentry import NewerFormat, SpoolEntry
 from syftd.statedir import ForeignEntry, atomic_write, ensure_dir, kind_of, read_regular
 
-__all__ = ["FORMAT", "Spool", "SpoolEntry", "job_dir"]
+__all__ = ["Spool", "job_dir"]
 
 _log = get_logger("syftd.spool")
 
@@ -56,58 +53,6 @@ _CYCLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _MARKERS = ("reported", "discarded")
 _OWN_SUFFIXES = (".json", ".diff", ".reported", ".discarded", ".tmp")
 _META_CAP = 1 << 20
-FORMAT = 2
-"""The ``.json`` format written now; 1 is the first format (no ``format`` field, the same fields)."""
-
-
-class _NewerFormat(ValueError):
-    """A ``.json`` written by a newer syftd."""
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolEntry:
-    """One spooled diff's metadata; ``request_key`` is a credential and stays out of reprs and logs."""
-
-    job: str
-    cycle_id: str
-    worker_id: str
-    request_key: str = field(repr=False)
-    plan_id: int | str
-    model_id: int | str
-    created: float
-    size: int
-    sha256: str
-    format: int = FORMAT
-
-    def as_dict(self) -> dict[str, Any]:
-        """Every field, as written to the ``.json`` file."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: Any) -> SpoolEntry:
-        """Parse a ``.json`` file's content.
-
-        Raises:
-            ValueError: a missing field or a field of the wrong type.
-        """
-        if not isinstance(raw, dict):
-            raise ValueError("not a JSON object")
-        version = raw.get("format", 1)
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise ValueError(f"format must be a positive integer, got {version!r}")
-        if version > FORMAT:
-            raise _NewerFormat(f"format {version} is newer than this syftd's {FORMAT}")
-        try:
-            entry = cls(**{f.name: raw[f.name] for f in dataclasses.fields(cls) if f.name != "format"}, format=version)
-        except KeyError as exc:
-            raise ValueError(f"missing field {exc.args[0]!r}") from exc
-        for name in ("job", "cycle_id", "worker_id", "request_key", "sha256"):
-            if not isinstance(getattr(entry, name), str):
-                raise ValueError(f"{name} must be a string")
-        size, created = raw["size"], raw["created"]
-        if not isinstance(size, int) or not isinstance(created, int | float):
-            raise ValueError("size must be an integer and created a number")
-        return entry
 
 
 def job_dir(state_dir: Path, job: str) -> Path:
@@ -283,7 +228,7 @@ class Spool:
                     raise ValueError(f"names job {entry.job!r} cycle {entry.cycle_id!r}")
             except FileNotFoundError:
                 continue
-            except _NewerFormat as exc:
+            except NewerFormat as exc:
                 if meta not in self._newer_logged:
                     self._newer_logged.add(meta)
                     _log.warning(events.SPOOL_FORMAT_UNKNOWN, job=job, cycle_id=cycle_id, problem=str(exc))

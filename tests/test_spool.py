@@ -14,7 +14,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from syftd.errors import WireError
-from syftd.spool import Spool, SpoolEntry
+from syftd.spool import Spool
+from syftd.spoolentry import SpoolEntry
 
 DIFF = bytes(range(256)) * 40
 

@@ -18,7 +18,8 @@ from structlog.testing import capture_logs
 
 from syftd.history import History
 from syftd.identity import Identity
-from syftd.spool import FORMAT, Spool
+from syftd.spool import Spool
+from syftd.spoolentry import FORMAT
 from syftd.statedir import AlreadyRunning, ForeignEntry, StateLock, read_regular
 
 DIFF = bytes(range(256)) * 4

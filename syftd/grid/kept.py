@@ -14,6 +14,7 @@ its client (``grid.speed_test_reuse_s``). Does not own what is asked (``client``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from syftd.config import GridConfig, JobConfig
@@ -31,6 +32,7 @@ class _Kept:
     key: tuple[GridConfig, str | None]
     client: GridClient
     started: bool = False
+    stopping: asyncio.Future[None] | None = field(default=None, repr=False)
     retired: bool = False
     lent: int = 0
     idle_close: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -82,7 +84,7 @@ class KeptClients:
         if not kept.started:
             return
         kept.started = False
-        task = asyncio.ensure_future(kept.client.stop())
+        task = kept.stopping = asyncio.ensure_future(kept.client.stop())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -99,10 +101,19 @@ class _Lent:
         if kept.idle_close is not None:
             kept.idle_close.cancel()
             kept.idle_close = None
-        if not kept.started:
-            await kept.client.start()
-            kept.started = True
-        kept.lent += 1
+        kept.lent += 1  # from here an idle close cannot be scheduled under us
+        try:
+            if kept.stopping is not None:
+                # closed after its last lending and not yet done: a client starts only once it has stopped
+                with contextlib.suppress(Exception):  # a failed close leaves nothing to reuse either
+                    await asyncio.shield(kept.stopping)
+                kept.stopping = None
+            if not kept.started:
+                await kept.client.start()
+                kept.started = True
+        except BaseException:
+            kept.lent -= 1
+            raise
         return kept.client
 
     async def __aexit__(self, *_exc: object) -> None:

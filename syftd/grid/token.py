@@ -1,23 +1,28 @@
 """The PyGrid auth token: read from a file only its owner can read.
 
 Owns the file checks (present, a regular file and not a symlink, no group/other read bit, not
-empty; a FIFO or device is refused without being read). Does not own
+empty; a FIFO or device is refused without being read) and ``read_job_token``, the daemon's reading
+of a job's token file (logged, a refusal returned as its reason). Does not own
 where the path comes from (``grid.token_file``; under systemd a ``LoadCredential=`` path) or the
 redaction of the token in logs (syftd.log).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 from pathlib import Path
 
+from syftd import events
 from syftd.errors import TokenError
+from syftd.log import get_logger
 
-__all__ = ["is_empty_file", "read_token"]
+__all__ = ["is_empty_file", "read_job_token", "read_token"]
 
 _MAX_BYTES = 64 * 1024
+_log = get_logger("grid")
 
 
 def is_empty_file(path: Path) -> bool:
@@ -66,3 +71,22 @@ def read_token(path: Path) -> str:
     if not token:
         raise TokenError(f"token file {path} is empty")
     return token
+
+
+def read_job_token(job: str, path: Path) -> tuple[str | None, str | None]:
+    """A job's token and the reason it was refused (one of them, or neither), each logged once.
+
+    An empty regular file (the service install's ``LoadCredential=`` placeholder) means no token yet.
+    Blocking: call through ``asyncio.to_thread``.
+    """
+    with contextlib.suppress(OSError):  # a missing file is read_token's to report
+        if is_empty_file(path):  # not a FIFO or a symlink: read_token refuses those
+            _log.info(events.GRID_TOKEN_EMPTY, job=job, path=str(path), note="no auth_token is sent")
+            return None, None
+    try:
+        token = read_token(path)
+    except TokenError as exc:
+        _log.error(events.GRID_TOKEN_REFUSED, job=job, path=str(path), error=str(exc))
+        return None, str(exc)
+    _log.info(events.GRID_TOKEN_LOADED, job=job, path=str(path), length=len(token))
+    return token, None

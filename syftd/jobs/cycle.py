@@ -44,7 +44,14 @@ from syftd.identity import Identity
 from syftd.jobs.files import PROBE_AFTER_S, Begun, Spooled, begin, clear_work_dir, settle
 from syftd.jobs.ports import GridSession, Trainers
 from syftd.jobs.report import Aborted, ReportOutcome, ReportRun, race, report_unspooled
-from syftd.jobs.states import CycleRecord, CycleState, TrainerPhase, check_transition, terminal_state
+from syftd.jobs.states import (
+    CycleRecord,
+    CycleState,
+    TrainerPhase,
+    check_transition,
+    ended_without_diff,
+    terminal_state,
+)
 from syftd.log import get_logger
 from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure, Rejection
 from syftd.spool import Spool
@@ -287,17 +294,8 @@ class CycleRun:
             await self._report_unspooled(client, result.diff, result.error, worker_id, accepted)
             return
         if result.outcome is not Outcome.COMPLETED or result.diff_sha256 is None:
-            # a flag that was set explains the stop; a trainer that failed or died by itself failed
-            reason = result.reason if result.reason is not None else self.flag.reason
-            if result.outcome is Outcome.FAILED and result.failure is not None:
-                # the disk refused the diff file, or the trainer's check of the diff refused it
-                self._end(Ended.failed(result.failure), error=result.error)
-            elif result.outcome is Outcome.FAILED or reason is None:
-                self._end(Ended.failed(Failure.TRAINER), error=result.error)
-            else:
-                self._end(Ended.expired(reason))
-                if result.outcome in (Outcome.TERMINATED, Outcome.KILLED):
-                    record.error = f"trainer {result.outcome.value} after the grace period"
+            ended, error = ended_without_diff(result, self.flag.reason)
+            self._end(ended, error=error)
             return
         self._transition(CycleState.SPOOLING)
         spooled = Spooled(
@@ -316,7 +314,8 @@ class CycleRun:
             return
         record.bytes_up = result.diff_size
         self._transition(CycleState.REPORTING)
-        reporter = ReportRun(job.name, self._spool, lambda: _Borrowed(client), self._abort_report)
+        # the cycle's own client, lent to the report path as it is (not closed after the report)
+        reporter = ReportRun(job.name, self._spool, lambda: contextlib.nullcontext(client), self._abort_report)
         # a fresh diff of a cycle requested moments ago needs no "is my cycle open?" probe
         is_fresh = time.monotonic() - self._requested_at < PROBE_AFTER_S
         outcome = await reporter.report(entry, fresh=begun.diff if is_fresh else None)
@@ -414,16 +413,3 @@ class CycleRun:
 class _Expired(Exception):
     def __init__(self, reason: ExpiryReason) -> None:
         self.reason = reason
-
-
-class _Borrowed:
-    """The cycle's client lent to the report path for the fresh diff: entered and left without closing it."""
-
-    def __init__(self, client: GridSession) -> None:
-        self._client = client
-
-    async def __aenter__(self) -> GridSession:
-        return self._client
-
-    async def __aexit__(self, *_exc: object) -> None:
-        return None

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from syftd.config import JobConfig
 from syftd.identity import Identity
-from syftd.spool import Spool, SpoolEntry, job_dir
+from syftd.spool import Spool, job_dir
+from syftd.spoolentry import SpoolEntry
 
 __all__ = ["PROBE_AFTER_S", "Begun", "Spooled", "begin", "clear_work_dir", "settle", "work_dir"]
 

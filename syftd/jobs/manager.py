@@ -28,7 +28,7 @@ import structlog
 from syftd import capability, events, policy
 from syftd.conditions.value import Conditions
 from syftd.config import Config, JobConfig
-from syftd.errors import TokenError
+from syftd.grid.token import read_job_token
 from syftd.history import History
 from syftd.identity import Identity
 from syftd.jobs import view
@@ -187,7 +187,7 @@ class JobManager(OperatorVerbs):
         name, token_file = job.config.name, job.config.grid.token_file
         job.token, job.token_error = None, None
         if token_file is not None:
-            job.token, job.token_error = await asyncio.to_thread(_read_token, name, token_file)
+            job.token, job.token_error = await asyncio.to_thread(read_job_token, name, token_file)
         if recover and job.config.kind == "pygrid":
             with contextlib.suppress(OSError):  # a read-only state directory: the cycles will say so
                 await asyncio.to_thread(self._spool.recover, name)
@@ -449,21 +449,3 @@ class JobManager(OperatorVerbs):
     def status_line(self) -> str:
         """One line for ``STATUS=``, e.g. ``mnist: training 340/1000, loss 0.41``."""
         return view.status_line(self._jobs, self._clock())
-
-
-def _read_token(job: str, path: Any) -> tuple[str | None, str | None]:
-    """In a worker thread: the job's token and the reason it was refused (one of them, or neither)."""
-    from syftd.grid.token import is_empty_file, read_token
-
-    with contextlib.suppress(OSError):  # a missing file is read_token's to report
-        if is_empty_file(path):  # not a FIFO or a symlink: read_token refuses those
-            # the service install creates an empty token file for LoadCredential=: no token yet
-            _log.info(events.GRID_TOKEN_EMPTY, job=job, path=str(path), note="no auth_token is sent")
-            return None, None
-    try:
-        token = read_token(path)
-    except TokenError as exc:
-        _log.error(events.GRID_TOKEN_REFUSED, job=job, path=str(path), error=str(exc))
-        return None, str(exc)
-    _log.info(events.GRID_TOKEN_LOADED, job=job, path=str(path), length=len(token))
-    return token, None

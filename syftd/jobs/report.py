@@ -22,7 +22,8 @@ from syftd.grid.wire import non_finite, parse_state
 from syftd.jobs.ports import GridSession
 from syftd.log import get_logger
 from syftd.outcomes import ReportOutcome
-from syftd.spool import Spool, SpoolEntry
+from syftd.spool import Spool
+from syftd.spoolentry import SpoolEntry
 
 __all__ = ["ReportOutcome", "ReportRun", "race", "report_entry", "report_unspooled", "tidied"]
 

@@ -2,7 +2,8 @@
 
 Owns ``CycleState`` and the table of allowed transitions (``check_transition``), ``TrainerPhase``
 (what the trainer is doing while a cycle trains), ``CycleRecord`` (the ``cycle.finished`` line and the
-history entry, written from the typed ``Ended``) and cycle ids. Pure. Does not own running a cycle
+history entry, written from the typed ``Ended``), ``ended_without_diff`` (what a trainer's result that
+brought no spooled diff means for the cycle) and cycle ids. Pure. Does not own running a cycle
 (``cycle``) nor the words for a state (``view``).
 """
 
@@ -14,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from syftd.outcomes import CycleOutcome, Ended, Failure, Rejection
+from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure, Rejection
+from syftd.trainer.messages import Outcome, TrainingResult
 
 __all__ = [
     "CycleRecord",
@@ -22,6 +24,7 @@ __all__ = [
     "InvalidTransition",
     "TrainerPhase",
     "check_transition",
+    "ended_without_diff",
     "new_cycle_id",
     "terminal_state",
 ]
@@ -97,6 +100,22 @@ def check_transition(from_: CycleState, to: CycleState) -> None:
     """Raises InvalidTransition unless the table allows ``from_`` → ``to``."""
     if to not in _ALLOWED[from_]:
         raise InvalidTransition(from_, to)
+
+
+def ended_without_diff(result: TrainingResult, flag_reason: ExpiryReason | None) -> tuple[Ended, str | None]:
+    """How a cycle ends whose trainer brought no spooled diff, and the error its record says.
+
+    A failure the trainer named (the disk, the diff's check) keeps its kind; a flag that was set
+    explains a stop; a trainer that failed or died by itself failed ``trainer``.
+    """
+    reason = result.reason if result.reason is not None else flag_reason
+    if result.outcome is Outcome.FAILED and result.failure is not None:
+        return Ended.failed(result.failure), result.error
+    if result.outcome is Outcome.FAILED or reason is None:
+        return Ended.failed(Failure.TRAINER), result.error
+    if result.outcome in (Outcome.TERMINATED, Outcome.KILLED):
+        return Ended.expired(reason), f"trainer {result.outcome.value} after the grace period"
+    return Ended.expired(reason), None
 
 
 def terminal_state(outcome: CycleOutcome) -> CycleState:

@@ -152,3 +152,18 @@ async def test_an_idle_client_is_closed_and_started_again_by_the_next_cycle(monk
     async with clients(job, None) as again:
         assert again is client and client.connection._session is not None  # type: ignore[attr-defined]
     await clients.close()
+
+
+async def test_a_cycle_starting_while_the_idle_close_is_under_way_waits_for_it_then_starts_afresh() -> None:
+    """The idle close has begun (the client's stop is in flight) when the next cycle borrows the client: the
+    lending waits for the stop to finish and starts the client again, instead of failing "started twice"
+    (found by ``make run``, whose cycles come about 2 s apart, the idle close's delay)."""
+    clients = KeptClients()
+    job = _job("http://127.0.0.1:9")
+    async with clients(job, None) as client:
+        pass
+    kept = clients._kept["tiny"]  # type: ignore[attr-defined]
+    clients._stop(kept)  # type: ignore[attr-defined]  # what the idle timer calls
+    async with clients(job, None) as again:
+        assert again is client and client.connection._session is not None  # type: ignore[attr-defined]
+    await clients.close()

@@ -1,17 +1,10 @@
-"""The conditions monitor: picks a source per area, merges what they publish, and tells subscribers.
+"""The conditions monitor: runs a source per area, merges what they publish, and tells subscribers.
 
-Owns source selection (``auto`` or forced by config; logged once per area as
-``conditions.source_selected``), switching an area to its fallback while its D-Bus service is
-gone and back when it returns, the merged ``Conditions`` value, simulated overrides, and the
-daemon-facing sleep-lock and thermal switches. Does not own reading the system (the sources) or
-deciding anything from the value (``syftd.policy``).
-
-Areas and their sources (``none`` publishes an assumption, not a reading)::
-
-    power    upower  → sysfs (poll)          | macos | none: on external power
-    network  networkmanager → route (netlink) | macos | none: online, unmetered
-    sleep    logind  → none: never told of sleep
-    thermal  sysfs thermal zones + free disk of the state dir (polled only while active)
+Owns the monitor's lifecycle (connecting the system bus when a source needs it, starting and stopping
+every source, bounded), the merged ``Conditions`` value with each fact's source, simulated overrides,
+telling subscribers of each change, and the daemon-facing refresh, sleep-lock and thermal switches.
+Does not own which source reads an area, its fallback or the switching between them (``areas``),
+reading the system (the sources) or deciding anything from the value (``syftd.policy``).
 """
 
 from __future__ import annotations
@@ -20,16 +13,14 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from syftd import events
-from syftd.conditions.source import AREA_FACTS, FixedSource, Source
-from syftd.conditions.sysfs import SysfsPowerSource, ThermalSource
+from syftd.conditions.areas import Area, SourceSelector
+from syftd.conditions.sysfs import ThermalSource
 from syftd.conditions.value import FACTS, Conditions
 from syftd.config import ConditionsConfig
-from syftd.errors import ConditionSourceError
 from syftd.log import get_logger
 from syftd.service import ServiceContext
 
@@ -40,26 +31,6 @@ _log = get_logger(__name__)
 SIMULATED = "simulated"
 _GRADUAL = frozenset({"battery_percent", "temperature_c", "free_disk_mb"})
 REFRESH_TIMEOUT_S = 5.0
-_ASSUMED: Mapping[str, Mapping[str, Any]] = {
-    "power": {"on_external_power": True, "battery_percent": None},
-    "network": {"online": True, "connectivity": None, "metered": False},
-    "sleep": {"sleeping": False, "idle": None},
-}
-
-
-@dataclass(eq=False)
-class _Area:
-    name: str
-    primary: Any = None
-    fallback: Source | None = None
-    is_fallback_running: bool = False
-    switching: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def active(self) -> Source | None:
-        if self.primary is not None and self.primary.available:
-            return self.primary  # type: ignore[no-any-return]
-        return self.fallback if self.is_fallback_running else None
 
 
 class ConditionsMonitor(ServiceContext):
@@ -83,7 +54,7 @@ class ConditionsMonitor(ServiceContext):
         self._current = Conditions()
         self._overrides: dict[str, Any] = {}
         self._subscribers: list[Callable[[Conditions], None]] = []
-        self._areas: dict[str, _Area] = {}
+        self._areas: dict[str, Area] = {}
         self._thermal: ThermalSource | None = None
         self._logind: Any = None
         self._bus: Any = None
@@ -224,158 +195,35 @@ class ConditionsMonitor(ServiceContext):
             from syftd.conditions.dbus import SystemBus
 
             self._bus = await SystemBus.connect(cfg.bus_address)
+        selector = SourceSelector(
+            cfg,
+            platform=self._platform,
+            proc_net=self._proc_net,
+            bus=self._bus,
+            publisher=self._publisher,
+            on_availability=self._on_availability,
+            on_resume=self._on_resume,
+        )
         self._areas = {
-            "power": self._power_area(cfg.power_source),
-            "network": self._network_area(cfg.network_source),
-            "sleep": self._sleep_area(cfg.sleep_source),
+            "power": selector.power(cfg.power_source),
+            "network": selector.network(cfg.network_source),
+            "sleep": selector.sleep(cfg.sleep_source),
         }
+        self._logind = self._areas["sleep"].primary
         self._thermal = ThermalSource(self._publisher("thermal"), cfg.sysfs_root, self._state_dir, cfg.thermal_poll_s)
         for area in self._areas.values():
-            await self._start_area(area)
+            await area.start(self._publish)
         await self._thermal.start()
 
-    def _require_bus(self, area: str, source: str) -> Any:
-        if self._bus is None:
-            raise ConditionSourceError(
-                f"{area}_source = {source!r} needs the system bus, and none answered; "
-                f"set bus_address or choose another {area}_source"
-            )
-        return self._bus
-
-    def _power_area(self, choice: str) -> _Area:
-        publish = self._publisher("power")
-        area = _Area("power")
-        sysfs = SysfsPowerSource(publish, self._config.sysfs_root, self._config.poll_interval_s)
-        if choice == "auto":
-            choice = "macos" if self._platform == "darwin" else ("upower" if self._bus else "sysfs")
-            area.fallback = sysfs if choice == "upower" else None
-        if choice == "upower":
-            from syftd.conditions.upower import UPowerSource
-
-            area.primary = UPowerSource(self._require_bus("power", choice), publish, self._on_availability(area))
-        elif choice == "sysfs":
-            area.fallback = sysfs
-        elif choice == "macos":
-            area.fallback = self._mac_power(publish)
-        else:
-            area.fallback = FixedSource("none", publish, _ASSUMED["power"])
-        return area
-
-    def _network_area(self, choice: str) -> _Area:
-        publish = self._publisher("network")
-        area = _Area("network")
-        from syftd.conditions.route import RouteSource
-
-        route = RouteSource(
-            publish,
-            sysfs_root=self._config.sysfs_root,
-            proc_net=self._proc_net,
-            poll_interval_s=self._config.poll_interval_s,
-            metered_policy=self._config.metered_policy,
-        )
-        if choice == "auto":
-            choice = "macos" if self._platform == "darwin" else ("networkmanager" if self._bus else "route")
-            area.fallback = route if choice == "networkmanager" else None
-        if choice == "networkmanager":
-            from syftd.conditions.networkmanager import NetworkManagerSource
-
-            area.primary = NetworkManagerSource(
-                self._require_bus("network", choice), publish, self._on_availability(area)
-            )
-        elif choice == "route":
-            area.fallback = route
-        elif choice == "macos":
-            from syftd.conditions.macos import MacNetworkSource
-
-            area.fallback = MacNetworkSource(publish, self._mac_api())
-        else:
-            area.fallback = FixedSource("none", publish, _ASSUMED["network"])
-        return area
-
-    def _mac_api(self) -> Any:
-        from syftd.conditions.macos import IOKitAPI
-
-        try:
-            return IOKitAPI()
-        except OSError as exc:
-            raise ConditionSourceError(f"the macOS sources cannot run here ({exc}); choose another source") from exc
-
-    def _mac_power(self, publish: Callable[[str, Mapping[str, Any]], None]) -> Source:
-        from syftd.conditions.macos import MacPowerSource, PsutilPowerSource
-
-        try:
-            return MacPowerSource(publish, self._mac_api())
-        except ConditionSourceError:
-            if self._platform != "darwin":
-                raise
-            _log.warning(events.CONDITIONS_IOKIT_UNAVAILABLE, fallback="psutil")
-            return PsutilPowerSource(publish, self._config.poll_interval_s)
-
-    def _sleep_area(self, choice: str) -> _Area:
-        publish = self._publisher("sleep")
-        area = _Area("sleep")
-        fixed = FixedSource("none", publish, _ASSUMED["sleep"])
-        if choice == "auto":
-            choice = "logind" if self._bus else "none"
-            area.fallback = fixed if choice == "logind" else None
-        if choice == "logind":
-            from syftd.conditions.logind import LogindSource
-
-            area.primary = self._logind = LogindSource(
-                self._require_bus("sleep", choice), publish, self._on_availability(area), self._on_resume
-            )
-        else:
-            area.fallback = fixed
-        return area
-
-    async def _start_area(self, area: _Area) -> None:
-        if area.primary is not None:
-            try:
-                await area.primary.start()
-            except Exception as exc:  # noqa: BLE001 - a bus that answers badly is a missing service
-                _log.warning(events.CONDITIONS_SOURCE_FAILED, source=area.primary.name, error=repr(exc))
-        if area.primary is None or not area.primary.available:
-            await self._start_fallback(area)
-        _log.info(
-            events.CONDITIONS_SOURCE_SELECTED,
-            area=area.name,
-            source=area.primary.name if area.primary is not None else getattr(area.fallback, "name", None),
-            fallback=area.fallback.name if area.primary is not None and area.fallback is not None else None,
-            active=area.active.name if area.active is not None else None,
-        )
-
-    async def _start_fallback(self, area: _Area) -> None:
-        if area.fallback is None:
-            self._publish(area.primary.name, dict.fromkeys(AREA_FACTS[area.name]))
-            return
-        if not area.is_fallback_running:
-            area.is_fallback_running = True
-            await area.fallback.start()
-
-    def _on_availability(self, area: _Area) -> Callable[[bool], None]:
+    def _on_availability(self, area: Area) -> Callable[[bool], None]:
         def changed(available: bool) -> None:
             if self._state in ("stopped", "new"):
                 return
-            task = asyncio.ensure_future(self._switch(area, available))
+            task = asyncio.ensure_future(area.switch(available, self._publish))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
         return changed
-
-    async def _switch(self, area: _Area, available: bool) -> None:
-        async with area.switching:
-            if available and area.is_fallback_running and area.fallback is not None:
-                area.is_fallback_running = False
-                await area.fallback.stop()
-                _log.info(events.CONDITIONS_SOURCE_SWITCHED, area=area.name, to=area.primary.name)
-            elif not available and area.primary is not None and not area.primary.available:
-                await self._start_fallback(area)
-                _log.warning(
-                    events.CONDITIONS_SOURCE_SWITCHED,
-                    area=area.name,
-                    to=area.fallback.name if area.fallback is not None else None,
-                    lost=area.primary.name,
-                )
 
     async def _on_resume(self) -> None:
         _log.info(events.CONDITIONS_RESUMED)

@@ -19,7 +19,8 @@ from syftd import events
 from syftd.errors import WireError
 from syftd.log import get_logger
 from syftd.node.averaging import apply_mean_diff, diff_problem
-from syftd.node.state import Assignment, Cycle, NodeState
+from syftd.node.records import Assignment, Cycle
+from syftd.node.state import NodeState
 from syftd.node.store import Store
 
 __all__ = ["CycleEvaluator"]

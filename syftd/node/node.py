@@ -31,9 +31,10 @@ from syftd.node.controls import Controls
 from syftd.node.cycles import CycleEvaluator
 from syftd.node.operations import NodeStopping, WorkerGone
 from syftd.node.options import NodeOptions, Revision
+from syftd.node.records import Process
 from syftd.node.reports import ReportLog, ReportRecord
 from syftd.node.routes import build_app
-from syftd.node.state import NOT_FOUND, HostingRefused, NodeState, Process, Refusal
+from syftd.node.state import NOT_FOUND, HostingRefused, NodeState, Refusal
 from syftd.node.store import Store
 from syftd.service import ServiceContext
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from syftd.node.state import Cycle
+from syftd.node.records import Cycle
 from syftd.node.store import Store
 
 __all__ = ["ReportLog", "ReportRecord"]

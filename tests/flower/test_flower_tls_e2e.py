@@ -232,7 +232,11 @@ async def test_a_wrong_ca_fails_the_session_with_words_that_name_the_certificate
     assert entries[-1]["outcome"] == "failed" and entries[-1]["error"] == finished["error"], entries
     shown = await control.call(tmp_path / "run", "status", {})
     why = await control.call(tmp_path / "run", "why", {"job": "fl"})
-    print(f"\nwrong CA: cycle.finished {finished}\nstatus {shown['jobs'][0]}\nwhy {why}")
+    assert shown["jobs"][0]["last"]["error"] == finished["error"], shown
+    print(
+        f"\nwrong CA: failed {finished['duration_s']:.2f} s after start: {finished['error']!r}; status "
+        f"{shown['jobs'][0]['state']!r}, last {shown['jobs'][0]['last_outcome']!r}; why {why['summary']!r}"
+    )
 
 
 async def test_with_node_authentication_a_registered_key_joins_as_its_node_and_an_unregistered_key_is_refused(

@@ -158,5 +158,5 @@ class FlowerRun:
             record.ended = Ended.expired(self._expiry)
         else:
             record.ended = Ended.failed(Failure.TRAINER)
-            tail = " | ".join(result.output_tail[-3:])
+            tail = " | ".join(result.exit_message or result.output_tail[-3:])
             record.error = f"{result.reason}{': ' + tail if tail else ''}"

@@ -1,8 +1,9 @@
 """One supervised SuperNode session, as values: its phase, what its output says, how it ended.
 
-Owns the reading of ``flower-supernode``'s log lines (node id, messages received, replies sent),
-the outcome rules (done once it pushed a reply, expired when syftd stopped it before any, failed
-with its exit status when it ended on its own), the grace left before sleep, and the restart delay.
+Owns the reading of ``flower-supernode``'s log lines (node id, messages received, replies sent,
+flwr's exit message naming what failed), the outcome rules (done once it pushed a reply, expired
+when syftd stopped it before any, failed with its exit status when it ended on its own), the grace
+left before sleep, and the restart delay.
 Pure: no I/O, no clock (callers pass times in).
 """
 
@@ -35,6 +36,7 @@ whose node went offline before that pull: the update would be lost (seen in test
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NODE_ID = re.compile(r"SuperNode ID: (\d+)")
+_LEVEL = re.compile(r"^(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL)\s*:\s*")
 
 
 class Phase(enum.Enum):
@@ -74,6 +76,8 @@ class SessionResult:
     killed: bool = False
     """SIGKILL was needed."""
     output_tail: tuple[str, ...] = ()
+    exit_message: tuple[str, ...] = ()
+    """flwr's own words when it exited with an error (``OutputReader.exit_message``)."""
 
 
 @dataclass(slots=True)
@@ -84,11 +88,19 @@ class OutputReader:
     received: int = 0
     replies: int = 0
     tail: list[str] = field(default_factory=list)
+    exit_message: list[str] = field(default_factory=list)
+    """flwr's exit message ("Exit Code: N", what failed, its short help) and the error logged just
+    before it, e.g. "SSL/TLS handshake error detected." then "[SSL: CERTIFICATE_VERIFY_FAILED] …":
+    what a failed session reports, since the process's own status is 1 for every error."""
+    _lines: int = 0
+    _last_error: tuple[int, str] | None = None  # (line number, text) of the latest ERROR line
+    _in_exit_message: bool = False
 
     def feed(self, raw: str) -> str | None:
         """Take one line; returns ``"joined"``, ``"received"`` or ``"replied"`` when it says so."""
         line = _ANSI.sub("", raw).rstrip()
         self.tail = [*self.tail[-19:], line]
+        self._follow_exit_message(line)
         if self.node_id is None and (match := _NODE_ID.search(line)):
             self.node_id = int(match.group(1))
             return "joined"
@@ -99,6 +111,22 @@ class OutputReader:
             self.replies += 1
             return "replied"
         return None
+
+    def _follow_exit_message(self, line: str) -> None:
+        self._lines += 1
+        text = _LEVEL.sub("", line).strip()
+        if self._in_exit_message:
+            if not text or text.startswith("For more information"):
+                self._in_exit_message = False
+            elif len(self.exit_message) < 8:
+                self.exit_message.append(text[:300])
+        elif text.startswith("Exit Code: "):
+            before = self._last_error
+            self.exit_message = [before[1]] if before is not None and self._lines - before[0] <= 3 else []
+            self.exit_message.append(text)
+            self._in_exit_message = True
+        elif (level := _LEVEL.match(line)) is not None and level["level"] in ("ERROR", "CRITICAL"):
+            self._last_error = (self._lines, text[:300])
 
     @property
     def busy(self) -> bool:

@@ -217,7 +217,7 @@ class SupernodeSupervisor(ServiceContext):
         outcome, why = classify(stop_reason=stop_reason, replies=reader.replies, exit_status=process.returncode)
         result = SessionResult(
             outcome, why, process.returncode, reader.node_id, reader.replies, loop.time() - began,
-            leave_s, gone_s, killed, tuple(reader.tail),
+            leave_s, gone_s, killed, tuple(reader.tail), tuple(reader.exit_message),
         )  # fmt: skip
         log = _log.info if outcome is not SessionOutcome.FAILED else _log.warning
         log(
@@ -226,6 +226,7 @@ class SupernodeSupervisor(ServiceContext):
             leave_s=None if leave_s is None else round(leave_s, 3),
             gone_s=None if gone_s is None else round(gone_s, 3), killed=killed,
             output_tail=list(reader.tail[-5:]) if outcome is SessionOutcome.FAILED else None,
+            exit_message=reader.exit_message or None,
         )  # fmt: skip
         return result
 

@@ -123,6 +123,44 @@ def test_the_output_reader_follows_node_id_messages_and_replies() -> None:
     assert len(reader.tail) == 20
 
 
+WRONG_CA_OUTPUT = """\
+\x1b[92mINFO \x1b[0m:      Starting Flower SuperNode
+INFO:     Uvicorn running on http://127.0.0.1:9101 (Press CTRL+C to quit)
+\x1b[91mERROR \x1b[0m:     SSL/TLS handshake error detected.
+\x1b[91mERROR \x1b[0m:     Exit Code: 305
+Failed to initialize the connection to the SuperLink.
+[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate (_ssl.c:1006)
+The SuperNode could not establish a connection to the SuperLink.
+
+For more information, visit: <https://flower.ai/docs/framework/1.42/en/ref-exit-codes/305.html>
+INFO:     Shutting down
+\x1b[92mINFO \x1b[0m:      Starting Flower SuperExec
+\x1b[93mWARNING \x1b[0m:   Connection attempt failed, retrying in 0.79 seconds
+\x1b[92mINFO \x1b[0m:      SuperExec terminated gracefully.
+"""
+
+
+def test_the_output_reader_keeps_flwrs_exit_message_which_names_the_problem() -> None:
+    """flwr 1.42 exits with status 1 for every error and logs what went wrong (here a SuperLink
+    certificate from another CA) in a block that its helpers' lines then push out of the tail."""
+    reader = OutputReader()
+    for line in WRONG_CA_OUTPUT.splitlines():
+        reader.feed(line)
+    assert reader.exit_message == [
+        "SSL/TLS handshake error detected.",
+        "Exit Code: 305",
+        "Failed to initialize the connection to the SuperLink.",
+        "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate "
+        "(_ssl.c:1006)",
+        "The SuperNode could not establish a connection to the SuperLink.",
+    ]
+    assert "CERTIFICATE_VERIFY_FAILED" not in " ".join(reader.tail[-3:])
+    quiet = OutputReader()
+    for line in ("ERROR :     an old error", *["INFO :      busy"] * 5, "ERROR :     Exit Code: 305", "what"):
+        quiet.feed(line)
+    assert quiet.exit_message == ["Exit Code: 305", "what"]  # an error long before is not the cause
+
+
 def test_outcomes() -> None:
     """Done once it replied; expired with syftd's reason before any; failed when it ended on its own."""
     assert classify(stop_reason="on_battery", replies=2, exit_status=0) == (SessionOutcome.DONE, "on_battery")

@@ -77,10 +77,14 @@ async def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str,
 
 
 class SuperLink:
-    """``flower-superlink --insecure`` on a free loopback port, its log in ``home/superlink.log``."""
+    """``flower-superlink`` on a free loopback port, its log in ``home/superlink.log``: ``--insecure``,
+    or HTTPS with ``tls`` = (certificate, key, CA) files, plus ``--enable-supernode-auth`` if ``node_auth``."""
 
-    def __init__(self, bin_dir: Path, home: Path) -> None:
+    def __init__(
+        self, bin_dir: Path, home: Path, *, tls: tuple[Path, Path, Path] | None = None, node_auth: bool = False
+    ) -> None:
         self.bin_dir, self.home = bin_dir, home
+        self.tls, self.node_auth = tls, node_auth
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log = home / "superlink.log"
@@ -94,10 +98,15 @@ class SuperLink:
     def start(self) -> None:
         """Start it and wait (blocking, for a module fixture) until it serves."""
         (self.home / "link").mkdir(parents=True, exist_ok=True)
+        security = ["--insecure"] if self.tls is None else [
+            f"--ssl-{name}file={path}" for name, path in zip(("cert", "key", "ca-cert"), self.tls, strict=True)
+        ]  # fmt: skip
+        if self.node_auth:
+            security.append("--enable-supernode-auth")
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [str(self.bin_dir / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
-                 "--host", "127.0.0.1", "--port", str(self.port)],
+                [str(self.bin_dir / "flower-superlink"), *security,
+                 "--disable-runtime-dependency-installation", "--host", "127.0.0.1", "--port", str(self.port)],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env(self.home / "link"), start_new_session=True,
             )  # fmt: skip
         process = self.process
@@ -110,8 +119,9 @@ class SuperLink:
         assert "Uvicorn running" in self.text(), f"SuperLink not up: {self.text()}"
         cli = self.home / "cli"
         cli.mkdir(exist_ok=True)
+        trust = "insecure = true" if self.tls is None else f'root-certificates = "{self.tls[2]}"'
         (cli / "config.toml").write_text(
-            f'[superlink]\ndefault = "local"\n[superlink.local]\naddress = "{self.address}"\ninsecure = true\n'
+            f'[superlink]\ndefault = "local"\n[superlink.local]\naddress = "{self.address}"\n{trust}\n'
         )
 
     def text(self) -> str:
@@ -134,6 +144,15 @@ class SuperLink:
             env=self.env(self.home / "cli"), capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert done.returncode == 0, f"flwr run failed: {done.stdout}\n{done.stderr}"
+
+    def register(self, public_key: Path) -> int:
+        """Register a SuperNode's public key (``flwr supernode register``, node authentication); its node id."""
+        done = subprocess.run(
+            [str(self.bin_dir / "flwr"), "supernode", "register", str(public_key), "local", "--format", "json"],
+            env=self.env(self.home / "cli"), capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, f"flwr supernode register failed: {done.stdout}\n{done.stderr}"
+        return int(json.loads(done.stdout[done.stdout.index("{") :])["node-id"])
 
     def supernode(self, home: Path, partition_id: int) -> subprocess.Popen[bytes]:
         """A plain ``flower-supernode`` (not gated: the node that is always online), output in home/out.log."""

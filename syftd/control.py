@@ -112,7 +112,7 @@ def _render_message(answer: Any) -> str:
 
 
 def _render_history(answer: Any) -> str:
-    rows = [("TIME", "JOB", "CYCLE", "OUTCOME", "STEPS", "SECONDS", "ENERGY")]
+    rows = [("TIME", "JOB", "CYCLE", "OUTCOME", "STEPS", "SECONDS", "ENERGY", "ERROR")]
     for entry in answer.get("entries", []):
         at = entry.get("time")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if isinstance(at, int | float) else "?"
@@ -122,11 +122,22 @@ def _render_history(answer: Any) -> str:
         seconds = entry.get("duration_s")
         duration = f"{seconds:.1f}" if isinstance(seconds, int | float) else "-"
         cycle = str(entry.get("cycle_id") or "-")[:12]
-        rows.append((when, entry.get("job", "?"), cycle, outcome, str(entry.get("steps", "-")), duration, energy))
+        error = _first_words(entry.get("error"))
+        rows.append(
+            (when, entry.get("job", "?"), cycle, outcome, str(entry.get("steps", "-")), duration, energy, error)
+        )
     if len(rows) == 1:
         return "no cycles recorded yet"
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _first_words(error: Any, width: int = 120) -> str:
+    """A record's error for a one-line table: its first line, cut at ``width`` (``--json`` has it whole)."""
+    if not error:
+        return "-"
+    line = str(error).splitlines()[0] if str(error).strip() else "-"
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 _JOB = Arg("job", "job name (default: every enabled job)")

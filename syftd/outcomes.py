@@ -70,6 +70,8 @@ class Failure(enum.Enum):
     """The trained diff holds NaN or infinite values: never reported."""
     TRAINER = "trainer"
     """The trainer failed or died on its own."""
+    SUPERNODE = "supernode"
+    """A flower job's SuperNode exited on its own (flwr's exit message is the record's error)."""
     STORAGE = "storage"
     """The state directory refused a write."""
     INTERNAL = "internal"

@@ -157,6 +157,6 @@ class FlowerRun:
         elif result.outcome is SessionOutcome.EXPIRED and self._expiry is not None:
             record.ended = Ended.expired(self._expiry)
         else:
-            record.ended = Ended.failed(Failure.TRAINER)
+            record.ended = Ended.failed(Failure.SUPERNODE)
             tail = " | ".join(result.exit_message or result.output_tail[-3:])
             record.error = f"{result.reason}{': ' + tail if tail else ''}"

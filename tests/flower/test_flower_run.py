@@ -49,7 +49,7 @@ async def test_a_supernode_that_exits_on_its_own_is_a_failed_run_with_its_output
     run = FlowerRun(cfg, cycle_id="c2", state_dir=tmp_path)
     assert run.state.value == "starting flower-supernode"
     record = await asyncio.wait_for(run.run(), 60)
-    assert record.ended.outcome is CycleOutcome.FAILED and record.ended.failure is Failure.TRAINER
+    assert record.ended.outcome is CycleOutcome.FAILED and record.ended.failure is Failure.SUPERNODE
     assert record.error is not None and "exited on its own" in record.error and record.exit_status not in (0, None)
     assert (tmp_path / "flower" / "fl").is_dir()  # FLWR_HOME lives in the job's state
 

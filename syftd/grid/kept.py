@@ -4,9 +4,10 @@ Owns ``KeptClients``: the daemon's ``ClientFactory``. Each call lends the job's 
 first use; leaving the ``async with`` does not close it. A client is replaced (the old one closed)
 when the job's ``[grid]`` table or its token changes, and closed by ``close()`` when the daemon
 stops; a client being replaced while lent is closed when that lending ends. A client is also closed
-``IDLE_CLOSE_S`` after its last lending ended (started again by the next), so an idle daemon holds no
-socket the node might ping or close, and wakes no more. A POST that finds a kept connection closed by the node is
-sent once more on a fresh one (``connection.NodeConnection.http_post``). One job lends its client to
+``IDLE_CLOSE_S`` after its last lending ended (started again by the next, once that close is done),
+so an idle daemon holds no socket the node might ping or close, and wakes no more. A POST that finds
+a kept connection closed by the node is sent once more on a fresh one
+(``connection.NodeConnection.http_post``). One job lends its client to
 one cycle or report at a time (the manager runs one task per job). Each job's speed test outlives
 its client (``grid.speed_test_reuse_s``). Does not own what is asked (``client``) or when (``jobs``).
 """

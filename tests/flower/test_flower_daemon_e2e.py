@@ -13,7 +13,7 @@ import pytest
 from dbus_fast import Variant
 from support.daemon import DaemonProcess, NotifySocket
 from support.dbus import DBusMocks, MockControl
-from support.flower import EXAMPLE_APP, Report, SuperLink, free_port, wait_until
+from support.flower import EXAMPLE_APP, Report, SuperLink, daemon_config, wait_until
 
 from syftd import control
 from syftd.flower.group import group_alive
@@ -26,46 +26,6 @@ STEPS_ALL = 30
 LOGIND_PATH = "/org/freedesktop/login1"
 LOGIND_IFACE = "org.freedesktop.login1.Manager"
 GRACE_S = 8.0
-
-
-def config(tmp_path: Path, bus: DBusMocks, federation: SuperLink, flower_bin: Path) -> Path:
-    path = tmp_path / "syftd.toml"
-    path.write_text(f"""
-[daemon]
-state_dir = "{tmp_path / "state"}"
-runtime_dir = "{tmp_path / "run"}"
-log_format = "json"
-log_level = "debug"
-shutdown_grace_s = {GRACE_S}
-
-[daemon.conditions]
-bus_address = "{bus.address}"
-power_source = "upower"
-network_source = "networkmanager"
-sleep_source = "logind"
-
-[[job]]
-name = "fl"
-kind = "flower"
-
-[job.flower]
-superlink = "{federation.address}"
-venv = "{flower_bin.parent}"
-insecure = true
-node_config = ["partition-id=1"]
-runtime_port = {free_port()}
-
-[job.constraints]
-stable_for_s = 0.2
-
-[job.schedule]
-backoff_initial_s = 0.5
-
-[job.budget]
-max_cycle_s = 600
-expiry_grace_s = {GRACE_S}
-""")
-    return path
 
 
 def run_config(report: Path, *, rounds: int, steps: int, on_stop: str) -> str:
@@ -108,7 +68,9 @@ async def daemon_for(
 
     async def start() -> tuple[DaemonProcess, NotifySocket]:
         notify = NotifySocket(tmp_path / f"notify-{len(started)}.sock")
-        daemon = await DaemonProcess.start(config(tmp_path, dbus_mocks, federation, flower_bin), notify=notify)
+        daemon = await DaemonProcess.start(
+            daemon_config(tmp_path, dbus_mocks.address, federation, flower_bin, grace_s=GRACE_S), notify=notify
+        )
         started.append((daemon, notify))
         await notify.wait_for(lambda m: "READY" in m, timeout=30)
         return daemon, notify

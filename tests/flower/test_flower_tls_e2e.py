@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from support.daemon import DaemonProcess, NotifySocket
 from support.dbus import DBusMocks, MockControl
-from support.flower import EXAMPLE_APP, Report, SuperLink, free_port, wait_until
+from support.flower import EXAMPLE_APP, Report, SuperLink, daemon_config, wait_until
 
 from syftd import control
 from syftd.flower.group import group_alive
@@ -90,54 +90,18 @@ def node_key(directory: Path, name: str) -> tuple[Path, Path]:
     return private, public
 
 
-def config(tmp_path: Path, bus: DBusMocks, link: SuperLink, flower_bin: Path, trust: str) -> Path:
-    """A daemon config with one flower job; ``trust`` holds its TLS and authentication keys."""
-    path = tmp_path / "syftd.toml"
-    path.write_text(f"""
-[daemon]
-state_dir = "{tmp_path / "state"}"
-runtime_dir = "{tmp_path / "run"}"
-log_format = "json"
-log_level = "debug"
-shutdown_grace_s = {GRACE_S}
-
-[daemon.conditions]
-bus_address = "{bus.address}"
-power_source = "upower"
-network_source = "networkmanager"
-sleep_source = "logind"
-
-[[job]]
-name = "fl"
-kind = "flower"
-
-[job.flower]
-superlink = "{link.address}"
-venv = "{flower_bin.parent}"
-{trust}
-node_config = ["partition-id=1"]
-runtime_port = {free_port()}
-
-[job.constraints]
-stable_for_s = 0.2
-
-[job.schedule]
-backoff_initial_s = 30
-
-[job.budget]
-max_cycle_s = 600
-expiry_grace_s = {GRACE_S}
-""")
-    return path
-
-
 @pytest.fixture
 async def daemon_for(dbus_mocks: DBusMocks, mocks: MockControl, flower_bin: Path, tmp_path: Path) -> Any:
     started: list[tuple[DaemonProcess, NotifySocket]] = []
 
     async def start(link: SuperLink, trust: str) -> tuple[DaemonProcess, NotifySocket]:
         notify = NotifySocket(tmp_path / f"notify-{len(started)}.sock")
-        daemon = await DaemonProcess.start(config(tmp_path, dbus_mocks, link, flower_bin, trust), notify=notify)
+        daemon = await DaemonProcess.start(
+            daemon_config(
+                tmp_path, dbus_mocks.address, link, flower_bin, grace_s=GRACE_S, trust=trust, backoff_initial_s=30
+            ),
+            notify=notify,
+        )
         started.append((daemon, notify))
         await notify.wait_for(lambda m: "READY" in m, timeout=30)
         return daemon, notify

@@ -30,6 +30,7 @@ __all__ = [
     "PROJECT",
     "Report",
     "SuperLink",
+    "daemon_config",
     "flower_env_or_skip",
     "free_port",
     "stop_group",
@@ -40,6 +41,57 @@ PROJECT = Path(__file__).resolve().parents[2]
 EXAMPLE_APP = PROJECT / "examples" / "flower"
 FLWR_SPEC = "flwr==1.42.0"
 PRIVACY = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+
+
+def daemon_config(
+    tmp_path: Path,
+    bus_address: str,
+    link: SuperLink,
+    flower_bin: Path,
+    *,
+    grace_s: float,
+    trust: str = "insecure = true",
+    backoff_initial_s: float = 0.5,
+) -> Path:
+    """A daemon config (JSON logs, the test bus's D-Bus sources) with one flower job ``fl`` on ``link``;
+    ``trust`` holds its TLS and authentication keys (plain loopback by default)."""
+    path = tmp_path / "syftd.toml"
+    path.write_text(f"""
+[daemon]
+state_dir = "{tmp_path / "state"}"
+runtime_dir = "{tmp_path / "run"}"
+log_format = "json"
+log_level = "debug"
+shutdown_grace_s = {grace_s}
+
+[daemon.conditions]
+bus_address = "{bus_address}"
+power_source = "upower"
+network_source = "networkmanager"
+sleep_source = "logind"
+
+[[job]]
+name = "fl"
+kind = "flower"
+
+[job.flower]
+superlink = "{link.address}"
+venv = "{flower_bin.parent}"
+{trust}
+node_config = ["partition-id=1"]
+runtime_port = {free_port()}
+
+[job.constraints]
+stable_for_s = 0.2
+
+[job.schedule]
+backoff_initial_s = {backoff_initial_s}
+
+[job.budget]
+max_cycle_s = 600
+expiry_grace_s = {grace_s}
+""")
+    return path
 
 
 def flower_env_or_skip() -> Path:

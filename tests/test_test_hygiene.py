@@ -76,15 +76,22 @@ async def test_changes_wake_a_waiter_only_when_notified() -> None:
     """``Changes.until`` looks again on a notification and on nothing else: a change nobody notifies fails
     the wait at its timeout, naming what it waited for; a notified one ends it at once."""
     state = {"ready": False}
+    looked = asyncio.Event()
+
+    def ready() -> bool:
+        looked.set()  # the waiter has taken a look; it suspends right after a look that finds nothing
+        return state["ready"]
+
     changes = Changes()
-    waiting = asyncio.ensure_future(changes.until(lambda: state["ready"], what="the thing ready", timeout=0.3))
-    await asyncio.sleep(0)  # behaviour: the waiter takes its first look (not ready) and suspends
+    waiting = asyncio.ensure_future(changes.until(ready, what="the thing ready", timeout=0.3))
+    await looked.wait()
     state["ready"] = True  # changed, and nobody says so
     with pytest.raises(AssertionError, match=r"not within 0\.3 s .*: the thing ready"):
         await waiting
     state["ready"] = False
-    waiting = asyncio.ensure_future(changes.until(lambda: state["ready"], what="the thing ready", timeout=30))
-    await asyncio.sleep(0)  # behaviour: the waiter takes its first look (not ready) and suspends
+    looked.clear()
+    waiting = asyncio.ensure_future(changes.until(ready, what="the thing ready", timeout=30))
+    await looked.wait()
     state["ready"] = True
     changes.notify()
     assert await asyncio.wait_for(waiting, 5) is True

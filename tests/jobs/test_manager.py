@@ -148,14 +148,22 @@ async def test_an_operator_expiry_pauses_the_job_until_a_trigger(world: World) -
     world.host()
     job = dataclasses.replace(world.job(), schedule=dataclasses.replace(world.job().schedule, interval_s=0.0))
     await world.gate("train")
+    # the stand-in monitor's sleep-lock release marks each decision tick that starts no cycle
+    conditions = StaticConditions()
     with world.logs() as logs:
-        async with manager(world, job) as jobs:
+        async with manager(world, job, conditions) as jobs:
             await world.entered("train")
             jobs.expire("tiny")
             await world.open_gate("train")
             await _until(world, lambda: len(_finished(logs)) == 1, "one cycle.finished line")
             assert (_finished(logs)[0]["outcome"], _finished(logs)[0]["reason"]) == ("expired", "manual")
-            await asyncio.sleep(0.5)  # behaviour: nothing starts while paused (the window under test)
+            # the tick after the cycle's end decides: with interval_s = 0 it would start the next cycle
+            # there and then; it holds for the operator instead
+            await _until(
+                world,
+                lambda: "expired by the operator" in " ".join(jobs.why("tiny")["reasons"]),
+                "the decision after the cycle's end: held for the operator",
+            )
             assert len([e for e in logs if e["event"] == events.CYCLE_STARTED]) == 1
             assert "expired by the operator" in jobs.status_line(), jobs.status_line()
             assert "expired by the operator" in " ".join(jobs.why("tiny")["reasons"])

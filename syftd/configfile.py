@@ -35,7 +35,7 @@ if sys.version_info >= (3, 11):
 else:  # exercised by make test-compat on 3.10
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
-__all__ = ["ca_file_problem", "load", "loads", "runtime_dir_of", "url_problem"]
+__all__ = ["ca_file_problem", "daemon_path", "load", "loads", "read_document", "runtime_dir_of", "url_problem"]
 
 _MAX_DEPTH = 32  # the schema nests 4 levels; a deeper document is an attack or a mistake
 _SOCKET_NAME = "control.sock"  # syftd.control.SOCKET_NAME (not imported: check-config must not load aiohttp)
@@ -65,21 +65,43 @@ def load(path: Path | str) -> Config:
     return config
 
 
+def read_document(path: Path) -> dict[str, Any]:
+    """The TOML document of the file at ``path``, unchecked: for the lenient readers of one key or two.
+
+    Raises:
+        ConfigError: the file cannot be read or is not TOML.
+    """
+    try:
+        document: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(path, [f"<file>: cannot read: {exc.strerror or exc}"]) from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(path, [f"<file>: not valid TOML: {exc}"]) from None
+    return document
+
+
+def daemon_path(document: dict[str, Any], key: str) -> Path | None:
+    """``daemon.<key>`` of an unchecked document as a path (``$VARS`` expanded), its default when absent;
+    None when it is not a usable path (not a string, empty, or naming an unset variable)."""
+    daemon = document.get("daemon")
+    value = daemon.get(key) if isinstance(daemon, dict) else None
+    if value is None:
+        default: Path = getattr(DaemonConfig(), key)
+        return default
+    expanded = os.path.expandvars(value) if isinstance(value, str) else ""
+    return Path(expanded) if expanded and "$" not in expanded else None
+
+
 def runtime_dir_of(path: Path) -> Path:
     """Only ``daemon.runtime_dir`` of the file at ``path``, leniently: the control verbs need nothing else,
     and must work where the rest would not load (e.g. ``${CREDENTIALS_DIRECTORY}`` unset outside the unit).
     Falls back to the default when the file or the key is unusable."""
     default = DaemonConfig().runtime_dir
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        document = read_document(path)
+    except ConfigError:
         return default
-    daemon = document.get("daemon")
-    value = daemon.get("runtime_dir") if isinstance(daemon, dict) else None
-    if not isinstance(value, str) or not value:
-        return default
-    expanded = os.path.expandvars(value)
-    return Path(expanded) if "$" not in expanded else default
+    return daemon_path(document, "runtime_dir") or default
 
 
 def loads(text: str, *, path: Path | None = None) -> Config:

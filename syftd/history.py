@@ -30,11 +30,12 @@ from syftd.log import get_logger
 from syftd.spool import job_dir
 from syftd.statedir import ForeignEntry, atomic_write, move_aside, read_regular
 
-__all__ = ["History"]
+__all__ = ["FILE_NAME", "History"]
 
 _log = get_logger("syftd.history")
 
-_FILE = "history.json"
+FILE_NAME = "history.json"
+"""Each job's history file, in its directory of the state directory."""
 
 
 class History:
@@ -89,7 +90,7 @@ class History:
         return [dict(e) for e in self._load(job)]
 
     def _path(self, job: str) -> Path:
-        return job_dir(self.state_dir, job) / _FILE
+        return job_dir(self.state_dir, job) / FILE_NAME
 
     def _load(self, job: str) -> list[dict[str, Any]]:
         cached = self._cache.get(job)
@@ -108,7 +109,7 @@ class History:
             _log.error(events.HISTORY_CORRUPTED, job=job, problem=str(exc), moved_to=str(aside))
             entries = []
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            aside = path.with_name(f"{_FILE}.corrupt")
+            aside = path.with_name(f"{FILE_NAME}.corrupt")
             os.replace(path, aside)
             _log.error(events.HISTORY_CORRUPTED, job=job, problem=str(exc) or type(exc).__name__, moved_to=str(aside))
             entries = []

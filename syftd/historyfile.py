@@ -15,23 +15,15 @@ Blocking file I/O: the CLI calls it directly.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # exercised by make test-compat on 3.10
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
-
+from syftd.configfile import daemon_path, read_document
 from syftd.errors import ConfigError, StateFileError, UnknownJobError
+from syftd.history import FILE_NAME
 from syftd.statedir import ForeignEntry, read_regular
 
-__all__ = ["FILE_NAME", "history_path", "read_history", "state_dir_and_jobs"]
-
-FILE_NAME = "history.json"
-_DEFAULT_STATE_DIR = Path("/var/lib/syftd")
+__all__ = ["history_path", "read_history", "state_dir_and_jobs"]
 
 
 def state_dir_and_jobs(config_path: Path) -> tuple[Path, list[str]]:
@@ -40,20 +32,11 @@ def state_dir_and_jobs(config_path: Path) -> tuple[Path, list[str]]:
     Raises:
         ConfigError: the file cannot be read or is not TOML, or its ``daemon.state_dir`` is unusable.
     """
-    try:
-        document = tomllib.loads(config_path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(config_path, [f"<file>: cannot read: {exc.strerror or exc}"]) from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(config_path, [f"<file>: not valid TOML: {exc}"]) from None
-    daemon = document.get("daemon")
-    value = daemon.get("state_dir") if isinstance(daemon, dict) else None
-    state_dir = _DEFAULT_STATE_DIR
-    if value is not None:
-        expanded = os.path.expandvars(value) if isinstance(value, str) else ""
-        if not expanded or "$" in expanded:
-            raise ConfigError(config_path, [f"daemon.state_dir: not a usable path, got {value!r}"])
-        state_dir = Path(expanded)
+    document = read_document(config_path)
+    state_dir = daemon_path(document, "state_dir")
+    if state_dir is None:
+        value = document["daemon"]["state_dir"]
+        raise ConfigError(config_path, [f"daemon.state_dir: not a usable path, got {value!r}"])
     jobs = document.get("job")
     names = [job["name"] for job in jobs if isinstance(job.get("name"), str)] if isinstance(jobs, list) else []
     return state_dir, names

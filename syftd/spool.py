@@ -269,7 +269,9 @@ class Spool:
         ``tidy=False`` leaves the entry's files for ``tidy`` (or the next ``pending``) to remove, so the
         removals need not be on the path to the next cycle.
         """
-        self._mark(entry, "reported", None, tidy=tidy)
+        self._mark(entry, "reported", None)
+        if tidy:
+            self.tidy(entry)
         _log.info(events.SPOOL_REPORTED, job=entry.job, cycle_id=entry.cycle_id)
 
     def tidy(self, entry: SpoolEntry) -> None:
@@ -280,6 +282,7 @@ class Spool:
     def discard(self, entry: SpoolEntry, reason: str) -> None:
         """Drop the diff unsent (the node closed its cycle): it is never pending again."""
         self._mark(entry, "discarded", reason)
+        self.tidy(entry)
         _log.warning(events.SPOOL_DISCARDED, job=entry.job, cycle_id=entry.cycle_id, reason=reason)
 
     def discard_aged(self, job: str, max_age_s: float, now: float | None = None) -> list[SpoolEntry]:
@@ -311,7 +314,7 @@ class Spool:
             _log.warning(events.SPOOL_RECOVERED, job=job, removed=removed)
         return removed
 
-    def _mark(self, entry: SpoolEntry, marker: str, reason: str | None, *, tidy: bool = True) -> None:
+    def _mark(self, entry: SpoolEntry, marker: str, reason: str | None) -> None:
         meta, _data = self._paths(entry.job, entry.cycle_id)
         record = {"marker": marker, "reason": reason, "at": time.time(), "sha256": entry.sha256}
         # the marker's existence is the guarantee, not its content: one fsync, of the directory, makes
@@ -323,8 +326,6 @@ class Spool:
         finally:
             os.close(fd)
         _fsync_dir(meta.parent)
-        if tidy:
-            self._finish(meta.parent, entry.cycle_id, durable=False)
 
     def _finish(self, spool: Path, cycle_id: str, *, durable: bool = True) -> None:
         for suffix in (".diff", ".json", *(f".{m}" for m in _MARKERS)):

@@ -22,6 +22,7 @@ from syftd.config import JobConfig
 from syftd.identity import Identity
 from syftd.spool import Spool, job_dir
 from syftd.spoolentry import SpoolEntry
+from syftd.statedir import ensure_dir
 
 __all__ = ["PROBE_AFTER_S", "Begun", "Spooled", "begin", "clear_work_dir", "settle", "work_dir"]
 
@@ -30,19 +31,10 @@ PROBE_AFTER_S = 60.0
 
 
 def work_dir(state_dir: Path, job: str) -> Path:
-    """The job's work directory (0700), emptied: a crash may have left a cycle's downloads in it.
-
-    Kept from one cycle to the next; something else under its name (a file, a symlink) is removed.
-    """
-    path = job_dir(state_dir, job) / "work"
-    try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        if path.is_symlink() or not path.is_dir():
-            path.unlink()
-            path.mkdir(mode=0o700)
-        else:
-            clear_work_dir(path)
+    """The job's work directory (0700), kept from one cycle to the next and emptied: a crash may have left
+    a cycle's downloads in it. Something else under its name is moved aside (``statedir.ensure_dir``)."""
+    path = ensure_dir(job_dir(state_dir, job), "work")
+    clear_work_dir(path)
     return path
 
 

@@ -45,6 +45,8 @@ __all__ = ["MEMORY_DIFF_MAX", "Trainer"]
 
 _log = get_logger("syftd.trainer")
 
+_HASHER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="syftd-hash")
+"""The one thread that hashes each diff while it is written (started by the first diff, kept for the next)."""
 MEMORY_DIFF_MAX = 64 * 1024 * 1024
 """The largest diff returned in memory when the disk refuses its file (above it the cycle fails storage)."""
 
@@ -116,8 +118,7 @@ class Trainer:
                     if len(diff) > MEMORY_DIFF_MAX:
                         raise
                     # the disk is full or read-only: the diff comes back whole, to be reported from the
-                    # daemon's memory rather than lost (it is not spooled: a crash before the report loses it)
-                    _log.warning(events.TRAINER_FAILED, error=str(exc), steps=len(losses), returned_in_memory=True)
+                    # daemon's memory rather than lost (the daemon logs cycle.diff_unspooled with the error)
                     return result(Outcome.COMPLETED, diff=diff, diff_size=len(diff), error=str(exc))
         except Expired as exc:
             _log.info(events.TRAINER_EXPIRED, reason=exc.reason.label, steps=len(losses))
@@ -189,13 +190,12 @@ def _write_diff(path: Path, diff: bytes) -> str:
         DiffUnwritable: the disk refused the write (nothing is left at ``path``).
     """
     # hashed in a second thread while this one writes (both release the GIL on large buffers)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="syftd-hash") as hasher:
-        digest = hasher.submit(lambda: hashlib.sha256(diff).hexdigest())
-        try:
-            atomic_write(path, diff, sync_dir=False)
-        except OSError as exc:
-            raise DiffUnwritable(f"{DIFF_UNWRITABLE} to {path}: {exc}") from exc
-        return digest.result()
+    digest = _HASHER.submit(lambda: hashlib.sha256(diff).hexdigest())
+    try:
+        atomic_write(path, diff, sync_dir=False)
+    except OSError as exc:
+        raise DiffUnwritable(f"{DIFF_UNWRITABLE} to {path}: {exc}") from exc
+    return digest.result()
 
 
 def _hyperparameters(request: Request) -> tuple[int, float, int]:

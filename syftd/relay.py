@@ -131,6 +131,12 @@ class OutputLimit:
     summary_every_s: float = 60.0
 
 
+def _lines_of(item: Emitted) -> int:
+    """How many output lines an event carries (its ``text``; one when it has none)."""
+    text = item.fields.get("text")
+    return text.count("\n") + 1 if isinstance(text, str) else 1
+
+
 class OutputLimiter:
     """Decides, per cycle, which relayed events are logged; counts the rest and says so. Pure."""
 
@@ -164,13 +170,12 @@ class OutputLimiter:
                 return []
             self._tracebacks += 1
             return [*self._summary_if_due(now), item]
+        lines = _lines_of(item)
         if self._tokens < 1:
-            text = item.fields.get("text")
-            self._drop(now, lines=text.count("\n") + 1 if isinstance(text, str) else 1)
+            self._drop(now, lines=lines)
             return []
         out = self._summary_if_due(now)
-        text = item.fields.get("text")
-        self._tokens -= text.count("\n") + 1 if isinstance(text, str) else 1
+        self._tokens -= lines
         return [*out, item]
 
     def until_quiet(self, now: float) -> float | None:

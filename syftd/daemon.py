@@ -3,8 +3,8 @@
 Owns the process lifecycle and the service-manager protocol: ``READY=1`` once every service has
 started, ``RELOADING=1``/``READY=1`` around SIGHUP, ``STOPPING=1``, ``WATCHDOG=1`` from the event loop,
 and the ``STATUS=`` line. Signal handlers only queue an action for the main loop (an action already
-queued is not queued twice, and a signal flood is not reported by the wakeup pipe). Computes the one
-stop deadline (``shutdown_grace_s`` from the stop request: a trainer still running then gets
+queued is not queued twice; ``signals`` keeps a flood of one signal from hiding another). Computes
+the one stop deadline (``shutdown_grace_s`` from the stop request: a trainer still running then gets
 SIGTERM, SIGKILL 2 s later) and passes it down; every service's stop is bounded by it. One daemon
 per state directory: the lock is taken before anything reads it; a refusal (another daemon, an
 unusable state or runtime directory) is one log line and an exit status, never a traceback. Does not
@@ -32,6 +32,7 @@ from syftd.jobs import JobManager
 from syftd.log import get_logger
 from syftd.outcomes import ExpiryReason
 from syftd.sdnotify import Notifier
+from syftd.signals import OperatorSignals
 from syftd.spool import Spool
 from syftd.statedir import StateDir, StateDirError, StateLock
 from syftd.trainer.flag import remove_orphan_flags
@@ -98,6 +99,7 @@ class Daemon:
         self._queued: set[str] = set()
         self._stop_deadline: float | None = None
         self._sigint_count = 0
+        self._signals: OperatorSignals | None = None
         self._reloads = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -155,7 +157,7 @@ class Daemon:
                 _log.debug(events.DAEMON_SERVICE_STOPPED, service=service.name, seconds=round(loop.time() - began, 3))
             if watchdog is not None:
                 watchdog.cancel()
-            self._remove_signals(loop)
+            self._remove_signals()
             self._lock.release()
             _log.info(events.DAEMON_STOPPED)
         return status
@@ -213,17 +215,17 @@ class Daemon:
     # ------------------------------------------------------------------ signals
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.add_signal_handler(signal.SIGTERM, self._queue, "stop")
-        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
-        loop.add_signal_handler(signal.SIGHUP, self._queue, "reload")
-        loop.add_signal_handler(signal.SIGUSR1, self._queue, "trigger")
-        loop.add_signal_handler(signal.SIGUSR2, self._queue, "expire")
-        # asyncio's wakeup pipe holds a few thousand bytes; a signal flood fills it and the C handler
-        # then prints "Exception ignored when trying to write to the signal wakeup fd" for every signal
-        # it could not write. The loop is already woken and a signal is level-triggered: no warning.
-        fd = signal.set_wakeup_fd(-1)
-        if fd != -1:
-            signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+        self._signals = OperatorSignals(
+            loop,
+            {
+                signal.SIGTERM: lambda: self._queue("stop"),
+                signal.SIGINT: self._on_sigint,
+                signal.SIGHUP: lambda: self._queue("reload"),
+                signal.SIGUSR1: lambda: self._queue("trigger"),
+                signal.SIGUSR2: lambda: self._queue("expire"),
+            },
+        )
+        self._signals.install()
 
     def _queue(self, action: str) -> None:
         """Queue ``action`` for the main loop unless it is already waiting there (signals coalesce)."""
@@ -231,10 +233,10 @@ class Daemon:
             self._queued.add(action)
             self._actions.put_nowait(action)
 
-    def _remove_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-            loop.remove_signal_handler(signum)
-        # SIGINT stays: a second Ctrl-C during shutdown must still force the exit
+    def _remove_signals(self) -> None:
+        if self._signals is not None:
+            # SIGINT stays: a second Ctrl-C during shutdown must still force the exit
+            self._signals.release(signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
     def _on_sigint(self) -> None:
         self._sigint_count += 1

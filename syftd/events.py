@@ -38,6 +38,7 @@ CONTROL_PEER_REFUSED = "control.peer_refused"
 # cycle
 CYCLE_CRASHED = "cycle.crashed"
 CYCLE_DIFF_UNSPOOLED = "cycle.diff_unspooled"
+CYCLE_DIFF_UNCOMMITTED = "cycle.diff_uncommitted"
 CYCLE_EXPIRING = "cycle.expiring"
 CYCLE_FINISHED = "cycle.finished"
 CYCLE_STARTED = "cycle.started"

@@ -10,9 +10,11 @@ Each step is crash-safe, every file written with ``atomic_write`` (0600, in 0700
 
 - ``add``: the diff first, then its ``.json``; the ``.json`` is the commit point, so a crash before
   it leaves an orphan diff that is not pending (``recover`` removes it);
-- ``diff_file`` / ``commit``: the same two steps when the trainer writes the diff file itself (its
-  bytes fsynced, renamed into place) and the daemon commits the ``.json``, whose directory fsync
-  makes both names durable: two fsyncs for the diff and one for the ``.json``'s bytes;
+- ``diff_file`` / ``commit``: the same two steps when the trainer writes the diff file itself
+  (renamed into place, not fsynced: the trainer's result comes back without waiting for the disk)
+  and the daemon commits it: the diff's bytes fsynced, then the ``.json``'s, then one directory
+  fsync that makes both names durable. ``entry`` builds the record before the commit, so a report
+  can go out while the commit's fsyncs run (the marker after the report waits for the commit);
 - ``mark_reported`` / ``discard``: the marker first (its name made durable by one directory fsync:
   only its existence counts), then the diff, the ``.json``, the marker (``tidy``, which may come
   later); an entry with a marker is never pending again, whichever step a crash interrupted;
@@ -37,6 +39,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from syftd import events
 from syftd.errors import WireError
@@ -128,7 +131,7 @@ class Spool:
         return entry
 
     def diff_file(self, job: str, cycle_id: str) -> Path:
-        """Where the trainer writes the cycle's diff itself (durably), before ``commit``; stale markers cleared.
+        """Where the trainer writes the cycle's diff itself (``commit`` makes it durable); stale markers cleared.
 
         Raises:
             ValueError: an invalid job name or cycle id.
@@ -138,7 +141,7 @@ class Spool:
             _unlink(meta.with_suffix(f".{marker}"))
         return data
 
-    def commit(
+    def entry(
         self,
         job: str,
         cycle_id: str,
@@ -150,19 +153,8 @@ class Spool:
         plan_id: int | str,
         model_id: int | str,
     ) -> SpoolEntry:
-        """Make the diff the trainer wrote at ``diff_file`` pending: its ``.json``, the commit point.
-
-        The ``.json``'s directory fsync also makes the diff's name durable (the trainer fsynced its bytes).
-
-        Raises:
-            ValueError: an invalid job name or cycle id.
-            OSError: the diff file is missing or not ``size`` bytes, or the disk refused the write.
-        """
-        meta, data = self._paths(job, cycle_id)
-        found = data.stat().st_size
-        if found != size:
-            raise OSError(f"{data} has {found} bytes, the trainer wrote {size}")
-        entry = SpoolEntry(
+        """The record of the diff the trainer wrote at ``diff_file``, not yet committed (no I/O)."""
+        return SpoolEntry(
             job=job,
             cycle_id=cycle_id,
             worker_id=worker_id,
@@ -173,8 +165,30 @@ class Spool:
             size=size,
             sha256=sha256,
         )
+
+    def commit(self, job: str, cycle_id: str, **fields: Any) -> SpoolEntry:
+        """``commit_entry`` of ``entry(job, cycle_id, **fields)``."""
+        return self.commit_entry(self.entry(job, cycle_id, **fields))
+
+    def commit_entry(self, entry: SpoolEntry) -> SpoolEntry:
+        """Make the diff the trainer wrote at ``diff_file`` pending, durably: its bytes fsynced, then its
+        ``.json`` (the commit point), whose directory fsync also makes the diff's name durable.
+
+        Raises:
+            ValueError: an invalid job name or cycle id.
+            OSError: the diff file is missing or not ``entry.size`` bytes, or the disk refused the write.
+        """
+        meta, data = self._paths(entry.job, entry.cycle_id)
+        fd = os.open(data, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            found = os.fstat(fd).st_size
+            if found != entry.size:
+                raise OSError(f"{data} has {found} bytes, the trainer wrote {entry.size}")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         atomic_write(meta, json.dumps(entry.as_dict(), indent=1, sort_keys=True).encode() + b"\n")
-        _log.info(events.SPOOL_ADDED, job=job, cycle_id=cycle_id, size=entry.size, sha256=entry.sha256[:16])
+        _log.info(events.SPOOL_ADDED, job=entry.job, cycle_id=entry.cycle_id, size=entry.size, sha256=entry.sha256[:16])
         return entry
 
     def verified_file(self, entry: SpoolEntry, *, check: bool = True) -> Path:

@@ -267,7 +267,7 @@ class GridClient(ServiceContext):
                 request_id = uuid.uuid4().hex
                 ws_type = f"{self._grid.prefix}/report"
                 head, tail = frames.report_parts(worker_id, request_key, ws_type=ws_type, request_id=request_id)
-                frame = await frames.whole_report(head, diff, tail)
+                frame = await frames.whole_report(head, diff, tail, size)
                 answer = unwrap(await self.connection.ws_exchange("report", frame, request_id), "report")
             else:
                 head, tail = frames.report_parts(worker_id, request_key)
@@ -276,7 +276,7 @@ class GridClient(ServiceContext):
                     body = await frames.whole_report(head, diff, tail)
                 else:
                     path = diff  # streamed from the file, afresh if it must be sent again
-                    body = lambda: frames.streamed_report(head, path, tail)  # noqa: E731
+                    body = lambda: frames.streamed_report(head, path, tail, size)  # noqa: E731
                 length = len(head) + frames.b64_length(size) + len(tail)
                 answer = unwrap(await self.connection.http_post("report", body, length), "report")
             if "error" in answer:

@@ -77,13 +77,15 @@ def read_b64_chunk(source: BinaryIO, size: int = _RAW_CHUNK) -> bytes:
     return base64.b64encode(chunk) if chunk else b""
 
 
-def encode_file_into(path: Path, head: bytes, tail: bytes) -> bytearray:
+def encode_file_into(path: Path, head: bytes, tail: bytes, expected: int | None = None) -> bytearray:
     """``head + base64(file) + tail`` in one buffer filled piecewise (peak: the frame plus 448 KiB).
 
     Raises:
-        OSError: the file cannot be read, or changed size while being read.
+        OSError: the file cannot be read, is not ``expected`` bytes, or changed size while being read.
     """
     size = path.stat().st_size
+    if expected is not None and size != expected:
+        raise OSError(f"{path} has {size} bytes, not the {expected} of the diff")
     frame = bytearray(len(head) + b64_length(size) + len(tail))
     frame[: len(head)] = head
     at = len(head)
@@ -96,21 +98,33 @@ def encode_file_into(path: Path, head: bytes, tail: bytes) -> bytearray:
     return frame
 
 
-async def whole_report(head: bytes, diff: bytes | Path, tail: bytes) -> bytes | bytearray:
-    """The whole report text; from a file, filled piecewise into one buffer off the event loop."""
+async def whole_report(head: bytes, diff: bytes | Path, tail: bytes, size: int | None = None) -> bytes | bytearray:
+    """The whole report text; from a file (of ``size`` bytes, when given), filled piecewise into one
+    buffer off the event loop."""
     if isinstance(diff, bytes):
         return b"".join((head, base64.b64encode(diff), tail))
-    return await asyncio.to_thread(encode_file_into, diff, head, tail)
+    return await asyncio.to_thread(encode_file_into, diff, head, tail, size)
 
 
-async def streamed_report(head: bytes, path: Path, tail: bytes) -> AsyncIterator[bytes]:
+async def streamed_report(head: bytes, path: Path, tail: bytes, size: int) -> AsyncIterator[bytes]:
     """The report text in pieces, the diff file read and encoded ``_STREAM_CHUNK`` bytes per trip off the
-    loop (each trip to a worker thread costs; the memory held is bounded by the chunk, not the diff)."""
+    loop (each trip to a worker thread costs; the memory held is bounded by the chunk, not the diff).
+
+    Raises:
+        OSError: the file is not ``size`` bytes (the request's length was announced from ``size``;
+            the report may go out while the spool commit that checks the size still runs).
+    """
+    read = 0
     yield head
     source = await asyncio.to_thread(open, path, "rb")
     try:
         while piece := await asyncio.to_thread(read_b64_chunk, source, _STREAM_CHUNK):
+            read += len(piece) // 4 * 3 - piece[-2:].count(b"=")
+            if read > size:
+                raise OSError(f"{path} has more than the {size} bytes the report announced")
             yield piece
     finally:
         source.close()
+    if read != size:
+        raise OSError(f"{path} has fewer than the {size} bytes the report announced")
     yield tail

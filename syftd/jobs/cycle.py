@@ -42,7 +42,7 @@ from syftd.errors import (
 )
 from syftd.grid.answers import Accepted
 from syftd.identity import Identity
-from syftd.jobs.files import PROBE_AFTER_S, Begun, Spooled, begin, clear_work_dir, settle
+from syftd.jobs.files import PROBE_AFTER_S, Begun, begin, clear_work_dir, settle
 from syftd.jobs.ports import GridSession, Trainers
 from syftd.jobs.report import Aborted, ReportOutcome, ReportRun, race, report_unspooled
 from syftd.jobs.states import (
@@ -56,6 +56,7 @@ from syftd.jobs.states import (
 from syftd.log import get_logger
 from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure, Rejection
 from syftd.spool import Spool
+from syftd.spoolentry import SpoolEntry
 from syftd.trainer.flag import ExpiryFlag
 from syftd.trainer.messages import Outcome, Progress, TrainerStage
 
@@ -96,6 +97,7 @@ class CycleRun:
         self._warming: asyncio.Future[None] | None = None
         self._marking: asyncio.Future[None] | None = None
         self._cleared = False
+        self._commit_error: str | None = None
         self._accepted = False
         self._trained = False
         self._started = time.monotonic()
@@ -299,7 +301,9 @@ class CycleRun:
             self._end(ended, error=error)
             return
         self._transition(CycleState.SPOOLING)
-        spooled = Spooled(
+        entry = self._spool.entry(
+            job.name,
+            self.cycle_id,
             size=result.diff_size,
             sha256=result.diff_sha256,
             worker_id=worker_id,
@@ -307,25 +311,38 @@ class CycleRun:
             plan_id=plan_id,
             model_id=accepted.model_id,
         )
-        try:
-            entry = await asyncio.to_thread(settle, self._spool, self._identity, self.job, begun, spooled)
-            self._cleared = True
-        except OSError as exc:
-            self._end(Ended.failed(Failure.STORAGE), error=f"the diff could not be spooled: {exc}")
-            return
+        # the commit's fsyncs run while the diff goes out: the node needs the bytes, not their
+        # durability, and the reported marker is written only after the commit (issue 15)
+        committing = asyncio.ensure_future(self._commit(begun, entry))
         record.bytes_up = result.diff_size
         self._transition(CycleState.REPORTING)
         # the cycle's own client, lent to the report path as it is (not closed after the report)
         reporter = ReportRun(job.name, self._spool, lambda: contextlib.nullcontext(client), self._abort_report)
         # a fresh diff of a cycle requested moments ago needs no "is my cycle open?" probe
         is_fresh = time.monotonic() - self._requested_at < PROBE_AFTER_S
-        outcome = await reporter.report(entry, fresh=begun.diff if is_fresh else None)
+        try:
+            outcome = await reporter.report(entry, fresh=begun.diff if is_fresh else None, committed=committing)
+        finally:
+            is_committed = await asyncio.shield(committing)
         if outcome is ReportOutcome.REPORTED:
-            self._end(Ended(CycleOutcome.DONE))
+            self._end(Ended(CycleOutcome.DONE), error=self._commit_error)
         elif outcome is ReportOutcome.DISCARDED:
-            self._end(Ended(CycleOutcome.DISCARDED))
+            self._end(Ended(CycleOutcome.DISCARDED), error=self._commit_error)
+        elif not is_committed:
+            self._end(Ended.failed(Failure.STORAGE), error=self._commit_error)
         else:
             self._end(Ended(CycleOutcome.SPOOLED))
+
+    async def _commit(self, begun: Begun, entry: SpoolEntry) -> bool:
+        """Commit the diff (``files.settle``); False, with ``_commit_error`` set, when the disk refused."""
+        try:
+            await asyncio.to_thread(settle, self._spool, self._identity, self.job, begun, entry)
+        except OSError as exc:
+            self._commit_error = f"the diff could not be spooled: {exc}"
+            _log.error(events.CYCLE_DIFF_UNCOMMITTED, job=self.job.name, cycle=self.cycle_id, error=str(exc))
+            return False
+        self._cleared = True
+        return True
 
     async def _report_unspooled(
         self, client: GridSession, diff: bytes, why: str | None, worker_id: str, accepted: Accepted

@@ -4,7 +4,8 @@ Owns ``<state_dir>/jobs/<job>/work/`` (one cycle of a job at a time: emptied whe
 when it ends, so a crash leaves at most one cycle's downloads behind), ``PROBE_AFTER_S``, and the two
 trips to a worker thread that bracket the training (each trip costs a thread hand-off, so one per
 side, issue 15): ``begin`` (the work directory, the saved worker id, the diff's spool path) and
-``settle`` (commit the diff, clear the worker id's in-cycle mark, empty the work directory). The diff
+``settle`` (commit the diff, clear the worker id's in-cycle mark, empty the work directory; it runs
+while the report is on its way, the cycle's reported marker waiting for it). The diff
 is not read here: the trainer checks it with ``wire.check_diff`` on the bytes it writes and hashes,
 and the daemon reads it only to send it (issue 15). Blocking: call through ``asyncio.to_thread``.
 Does not own the spool's files (``syftd.spool``) nor the wire format (``syftd.grid.wire``).
@@ -24,7 +25,7 @@ from syftd.spool import Spool, job_dir
 from syftd.spoolentry import SpoolEntry
 from syftd.statedir import ensure_dir
 
-__all__ = ["PROBE_AFTER_S", "Begun", "Spooled", "begin", "clear_work_dir", "settle", "work_dir"]
+__all__ = ["PROBE_AFTER_S", "Begun", "begin", "clear_work_dir", "settle", "work_dir"]
 
 PROBE_AFTER_S = 60.0
 """A fresh diff is reported without a get-plan probe when its cycle was requested less than this ago."""
@@ -66,18 +67,6 @@ class Begun:
     needs_speed_test: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Spooled:
-    """What the spool's ``.json`` records of a finished diff, besides its job and cycle."""
-
-    size: int
-    sha256: str
-    worker_id: str
-    request_key: str
-    plan_id: int | str
-    model_id: int | str
-
-
 def begin(spool: Spool, identity: Identity, job: JobConfig, cycle_id: str) -> Begun:
     """The emptied work directory, the saved worker id (and whether it owes speed tests), the diff's path.
 
@@ -91,7 +80,7 @@ def begin(spool: Spool, identity: Identity, job: JobConfig, cycle_id: str) -> Be
     return Begun(cycle_id, work, work / "model.pb", work / "plan.pb", diff, worker_id, needs_speed_test)
 
 
-def settle(spool: Spool, identity: Identity, job: JobConfig, begun: Begun, spooled: Spooled) -> SpoolEntry:
+def settle(spool: Spool, identity: Identity, job: JobConfig, begun: Begun, entry: SpoolEntry) -> SpoolEntry:
     """Commit the diff the trainer wrote (durably: from here no crash loses it), clear the worker id's
     in-cycle mark (its diff is in that cycle now, so it may be reused), empty the work directory.
 
@@ -101,7 +90,7 @@ def settle(spool: Spool, identity: Identity, job: JobConfig, begun: Begun, spool
     Raises:
         OSError: the diff file is missing or of another size, or the disk refused the commit.
     """
-    entry = spool.commit(job.name, begun.cycle_id, **dataclasses.asdict(spooled))
+    spool.commit_entry(entry)
     identity.mark_in_cycle(job.name, False)
     clear_work_dir(begun.work)
     return entry

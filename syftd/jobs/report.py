@@ -32,13 +32,21 @@ T = TypeVar("T")
 
 
 async def report_entry(
-    client: GridSession, spool: Spool, entry: SpoolEntry, *, fresh: Path | None = None
+    client: GridSession,
+    spool: Spool,
+    entry: SpoolEntry,
+    *,
+    fresh: Path | None = None,
+    committed: Awaitable[bool] | None = None,
 ) -> ReportOutcome:
     """Probe whether the entry's cycle is still open (get-plan), then report from the file; marks the entry.
 
     ``fresh``: the diff's file, given by the cycle that just wrote it and was requested moments ago:
     no probe (its cycle cannot have closed yet; the node would say "gone" to the report anyway) and
-    no re-hash of the file the trainer just wrote and hashed. Returns REPORTED or DISCARDED.
+    no re-hash of the file the trainer just wrote and hashed. ``committed``: the entry's commit, still
+    running while the diff goes out (the node needs the bytes, not their durability); the entry is
+    marked or discarded only once it is committed, and not at all when the commit failed (False).
+    Returns REPORTED or DISCARDED.
 
     Raises:
         GridError: the node could not tell (retry later); the entry stays pending.
@@ -47,7 +55,8 @@ async def report_entry(
         try:
             await client.get_plan(entry.worker_id, entry.request_key, int(entry.plan_id))
         except GridCycleGone as exc:
-            await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
+            if await _is_committed(committed):
+                await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
             return ReportOutcome.DISCARDED
         try:
             path = await asyncio.to_thread(spool.verified_file, entry)
@@ -63,14 +72,22 @@ async def report_entry(
     try:
         await client.report_file(entry.worker_id, entry.request_key, path, size=entry.size)
     except GridCycleGone as exc:
-        await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
+        if await _is_committed(committed):
+            await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
         return ReportOutcome.DISCARDED
+    if not await _is_committed(committed):
+        return ReportOutcome.REPORTED  # nothing on disk to mark: the commit failed, and said so
     # marked durably right after the node's success: a resend before this only overwrites the same row;
     # removing the entry's files guards nothing, so it happens beside the next cycle (issue 15)
     await asyncio.to_thread(spool.mark_reported, entry, tidy=False)
     _tidying.add(tidying := asyncio.ensure_future(asyncio.to_thread(_tidy, spool, entry)))
     tidying.add_done_callback(_tidying.discard)
     return ReportOutcome.REPORTED
+
+
+async def _is_committed(committed: Awaitable[bool] | None) -> bool:
+    """Whether the entry is on disk to be marked; a commit in flight is waited for, never cancelled."""
+    return True if committed is None else await asyncio.shield(committed)
 
 
 _tidying: set[asyncio.Future[None]] = set()
@@ -135,16 +152,20 @@ class ReportRun:
         """Stop the report in flight; the diff stays spooled. Idempotent."""
         self._abort.set()
 
-    async def report(self, entry: SpoolEntry, *, fresh: Path | None = None) -> ReportOutcome:
+    async def report(
+        self, entry: SpoolEntry, *, fresh: Path | None = None, committed: Awaitable[bool] | None = None
+    ) -> ReportOutcome:
         """Report one entry: REPORTED, DISCARDED, PENDING (failed, kept) or ABORTED (kept).
 
-        ``fresh``: see ``report_entry``; only the cycle that wrote the diff passes it.
+        ``fresh``, ``committed``: see ``report_entry``; only the cycle that wrote the diff passes them.
         """
         if self._abort.is_set():
             return ReportOutcome.ABORTED
         try:
             async with self._client() as client:
-                return await race(report_entry(client, self._spool, entry, fresh=fresh), self._abort.wait())
+                return await race(
+                    report_entry(client, self._spool, entry, fresh=fresh, committed=committed), self._abort.wait()
+                )
         except Aborted:
             _log.info(events.SPOOL_REPORT_ABORTED, job=self.job, cycle=entry.cycle_id)
             return ReportOutcome.ABORTED

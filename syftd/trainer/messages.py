@@ -108,7 +108,8 @@ class Request:
 
     With ``model_path`` and ``plan_path`` the trainer reads model and plan from those files (the
     daemon streamed them there; ``model`` and ``plan`` are empty); with ``diff_path`` it writes the
-    diff there durably and returns only its size and sha256, so no large bytes cross the socket.
+    diff there (the daemon's commit makes it durable) and returns only its size and sha256, so no
+    large bytes cross the socket.
     """
 
     job: JobConfig

@@ -108,8 +108,8 @@ class TrainerPool(ServiceContext):
         """Train one cycle in a trainer process and return its one result.
 
         ``files``: (model, plan, diff) paths: the trainer reads model and plan from the files (pass
-        empty ``model`` and ``plan``) and writes the diff durably into the third, returning only its
-        size and sha256. Cancelling this coroutine kills the trainer; expire ``flag`` instead for a
+        empty ``model`` and ``plan``) and writes the diff into the third (the commit makes it durable),
+        returning only its size and sha256. Cancelling this coroutine kills the trainer; expire ``flag`` instead for a
         graceful stop.
         """
         self._check_running()

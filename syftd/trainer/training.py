@@ -181,10 +181,11 @@ def _inputs(request: Request) -> tuple[bytes, bytes]:
 
 
 def _write_diff(path: Path, diff: bytes) -> str:
-    """Write the diff into the spool (temp file, fsync, rename); its sha256.
+    """Write the diff into the spool (temp file, rename, no fsync); its sha256.
 
-    The directory is not fsynced here: the daemon's commit of the entry's ``.json`` in the same
-    directory fsyncs it, and the entry is pending only from then on, so one fsync guards both names.
+    Nothing is fsynced here: the daemon's commit fsyncs the diff's bytes, its ``.json`` and the
+    directory while the report is already on its way, and the entry is pending only from then on.
+    A crash before the commit loses a diff that was never pending, as a crash during an fsync here would.
 
     Raises:
         DiffUnwritable: the disk refused the write (nothing is left at ``path``).
@@ -192,7 +193,7 @@ def _write_diff(path: Path, diff: bytes) -> str:
     # hashed in a second thread while this one writes (both release the GIL on large buffers)
     digest = _HASHER.submit(lambda: hashlib.sha256(diff).hexdigest())
     try:
-        atomic_write(path, diff, sync_dir=False)
+        atomic_write(path, diff, durable=False)
     except OSError as exc:
         raise DiffUnwritable(f"{DIFF_UNWRITABLE} to {path}: {exc}") from exc
     return digest.result()

@@ -57,6 +57,29 @@ def test_a_diff_file_encodes_like_the_whole_diff(tmp_path: Path, size: int) -> N
     assert frames.encode_file_into(path, b"<", b">") == b"<" + whole + b">"
 
 
+@pytest.mark.parametrize("announced", [999_999, 1_000_001])
+async def test_a_diff_file_of_another_size_than_announced_is_refused_before_its_tail(
+    tmp_path: Path, announced: int
+) -> None:
+    """The report's length is announced from the trainer's size while the spool commit that checks the
+    file still runs: a file shorter or longer than announced raises OSError naming it, and the JSON's
+    tail is never sent (the node sees a broken request, not a diff of the wrong size)."""
+    path = tmp_path / "c1.diff"
+    path.write_bytes(b"\x01" * 1_000_000)
+    pieces: list[bytes] = []
+
+    async def stream() -> None:
+        async for piece in frames.streamed_report(b"<", path, b">", announced):
+            pieces.append(piece)
+
+    with pytest.raises(OSError, match=r"c1\.diff has (more|fewer) than"):
+        await stream()
+    assert pieces and pieces[-1] != b">"
+    with pytest.raises(OSError, match=r"c1\.diff has 1000000 bytes, not the"):
+        frames.encode_file_into(path, b"<", b">", announced)
+    assert b"".join([p async for p in frames.streamed_report(b"<", path, b">", 1_000_000)]).endswith(b">")
+
+
 def test_speed_cache_reuses_a_measurement_for_its_window_and_counts_bytes() -> None:
     """fresh() within max_age_s, None after it (or for a clock gone backwards); bytes counted once."""
     cache = SpeedCache(max_age_s=3600)

@@ -1,15 +1,20 @@
 """The cycle's files (issue 15): downloads streamed to the job's work directory, the diff written by the
-trainer into the spool and committed, a fresh diff reported from its file without a probe, a spooled
-one probed and verified in bounded reads first."""
+trainer into the spool and committed while the report goes out, a fresh diff reported from its file
+without a probe, a spooled one probed and verified in bounded reads first."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
+from typing import Any
 
 import pytest
 from jobs.conftest import World
+from structlog.testing import capture_logs
 
+import syftd.jobs.cycle as cycle_module
+from syftd import events
 from syftd.errors import WireError
 from syftd.jobs.report import ReportRun
 from syftd.outcomes import CycleOutcome, ReportOutcome
@@ -72,3 +77,57 @@ def test_commit_refuses_a_diff_file_of_the_wrong_size(tmp_path) -> None:  # type
     with pytest.raises(OSError, match=r"c1\.diff has 3 bytes, the trainer wrote 4"):
         spool.commit("tiny", "c1", size=4, sha256="0" * 64, worker_id="w", request_key="k", plan_id=1, model_id=1)
     assert spool.pending("tiny") == []
+
+
+class _CommitAfterTheReport:
+    """Holds the cycle's commit (``files.settle``, in its worker thread) until the node has answered the
+    report (``grid.reported`` logged), then commits for real, or refuses as a full disk would."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, refuse: bool = False) -> None:
+        self.reported = threading.Event()
+        real_settle = cycle_module.settle
+
+        def settle_after_report(*args: Any) -> Any:
+            assert self.reported.wait(20), "the report waited for the commit"
+            if refuse:
+                raise OSError(28, "No space left on device")
+            return real_settle(*args)
+
+        monkeypatch.setattr(cycle_module, "settle", settle_after_report)
+
+    def processor(self, _logger: Any, _method: str, event: Any) -> Any:
+        if event.get("event") == events.GRID_REPORTED:
+            self.reported.set()
+        return event
+
+
+async def test_a_fresh_diff_goes_out_while_its_commit_runs_and_is_marked_only_after_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report does not wait for the commit's fsyncs: the node has the diff while the commit is
+    still held back. The reported marker waits for the commit: nothing is pending afterwards."""
+    world.host()
+    held = _CommitAfterTheReport(monkeypatch)
+    with capture_logs(processors=[held.processor]):
+        record = await asyncio.wait_for(world.cycle(world.job()).run(), 60)
+    assert held.reported.is_set()
+    assert record.ended.outcome is CycleOutcome.DONE, record
+    assert record.error is None
+    assert len(world.reports()) == 1
+    assert await asyncio.to_thread(world.spool.pending, "tiny") == []
+
+
+async def test_a_diff_reported_whose_commit_failed_is_done_with_the_commit_error(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node has the diff, then the disk refuses the commit: DONE (the diff is not lost, the node
+    holds it), the record names the refused commit, cycle.diff_uncommitted is logged, nothing pending."""
+    world.host()
+    held = _CommitAfterTheReport(monkeypatch, refuse=True)
+    with capture_logs(processors=[held.processor]) as lines:
+        record = await asyncio.wait_for(world.cycle(world.job()).run(), 60)
+    assert record.ended.outcome is CycleOutcome.DONE, record
+    assert record.error is not None and "could not be spooled" in record.error and "No space" in record.error
+    assert [line["error"] for line in lines if line["event"] == events.CYCLE_DIFF_UNCOMMITTED]
+    assert len(world.reports()) == 1
+    assert await asyncio.to_thread(world.spool.pending, "tiny") == []

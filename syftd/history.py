@@ -1,7 +1,8 @@
 """The per-job history: the last outcomes of a job's cycles, kept in the state directory.
 
 Owns ``<state_dir>/jobs/<job>/history.json``: a bounded list (the newest ``limit`` entries, 200 by
-default), rewritten atomically on each change, oldest first. Does not own what an entry says (the cycle
+default), rewritten atomically on each change, oldest first, one entry per line (each entry's text is
+kept with it, so a change renders only the entry it adds or updates). Does not own what an entry says (the cycle
 writes the outcome, reason, steps, loss, bytes and durations) nor the worker id (``syftd.identity``).
 
 An entry is a JSON object; enums are stored by value, paths and date-times as text, and ``time`` (epoch
@@ -50,6 +51,7 @@ class History:
         self.limit = limit
         self._on_record = on_record  # told each new entry as stored (the metrics count cycles from it)
         self._cache: dict[str, list[dict[str, Any]]] = {}
+        self._lines: dict[str, list[str]] = {}  # each cached entry's JSON text, so a write renders one entry
 
     def record(self, job: str, entry: Mapping[str, Any]) -> dict[str, Any]:
         """Append ``entry`` (dropping the oldest beyond ``limit``); returns it as stored.
@@ -60,7 +62,7 @@ class History:
         stored: dict[str, Any] = json.loads(json.dumps(dict(entry), default=_jsonable))
         stored.setdefault("time", time.time())
         entries = [*self._load(job), stored][-self.limit :]
-        self._save(job, entries)
+        self._save(job, entries, [*self._lines[job], _line(stored)][-self.limit :])
         if self._on_record is not None:
             self._on_record(dict(stored))
         return dict(stored)
@@ -73,10 +75,12 @@ class History:
         """
         added = json.loads(json.dumps(fields, default=_jsonable))
         entries = [dict(e) for e in self._load(job)]
-        for entry in reversed(entries):
-            if entry.get("cycle_id") == cycle_id:
-                entry.update(added)
-                self._save(job, entries)
+        for at in range(len(entries) - 1, -1, -1):
+            if entries[at].get("cycle_id") == cycle_id:
+                entries[at].update(added)
+                lines = list(self._lines[job])
+                lines[at] = _line(entries[at])
+                self._save(job, entries, lines)
                 return True
         return False
 
@@ -114,16 +118,24 @@ class History:
             _log.error(events.HISTORY_CORRUPTED, job=job, problem=str(exc) or type(exc).__name__, moved_to=str(aside))
             entries = []
         self._cache[job] = entries[-self.limit :]
+        self._lines[job] = [_line(entry) for entry in self._cache[job]]
         return self._cache[job]
 
-    def _save(self, job: str, entries: list[dict[str, Any]]) -> None:
-        self._cache[job] = entries  # kept in memory even when the disk refuses it: written with the next change
-        document = {"version": 1, "job": job, "entries": entries}
+    def _save(self, job: str, entries: list[dict[str, Any]], lines: list[str]) -> None:
+        # kept in memory even when the disk refuses it: written with the next change
+        self._cache[job], self._lines[job] = entries, lines
+        # one entry per line, each rendered once by the C encoder: json.dumps(indent=...) runs the
+        # pure-Python encoder, 2.3 ms of held GIL for 200 entries, beside the next cycle (issue 15)
+        text = f'{{"version": 1, "job": {json.dumps(job)}, "entries": [\n' + ",\n".join(lines) + "\n]}\n"
         try:
             # bookkeeping, not a guarantee: no fsync on the path to the next cycle (issue 15)
-            atomic_write(self._path(job), json.dumps(document, indent=1).encode() + b"\n", durable=False)
+            atomic_write(self._path(job), text.encode(), durable=False)
         except OSError as exc:
             _log.warning(events.HISTORY_WRITE_FAILED, job=job, problem=exc.strerror or str(exc), kept_in_memory=True)
+
+
+def _line(entry: Mapping[str, Any]) -> str:
+    return json.dumps(entry, separators=(", ", ": "))
 
 
 def _jsonable(value: Any) -> Any:

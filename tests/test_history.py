@@ -20,6 +20,26 @@ def _state(tmp_path: Path) -> Path:
 
 
 class TestHistory:
+    def test_the_file_is_json_with_one_entry_per_line_and_updates_rewrite_only_their_line(self, state: Path) -> None:
+        """history.json parses as one JSON document; each entry is one line of it, so a change renders
+        one entry (a spooled cycle's later ``reported`` changes its own line and no other)."""
+        history = History(state, limit=3)
+        for n in range(5):
+            history.record("mnist", {"cycle_id": f"c{n}", "outcome": "spooled", "time": float(n)})
+        history.update("mnist", "c3", outcome="reported")
+        path = state / "jobs" / "mnist" / "history.json"
+        document = json.loads(path.read_text())
+        assert (document["version"], document["job"]) == (1, "mnist")
+        assert [(e["cycle_id"], e["outcome"]) for e in document["entries"]] == [
+            ("c2", "spooled"),
+            ("c3", "reported"),
+            ("c4", "spooled"),
+        ]
+        lines = path.read_text().splitlines()
+        assert len(lines) == 2 + 3
+        assert [json.loads(line.rstrip(","))["cycle_id"] for line in lines[1:-1]] == ["c2", "c3", "c4"]
+        assert History(state, limit=3).entries("mnist") == document["entries"]
+
     def test_record_and_read_back_across_instances(self, state: Path) -> None:
         """Entries survive a restart (a new History on the same directory), oldest first."""
         history = History(state)

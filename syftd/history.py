@@ -1,9 +1,10 @@
 """The per-job history: the last outcomes of a job's cycles, kept in the state directory.
 
 Owns ``<state_dir>/jobs/<job>/history.json``: a bounded list (the newest ``limit`` entries, 200 by
-default), rewritten atomically on each change, oldest first, one entry per line (each entry's text is
-kept with it, so a change renders only the entry it adds or updates). Does not own what an entry says (the cycle
-writes the outcome, reason, steps, loss, bytes and durations) nor the worker id (``syftd.identity``).
+default), rewritten atomically on each change, oldest first, one entry per line (each entry's text
+is kept with it, so a change renders only the entry it adds or updates). Does not own what an entry
+says (the cycle writes the outcome, reason, steps, loss, bytes and durations) nor the worker id
+(``syftd.identity``).
 
 An entry is a JSON object; enums are stored by value, paths and date-times as text, and ``time`` (epoch
 seconds) is added when absent. A spooled cycle's entry later gains ``reported`` or ``discarded`` through

@@ -80,6 +80,7 @@ class CycleRun:
         spool: Spool,
         identity: Identity,
         on_change: Callable[[bool], None] = lambda _is_phase: None,
+        tidy_later: Callable[[SpoolEntry], None] | None = None,
     ) -> None:
         self.job = job
         self.cycle_id = cycle_id
@@ -93,6 +94,7 @@ class CycleRun:
         self._spool = spool
         self._identity = identity
         self._on_change = on_change
+        self._tidy_later = tidy_later
         self._abort_report = asyncio.Event()
         self._warming: asyncio.Future[None] | None = None
         self._marking: asyncio.Future[None] | None = None
@@ -317,7 +319,9 @@ class CycleRun:
         record.bytes_up = result.diff_size
         self._transition(CycleState.REPORTING)
         # the cycle's own client, lent to the report path as it is (not closed after the report)
-        reporter = ReportRun(job.name, self._spool, lambda: contextlib.nullcontext(client), self._abort_report)
+        reporter = ReportRun(
+            job.name, self._spool, lambda: contextlib.nullcontext(client), self._abort_report, self._tidy_later
+        )
         # a fresh diff of a cycle requested moments ago needs no "is my cycle open?" probe
         is_fresh = time.monotonic() - self._requested_at < PROBE_AFTER_S
         try:
@@ -413,6 +417,16 @@ class CycleRun:
         elif stage is TrainerStage.WRITING_DIFF:
             self.trainer_phase = TrainerPhase.WRITING_DIFF
         self._on_change(True)
+
+    @property
+    def is_quiet(self) -> bool:
+        """Whether the cycle waits on its trainer (from the trainer's first frame until the diff is being
+        written): bookkeeping may run without delaying it."""
+        return (
+            self.state is CycleState.TRAINING
+            and self.progress is not None
+            and self.trainer_phase is not TrainerPhase.WRITING_DIFF
+        )
 
     def _check_flag(self) -> None:
         reason = self.flag.reason

@@ -32,10 +32,10 @@ from syftd.grid.token import read_job_token
 from syftd.history import History
 from syftd.identity import Identity
 from syftd.jobs import view
-from syftd.jobs.bookkeeping import HistoryQueue
+from syftd.jobs.bookkeeping import Bookkeeping
 from syftd.jobs.cycle import CycleRun
 from syftd.jobs.ports import ClientFactory, ConditionsSource, GridSession, Trainers
-from syftd.jobs.report import ReportRun, tidied
+from syftd.jobs.report import ReportRun
 from syftd.jobs.runtime import JobRuntime
 from syftd.jobs.states import CycleRecord, new_cycle_id
 from syftd.jobs.verbs import OperatorVerbs
@@ -76,7 +76,7 @@ class JobManager(OperatorVerbs):
         self._monitor = monitor
         self._pool = pool
         self._spool = spool
-        self._history = HistoryQueue(history)
+        self._books = Bookkeeping(history)
         self._identity = identity
         self._client_factory = client_factory
         self._status = status
@@ -143,8 +143,7 @@ class JobManager(OperatorVerbs):
             self._monitor.release_sleep_lock()  # no tick follows the last cycle now
         if self._background:
             await asyncio.wait(list(self._background), timeout=_SETTLE_S)
-        await self._history.flush()
-        await tidied()
+        await self._books.flush()
 
     # ------------------------------------------------------------------ configuration
 
@@ -192,7 +191,7 @@ class JobManager(OperatorVerbs):
             with contextlib.suppress(OSError):  # a read-only state directory: the cycles will say so
                 await asyncio.to_thread(self._spool.recover, name)
         pending = await asyncio.to_thread(self._pending_count, name)
-        job.last = job.last or await asyncio.to_thread(self._history.history.last, name)
+        job.last = job.last or await asyncio.to_thread(self._books.history.last, name)
         if job.config.kind == "pygrid":  # a flower job trains in its SuperNode's own environment
             packages = capability.packages_for(job.config.data.source)
             job.cannot_train = await asyncio.to_thread(capability.training_unavailable, packages)
@@ -290,6 +289,7 @@ class JobManager(OperatorVerbs):
                 # no trainer runs: logind may suspend now (the delay inhibitor); kept, not released
                 # and taken again, from one cycle to a cycle starting right after it (issue 15)
                 self._monitor.release_sleep_lock()
+        self._books.set_quiet(self._is_quiet())
         self._publish_status()
         return next_at
 
@@ -310,6 +310,7 @@ class JobManager(OperatorVerbs):
                 spool=self._spool,
                 identity=self._identity,
                 on_change=self._on_cycle_change,
+                tidy_later=lambda entry: self._books.tidy(self._spool, entry),
             )
         job.run = run
         job.cycles += 1
@@ -375,8 +376,8 @@ class JobManager(OperatorVerbs):
         # the cycle left its diff spooled, or none: the count follows without reading the spool
         spooled = 1 if record.ended.outcome is CycleOutcome.SPOOLED else 0
         job.state = dataclasses.replace(state, spool_pending=state.spool_pending + spooled)
-        # bookkeeping that guards nothing: written after the next cycle has begun (issue 15)
-        self._history.record(name, entry)
+        # bookkeeping that guards nothing: written once no cycle is on its path (issue 15)
+        self._books.record(name, entry)
 
     async def _read_energy(self) -> Any:
         """The energy counters now (off the loop), or None without a trip to a worker thread where there
@@ -389,7 +390,13 @@ class JobManager(OperatorVerbs):
 
     def _start_report(self, job: JobRuntime) -> None:
         job.state = dataclasses.replace(job.state, running=True)
-        job.report = ReportRun(job.config.name, self._spool, self._session_of(job), asyncio.Event())
+        job.report = ReportRun(
+            job.config.name,
+            self._spool,
+            self._session_of(job),
+            asyncio.Event(),
+            lambda entry: self._books.tidy(self._spool, entry),
+        )
         job.task = asyncio.create_task(self._report_pending(job, job.report), name=f"syftd.report.{job.config.name}")
 
     async def _report_pending(self, job: JobRuntime, report: ReportRun) -> None:
@@ -404,7 +411,7 @@ class JobManager(OperatorVerbs):
             outcomes = tuple(outcome for _entry, outcome in done)
             for entry, outcome in done:
                 if outcome.is_settled:
-                    self._history.update(name, entry.cycle_id, outcome=outcome.value)
+                    self._books.update(name, entry.cycle_id, outcome=outcome.value)
         finally:
             now = self._clock()
             state = dataclasses.replace(job.state, running=False)
@@ -436,7 +443,12 @@ class JobManager(OperatorVerbs):
 
     def _on_cycle_change(self, is_phase: bool) -> None:
         """A new phase is published at once; progress within a phase at most once a second."""
+        self._books.set_quiet(self._is_quiet())
         self._publish_status(force=is_phase)
+
+    def _is_quiet(self) -> bool:
+        """No pygrid cycle on its latency-sensitive path (bookkeeping may run; a Flower session's is its own)."""
+        return all(not isinstance(job.run, CycleRun) or job.run.is_quiet for job in self._jobs.values())
 
     def _publish_status(self, *, force: bool = False) -> None:
         text = self.status_line()

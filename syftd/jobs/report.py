@@ -25,7 +25,7 @@ from syftd.outcomes import ReportOutcome
 from syftd.spool import Spool
 from syftd.spoolentry import SpoolEntry
 
-__all__ = ["ReportOutcome", "ReportRun", "race", "report_entry", "report_unspooled", "tidied"]
+__all__ = ["ReportOutcome", "ReportRun", "race", "report_entry", "report_unspooled"]
 
 _log = get_logger("syftd.jobs.report")
 T = TypeVar("T")
@@ -38,6 +38,7 @@ async def report_entry(
     *,
     fresh: Path | None = None,
     committed: Awaitable[bool] | None = None,
+    tidy_later: Callable[[SpoolEntry], None] | None = None,
 ) -> ReportOutcome:
     """Probe whether the entry's cycle is still open (get-plan), then report from the file; marks the entry.
 
@@ -46,7 +47,8 @@ async def report_entry(
     no re-hash of the file the trainer just wrote and hashed. ``committed``: the entry's commit, still
     running while the diff goes out (the node needs the bytes, not their durability); the entry is
     marked or discarded only once it is committed, and not at all when the commit failed (False).
-    Returns REPORTED or DISCARDED.
+    ``tidy_later``: takes the removal of a reported entry's files off the path (``Bookkeeping.tidy``);
+    without it they are removed before this returns. Returns REPORTED or DISCARDED.
 
     Raises:
         GridError: the node could not tell (retry later); the entry stays pending.
@@ -78,33 +80,25 @@ async def report_entry(
     if not await _is_committed(committed):
         return ReportOutcome.REPORTED  # nothing on disk to mark: the commit failed, and said so
     # marked durably right after the node's success: a resend before this only overwrites the same row;
-    # removing the entry's files guards nothing, so it happens beside the next cycle (issue 15)
+    # removing the entry's files guards nothing, so it waits for a quiet moment (``tidy_later``, issue 15)
     await asyncio.to_thread(spool.mark_reported, entry, tidy=False)
-    _tidying.add(tidying := asyncio.ensure_future(asyncio.to_thread(_tidy, spool, entry)))
-    tidying.add_done_callback(_tidying.discard)
+    if tidy_later is not None:
+        tidy_later(entry)
+    else:
+        await asyncio.to_thread(_tidy_now, spool, entry)
     return ReportOutcome.REPORTED
+
+
+def _tidy_now(spool: Spool, entry: SpoolEntry) -> None:
+    try:
+        spool.tidy(entry)
+    except OSError as exc:  # a read-only disk: the next ``pending`` finishes it
+        _log.warning(events.SPOOL_TIDY_FAILED, job=entry.job, cycle=entry.cycle_id, error=str(exc))
 
 
 async def _is_committed(committed: Awaitable[bool] | None) -> bool:
     """Whether the entry is on disk to be marked; a commit in flight is waited for, never cancelled."""
     return True if committed is None else await asyncio.shield(committed)
-
-
-_tidying: set[asyncio.Future[None]] = set()
-"""Removals of reported entries' files in flight (kept referenced until done)."""
-
-
-async def tidied() -> None:
-    """Wait for the removals of reported entries' files in flight (the daemon stops)."""
-    if _tidying:
-        await asyncio.wait(set(_tidying))
-
-
-def _tidy(spool: Spool, entry: SpoolEntry) -> None:
-    try:
-        spool.tidy(entry)
-    except OSError as exc:  # a read-only disk: the next ``pending`` finishes it
-        _log.warning(events.SPOOL_TIDY_FAILED, job=entry.job, cycle=entry.cycle_id, error=str(exc))
 
 
 async def report_unspooled(
@@ -142,11 +136,13 @@ class ReportRun:
         spool: Spool,
         client: Callable[[], AbstractAsyncContextManager[GridSession]],
         abort: asyncio.Event,
+        tidy_later: Callable[[SpoolEntry], None] | None = None,
     ) -> None:
         self.job = job
         self._spool = spool
         self._client = client
         self._abort = abort
+        self._tidy_later = tidy_later
 
     def abort(self) -> None:
         """Stop the report in flight; the diff stays spooled. Idempotent."""
@@ -164,7 +160,10 @@ class ReportRun:
         try:
             async with self._client() as client:
                 return await race(
-                    report_entry(client, self._spool, entry, fresh=fresh, committed=committed), self._abort.wait()
+                    report_entry(
+                        client, self._spool, entry, fresh=fresh, committed=committed, tidy_later=self._tidy_later
+                    ),
+                    self._abort.wait(),
                 )
         except Aborted:
             _log.info(events.SPOOL_REPORT_ABORTED, job=self.job, cycle=entry.cycle_id)

@@ -272,8 +272,8 @@ class GridClient(ServiceContext):
             else:
                 head, tail = frames.report_parts(worker_id, request_key)
                 body: bytes | bytearray | Callable[[], AsyncIterator[bytes]]
-                if isinstance(diff, bytes):
-                    body = await frames.whole_report(head, diff, tail)
+                if isinstance(diff, bytes) or size <= frames.WHOLE_BODY_MAX:
+                    body = await frames.whole_report(head, diff, tail, size)
                 else:
                     path = diff  # streamed from the file, afresh if it must be sent again
                     body = lambda: frames.streamed_report(head, path, tail, size)  # noqa: E731

@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 _RAW_CHUNK = 3 * 64 * 1024  # a multiple of 3: chunked base64 joins into the one-piece encoding
+WHOLE_BODY_MAX = 4 * 1024 * 1024
+"""A diff file up to this size is reported over HTTP as one body built in one trip to a worker thread
+(at most 5.4 MiB of base64 held); a larger one is streamed in ``_STREAM_CHUNK`` pieces."""
 _STREAM_CHUNK = 3 * 256 * 1024  # 768 KiB per trip: an MNIST diff in two, 1 MiB of base64 held at most
 
 

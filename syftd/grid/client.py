@@ -246,8 +246,8 @@ class GridClient(ServiceContext):
         await self._report(worker_id, request_key, diff)
 
     async def report_file(self, worker_id: str, request_key: str, path: Path, *, size: int | None = None) -> None:
-        """Send the diff stored in ``path`` (``size`` bytes, when the caller knows it): streamed over HTTP,
-        one frame built from the file over WS.
+        """Send the diff stored in ``path`` (``size`` bytes, when the caller knows it): over HTTP one body
+        built from the file up to ``frames.WHOLE_BODY_MAX``, streamed above it; one frame over WS.
 
         Raises:
             GridError: as :meth:`report`. OSError: the file cannot be read, or is not ``size`` bytes.

@@ -93,9 +93,15 @@ def test_the_facts_come_from_the_daemon_log_lines_and_the_spool_files(tmp_path) 
         {"event": "spool.added", "timestamp": "2026-01-01T00:00:01Z", "cycle_id": "c1", "sha256": "ab" * 8},
         {"event": "cycle.finished", "timestamp": "2026-01-01T00:00:02Z", "cycle": "c1", "outcome": "done"},
         {"event": "grid.reported", "timestamp": "2026-01-01T00:00:02Z"},
+        # the disk refused the commit of c2 while its report was on its way: a diff counted apart
+        {"event": "cycle.diff_uncommitted", "timestamp": "2026-01-01T00:00:03Z", "cycle": "c2", "sha256": "cd" * 8},
     ]
     found = list(facts(lines, 5))
-    assert [(f.kind, f.cycle_id) for f in found] == [("diff_finished", "c1"), ("cycle_finished", "c1")]
+    assert [(f.kind, f.cycle_id, f.sha) for f in found] == [
+        ("diff_finished", "c1", "ab" * 8),
+        ("cycle_finished", "c1", None),
+        ("diff_unspooled", "c2", "cd" * 8),
+    ]
     spool = tmp_path / "jobs" / "mnist" / "spool"
     spool.mkdir(parents=True)
     for name in ("a.json", "a.diff", "b.json", "b.reported", "c.diff"):

@@ -343,7 +343,13 @@ class CycleRun:
             await asyncio.to_thread(settle, self._spool, self._identity, self.job, begun, entry)
         except OSError as exc:
             self._commit_error = f"the diff could not be spooled: {exc}"
-            _log.error(events.CYCLE_DIFF_UNCOMMITTED, job=self.job.name, cycle=self.cycle_id, error=str(exc))
+            _log.error(
+                events.CYCLE_DIFF_UNCOMMITTED,
+                job=self.job.name,
+                cycle=self.cycle_id,
+                error=str(exc),
+                sha256=entry.sha256[:16],
+            )
             return False
         self._cleared = True
         return True

@@ -128,6 +128,7 @@ async def test_a_diff_reported_whose_commit_failed_is_done_with_the_commit_error
         record = await asyncio.wait_for(world.cycle(world.job()).run(), 60)
     assert record.ended.outcome is CycleOutcome.DONE, record
     assert record.error is not None and "could not be spooled" in record.error and "No space" in record.error
-    assert [line["error"] for line in lines if line["event"] == events.CYCLE_DIFF_UNCOMMITTED]
+    uncommitted = [line for line in lines if line["event"] == events.CYCLE_DIFF_UNCOMMITTED]
+    assert [len(line["sha256"]) for line in uncommitted] == [16], uncommitted  # as spool.added logs it
     assert len(world.reports()) == 1
     assert await asyncio.to_thread(world.spool.pending, "tiny") == []

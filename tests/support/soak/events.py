@@ -23,6 +23,7 @@ _KINDS = {
     "cycle.finished": "cycle_finished",
     "spool.added": "diff_finished",  # the diff is durable: from here on it must reach the node or be discarded
     "cycle.diff_unspooled": "diff_unspooled",  # the disk refused it: reported from memory, never spooled
+    "cycle.diff_uncommitted": "diff_unspooled",  # the disk refused its commit: reported from its file, never spooled
     "spool.reported": "diff_reported",
     "spool.discarded": "diff_discarded",
     "spool.quarantined": "diff_quarantined",

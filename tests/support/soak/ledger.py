@@ -16,7 +16,8 @@ A finished diff (``spool.added``) is, in the end, exactly one of:
 - ``lost``: anything else (discarded for another reason or with no such answer, quarantined, vanished,
   or overwritten on the node by a different diff of the same row).
 
-A diff the disk refused to spool (``cycle.diff_unspooled``) was never finished in this sense; it is
+A diff the disk refused to spool (``cycle.diff_unspooled``: its file; ``cycle.diff_uncommitted``: its
+commit, refused while its report was already on its way) was never finished in this sense; it is
 counted apart, with how many of them the node holds.
 """
 
@@ -68,7 +69,7 @@ class Ledger:
     diffs: list[Diff]
     resends: int
     unmatched_rows: int
-    """Node rows whose bytes match no ``spool.added`` nor ``cycle.diff_unspooled`` line."""
+    """Node rows whose bytes match no ``spool.added``, ``cycle.diff_unspooled`` nor ``cycle.diff_uncommitted`` line."""
     unspooled: int = 0
     """Diffs the disk refused to spool (read-only state directory), reported from memory instead."""
     unspooled_on_node: int = 0

@@ -94,7 +94,7 @@ class Result:
             f"{t['resends']}); discarded after the node said gone: {t['discarded_after_gone']}; "
             f"lost: {t['lost']}; duplicated: {t['duplicated']}; still spooled after the drain: "
             f"{t['still_spooled']}; node rows with no spool.added line: {t['unmatched_rows']}; refused by the "
-            f"disk and reported from memory: {t['unspooled_on_node']} of {t['unspooled']}",
+            f"disk (its file or its commit) and reported anyway: {t['unspooled_on_node']} of {t['unspooled']}",
             f"longest idle gap while the conditions held: {g.longest_idle_s:.1f} s (bound {self.idle_bound_s:.1f} s); "
             f"longest cycle: {g.longest_cycle_s:.1f} s (bound {self.cycle_bound_s:.1f} s)",
             f"daemon RSS: first third {m['rss_first']:.1f} MiB, last third {m['rss_last']:.1f} MiB (medians; "

@@ -59,17 +59,17 @@ def test_the_check_finds_an_unmarked_sleep_and_accepts_a_marked_one() -> None:
     text = "\n".join(
         [
             "import time",
-            "time." + "sleep(0.05)  # wait for the frame",
+            "time.sleep" + "(0.05)  # wait for the frame",
             "# behaviour: a child that hangs",
             "# until it is killed",
-            "time." + "sleep(60)",
+            "time.sleep" + "(60)",
             "x = 1  # behaviour: not a comment line, so not the sleep's",
-            "time." + "sleep(1)",
-            "await asyncio." + "sleep(0)  # behaviour: one loop turn",
+            "time.sleep" + "(1)",
+            "await asyncio.sleep" + "(0)  # behaviour: one loop turn",
             "await asyncio.sleep(every)",
         ]
     )
-    assert unmarked_sleeps(text) == [(2, "time." + "sleep(0.05)"), (7, "time." + "sleep(1)")]
+    assert unmarked_sleeps(text) == [(2, "time.sleep" + "(0.05)"), (7, "time.sleep" + "(1)")]
 
 
 async def test_changes_wake_a_waiter_only_when_notified() -> None:

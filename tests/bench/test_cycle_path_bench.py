@@ -26,6 +26,7 @@ from typing import Any
 import psutil
 import pytest
 from support.harness import Harness
+from support.waiting import poll_until
 
 from syftd.grid import wire
 
@@ -128,6 +129,19 @@ async def _strace_fsyncs(pids: list[int], out: Path) -> asyncio.subprocess.Proce
     )  # fmt: skip
 
 
+def _traced(pids: list[int]) -> bool:
+    """Whether every thread of ``pids`` has a tracer (threads that ended meanwhile are skipped)."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                status = (task / "status").read_text()
+            except OSError:
+                continue
+            if "TracerPid:\t0\n" in status:
+                return False
+    return True
+
+
 def _configure(harness: Harness, transport: str) -> Path:
     """The harness config with the job on ``transport``: ``grid.transport`` (the URL scheme does not choose)."""
     url = harness.node.node.url if transport == "http" else harness.node.node.url.replace("http://", "ws://")
@@ -174,7 +188,8 @@ async def _warm_cycles(harness: Harness, transport: str) -> tuple[list[dict[str,
         trainer = [c.pid for c in children if "syftd.trainer" in " ".join(c.cmdline())]
         trace_file = harness.base / f"fsync-{transport}.txt"
         tracer = await _strace_fsyncs([daemon.pid, *trainer], trace_file)
-        await asyncio.sleep(0.5)  # strace attaches asynchronously; count whole cycles after it
+        # strace attaches asynchronously and says nothing with -qq: each traced thread's TracerPid shows it
+        await poll_until(lambda: _traced([daemon.pid, *trainer]), what="strace attached", timeout=10, off_loop=True)
         first = await daemon.wait_log("cycle.finished", outcome="done", after=len(daemon.logs), timeout=60)
         mark = daemon.logs.index(first) + 1
         for _ in range(3):

@@ -166,7 +166,7 @@ async def test_expiration_latency_and_start_up() -> None:
             running = asyncio.ensure_future(_cycle(pool, steps=100_000, cycle_id=f"e{run}", clock=clock, flag=flag))
             await asyncio.wait_for(clock.reached[100].wait(), 120)
             cold.append(clock.at[0] - began)
-            await asyncio.sleep(0.137)  # the workload: let the flag land at an arbitrary point in a batch
+            await asyncio.sleep(0.137)  # behaviour: the workload, the flag landing at an arbitrary point in a batch
             set_at = time.perf_counter()
             flag.expire(ExpiryReason.POWER_LOST, 5.0)
             result = await asyncio.wait_for(running, 30)
@@ -185,7 +185,7 @@ async def test_expiration_latency_and_start_up() -> None:
     async with TrainerPool(log_format="json", log_level="warning") as pool:
         for run in range(3):
             await pool.prepare(JOB)
-            await asyncio.sleep(6)  # the workload: the daemon downloading model and plan while torch imports
+            await asyncio.sleep(6)  # behaviour: the workload, the daemon downloading model and plan while torch imports
             clock, flag = _Clock(), ExpiryFlag()
             began = time.perf_counter()
             result = await _cycle(pool, steps=2, cycle_id=f"p{run}", clock=clock, flag=flag)

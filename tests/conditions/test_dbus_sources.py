@@ -169,9 +169,9 @@ async def test_a_release_while_the_inhibit_call_is_in_flight_leaves_no_lock(
     monitor = await make_monitor(bus_address=dbus_mocks.address)
     for _ in range(5):
         taking = asyncio.ensure_future(monitor.hold_sleep_lock())
-        # behaviour: exactly one loop turn, in which the task sends its Inhibit call and then suspends on
-        # the answer (no answer can be read within that turn): the release below lands while in flight
-        await asyncio.sleep(0)
+        # exactly one loop turn, in which the task sends its Inhibit call and then suspends on the answer
+        # (no answer can be read within that turn): the release below lands while it is in flight
+        await asyncio.sleep(0)  # behaviour: one loop turn
         monitor.release_sleep_lock()
         assert await taking is False
         assert not monitor.is_sleep_lock_held

@@ -163,8 +163,7 @@ class World:
             tail = "\n".join(daemon.raw[-12:])
             self.findings.append(f"daemon start {attempt} failed (exit {daemon.proc.returncode}):\n{tail}")
             self.down_since = self.down_since or time.time()
-            # behaviour: the next attempt after a pause, as systemd's RestartSec would
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(2.0)  # behaviour: the next attempt after a pause, as systemd's RestartSec
         raise AssertionError(f"the daemon did not start in {attempts} attempts; see the findings")
 
     async def kill_daemon(self) -> list[int]:

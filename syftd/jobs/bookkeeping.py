@@ -26,7 +26,7 @@ from syftd.log import get_logger
 from syftd.spool import Spool
 from syftd.spoolentry import SpoolEntry
 
-__all__ = ["MAX_WAIT_S", "Bookkeeping"]
+__all__ = ["MAX_WAIT_S", "Bookkeeping", "tidy_entry"]
 
 MAX_WAIT_S = 5.0
 """The longest a queued write waits for a quiet moment."""
@@ -57,7 +57,7 @@ class Bookkeeping:
 
     def tidy(self, spool: Spool, entry: SpoolEntry) -> None:
         """Queue ``Spool.tidy`` of a reported or discarded entry."""
-        self._queue(entry.job, "spool", lambda: _tidy(spool, entry))
+        self._queue(entry.job, "spool", lambda: tidy_entry(spool, entry))
 
     def set_quiet(self, quiet: bool) -> None:
         """Whether queued writes may run now (no cycle on its latency-sensitive path)."""
@@ -110,7 +110,8 @@ def _write_all(batch: list[_Write]) -> None:
                 _log.error(events.SPOOL_TIDY_FAILED, job=job, error=repr(exc))
 
 
-def _tidy(spool: Spool, entry: SpoolEntry) -> None:
+def tidy_entry(spool: Spool, entry: SpoolEntry) -> None:
+    """``Spool.tidy``, a refusal of the disk logged (blocking: from a worker thread)."""
     try:
         spool.tidy(entry)
     except OSError as exc:  # a read-only disk: the next ``pending`` finishes it

@@ -19,6 +19,7 @@ from typing import TypeVar
 from syftd import events
 from syftd.errors import GridCycleGone, GridError, WireError
 from syftd.grid.wire import non_finite, parse_state
+from syftd.jobs.bookkeeping import tidy_entry
 from syftd.jobs.ports import GridSession
 from syftd.log import get_logger
 from syftd.outcomes import ReportOutcome
@@ -85,15 +86,8 @@ async def report_entry(
     if tidy_later is not None:
         tidy_later(entry)
     else:
-        await asyncio.to_thread(_tidy_now, spool, entry)
+        await asyncio.to_thread(tidy_entry, spool, entry)
     return ReportOutcome.REPORTED
-
-
-def _tidy_now(spool: Spool, entry: SpoolEntry) -> None:
-    try:
-        spool.tidy(entry)
-    except OSError as exc:  # a read-only disk: the next ``pending`` finishes it
-        _log.warning(events.SPOOL_TIDY_FAILED, job=entry.job, cycle=entry.cycle_id, error=str(exc))
 
 
 async def _is_committed(committed: Awaitable[bool] | None) -> bool:

@@ -11,10 +11,10 @@ Each step is crash-safe, every file written with ``atomic_write`` (0600, in 0700
 - ``add``: the diff first, then its ``.json``; the ``.json`` is the commit point, so a crash before
   it leaves an orphan diff that is not pending (``recover`` removes it);
 - ``diff_file`` / ``commit``: the same two steps when the trainer writes the diff file itself
-  (renamed into place, not fsynced: the trainer's result comes back without waiting for the disk)
-  and the daemon commits it: the diff's bytes fsynced, then the ``.json``'s, then one directory
-  fsync that makes both names durable. ``entry`` builds the record before the commit, so a report
-  can go out while the commit's fsyncs run (the marker after the report waits for the commit);
+  (renamed into place, neither fsynced nor hashed: the trainer's result comes back without waiting
+  for the disk) and the daemon commits it: the diff's bytes hashed and fsynced, then the ``.json``'s,
+  then one directory fsync that makes both names durable. ``entry`` builds the record before the
+  commit, so a report can go out while the commit runs (the marker after the report waits for it);
 - ``mark_reported`` / ``discard``: the marker first (its name made durable by one directory fsync:
   only its existence counts), then the diff, the ``.json``, the marker (``tidy``, which may come
   later); an entry with a marker is never pending again, whichever step a crash interrupted;
@@ -33,6 +33,7 @@ The methods do blocking file I/O with fsync; call them through ``asyncio.to_thre
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -47,7 +48,7 @@ from syftd.log import get_logger
 from syftd.spoolentry import NewerFormat, SpoolEntry
 from syftd.statedir import ForeignEntry, atomic_write, ensure_dir, kind_of, read_regular
 
-__all__ = ["Spool", "job_dir"]
+__all__ = ["Spool", "file_sha256", "job_dir"]
 
 _log = get_logger("syftd.spool")
 
@@ -147,13 +148,16 @@ class Spool:
         cycle_id: str,
         *,
         size: int,
-        sha256: str,
         worker_id: str,
         request_key: str,
         plan_id: int | str,
         model_id: int | str,
+        sha256: str = "",
     ) -> SpoolEntry:
-        """The record of the diff the trainer wrote at ``diff_file``, not yet committed (no I/O)."""
+        """The record of the diff the trainer wrote at ``diff_file``, not yet committed (no I/O).
+
+        ``sha256``: empty for the commit to fill in from the file (the trainer does not hash, issue 15);
+        given, the commit checks the file against it."""
         return SpoolEntry(
             job=job,
             cycle_id=cycle_id,
@@ -171,12 +175,14 @@ class Spool:
         return self.commit_entry(self.entry(job, cycle_id, **fields))
 
     def commit_entry(self, entry: SpoolEntry) -> SpoolEntry:
-        """Make the diff the trainer wrote at ``diff_file`` pending, durably: its bytes fsynced, then its
-        ``.json`` (the commit point), whose directory fsync also makes the diff's name durable.
+        """Make the diff the trainer wrote at ``diff_file`` pending, durably: its bytes hashed (1 MiB
+        reads) and fsynced, then its ``.json`` (the commit point), whose directory fsync also makes the
+        diff's name durable. Returns the entry with the file's sha256.
 
         Raises:
             ValueError: an invalid job name or cycle id.
-            OSError: the diff file is missing or not ``entry.size`` bytes, or the disk refused the write.
+            OSError: the diff file is missing, not ``entry.size`` bytes or not of ``entry.sha256`` when
+                that was given, or the disk refused the write.
         """
         meta, data = self._paths(entry.job, entry.cycle_id)
         fd = os.open(data, os.O_RDONLY | os.O_NOFOLLOW)
@@ -184,9 +190,13 @@ class Spool:
             found = os.fstat(fd).st_size
             if found != entry.size:
                 raise OSError(f"{data} has {found} bytes, the trainer wrote {entry.size}")
+            digest = _file_sha256(fd)
+            if entry.sha256 and digest != entry.sha256:
+                raise OSError(f"{data} has sha256 {digest[:16]}, the trainer wrote {entry.sha256[:16]}")
             os.fsync(fd)
         finally:
             os.close(fd)
+        entry = dataclasses.replace(entry, sha256=digest)
         atomic_write(meta, json.dumps(entry.as_dict(), indent=1, sort_keys=True).encode() + b"\n")
         _log.info(events.SPOOL_ADDED, job=entry.job, cycle_id=entry.cycle_id, size=entry.size, sha256=entry.sha256[:16])
         return entry
@@ -385,6 +395,27 @@ def _unlink(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB pieces (flat in memory whatever its size).
+
+    Raises:
+        OSError: the file cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        return _file_sha256(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_sha256(fd: int) -> str:
+    digest, piece = hashlib.sha256(), bytearray(1 << 20)
+    view = memoryview(piece)
+    while count := os.readv(fd, [piece]):
+        digest.update(view[:count])
+    return digest.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -55,7 +55,7 @@ from syftd.jobs.states import (
 )
 from syftd.log import get_logger
 from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure, Rejection
-from syftd.spool import Spool
+from syftd.spool import Spool, file_sha256
 from syftd.spoolentry import SpoolEntry
 from syftd.trainer.flag import ExpiryFlag
 from syftd.trainer.messages import Outcome, Progress, TrainerStage
@@ -275,7 +275,7 @@ class CycleRun:
         self._transition(CycleState.TRAINING)
         self._trained = True
         train_started = time.monotonic()
-        # the trainer writes the diff into the spool itself, durably; only its size and hash come back
+        # the trainer writes the diff into the spool itself (the commit makes it durable); only its size comes back
         result = await self._pool.train(
             job,
             model=b"",
@@ -295,10 +295,10 @@ class CycleRun:
             record.loss = round(result.losses[-1], 5)
         if result.accuracies:
             record.accuracy = round(result.accuracies[-1], 5)
-        if result.outcome is Outcome.COMPLETED and result.diff is not None and result.diff_sha256 is None:
+        if result.outcome is Outcome.COMPLETED and result.diff is not None and not result.diff_written:
             await self._report_unspooled(client, result.diff, result.error, worker_id, accepted)
             return
-        if result.outcome is not Outcome.COMPLETED or result.diff_sha256 is None:
+        if result.outcome is not Outcome.COMPLETED or not result.diff_written:
             ended, error = ended_without_diff(result, self.flag.reason)
             self._end(ended, error=error)
             return
@@ -307,7 +307,6 @@ class CycleRun:
             job.name,
             self.cycle_id,
             size=result.diff_size,
-            sha256=result.diff_sha256,
             worker_id=worker_id,
             request_key=accepted.request_key,
             plan_id=plan_id,
@@ -325,7 +324,7 @@ class CycleRun:
         # a fresh diff of a cycle requested moments ago needs no "is my cycle open?" probe
         is_fresh = time.monotonic() - self._requested_at < PROBE_AFTER_S
         try:
-            outcome = await reporter.report(entry, fresh=begun.diff if is_fresh else None, committed=committing)
+            outcome = await reporter.report(entry, own=begun.diff, probe=not is_fresh, committed=committing)
         finally:
             is_committed = await asyncio.shield(committing)
         if outcome is ReportOutcome.REPORTED:
@@ -343,12 +342,17 @@ class CycleRun:
             await asyncio.to_thread(settle, self._spool, self._identity, self.job, begun, entry)
         except OSError as exc:
             self._commit_error = f"the diff could not be spooled: {exc}"
+            # the report may have sent the file: its hash names the diff (as spool.added would have)
+            try:
+                sha256: str | None = (await asyncio.to_thread(file_sha256, begun.diff))[:16]
+            except OSError:
+                sha256 = None  # no file to hash, so none was sent either
             _log.error(
                 events.CYCLE_DIFF_UNCOMMITTED,
                 job=self.job.name,
                 cycle=self.cycle_id,
                 error=str(exc),
-                sha256=entry.sha256[:16],
+                sha256=sha256,
             )
             return False
         self._cleared = True

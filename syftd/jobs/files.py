@@ -5,9 +5,9 @@ when it ends, so a crash leaves at most one cycle's downloads behind), ``PROBE_A
 trips to a worker thread that bracket the training (each trip costs a thread hand-off, so one per
 side, issue 15): ``begin`` (the work directory, the saved worker id, the diff's spool path) and
 ``settle`` (commit the diff, clear the worker id's in-cycle mark, empty the work directory; it runs
-while the report is on its way, the cycle's reported marker waiting for it). The diff
-is not read here: the trainer checks it with ``wire.check_diff`` on the bytes it writes and hashes,
-and the daemon reads it only to send it (issue 15). Blocking: call through ``asyncio.to_thread``.
+while the report is on its way, the cycle's reported marker waiting for it). The diff is read
+here only by the commit, which hashes it (the trainer checked its tensors before it wrote it, and
+hashes nothing, issue 15). Blocking: call through ``asyncio.to_thread``.
 Does not own the spool's files (``syftd.spool``) nor the wire format (``syftd.grid.wire``).
 """
 
@@ -82,15 +82,16 @@ def begin(spool: Spool, identity: Identity, job: JobConfig, cycle_id: str) -> Be
 
 def settle(spool: Spool, identity: Identity, job: JobConfig, begun: Begun, entry: SpoolEntry) -> SpoolEntry:
     """Commit the diff the trainer wrote (durably: from here no crash loses it), clear the worker id's
-    in-cycle mark (its diff is in that cycle now, so it may be reused), empty the work directory.
+    in-cycle mark (its diff is in that cycle now, so it may be reused), empty the work directory;
+    the committed entry (with the file's sha256).
 
     The trainer checked the diff it wrote (docs/protocol.md §7: a diff the node could not parse would
-    stall its process) and hashed the bytes; the commit checks the file's size.
+    stall its process); the commit checks the file's size and hashes it.
 
     Raises:
         OSError: the diff file is missing or of another size, or the disk refused the commit.
     """
-    spool.commit_entry(entry)
+    committed = spool.commit_entry(entry)
     identity.mark_in_cycle(job.name, False)
     clear_work_dir(begun.work)
-    return entry
+    return committed

@@ -37,15 +37,17 @@ async def report_entry(
     spool: Spool,
     entry: SpoolEntry,
     *,
-    fresh: Path | None = None,
+    own: Path | None = None,
+    probe: bool = True,
     committed: Awaitable[bool] | None = None,
     tidy_later: Callable[[SpoolEntry], None] | None = None,
 ) -> ReportOutcome:
     """Probe whether the entry's cycle is still open (get-plan), then report from the file; marks the entry.
 
-    ``fresh``: the diff's file, given by the cycle that just wrote it and was requested moments ago:
-    no probe (its cycle cannot have closed yet; the node would say "gone" to the report anyway) and
-    no re-hash of the file the trainer just wrote and hashed. ``committed``: the entry's commit, still
+    ``own``: the diff's file, given by the cycle whose trainer just wrote it: not re-hashed (its commit
+    hashes it, beside the report), so ``entry.sha256`` may still be empty. ``probe=False``: no probe,
+    for a cycle requested moments ago (it cannot have closed yet; the node would say "gone" to the
+    report anyway). ``committed``: the entry's commit, still
     running while the diff goes out (the node needs the bytes, not their durability); the entry is
     marked or discarded only once it is committed, and not at all when the commit failed (False).
     ``tidy_later``: takes the removal of a reported entry's files off the path (``Bookkeeping.tidy``);
@@ -54,19 +56,20 @@ async def report_entry(
     Raises:
         GridError: the node could not tell (retry later); the entry stays pending.
     """
-    if fresh is None:
+    if probe:
         try:
             await client.get_plan(entry.worker_id, entry.request_key, int(entry.plan_id))
         except GridCycleGone as exc:
             if await _is_committed(committed):
                 await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
             return ReportOutcome.DISCARDED
+    if own is not None:
+        path = own
+    else:
         try:
             path = await asyncio.to_thread(spool.verified_file, entry)
         except WireError:
             return ReportOutcome.DISCARDED  # damaged on disk: the spool quarantined it and said so
-    else:
-        path = fresh
     # a diff of the first spool format was spooled by a version without the non-finite check; every
     # later one was checked before it was committed, so only those are read back whole here
     if entry.format == 1 and (bad := await asyncio.to_thread(_non_finite_file, path)) is not None:
@@ -143,11 +146,16 @@ class ReportRun:
         self._abort.set()
 
     async def report(
-        self, entry: SpoolEntry, *, fresh: Path | None = None, committed: Awaitable[bool] | None = None
+        self,
+        entry: SpoolEntry,
+        *,
+        own: Path | None = None,
+        probe: bool = True,
+        committed: Awaitable[bool] | None = None,
     ) -> ReportOutcome:
         """Report one entry: REPORTED, DISCARDED, PENDING (failed, kept) or ABORTED (kept).
 
-        ``fresh``, ``committed``: see ``report_entry``; only the cycle that wrote the diff passes them.
+        ``own``, ``probe``, ``committed``: see ``report_entry``; only the cycle that wrote the diff passes them.
         """
         if self._abort.is_set():
             return ReportOutcome.ABORTED
@@ -155,7 +163,13 @@ class ReportRun:
             async with self._client() as client:
                 return await race(
                     report_entry(
-                        client, self._spool, entry, fresh=fresh, committed=committed, tidy_later=self._tidy_later
+                        client,
+                        self._spool,
+                        entry,
+                        own=own,
+                        probe=probe,
+                        committed=committed,
+                        tidy_later=self._tidy_later,
                     ),
                     self._abort.wait(),
                 )

@@ -95,8 +95,9 @@ class TrainingResult:
     duration_s: float = 0.0
     cpu_s: float | None = None  # the trainer's CPU seconds for this run (the energy share); None if unknown
     diff_size: int = 0
-    diff_sha256: str | None = None
-    """Set when the diff was written to the request's ``diff_path`` (then ``diff`` is None)."""
+    diff_written: bool = False
+    """True when the diff is in the request's ``diff_path``, ``diff_size`` bytes (then ``diff`` is None);
+    the daemon's commit hashes it."""
     failure: Failure | None = None
     """A FAILED run's kind when it is not the trainer's own: ``STORAGE`` (the disk refused the diff
     file), ``NON_FINITE`` (the diff holds NaN or infinity), ``WIRE`` (the diff does not fit the model)."""

@@ -2,16 +2,16 @@
 
 Owns the loop of docs/protocol.md §6.3 as the daemon does it: exactly ``max_updates`` steps (``max_updates + 1``
 with ``trainer.steps = "plus-one"``) of full ``batch_size`` batches, the updated parameters fed back
-each step, float32 kept, and the diff ``original − trained`` encoded through ``syftd.grid.wire`` and
-checked with ``wire.check_diff`` before it is returned. Checkpoints, where the expiration flag is
-read: before each batch is taken, after it is taken (a slow ``__getitem__`` may have outlived the
-cycle), and before the diff is written. Exceptions never leave ``run``: it returns a value. Imports
-torch. Does not own the process, its governance or the socket (``worker``).
+each step, float32 kept, and the diff ``original − trained`` checked on its tensors (``plan.check_diff``:
+``wire.check_diff``'s checks at torch speed) and encoded through ``syftd.grid.wire`` before it is
+returned or written. Checkpoints, where the expiration flag is read: before each batch is taken, after
+it is taken (a slow ``__getitem__`` may have outlived the cycle), and before the diff is written.
+Exceptions never leave ``run``: it returns a value. Imports torch. Does not own the process, its
+governance or the socket (``worker``).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import math
 import time
@@ -39,14 +39,12 @@ from syftd.trainer.messages import (
     TrainingResult,
     failure_of,
 )
-from syftd.trainer.plan import PlanRunner, from_wire, load_plan, to_wire
+from syftd.trainer.plan import PlanRunner, check_diff, from_wire, load_plan, to_wire
 
 __all__ = ["MEMORY_DIFF_MAX", "Trainer"]
 
 _log = get_logger("syftd.trainer")
 
-_HASHER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="syftd-hash")
-"""The one thread that hashes each diff while it is written (started by the first diff, kept for the next)."""
 MEMORY_DIFF_MAX = 64 * 1024 * 1024
 """The largest diff returned in memory when the disk refuses its file (above it the cycle fails storage)."""
 
@@ -84,7 +82,7 @@ class Trainer:
             report(Stage(TrainerStage.LOADING_DATA))
             batch_size, lr, steps_total = _hyperparameters(request)
             model, plan = _inputs(request)
-            runner, original, parsed = self._prepare(request.job.trainer.device, model, plan, batch_size, lr)
+            runner, original = self._prepare(request.job.trainer.device, model, plan, batch_size, lr)
             batches = self._source(request.job.data).batches(batch_size, salt=request.cycle_id)
             report(Progress(0, steps_total, None, None, self._rss(), 0.0))
             interval_s = request.job.trainer.progress_interval_s
@@ -108,12 +106,13 @@ class Trainer:
             flag.check()
             report(Stage(TrainerStage.WRITING_DIFF))
             trained = [p.to("cpu") for p in runner.params]
-            diff = wire.encode_state(to_wire([o - t for o, t in zip(original, trained, strict=True)]))
-            # the one check of the diff before it is spooled: the daemon trusts it (issue 15)
-            wire.check_diff(diff, parsed)
+            differences = [o - t for o, t in zip(original, trained, strict=True)]
+            # the one check of the diff before it is spooled, on its tensors: the daemon trusts it (issue 15)
+            check_diff(differences, original)
+            diff = wire.encode_state(to_wire(differences))
             if request.diff_path is not None:
                 try:
-                    written = _write_diff(Path(request.diff_path), diff)
+                    _write_diff(Path(request.diff_path), diff)
                 except DiffUnwritable as exc:
                     if len(diff) > MEMORY_DIFF_MAX:
                         raise
@@ -134,26 +133,25 @@ class Trainer:
             return result(Outcome.FAILED, error=f"{type(exc).__name__} in the trainer: {exc}")
         _log.info(events.TRAINER_COMPLETED, steps=len(losses), loss=losses[-1] if losses else None)
         if request.diff_path is not None:
-            return result(Outcome.COMPLETED, diff_size=len(diff), diff_sha256=written)
+            return result(Outcome.COMPLETED, diff_size=len(diff), diff_written=True)
         return result(Outcome.COMPLETED, diff=diff)
 
     def _prepare(
         self, device_name: str, model: bytes, plan: bytes, batch_size: int, lr: float
-    ) -> tuple[PlanRunner, list[Any], list[wire.Tensor]]:
-        """The plan's runner, the model's parameters as torch tensors, and as parsed (to check the diff)."""
+    ) -> tuple[PlanRunner, list[Any]]:
+        """The plan's runner and the model's parameters as torch tensors."""
         key = hashlib.sha256(plan).digest()
         if key != self._plan_key:
             self._plan, self._plan_key = load_plan(wire.plan_torchscript(plan)), key
         try:
-            parsed = wire.parse_state(model)
-            original = from_wire(parsed)
+            original = from_wire(wire.parse_state(model))
         except WireError as exc:
             raise TrainerError(f"the model is not a readable State: {exc}") from exc
         if not original:
             raise TrainerError("the model has no tensors")
         device = _device(device_name)
         runner = PlanRunner(self._plan, [t.clone() for t in original], batch_size=batch_size, lr=lr, device=device)
-        return runner, original, parsed
+        return runner, original
 
     def preload(self, config: DataConfig) -> None:
         """Load and keep a data source ahead of its cycle; a problem is left for the cycle to report."""
@@ -180,23 +178,20 @@ def _inputs(request: Request) -> tuple[bytes, bytes]:
         raise TrainerError(f"the downloaded model or plan cannot be read: {exc}") from exc
 
 
-def _write_diff(path: Path, diff: bytes) -> str:
-    """Write the diff into the spool (temp file, rename, no fsync); its sha256.
+def _write_diff(path: Path, diff: bytes) -> None:
+    """Write the diff into the spool (temp file, rename, no fsync, no hash).
 
-    Nothing is fsynced here: the daemon's commit fsyncs the diff's bytes, its ``.json`` and the
-    directory while the report is already on its way, and the entry is pending only from then on.
-    A crash before the commit loses a diff that was never pending, as a crash during an fsync here would.
+    Nothing is fsynced or hashed here: the daemon's commit hashes the file, fsyncs it, its ``.json``
+    and the directory while the report is already on its way, and the entry is pending only from then
+    on. A crash before the commit loses a diff that was never pending, as a crash during an fsync here would.
 
     Raises:
         DiffUnwritable: the disk refused the write (nothing is left at ``path``).
     """
-    # hashed in a second thread while this one writes (both release the GIL on large buffers)
-    digest = _HASHER.submit(lambda: hashlib.sha256(diff).hexdigest())
     try:
         atomic_write(path, diff, durable=False)
     except OSError as exc:
         raise DiffUnwritable(f"{DIFF_UNWRITABLE} to {path}: {exc}") from exc
-    return digest.result()
 
 
 def _hyperparameters(request: Request) -> tuple[int, float, int]:

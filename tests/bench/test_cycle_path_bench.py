@@ -2,8 +2,10 @@
 
 1. The per-step breakdown of a warm cycle's non-training time: back-to-back 100-step MNIST cycles
    (1.25 MB model) against the local node with its averaging delay at 0, from the daemon's own log
-   timestamps, with the node's processing of the report (JSON decode, base64, storing the diff)
-   timed inside the node (it runs in this process) and shown apart. Targets: the worker's own
+   timestamps, with the node's own processing timed inside the node (it runs in this process) and
+   shown apart, per request: the cycle-request, the downloads (finding and reading what is sent,
+   before a byte goes out) and the report (JSON decode, base64, storing the diff, after the body was
+   received); sending and receiving the bodies stays on the worker's side. Targets: the worker's own
    non-training time ≤ 15 ms per cycle on loopback; the non-training share ≤ 10 % of the period
    once the node's processing is excluded. Then the fsyncs of one cycle (daemon and trainer, by strace).
 2. The daemon's peak resident memory (VmHWM) over one cycle with models of 1×, 10× and 50× the MNIST
@@ -44,22 +46,40 @@ def _when(entry: dict[str, Any]) -> float:
 
 
 class _NodeClock:
-    """Times the node's own processing of each report (body decode + ``GridNode.report``) in its thread."""
+    """Times the node's own processing in its thread, by request: the cycle-request (``GridNode.cycle_request``),
+    each download (``GridNode.download``: finding and reading the checkpoint or plan, before a byte is
+    sent), and the report (body decode + ``GridNode.report``, after the body was received). Sending and
+    receiving bodies is left to the worker's side."""
 
     def __init__(self, harness: Harness) -> None:
         from syftd.node import routes
 
-        self.spans: list[tuple[float, float]] = []
-        node, self._routes = harness.node.node, routes
-        original_report, original_json = node.report, routes.json
+        self.spans: list[tuple[str, float, float]] = []  # (what, wall start, wall end)
+        node = harness.node.node
+        originals = {"report": node.report, "cycle_request": node.cycle_request, "download": node.download}
+        original_json = routes.json
         spans = self.spans
 
         async def report(*args: Any, **kwargs: Any) -> Any:
-            begun = time.perf_counter()
+            begun = time.time()
             try:
-                return await original_report(*args, **kwargs)
+                return await originals["report"](*args, **kwargs)
             finally:
-                spans.append((time.time(), time.perf_counter() - begun))
+                spans.append(("report", begun, time.time()))
+
+        def cycle_request(*args: Any, **kwargs: Any) -> Any:
+            begun = time.time()
+            try:
+                return originals["cycle_request"](*args, **kwargs)
+            finally:
+                spans.append(("cycle-request", begun, time.time()))
+
+        async def download(*args: Any, **kwargs: Any) -> Any:
+            begun = time.time()
+            try:
+                return await originals["download"](*args, **kwargs)
+            finally:
+                spans.append(("download", begun, time.time()))
 
         class _TimedJson:
             def __getattr__(self, name: str) -> Any:
@@ -67,19 +87,32 @@ class _NodeClock:
 
             @staticmethod
             def loads(text: Any, *args: Any, **kwargs: Any) -> Any:
-                begun = time.perf_counter()
+                begun = time.time()
                 try:
                     return original_json.loads(text, *args, **kwargs)
                 finally:
                     if len(text) > 100_000:
-                        spans.append((time.time(), time.perf_counter() - begun))
+                        spans.append(("report", begun, time.time()))
 
-        self._restore = lambda: (setattr(node, "report", original_report), setattr(routes, "json", original_json))
+        def restore() -> None:
+            for name, method in originals.items():
+                setattr(node, name, method)
+            routes.json = original_json
+
+        self._restore = restore
         node.report = report  # type: ignore[method-assign]
+        node.cycle_request = cycle_request  # type: ignore[method-assign]
+        node.download = download  # type: ignore[method-assign]
         routes.json = _TimedJson()  # type: ignore[assignment]
 
-    def within(self, start: float, end: float) -> float:
-        return sum(d for t, d in self.spans if start <= t <= end + 0.05)
+    def within(self, what: str, start: float, end: float) -> float:
+        """The time the node spent on ``what`` between two log times (overlapping spans counted once)."""
+        total, reach = 0.0, 0.0
+        for _, a, b in sorted(s for s in self.spans if s[0] == what and start - 0.05 <= s[1] and s[2] <= end + 0.05):
+            a = max(a, reach)
+            if b > a:
+                total, reach = total + b - a, b
+        return total
 
     def close(self) -> None:
         self._restore()
@@ -104,16 +137,21 @@ def _breakdown(logs: list[dict[str, Any]], node: _NodeClock) -> list[dict[str, f
         if record["outcome"] != "done":
             continue
         step_s = record["step_time_s"]
-        node_s = node.within(t["reporting"], t["done"])
+        node_request = node.within("cycle-request", t["requesting"], t["downloading"])
+        node_downloads = node.within("download", t["downloading"], t["training"])
+        node_report = node.within("report", t["reporting"], t["done"])
         rows.append(
             {
-                "cycle-request": t["downloading"] - t["requesting"],
-                "get-model + get-plan": t["training"] - t["downloading"],
+                "cycle-request (worker)": t["downloading"] - t["requesting"] - node_request,
+                "get-model + get-plan (worker)": t["training"] - t["downloading"] - node_downloads,
                 "trainer (hand-off, load, diff)": t["spooling"] - t["training"] - step_s,
                 "check + spool": t["reporting"] - t["spooling"],
-                "report (worker)": t["done"] - t["reporting"] - node_s,
+                "report (worker)": t["done"] - t["reporting"] - node_report,
                 "finish → next request": nxt["requesting"] - t["done"],
-                "node's processing": node_s,
+                "node: cycle-request": node_request,
+                "node: get-model + get-plan": node_downloads,
+                "node: report": node_report,
+                "node's processing": node_request + node_downloads + node_report,
                 "period": nxt["requesting"] - t["requesting"],
                 "training steps": step_s,
             }

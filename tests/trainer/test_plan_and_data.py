@@ -7,6 +7,7 @@ import struct
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,12 +15,12 @@ import torch
 from trainer.helpers import STEP
 
 from syftd.config import DataConfig
-from syftd.errors import TrainerError
+from syftd.errors import NonFiniteDiff, TrainerError, WireError
 from syftd.grid import syft_pb2 as pb
 from syftd.grid import wire
 from syftd.trainer.data import load_source
 from syftd.trainer.digits import draw_digits
-from syftd.trainer.plan import PlanRunner, argument_map, from_wire, load_plan, to_wire
+from syftd.trainer.plan import PlanRunner, argument_map, check_diff, from_wire, load_plan, to_wire
 
 pytestmark = pytest.mark.torch
 
@@ -213,3 +214,40 @@ def test_imagefolder_resizes_and_labels_by_directory(tmp_path: Path) -> None:
     x, y = next(source.batches(6))
     assert x.shape == (6, 1, 8, 8)
     assert torch.equal(x.flatten(1).mean(dim=1).round(), y.argmax(dim=1).to(torch.float32))
+
+
+def _model_tensors() -> list[torch.Tensor]:
+    return [torch.zeros(3, 2), torch.zeros(3), torch.zeros(2, dtype=torch.int64)]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d[:2], "diff has 2 tensors, the model has 3"),
+        (lambda d: [d[0].double(), *d[1:]], "tensor 0: dtype float64, the model has float32"),
+        (lambda d: [d[0], d[1].reshape(1, 3), d[2]], r"tensor 1: shape \[1, 3\], the model has \[3\]"),
+    ],
+)
+def test_the_trainer_s_diff_check_names_the_mismatch_as_the_wire_check_does(change: Any, message: str) -> None:
+    """A plan that changed a parameter's dtype or shape, or their count, fails the check before encoding."""
+    with pytest.raises(WireError, match=message):
+        check_diff(change(_model_tensors()), _model_tensors())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_the_trainer_s_diff_check_counts_nan_and_infinite_values(bad: float) -> None:
+    """Two non-finite values among finite ones: NonFiniteDiff with the count, as ``wire.check_diff`` says it."""
+    diff = _model_tensors()
+    diff[0][1, 1], diff[0][2, 0] = bad, 1.0
+    diff[0][0, 0] = bad
+    with pytest.raises(NonFiniteDiff, match="tensor 0: 2 of 6 values are NaN or infinite; never reported"):
+        check_diff(diff, _model_tensors())
+
+
+def test_the_trainer_s_diff_check_takes_huge_finite_values() -> None:
+    """Values near float32's maximum whose sum would overflow are finite: no false refusal."""
+    diff = _model_tensors()
+    diff[0].fill_(3.0e38)
+    check_diff(diff, _model_tensors())
+    encoded = wire.encode_state(to_wire(diff))
+    wire.check_diff(encoded, wire.encode_state(to_wire(_model_tensors())))

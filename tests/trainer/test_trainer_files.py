@@ -3,7 +3,6 @@ diff into the spool file itself, durably, so only a small result crosses the soc
 
 from __future__ import annotations
 
-import hashlib
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -32,11 +31,11 @@ async def _train_files(pool: TrainerPool, flag: ExpiryFlag, files: tuple[Path, P
     )
 
 
-async def test_the_trainer_writes_the_diff_file_and_returns_only_its_size_and_hash(
+async def test_the_trainer_writes_the_diff_file_and_returns_only_its_size(
     pool: TrainerPool, model: bytes, plan: bytes, new_flag: Callable[[], ExpiryFlag], tmp_path: Path
 ) -> None:
     """Model and plan from files; the diff lands whole in the named file (0600, no temp left), fits the model,
-    and the result carries its size and sha256 but no bytes."""
+    and the result carries its size but no bytes and no hash (the daemon's commit hashes the file)."""
     (tmp_path / "model.pb").write_bytes(model)
     (tmp_path / "plan.pb").write_bytes(plan)
     spool = tmp_path / "spool"
@@ -47,7 +46,7 @@ async def test_the_trainer_writes_the_diff_file_and_returns_only_its_size_and_ha
     diff = target.read_bytes()
     wire.check_diff(diff, model)
     assert result.diff is None  # type: ignore[attr-defined]
-    assert (result.diff_size, result.diff_sha256) == (len(diff), hashlib.sha256(diff).hexdigest())  # type: ignore[attr-defined]
+    assert (result.diff_size, result.diff_written) == (len(diff), True)  # type: ignore[attr-defined]
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert sorted(p.name for p in spool.iterdir()) == ["c1.diff"]
 
@@ -56,13 +55,13 @@ async def test_a_diff_the_disk_refuses_comes_back_in_memory_naming_the_write_err
     pool: TrainerPool, model: bytes, plan: bytes, new_flag: Callable[[], ExpiryFlag], tmp_path: Path
 ) -> None:
     """The spool directory is missing: COMPLETED with the diff's bytes in the result (for the daemon to
-    report from memory rather than lose it), the write error naming the file, no hash, no file."""
+    report from memory rather than lose it), the write error naming the file, no file."""
     (tmp_path / "model.pb").write_bytes(model)
     (tmp_path / "plan.pb").write_bytes(plan)
     target = tmp_path / "gone" / "c1.diff"
     result = await _train_files(pool, new_flag(), (tmp_path / "model.pb", tmp_path / "plan.pb", target))
     assert result.outcome is Outcome.COMPLETED, result  # type: ignore[attr-defined]
     wire.check_diff(result.diff, model)  # type: ignore[attr-defined]
-    assert (result.diff_size, result.diff_sha256) == (len(result.diff), None)  # type: ignore[attr-defined]
+    assert (result.diff_size, result.diff_written) == (len(result.diff), False)  # type: ignore[attr-defined]
     assert result.error.startswith(DIFF_UNWRITABLE) and str(target) in result.error  # type: ignore[attr-defined]
     assert not target.exists()

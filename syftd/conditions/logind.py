@@ -1,8 +1,9 @@
 """systemd-logind over the system bus: ``PrepareForSleep``, ``IdleHint`` and the sleep delay lock.
 
 Owns publishing ``sleeping``/``idle``, and the one *delay* inhibitor lock the daemon holds while a
-cycle runs: taken on request, released on request or at the latest ``InhibitDelayMaxUSec`` − 1 s
-after ``PrepareForSleep(true)``, so logind never waits on syftd past its own bound. A release that
+cycle runs: taken on request, released on request (or ``LINGER_S`` after the last cycle, for one
+that starts right after it; at once if sleep comes meanwhile) or at the latest ``InhibitDelayMaxUSec``
+− 1 s after ``PrepareForSleep(true)``, so logind never waits on syftd past its own bound. A release that
 arrives while the ``Inhibit`` call is still in flight wins: the lock it returns is closed at once, so
 no lock outlives the cycle that asked for it. Does not own
 deciding when a cycle runs or stopping the trainer (the daemon), nor re-reading the other sources
@@ -32,6 +33,8 @@ PATH = "/org/freedesktop/login1"
 IFACE = "org.freedesktop.login1.Manager"
 DEFAULT_INHIBIT_DELAY_S = 5.0
 RELEASE_MARGIN_S = 1.0
+LINGER_S = 2.0
+"""``release_sleep_lock_soon`` keeps the lock this long for a cycle that starts right after (issue 15)."""
 LOCK_WHO = "syftd"
 LOCK_WHY = "stop training and checkpoint before sleep"
 
@@ -57,6 +60,7 @@ class LogindSource(DBusSource):
         self._lock_fd: int | None = None
         self._is_wanted = False
         self._deadline: asyncio.TimerHandle | None = None
+        self._linger: asyncio.TimerHandle | None = None
         self._resume_task: asyncio.Task[None] | None = None
 
     @property
@@ -67,6 +71,7 @@ class LogindSource(DBusSource):
     async def hold_sleep_lock(self) -> bool:
         """Take the delay lock (no-op if held); False when logind is not there to give one."""
         self._is_wanted = True
+        self._cancel_linger()
         if self._lock_fd is not None:
             return True
         if self._manager is None:
@@ -85,9 +90,23 @@ class LogindSource(DBusSource):
         _log.info(events.CONDITIONS_SLEEP_LOCK_TAKEN, delay_max_s=self.inhibit_delay_s)
         return True
 
+    def release_sleep_lock_soon(self) -> None:
+        """No cycle runs: release the lock ``LINGER_S`` from now unless ``hold_sleep_lock`` comes first, so
+        that a cycle starting right after (a retry, the next of back-to-back cycles) costs no D-Bus call.
+        Not wanted meanwhile: ``PrepareForSleep`` releases it at once."""
+        self._is_wanted = False
+        if self._lock_fd is not None and self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(LINGER_S, self.release_sleep_lock)
+
+    def _cancel_linger(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+
     def release_sleep_lock(self, reason: str = "requested") -> None:
         """Close the lock's fd (logind then proceeds), also one still being taken; idempotent."""
         self._is_wanted = False
+        self._cancel_linger()
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -139,6 +158,8 @@ class LogindSource(DBusSource):
     def _on_prepare_for_sleep(self, start: bool) -> None:
         _log.info(events.CONDITIONS_PREPARE_FOR_SLEEP, start=start, lock_held=self.is_lock_held)
         if start:
+            if not self._is_wanted:
+                self.release_sleep_lock("sleep")  # kept only in case a cycle followed: logind need not wait
             if self._lock_fd is not None and self._deadline is None:
                 bound_s = max(0.0, self.inhibit_delay_s - RELEASE_MARGIN_S)
                 self._deadline = asyncio.get_running_loop().call_later(bound_s, self.release_sleep_lock, "deadline")

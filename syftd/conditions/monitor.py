@@ -159,6 +159,11 @@ class ConditionsMonitor(ServiceContext):
             return False
         return bool(await self._logind.hold_sleep_lock())
 
+    def release_sleep_lock_soon(self) -> None:
+        """No cycle runs: release the delay lock in ``logind.LINGER_S`` unless a cycle holds it again first."""
+        if self._logind is not None:
+            self._logind.release_sleep_lock_soon()
+
     def release_sleep_lock(self) -> None:
         """Release the delay lock (the trainer has stopped, or the cycle ended); idempotent."""
         if self._logind is not None:

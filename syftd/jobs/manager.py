@@ -287,8 +287,8 @@ class JobManager(OperatorVerbs):
             self._monitor.set_thermal_active(needs_thermal)
             if not any(j.run is not None for j in self._jobs.values()):
                 # no trainer runs: logind may suspend now (the delay inhibitor); kept, not released
-                # and taken again, from one cycle to a cycle starting right after it (issue 15)
-                self._monitor.release_sleep_lock()
+                # and taken again, from one cycle to a cycle starting within seconds of it (issue 15)
+                self._monitor.release_sleep_lock_soon()
         self._books.set_quiet(self._is_quiet())
         self._publish_status()
         return next_at

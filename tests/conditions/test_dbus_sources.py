@@ -8,11 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 from support.dbus import DBusMocks, MockControl, wait_for_conditions
 from support.timing import LOAD_MARGIN_S
 from support.waiting import poll_until
 
-from syftd.conditions import Conditions, Connectivity
+from syftd.conditions import Conditions, Connectivity, logind
 
 pytestmark = pytest.mark.dbus
 
@@ -177,6 +178,44 @@ async def test_a_release_while_the_inhibit_call_is_in_flight_leaves_no_lock(
         assert not monitor.is_sleep_lock_held
     await _await_no_lock(mocks, 0.5)
     assert await _syftd_locks(mocks) == []
+
+
+async def test_a_cycle_starting_within_the_linger_keeps_the_lock_without_a_dbus_call(
+    mocks: MockControl, dbus_mocks: DBusMocks, make_monitor: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No cycle runs: the lock is kept ``LINGER_S``; a hold within it takes no new lock (one Inhibit in
+    all, one lock listed); without a hold it goes at the end of the linger, not before."""
+    monkeypatch.setattr(logind, "LINGER_S", 0.4)
+    monitor = await make_monitor(bus_address=dbus_mocks.address)
+    with capture_logs() as logs:
+        assert await monitor.hold_sleep_lock() is True
+        monitor.release_sleep_lock_soon()
+        assert await monitor.hold_sleep_lock() is True
+        assert len(await _syftd_locks(mocks)) == 1
+        loop = asyncio.get_running_loop()
+        let_go = loop.time()
+        monitor.release_sleep_lock_soon()
+        assert monitor.is_sleep_lock_held
+        await _await_no_lock(mocks, 0.4 + LOAD_MARGIN_S)
+        assert loop.time() - let_go >= 0.35
+    assert [e["event"] for e in logs if e["event"].startswith("conditions.sleep_lock")] == [
+        "conditions.sleep_lock_taken",
+        "conditions.sleep_lock_released",
+    ]
+
+
+async def test_sleep_during_the_linger_releases_the_lock_at_once(
+    mocks: MockControl, dbus_mocks: DBusMocks, make_monitor: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock kept only in case a cycle follows does not make logind wait: PrepareForSleep(true) releases it."""
+    monkeypatch.setattr(logind, "LINGER_S", 30.0)
+    monitor = await make_monitor(bus_address=dbus_mocks.address)
+    await monitor.hold_sleep_lock()
+    monitor.release_sleep_lock_soon()
+    await mocks.prepare_for_sleep(True)
+    await wait_for_conditions(monitor, lambda c: c.sleeping is True)
+    assert not monitor.is_sleep_lock_held
+    await _await_no_lock(mocks, 0.5 + LOAD_MARGIN_S)
 
 
 async def test_sleep_lock_is_released_at_the_latest_one_second_before_logind_gives_up(

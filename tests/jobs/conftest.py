@@ -272,6 +272,10 @@ class StaticConditions:
             self.changes.notify()
         return True
 
+    def release_sleep_lock_soon(self) -> None:
+        """At once here: the real monitor's linger is logind's (tests/conditions/test_dbus_sources.py)."""
+        self.release_sleep_lock()
+
     def release_sleep_lock(self) -> None:
         self.lock_releases += 1
         self.lock_held = False

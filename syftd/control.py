@@ -98,7 +98,13 @@ def _render_status(answer: Any) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     head = [f"syftd {answer.get('version', '')} pid {answer.get('pid', '?')}: {answer.get('status', '')}"]
-    return "\n".join(head + lines)
+    # a last cycle that failed or was cut short says why under the table (``--json`` has it whole)
+    errors = [
+        f"{job['name']}: last error: {_first_words(error)}"
+        for job in answer.get("jobs", [])
+        if (error := (job.get("last") or {}).get("error"))
+    ]
+    return "\n".join(head + lines + errors)
 
 
 def _render_why(answer: Any) -> str:

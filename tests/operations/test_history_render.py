@@ -1,5 +1,6 @@
 """`syftd history`'s text table: one row per cycle, the record's error shown by its first line (``--json``
-keeps it whole), so a failed cycle says why without ``--json``."""
+keeps it whole), so a failed cycle says why without ``--json``; and `syftd status`'s, which says the last
+cycle's error under its table."""
 
 from __future__ import annotations
 
@@ -22,3 +23,25 @@ def test_a_failed_cycle_shows_the_first_line_of_its_error_cut_to_the_table() -> 
     assert "failed (supernode)" in rows[1] and "SSL/TLS handshake error detected." in rows[1]
     assert rows[1].endswith("…") and "x" * 100 not in rows[1]
     assert rows[2].rstrip().endswith("-")
+
+
+def test_status_says_the_last_cycle_s_error_under_the_table() -> None:
+    """`syftd status` without --json: a job whose last cycle failed gets a line with the first line of its
+    error under the table; a job whose last cycle ended without one gets none."""
+    answer = {
+        "version": "0",
+        "pid": 1,
+        "status": "fl: waiting",
+        "jobs": [
+            {
+                "name": "fl",
+                "state": "waiting",
+                "last_outcome": "failed (storage)",
+                "last": {"error": "disk full\nmore"},
+            },
+            {"name": "mnist", "state": "waiting", "last_outcome": "done", "last": {"outcome": "done"}},
+        ],
+    }
+    lines = VERBS["status"].render(answer).splitlines()
+    assert lines[-1] == "fl: last error: disk full"
+    assert not any(line.startswith("mnist: last error") for line in lines)

@@ -11,7 +11,10 @@ Connections are reused (syftd.grid.connection): one HTTP session with keep-alive
 kept until :meth:`GridClient.close_connections` or ``stop()``. One client may serve many cycles;
 ``close_connections()`` holds nothing during training. get-model and get-plan can run at once, and
 stream into files; a report can stream from a file, its base64 spliced into the JSON text
-(syftd.grid.frames).
+(syftd.grid.frames). A plan of up to ``PLAN_CACHE_MAX`` bytes is fetched once per model id and plan
+id (a node serves a hosted process's plan unchanged) and written from memory for the cycles after,
+until the client authenticates again (a node that forgot this worker may have been reset, its ids
+reused) or is replaced.
 
 Does not own the bytes inside downloads and diffs (syftd.grid.wire), the order of the calls or any
 retry policy (the daemon's), or where the token comes from (``read_token``). The token is sent
@@ -61,9 +64,21 @@ from syftd.grid.transfer import (
 from syftd.log import get_logger
 from syftd.service import ServiceContext
 
-__all__ = ["Accepted", "Auth", "GridClient", "RejectionTimeout", "Speed", "SpeedCache", "parse_timeout", "read_token"]
+__all__ = [
+    "PLAN_CACHE_MAX",
+    "Accepted",
+    "Auth",
+    "GridClient",
+    "RejectionTimeout",
+    "Speed",
+    "SpeedCache",
+    "parse_timeout",
+    "read_token",
+]
 
 _MIB = 1024 * 1024
+PLAN_CACHE_MAX = _MIB
+"""A plan up to this size is kept in memory for the next cycles of its model and plan ids."""
 
 T = TypeVar("T")
 log = get_logger("grid")
@@ -81,6 +96,7 @@ class GridClient(ServiceContext):
         self._token = token
         self.speed_cache = speed_cache if speed_cache is not None else SpeedCache(grid.speed_test_reuse_s)
         self.connection = NodeConnection(grid, token)
+        self._plan: tuple[tuple[int, int], bytes] | None = None  # ((model id, plan id), the plan's bytes)
 
     async def start(self) -> None:
         """Build the TLS context and the HTTP session.
@@ -106,6 +122,7 @@ class GridClient(ServiceContext):
             GridUnavailable, GridProtocolError: see the module docstring.
         """
         payload = {"auth_token": self._token, "model_name": self._grid.model, "model_version": self._grid.version}
+        self._plan = None  # a new worker id: the node may have been reset and reuse its ids
         async with self.connection.errors("authenticate"):
             auth = auth_of(await self._json_call("authenticate", payload), self.connection.node_text)
         log.info(events.GRID_AUTHENTICATED, model=self._grid.model, requires_speed_test=auth.requires_speed_test)
@@ -223,17 +240,30 @@ class GridClient(ServiceContext):
         return _as(int, await self._download("get-plan", self._plan_query(worker_id, request_key, plan_id), path))
 
     async def download_cycle_to(self, model_path: Path, plan_path: Path, worker_id: str, accepted: Accepted) -> int:
-        """Stream model and plan of an accepted cycle into files at once; the bytes downloaded.
+        """Stream model and plan of an accepted cycle into files at once; the bytes downloaded. The plan
+        fetched for the same model id and plan id since this client last authenticated is written from
+        memory instead (issue 15: one request less per cycle).
 
         Raises:
             GridError, OSError: as :meth:`download_model_to`; the first failure cancels the other.
         """
         key, plan_id = accepted.request_key, accepted.plans[self._grid.plan]
-        sizes = await _both(
-            self.download_model_to(model_path, worker_id, key, accepted.model_id),
-            self.download_plan_to(plan_path, worker_id, key, plan_id),
-        )
+        ids = (accepted.model_id, plan_id)
+        plan: Awaitable[int]
+        if self._plan is not None and self._plan[0] == ids:
+            plan = _write_plan(plan_path, self._plan[1])
+        else:
+            plan = self._download_plan_kept(plan_path, worker_id, key, ids)
+        sizes = await _both(self.download_model_to(model_path, worker_id, key, accepted.model_id), plan)
         return sum(sizes)
+
+    async def _download_plan_kept(self, path: Path, worker_id: str, request_key: str, ids: tuple[int, int]) -> int:
+        """get-plan into ``path``, the bytes kept for the next cycles when at most ``PLAN_CACHE_MAX``."""
+        self._plan = None
+        size = await self.download_plan_to(path, worker_id, request_key, ids[1])
+        if size <= PLAN_CACHE_MAX:
+            self._plan = (ids, await asyncio.to_thread(path.read_bytes))
+        return size
 
     async def report(self, worker_id: str, request_key: str, diff: bytes) -> None:
         """Send the diff (standard padded base64); ``success`` only means "stored" (docs/protocol.md §7).
@@ -327,6 +357,12 @@ class GridClient(ServiceContext):
             "plan_id": str(plan_id),
             "receive_operations_as": "torchscript",
         }
+
+
+async def _write_plan(path: Path, plan: bytes) -> int:
+    """A kept plan written into the cycle's file; 0 bytes downloaded."""
+    await asyncio.to_thread(path.write_bytes, plan)
+    return 0
 
 
 def _as(kind: type[T], value: object) -> T:

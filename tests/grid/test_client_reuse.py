@@ -1,7 +1,8 @@
 """Cycle overhead on the client (issue 15) and speed-test reuse (issue 12), against the project's node
 over real loopback sockets: spliced report frames equal json.dumps byte for byte, downloads stream
 to files under the cap, reports stream from files, one client serves many cycles on kept
-connections, and one speed test serves the requests of its reuse window."""
+connections, one plan download serves the cycles of one worker id, and one speed test serves the
+requests of its reuse window."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.gridnode import running_node, small_process
+from support.gridnode import diff_of, running_node, small_process
 
 from syftd.config import GridConfig
 from syftd.errors import GridProtocolError
+from syftd.grid import client as client_module
 from syftd.grid import frames, wire
 from syftd.grid.client import GridClient, Speed, SpeedCache
 
@@ -173,3 +175,64 @@ async def test_one_speed_test_serves_the_requests_of_its_window() -> None:
             again = await client.speed(auth.worker_id)
             assert await client.speed(auth.worker_id) is not again
             assert client.speed_cache.take_spent() > again.bytes_spent
+
+
+async def _one_cycle(client: GridClient, node: Any, worker_id: str, work: Path) -> tuple[int, bytes]:
+    """Request, download into ``work``, report a diff; the bytes downloaded and the plan file's bytes."""
+    accepted = await client.cycle_request(worker_id)
+    size = await client.download_cycle_to(work / "model", work / "plan", worker_id, accepted)
+    model = (work / "model").read_bytes()
+    (work / "diff").write_bytes(diff_of(model))
+    await client.report_file(worker_id, accepted.request_key, work / "diff")
+    await node.settled()
+    return size, (work / "plan").read_bytes()
+
+
+def _count_plan_downloads(node: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    fetched: list[str] = []
+    real = node.download
+
+    async def download(kind: str, query: Any) -> bytes:
+        fetched.append(kind)
+        return await real(kind, query)
+
+    monkeypatch.setattr(node, "download", download)
+    return fetched
+
+
+@pytest.mark.parametrize("transport", ["ws", "http"])
+async def test_the_plan_is_fetched_once_per_worker_id_and_written_from_memory_after(
+    tmp_path: Path, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three cycles of one worker id: get-plan once, each cycle's plan file the same bytes, the later
+    cycles' downloaded bytes the model's alone; after a new authenticate the plan is fetched again."""
+    async with running_node(averaging_delay_s=0) as node:
+        node.host("mnist", "1.0", *small_process())
+        fetched = _count_plan_downloads(node, monkeypatch)
+        async with GridClient(grid_for(node.url, transport=transport)) as client:
+            auth = await client.authenticate()
+            sizes, plans = [], []
+            for _ in range(3):
+                size, plan = await _one_cycle(client, node, auth.worker_id, tmp_path)
+                sizes.append(size)
+                plans.append(plan)
+            assert fetched.count("plan") == 1 and fetched.count("model") == 3
+            assert plans[0] == plans[1] == plans[2] and wire.plan_torchscript(plans[0])[:2] == b"PK"
+            model_size = (tmp_path / "model").stat().st_size
+            assert sizes == [model_size + len(plans[0]), model_size, model_size]
+            again = await client.authenticate()
+            await _one_cycle(client, node, again.worker_id, tmp_path)
+            assert fetched.count("plan") == 2
+
+
+async def test_a_plan_above_the_cap_is_fetched_every_cycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan larger than PLAN_CACHE_MAX is not kept: two cycles, two get-plan."""
+    monkeypatch.setattr(client_module, "PLAN_CACHE_MAX", 16)
+    async with running_node(averaging_delay_s=0) as node:
+        node.host("mnist", "1.0", *small_process())
+        fetched = _count_plan_downloads(node, monkeypatch)
+        async with GridClient(grid_for(node.url, transport="http")) as client:
+            auth = await client.authenticate()
+            for _ in range(2):
+                await _one_cycle(client, node, auth.worker_id, tmp_path)
+        assert fetched.count("plan") == 2

@@ -36,12 +36,27 @@ class Identity:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self._forgotten: set[str] = set()  # forgotten while the file could not be removed (read-only disk)
+        # per job, what this process last read or wrote: (worker id, node, requires speed test, in cycle)
+        self._known: dict[str, tuple[str, str | None, bool, bool]] = {}
+
+    def known_worker(self, job: str, node: str | None = None) -> tuple[str, bool] | None:
+        """The worker id ``load_worker`` would give, and whether it owes speed tests, from what this
+        process last read or wrote (no I/O: the daemon's cycles are the file's only writer); None when
+        not known here, so the caller reads the file (issue 15: a trip to a worker thread less per cycle)."""
+        known = self._known.get(job)
+        if known is None or job in self._forgotten:
+            return None
+        worker_id, saved_for, requires_speed_test, in_cycle = known
+        if in_cycle or (node is not None and saved_for not in (None, node)):
+            return None
+        return worker_id, requires_speed_test
 
     def load_worker(self, job: str, node: str | None = None) -> str | None:
         """The saved worker id of ``job``; None when there is none, it is unreadable, or it was saved
         for another ``node`` (a worker id means nothing to a different node)."""
         if job in self._forgotten:
             return None
+        self._known.pop(job, None)  # what the file says now
         document = self._read(job)
         if document is None:
             return None
@@ -49,9 +64,12 @@ class Identity:
         if not isinstance(worker_id, str) or not worker_id:
             _log.warning(events.IDENTITY_UNREADABLE, job=job, problem="no worker_id string")
             return None
-        if node is not None and document.get("node") not in (None, node):
+        saved_for = document.get("node")
+        in_cycle = document.get("in_cycle") is True
+        self._known[job] = (worker_id, saved_for, document.get("requires_speed_test") is True, in_cycle)
+        if node is not None and saved_for not in (None, node):
             return None
-        if document.get("in_cycle") is True:
+        if in_cycle:
             _log.info(events.IDENTITY_RENEWED, job=job, note="the last cycle of this worker id ended without a diff")
             return None
         return worker_id
@@ -64,14 +82,18 @@ class Identity:
         authenticates afresh (one request more), which is the safe side; so no fsync on the cycle's path.
         """
         path = job_dir(self.state_dir, job) / _FILE
+        known = self._known.pop(job, None)  # unknown here until the file is written
         try:
             document = json.loads(path.read_bytes())
         except (FileNotFoundError, ValueError, UnicodeDecodeError):
             return
-        if not isinstance(document, dict) or document.get("in_cycle", False) is in_cycle:
+        if not isinstance(document, dict):
             return
-        document["in_cycle"] = in_cycle
-        atomic_write(path, json.dumps(document).encode() + b"\n", durable=in_cycle)
+        if document.get("in_cycle", False) is not in_cycle:
+            document["in_cycle"] = in_cycle
+            atomic_write(path, json.dumps(document).encode() + b"\n", durable=in_cycle)
+        if known is not None and document.get("worker_id") == known[0]:
+            self._known[job] = (known[0], known[1], known[2], in_cycle)
 
     def requires_speed_test(self, job: str) -> bool:
         """Whether the node asked this worker for a speed test when it authenticated (kept with the id,
@@ -111,13 +133,16 @@ class Identity:
             "saved_at": time.time(),
             "requires_speed_test": requires_speed_test,
         }
+        self._known.pop(job, None)
         atomic_write(job_dir(self.state_dir, job) / _FILE, json.dumps(document).encode() + b"\n")
         self._forgotten.discard(job)
+        self._known[job] = (worker_id, node, requires_speed_test, False)
 
     def forget_worker(self, job: str) -> None:
         """Drop the saved worker id (the next cycle authenticates afresh); idempotent. On a disk that refuses
         the removal (read-only) the id is forgotten in memory, logged, until the next ``save_worker``."""
         self._forgotten.add(job)
+        self._known.pop(job, None)
         path = job_dir(self.state_dir, job) / _FILE
         try:
             path.unlink()

@@ -207,12 +207,21 @@ class CycleRun:
     async def _run(self) -> None:
         # one client, so one set of connections, from the cycle request to the report (issue 15);
         # model and plan stream into the job's work directory, never into the daemon's memory
-        # the files' set-up and the saved worker id in one trip to a worker thread (each trip costs)
-        begun = await asyncio.to_thread(begin, self._spool, self._identity, self.job, self.cycle_id)
+        # the files' set-up and the saved worker id in one trip to a worker thread (each trip costs);
+        # a worker id the last cycle left reusable is known without it: the request goes out while
+        # the files are set up (issue 15)
+        job, known = self.job, self._identity.known_worker(self.job.name, self.job.grid.url)
+        setup = asyncio.ensure_future(
+            asyncio.to_thread(begin, self._spool, self._identity, job, self.cycle_id, with_worker=known is None)
+        )
+        begun: Begun | None = None
         try:
+            if known is None:
+                begun = await setup
+                known = (begun.worker_id, begun.needs_speed_test) if begun.worker_id is not None else None
             async with self._client_factory() as client:
                 try:
-                    plan_id, worker_id, accepted = await self._download(client, begun)
+                    plan_id, worker_id, accepted = await self._download(client, known, setup)
                 except BaseException:
                     await self._marked(quiet=True)
                     raise
@@ -220,9 +229,12 @@ class CycleRun:
                 if self._warming is not None:
                     await self._guarded(asyncio.shield(self._warming))
                 self._check_flag()
+                begun = await setup
                 await self._train(client, begun, plan_id, worker_id, accepted)
         finally:
-            if not self._cleared:
+            if begun is None:
+                begun = await _result_or_none(setup)
+            if begun is not None and not self._cleared:
                 await asyncio.to_thread(clear_work_dir, begun.work)
 
     async def _marked(self, *, quiet: bool = False) -> None:
@@ -237,9 +249,13 @@ class CycleRun:
         with contextlib.suppress(OSError):
             await asyncio.shield(marking)
 
-    async def _download(self, client: GridSession, begun: Begun) -> tuple[int, str, Accepted]:
+    async def _download(
+        self, client: GridSession, known: tuple[str, bool] | None, setup: asyncio.Future[Begun]
+    ) -> tuple[int, str, Accepted]:
+        """Request the cycle (authenticating first without a ``known`` worker id and whether it owes
+        speed tests), then download into the files ``setup`` makes ready."""
         job, record = self.job, self.record
-        worker_id, needs_speed_test = begun.worker_id, begun.needs_speed_test
+        worker_id, needs_speed_test = known if known is not None else (None, False)
         if worker_id is None:
             self._transition(CycleState.AUTHENTICATING)
             worker_id, needs_speed_test = await self._authenticate(client)
@@ -266,6 +282,7 @@ class CycleRun:
             raise GridProtocolError(
                 f"the node offers no plan named {job.grid.plan!r} (grid.plan); it has {sorted(accepted.plans)}"
             )
+        begun = await setup
         download = client.download_cycle_to(begun.model, begun.plan, worker_id, accepted)
         record.bytes_down = await self._guarded(download)
         return plan_id, worker_id, accepted
@@ -452,6 +469,14 @@ class CycleRun:
             return await race(step, self.flag.wait())
         except Aborted:
             raise _Expired(self.flag.reason or ExpiryReason.MANUAL) from None
+
+
+async def _result_or_none(step: asyncio.Future[Begun]) -> Begun | None:
+    """The step's result, or None when it failed (its error already ended the cycle, or it did not matter)."""
+    try:
+        return await step
+    except Exception:  # noqa: BLE001 - reported by whoever awaited it first, or moot for a rejected cycle
+        return None
 
 
 class _Expired(Exception):

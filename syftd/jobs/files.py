@@ -67,14 +67,16 @@ class Begun:
     needs_speed_test: bool
 
 
-def begin(spool: Spool, identity: Identity, job: JobConfig, cycle_id: str) -> Begun:
+def begin(spool: Spool, identity: Identity, job: JobConfig, cycle_id: str, *, with_worker: bool = True) -> Begun:
     """The emptied work directory, the saved worker id (and whether it owes speed tests), the diff's path.
+
+    ``with_worker=False``: the files only (the cycle knows its worker id already); no worker id then.
 
     Raises:
         OSError: the state directory refused the work directory.
     """
     work = work_dir(spool.state_dir, job.name)
-    worker_id = identity.load_worker(job.name, job.grid.url)
+    worker_id = identity.load_worker(job.name, job.grid.url) if with_worker else None
     needs_speed_test = worker_id is not None and identity.requires_speed_test(job.name)
     diff = spool.diff_file(job.name, cycle_id)
     return Begun(cycle_id, work, work / "model.pb", work / "plan.pb", diff, worker_id, needs_speed_test)

@@ -7,8 +7,10 @@ in a cycle without a diff (the daemon killed mid-training) is not reused: the no
 that assignment until the cycle closes, so ``load_worker`` gives none and the cycle authenticates
 afresh. Does not own when to authenticate afresh (the cycle forgets the id after an
 expiration, ``Worker ID not found`` or an auth error). A ``worker.json`` that is not a regular file (a
-directory, symlink, FIFO) is moved aside with a log line and the job authenticates afresh. Blocking
-file I/O: call through ``asyncio.to_thread``.
+directory, symlink, FIFO) is moved aside with a log line and the job authenticates afresh. What this
+process last read or wrote is remembered per job, so ``known_worker`` answers without I/O for a
+cycle that follows another (the daemon's cycles are the file's only writer). Blocking file I/O
+elsewhere: call through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations

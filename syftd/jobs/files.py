@@ -3,7 +3,8 @@
 Owns ``<state_dir>/jobs/<job>/work/`` (one cycle of a job at a time: emptied when a cycle begins and
 when it ends, so a crash leaves at most one cycle's downloads behind), ``PROBE_AFTER_S``, and the two
 trips to a worker thread that bracket the training (each trip costs a thread hand-off, so one per
-side, issue 15): ``begin`` (the work directory, the saved worker id, the diff's spool path) and
+side, issue 15): ``begin`` (the work directory, the saved worker id unless the cycle knows it already,
+the diff's spool path; beside the cycle-request when the id is known) and
 ``settle`` (commit the diff, clear the worker id's in-cycle mark, empty the work directory; it runs
 while the report is on its way, the cycle's reported marker waiting for it). The diff is read
 here only by the commit, which hashes it (the trainer checked its tensors before it wrote it, and

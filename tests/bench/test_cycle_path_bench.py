@@ -60,12 +60,15 @@ class _NodeClock:
         original_json = routes.json
         spans = self.spans
 
-        async def report(*args: Any, **kwargs: Any) -> Any:
-            begun = time.time()
-            try:
-                return await originals["report"](*args, **kwargs)
-            finally:
-                spans.append(("report", begun, time.time()))
+        def timed(what: str, method: Any) -> Any:
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                begun = time.time()
+                try:
+                    return await method(*args, **kwargs)
+                finally:
+                    spans.append((what, begun, time.time()))
+
+            return wrapper
 
         def cycle_request(*args: Any, **kwargs: Any) -> Any:
             begun = time.time()
@@ -73,13 +76,6 @@ class _NodeClock:
                 return originals["cycle_request"](*args, **kwargs)
             finally:
                 spans.append(("cycle-request", begun, time.time()))
-
-        async def download(*args: Any, **kwargs: Any) -> Any:
-            begun = time.time()
-            try:
-                return await originals["download"](*args, **kwargs)
-            finally:
-                spans.append(("download", begun, time.time()))
 
         class _TimedJson:
             def __getattr__(self, name: str) -> Any:
@@ -100,9 +96,9 @@ class _NodeClock:
             routes.json = original_json
 
         self._restore = restore
-        node.report = report  # type: ignore[method-assign]
+        node.report = timed("report", originals["report"])  # type: ignore[method-assign]
         node.cycle_request = cycle_request  # type: ignore[method-assign]
-        node.download = download  # type: ignore[method-assign]
+        node.download = timed("download", originals["download"])  # type: ignore[method-assign]
         routes.json = _TimedJson()  # type: ignore[assignment]
 
     def within(self, what: str, start: float, end: float) -> float:

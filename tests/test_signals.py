@@ -45,6 +45,9 @@ CHILD = textwrap.dedent("""
             print(counts["usr1"], counts["usr2"], flush=True)
             counts.update(usr1=0, usr2=0)
             both.clear()
+        # the parent may still be sending the last round's flood: a SIGUSR2 pending at the release
+        # would meet the default action and end this process, so it says when its last kill is done
+        sys.stdin.readline()
         signals.release(signal.SIGUSR2)
         print("released", signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL, flush=True)
         signals.close()
@@ -61,6 +64,7 @@ async def child() -> AsyncIterator[asyncio.subprocess.Process]:
         CHILD,
         str(ROUNDS),
         cwd=PROJECT,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -87,6 +91,9 @@ async def test_a_flood_of_alternating_usr1_and_usr2_runs_both_actions_in_every_r
             os.kill(child.pid, signal.SIGUSR1 if i % 2 else signal.SIGUSR2)
         usr1, usr2 = map(int, (await line(child)).split())
         assert usr1 >= 1 and usr2 >= 1, f"round {round_}: SIGUSR1 ran {usr1} times, SIGUSR2 {usr2} times"
+    assert child.stdin is not None
+    child.stdin.write(b"every signal sent\n")
+    await child.stdin.drain()
     assert await line(child) == "released True"
     assert await asyncio.wait_for(child.wait(), timeout=20) == 0
     assert child.stderr is not None

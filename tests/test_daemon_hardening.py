@@ -228,11 +228,12 @@ async def test_shared_memory_flags_of_a_killed_daemon_are_removed_at_the_next_st
         sys.executable,
         "-c",
         textwrap.dedent("""
-            import time
+            import signal
             from syftd.trainer.flag import ExpiryFlag
             flags = [ExpiryFlag() for _ in range(3)]
             print(" ".join(f.name for f in flags), flush=True)
-            time.sleep(60)  # behaviour: a process that holds its flags until killed
+            while True:
+                signal.pause()  # holds its flags until killed
         """),
         stdout=asyncio.subprocess.PIPE,
         cwd=PROJECT,

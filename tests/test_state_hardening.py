@@ -207,12 +207,13 @@ class TestStateLock:
                 sys.executable,
                 "-c",
                 textwrap.dedent(f"""
-                    import sys, time
+                    import signal
                     from pathlib import Path
                     from syftd.statedir import StateLock
                     StateLock(Path({str(state)!r})).acquire()
                     print("held", flush=True)
-                    time.sleep(60)  # behaviour: another process holding the state lock until killed
+                    while True:
+                        signal.pause()  # another process holding the state lock until killed
                 """),
             ],
             stdout=subprocess.PIPE,

@@ -163,18 +163,22 @@ async def test_sleep_lock_is_taken_and_released_when_told(
 
 
 async def test_a_release_while_the_inhibit_call_is_in_flight_leaves_no_lock(
-    mocks: MockControl, dbus_mocks: DBusMocks, make_monitor: Callable[..., Any]
+    mocks: MockControl, dbus_mocks: DBusMocks, make_monitor: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cycle that ends before logind answered its Inhibit call: the lock logind then hands over is
     closed at once, and none is held or listed afterwards."""
     monitor = await make_monitor(bus_address=dbus_mocks.address)
-    for _ in range(5):
-        taking = asyncio.ensure_future(monitor.hold_sleep_lock())
-        # exactly one loop turn, in which the task sends its Inhibit call and then suspends on the answer
-        # (no answer can be read within that turn): the release below lands while it is in flight
-        await asyncio.sleep(0)  # behaviour: one loop turn
+    manager = monitor._logind._manager  # the logind Manager proxy: its Inhibit call is wrapped below
+    real_inhibit = manager.call_inhibit
+
+    async def inhibit_then_release(*args: Any) -> Any:
+        answer = real_inhibit(*args)  # the call is made; the release lands before its answer is read
         monitor.release_sleep_lock()
-        assert await taking is False
+        return await answer
+
+    monkeypatch.setattr(manager, "call_inhibit", inhibit_then_release)
+    for _ in range(5):
+        assert await monitor.hold_sleep_lock() is False
         assert not monitor.is_sleep_lock_held
     await _await_no_lock(mocks, 0.5)
     assert await _syftd_locks(mocks) == []

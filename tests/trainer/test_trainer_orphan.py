@@ -21,7 +21,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 BOUND_S = 20.0  # the kernel acts at once; the margin covers a trainer still importing torch at load 8
 
 PARENT = """
-import os, socket, subprocess, sys, time
+import os, signal, socket, subprocess, sys
 from pathlib import Path
 from syftd.config import DataConfig
 from syftd.trainer.messages import Preload, encode
@@ -35,7 +35,8 @@ trainer = subprocess.Popen(
 child.close()
 parent.sendall(encode(Preload(DataConfig(source="python", path=Path(sys.argv[1]), callable="spin:dataset"))))
 print(trainer.pid, flush=True)
-time.sleep(600)  # behaviour: the daemon stand-in lives until the test kills it with -9
+while True:
+    signal.pause()  # the daemon stand-in lives until the test kills it with -9
 """
 
 SPIN = """

@@ -343,7 +343,7 @@ class CycleRun:
         try:
             outcome = await reporter.report(entry, own=begun.diff, probe=not is_fresh, committed=committing)
         finally:
-            is_committed = await asyncio.shield(committing)
+            is_committed = await asyncio.shield(committing) is not None
         if outcome is ReportOutcome.REPORTED:
             self._end(Ended(CycleOutcome.DONE), error=self._commit_error)
         elif outcome is ReportOutcome.DISCARDED:
@@ -353,10 +353,11 @@ class CycleRun:
         else:
             self._end(Ended(CycleOutcome.SPOOLED))
 
-    async def _commit(self, begun: Begun, entry: SpoolEntry) -> bool:
-        """Commit the diff (``files.settle``); False, with ``_commit_error`` set, when the disk refused."""
+    async def _commit(self, begun: Begun, entry: SpoolEntry) -> SpoolEntry | None:
+        """Commit the diff (``files.settle``): the committed entry (hashed), or None, with ``_commit_error``
+        set, when the disk refused."""
         try:
-            await asyncio.to_thread(settle, self._spool, self._identity, self.job, begun, entry)
+            committed = await asyncio.to_thread(settle, self._spool, self._identity, self.job, begun, entry)
         except OSError as exc:
             self._commit_error = f"the diff could not be spooled: {exc}"
             # the report may have sent the file: its hash names the diff (as spool.added would have)
@@ -371,9 +372,9 @@ class CycleRun:
                 error=str(exc),
                 sha256=sha256,
             )
-            return False
+            return None
         self._cleared = True
-        return True
+        return committed
 
     async def _report_unspooled(
         self, client: GridSession, diff: bytes, why: str | None, worker_id: str, accepted: Accepted

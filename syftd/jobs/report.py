@@ -39,7 +39,7 @@ async def report_entry(
     *,
     own: Path | None = None,
     probe: bool = True,
-    committed: Awaitable[bool] | None = None,
+    committed: Awaitable[SpoolEntry | None] | None = None,
     tidy_later: Callable[[SpoolEntry], None] | None = None,
 ) -> ReportOutcome:
     """Probe whether the entry's cycle is still open (get-plan), then report from the file; marks the entry.
@@ -49,7 +49,8 @@ async def report_entry(
     for a cycle requested moments ago (it cannot have closed yet; the node would say "gone" to the
     report anyway). ``committed``: the entry's commit, still
     running while the diff goes out (the node needs the bytes, not their durability); the entry is
-    marked or discarded only once it is committed, and not at all when the commit failed (False).
+    marked or discarded only once it is committed (as the commit gives it back, hashed), and not at
+    all when the commit failed (None).
     ``tidy_later``: takes the removal of a reported entry's files off the path (``Bookkeeping.tidy``);
     without it they are removed before this returns. Returns REPORTED or DISCARDED.
 
@@ -60,8 +61,8 @@ async def report_entry(
         try:
             await client.get_plan(entry.worker_id, entry.request_key, int(entry.plan_id))
         except GridCycleGone as exc:
-            if await _is_committed(committed):
-                await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
+            if (on_disk := await _on_disk(entry, committed)) is not None:
+                await asyncio.to_thread(spool.discard, on_disk, f"cycle closed on the node: {exc}")
             return ReportOutcome.DISCARDED
     if own is not None:
         path = own
@@ -78,24 +79,25 @@ async def report_entry(
     try:
         await client.report_file(entry.worker_id, entry.request_key, path, size=entry.size)
     except GridCycleGone as exc:
-        if await _is_committed(committed):
-            await asyncio.to_thread(spool.discard, entry, f"cycle closed on the node: {exc}")
+        if (on_disk := await _on_disk(entry, committed)) is not None:
+            await asyncio.to_thread(spool.discard, on_disk, f"cycle closed on the node: {exc}")
         return ReportOutcome.DISCARDED
-    if not await _is_committed(committed):
+    if (on_disk := await _on_disk(entry, committed)) is None:
         return ReportOutcome.REPORTED  # nothing on disk to mark: the commit failed, and said so
     # marked durably right after the node's success: a resend before this only overwrites the same row;
     # removing the entry's files guards nothing, so it waits for a quiet moment (``tidy_later``, issue 15)
-    await asyncio.to_thread(spool.mark_reported, entry, tidy=False)
+    await asyncio.to_thread(spool.mark_reported, on_disk, tidy=False)
     if tidy_later is not None:
-        tidy_later(entry)
+        tidy_later(on_disk)
     else:
-        await asyncio.to_thread(tidy_entry, spool, entry)
+        await asyncio.to_thread(tidy_entry, spool, on_disk)
     return ReportOutcome.REPORTED
 
 
-async def _is_committed(committed: Awaitable[bool] | None) -> bool:
-    """Whether the entry is on disk to be marked; a commit in flight is waited for, never cancelled."""
-    return True if committed is None else await asyncio.shield(committed)
+async def _on_disk(entry: SpoolEntry, committed: Awaitable[SpoolEntry | None] | None) -> SpoolEntry | None:
+    """The entry as committed (its sha256 filled in), to be marked; None when the commit failed. A commit
+    in flight is waited for, never cancelled; without one the entry is on disk already."""
+    return entry if committed is None else await asyncio.shield(committed)
 
 
 async def report_unspooled(
@@ -151,7 +153,7 @@ class ReportRun:
         *,
         own: Path | None = None,
         probe: bool = True,
-        committed: Awaitable[bool] | None = None,
+        committed: Awaitable[SpoolEntry | None] | None = None,
     ) -> ReportOutcome:
         """Report one entry: REPORTED, DISCARDED, PENDING (failed, kept) or ABORTED (kept).
 

@@ -132,3 +132,22 @@ async def test_a_diff_reported_whose_commit_failed_is_done_with_the_commit_error
     assert [len(line["sha256"]) for line in uncommitted] == [16], uncommitted  # as spool.added logs it
     assert len(world.reports()) == 1
     assert await asyncio.to_thread(world.spool.pending, "tiny") == []
+
+
+async def test_the_reported_marker_records_the_hash_the_commit_computed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer hashes nothing; the entry the report marks is the committed one, whose sha256 is the
+    file's (the marker's record says which bytes the node has)."""
+    world.host()
+    marked: list[str] = []
+    real_mark = world.spool.mark_reported
+
+    def mark_reported(entry: Any, **kwargs: Any) -> None:
+        marked.append(entry.sha256)
+        real_mark(entry, **kwargs)
+
+    monkeypatch.setattr(world.spool, "mark_reported", mark_reported)
+    record = await asyncio.wait_for(world.cycle(world.job()).run(), 60)
+    assert record.ended.outcome is CycleOutcome.DONE, record
+    assert marked == [hashlib.sha256(world.reports()[0].diff).hexdigest()]

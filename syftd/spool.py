@@ -190,7 +190,7 @@ class Spool:
             found = os.fstat(fd).st_size
             if found != entry.size:
                 raise OSError(f"{data} has {found} bytes, the trainer wrote {entry.size}")
-            digest = _file_sha256(fd)
+            digest, _size = _file_sha256(fd)
             if entry.sha256 and digest != entry.sha256:
                 raise OSError(f"{data} has sha256 {digest[:16]}, the trainer wrote {entry.sha256[:16]}")
             os.fsync(fd)
@@ -201,30 +201,26 @@ class Spool:
         _log.info(events.SPOOL_ADDED, job=entry.job, cycle_id=entry.cycle_id, size=entry.size, sha256=entry.sha256[:16])
         return entry
 
-    def verified_file(self, entry: SpoolEntry, *, check: bool = True) -> Path:
+    def verified_file(self, entry: SpoolEntry) -> Path:
         """The diff's file, verified against the recorded size and sha256 in 1 MiB reads (flat in memory).
-
-        ``check=False``: the path only (the diff was just written and hashed by the trainer).
 
         Raises:
             WireError: the diff is missing or damaged; the entry was quarantined and is no longer pending.
         """
         meta, data = self._paths(entry.job, entry.cycle_id)
-        if not check:
-            return data
-        digest = hashlib.sha256()
         try:
-            with data.open("rb") as source:
-                while chunk := source.read(1 << 20):
-                    digest.update(chunk)
-                size = source.tell()
+            fd = os.open(data, os.O_RDONLY)
         except FileNotFoundError:
             problem = "diff file missing"
         else:
-            if size == entry.size and digest.hexdigest() == entry.sha256:
+            try:
+                digest, size = _file_sha256(fd)
+            finally:
+                os.close(fd)
+            if size == entry.size and digest == entry.sha256:
                 return data
             problem = (
-                f"diff damaged: {size} bytes sha256 {digest.hexdigest()[:16]}, "
+                f"diff damaged: {size} bytes sha256 {digest[:16]}, "
                 f"expected {entry.size} bytes sha256 {entry.sha256[:16]}"
             )
         self._quarantine(meta.parent, entry.cycle_id, entry.job, problem)
@@ -405,17 +401,19 @@ def file_sha256(path: Path) -> str:
     """
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
-        return _file_sha256(fd)
+        return _file_sha256(fd)[0]
     finally:
         os.close(fd)
 
 
-def _file_sha256(fd: int) -> str:
-    digest, piece = hashlib.sha256(), bytearray(1 << 20)
+def _file_sha256(fd: int) -> tuple[str, int]:
+    """The sha256 of what is left to read from ``fd`` (1 MiB at a time), and how many bytes that was."""
+    digest, piece, size = hashlib.sha256(), bytearray(1 << 20), 0
     view = memoryview(piece)
     while count := os.readv(fd, [piece]):
         digest.update(view[:count])
-    return digest.hexdigest()
+        size += count
+    return digest.hexdigest(), size
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -45,8 +45,8 @@ class Identity:
         """The worker id ``load_worker`` would give, and whether it owes speed tests, from what this
         process last read or wrote (no I/O: the daemon's cycles are the file's only writer); None when
         not known here, so the caller reads the file (issue 15: a trip to a worker thread less per cycle)."""
-        known = self._known.get(job)
-        if known is None or job in self._forgotten:
+        known = self._known.get(job)  # forget_worker drops it, so a forgotten id is never known
+        if known is None:
             return None
         worker_id, saved_for, requires_speed_test, in_cycle = known
         if in_cycle or (node is not None and saved_for not in (None, node)):
@@ -96,12 +96,6 @@ class Identity:
             atomic_write(path, json.dumps(document).encode() + b"\n", durable=in_cycle)
         if known is not None and document.get("worker_id") == known[0]:
             self._known[job] = (known[0], known[1], known[2], in_cycle)
-
-    def requires_speed_test(self, job: str) -> bool:
-        """Whether the node asked this worker for a speed test when it authenticated (kept with the id,
-        since a reused worker id does not authenticate again)."""
-        document = self._read(job, quiet=True)
-        return isinstance(document, dict) and document.get("requires_speed_test") is True
 
     def _read(self, job: str, *, quiet: bool = False) -> Any:
         """The parsed ``worker.json``, or None (missing, unreadable: logged unless ``quiet``; foreign: moved aside)."""

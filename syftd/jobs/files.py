@@ -77,8 +77,10 @@ def begin(spool: Spool, identity: Identity, job: JobConfig, cycle_id: str, *, wi
         OSError: the state directory refused the work directory.
     """
     work = work_dir(spool.state_dir, job.name)
-    worker_id = identity.load_worker(job.name, job.grid.url) if with_worker else None
-    needs_speed_test = worker_id is not None and identity.requires_speed_test(job.name)
+    worker_id, needs_speed_test = None, False
+    if with_worker and identity.load_worker(job.name, job.grid.url) is not None:
+        # the file was just read: whether the id owes speed tests is known with it
+        worker_id, needs_speed_test = identity.known_worker(job.name, job.grid.url) or (None, False)
     diff = spool.diff_file(job.name, cycle_id)
     return Begun(cycle_id, work, work / "model.pb", work / "plan.pb", diff, worker_id, needs_speed_test)
 

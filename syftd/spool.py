@@ -3,7 +3,7 @@
 Owns the files under ``<state_dir>/jobs/<job>/spool/``: per cycle a ``<cycle_id>.diff`` (the bytes) and
 a ``<cycle_id>.json`` (format, job, cycle id, worker id, request key, plan id, model id, created time,
 size, sha256), the ``<cycle_id>.reported`` / ``.discarded`` markers, and ``quarantine/``. Does not own
-checking the diff's wire format (the trainer runs ``syftd.grid.wire.check_diff`` before it writes), asking
+checking the diff (the trainer checks its tensors with ``trainer.plan.check_diff`` before it writes), asking
 the node whether the cycle is open, or reporting.
 
 Each step is crash-safe, every file written with ``atomic_write`` (0600, in 0700 directories):

@@ -9,8 +9,13 @@ conditions' bookkeeping (``observe``). Their rules:
 - a failure backs off with full jitter under a doubling cap (``backoff_delay``);
 - a rejection of the worker that has just reported is read as "averaging in progress": the node keeps
   that cycle open (and the worker assigned to it) until it has averaged, so the request is retried
-  shortly with a small growing, jittered delay (0.25 s doubling), for at most ``AVERAGING_CAP_S``
-  after the report; past that, or for any other worker, the node's answer is taken as it is;
+  shortly, at ``f``, 1.25 ``f``, 1.56 ``f``, 1.95 ``f`` after the report, then doubling (each gap less
+  up to a fifth of jitter), for at most ``AVERAGING_CAP_S``; past that, or for any other worker, the
+  node's answer is taken as it is.
+  ``f`` is learned from the node: it starts at ``AVERAGING_FIRST_S``; a cycle accepted at the first
+  retry shrinks it by a fifth (down to ``AVERAGING_MIN_S``), one accepted at the k-th retry sets it to
+  that retry's time (up to ``AVERAGING_LEARNED_MAX_S``). A node that averages in 5 ms is asked again
+  after about 10 ms, one that averages in 0.2 s after about 0.25 s, with one or two rejections each;
 - a rejection with a positive timeout waits for it plus ``rejection_jitter_s``; a zero or negative
   timeout (the cycle's end has passed), or the same rejection repeated without an accepted cycle in
   between, waits at least a growing jittered backoff (half of it fixed) up to ``backoff_max_s``;
@@ -39,6 +44,8 @@ from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Rejection, ReportO
 __all__ = [
     "AVERAGING_CAP_S",
     "AVERAGING_FIRST_S",
+    "AVERAGING_LEARNED_MAX_S",
+    "AVERAGING_MIN_S",
     "JobState",
     "after_cycle",
     "after_expired",
@@ -53,8 +60,16 @@ __all__ = [
 ]
 
 AVERAGING_FIRST_S = 0.25
-"""The first retry after a rejection read as "averaging in progress" (a real node averages about 0.2 s
-after its answer); it doubles per rejection, less up to a fifth of jitter."""
+"""The first retry after a rejection read as "averaging in progress", until the node has shown how long
+it averages (a real PyGrid node starts about 0.2 s after its answer)."""
+AVERAGING_MIN_S = 0.01
+"""The shortest first retry learned (bounds the rejected requests a fast node gets)."""
+AVERAGING_LEARNED_MAX_S = 5.0
+"""The longest first retry learned."""
+AVERAGING_GROWTH = 1.25
+"""Each of the first ``AVERAGING_FINE_RETRIES`` retries comes this many times as long after the report
+as the one before; later ones twice as long."""
+AVERAGING_FINE_RETRIES = 4
 AVERAGING_CAP_S = 30.0
 """How long after its report a rejection of the same worker is read as averaging (syftd cannot see
 ``min_diffs``/``max_diffs``: a node waiting for more diffs keeps the cycle open for hours)."""
@@ -74,6 +89,8 @@ class JobState:
     """Rejections read as "averaging in progress" since the last report."""
     last_report_at: float | None = None
     """When this job's worker last reported a diff into a cycle (the node may still be averaging it)."""
+    averaging_first_s: float = AVERAGING_FIRST_S
+    """The first retry after a report's rejection, learned from how this node's averaging went."""
     finished_until: float | None = None
     finished_stopped: bool = False
     paused_at: float | None = None
@@ -128,7 +145,9 @@ def after_rejection(
     since_report = None if state.last_report_at is None else now - state.last_report_at
     if since_report is not None and since_report < AVERAGING_CAP_S:
         retries = state.averaging_retries + 1
-        delay = min(AVERAGING_FIRST_S * 2.0 ** min(retries - 1, 64), AVERAGING_CAP_S) * (0.8 + 0.2 * u)
+        first = state.averaging_first_s
+        gap = _averaging_retry_at(first, retries) - _averaging_retry_at(first, retries - 1)
+        delay = min(gap, AVERAGING_CAP_S) * (0.8 + 0.2 * u)
         until = now + min(delay, AVERAGING_CAP_S - since_report)
         return dataclasses.replace(_settled(state), averaging_retries=retries, rejected_until=until)
     rejections = state.rejections + 1
@@ -162,11 +181,37 @@ def after_expired(state: JobState, now: float, reason: ExpiryReason, schedule: S
     return _settled(state)
 
 
+def _averaging_retry_at(first: float, k: int) -> float:
+    """When the k-th averaging retry is due after the report (0 for the request right after it)."""
+    if k <= 0:
+        return 0.0
+    fine = min(k, AVERAGING_FINE_RETRIES)
+    return first * AVERAGING_GROWTH ** (fine - 1) * 2.0 ** min(k - fine, 64)
+
+
+def _learned_first_retry(state: JobState) -> float:
+    """The first averaging retry for the next report, from the retries this accepted cycle took.
+
+    Learned only when every rejection since the report was read as averaging: a cycle kept open for
+    more diffs, past ``AVERAGING_CAP_S``, says nothing about how long the node averages.
+    """
+    retries = state.averaging_retries
+    if state.last_report_at is None or state.rejections or retries == 0:
+        return state.averaging_first_s
+    # accepted at the first retry: try sooner; at a later one: start there next time
+    first = state.averaging_first_s
+    learned = first * 0.8 if retries == 1 else _averaging_retry_at(first, retries)
+    return min(max(learned, AVERAGING_MIN_S), AVERAGING_LEARNED_MAX_S)
+
+
 def after_cycle(state: JobState, ended: Ended, now: float, schedule: ScheduleConfig, u: float) -> JobState:
     """What follows a cycle's end: the next state, from its typed outcome alone."""
     if ended.accepted:
         # the node gave this worker a cycle: the rejections are over, its last report is averaged
-        state = dataclasses.replace(state, rejections=0, averaging_retries=0, last_report_at=None)
+        first = _learned_first_retry(state)
+        state = dataclasses.replace(
+            state, rejections=0, averaging_retries=0, last_report_at=None, averaging_first_s=first
+        )
     match ended.outcome:
         case CycleOutcome.DONE:
             return after_success(state, now, reported=True)

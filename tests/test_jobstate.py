@@ -10,6 +10,7 @@ import pytest
 
 from syftd.conditions.value import Conditions, Connectivity
 from syftd.config import ConstraintsConfig, GridConfig, JobConfig, ScheduleConfig
+from syftd.jobstate import AVERAGING_FIRST_S, AVERAGING_LEARNED_MAX_S, AVERAGING_MIN_S
 from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure, Rejection
 from syftd.policy import (
     AVERAGING_CAP_S,
@@ -74,10 +75,51 @@ class TestAveragingInProgress:
             assert state.rejected_until is not None
             delays.append(state.rejected_until - now)
             now = state.rejected_until
-        assert delays[:4] == pytest.approx([0.25, 0.5, 1.0, 2.0])
-        assert delays[:-1] == sorted(delays[:-1])  # the last one is cut at the cap
+        # retries at 0.25, 0.3125, 0.390625, 0.48828125 s after the report, then twice as long each
+        assert delays[:6] == pytest.approx([0.25, 0.0625, 0.078125, 0.09765625, 0.48828125, 0.9765625])
+        assert delays[1:-1] == sorted(delays[1:-1])  # the last one is cut at the cap
         assert now - T0 == pytest.approx(AVERAGING_CAP_S, abs=0.2)
         assert state.finished_until == pytest.approx(now + 3600.0)  # the node's answer, taken as it is
+
+    def test_a_node_that_averages_fast_is_asked_again_sooner_each_cycle_down_to_the_floor(self) -> None:
+        """Accepted at the first retry every time: the first retry shrinks by a fifth per cycle, to 10 ms."""
+        state, now, firsts = JobState(), T0, []
+        for _ in range(20):
+            state = after_cycle(state, DONE, now, S, 0.5)
+            state = after_cycle(state, rejected(4.0), now + 0.001, S, 1.0)
+            assert state.rejected_until is not None
+            firsts.append(state.rejected_until - (now + 0.001))
+            now = state.rejected_until + 0.1
+        assert firsts[:3] == pytest.approx([0.25, 0.2, 0.16])
+        assert firsts[-1] == pytest.approx(AVERAGING_MIN_S)
+
+    def test_a_node_that_averages_slowly_is_first_asked_again_where_it_last_answered(self) -> None:
+        """Accepted at the third retry (1.5625 times the first after the report): the next report's first
+        retry comes there; never later than AVERAGING_LEARNED_MAX_S."""
+        state, now = JobState(), T0
+        for _ in range(3):
+            state = after_cycle(state, DONE, now, S, 0.5)
+            for _ in range(3):  # the request right after the report, then two retries: all rejected
+                state = after_cycle(state, rejected(4.0), now + 0.001, S, 1.0)
+                assert state.rejected_until is not None
+                now = state.rejected_until
+        assert state.averaging_first_s == pytest.approx(0.25 * 1.5625**2)
+        state = after_cycle(state, DONE, now, S, 0.5)
+        state = after_cycle(state, rejected(4.0), now + 0.001, S, 1.0)
+        assert state.rejected_until == pytest.approx(now + 0.001 + 0.25 * 1.5625**3)
+        for _ in range(5):  # accepted at the sixth retry, 7.5 s after the report: learned as 5 s
+            assert state.rejected_until is not None
+            state = after_cycle(state, rejected(4.0), state.rejected_until, S, 1.0)
+        state = after_cycle(state, DONE, state.rejected_until or 0.0, S, 0.5)
+        assert state.averaging_first_s == AVERAGING_LEARNED_MAX_S
+
+    def test_a_cycle_kept_open_past_the_cap_teaches_nothing_about_averaging(self) -> None:
+        state = after_cycle(JobState(), DONE, T0, S, 0.5)
+        state = after_cycle(state, rejected(28792.0), T0 + 0.01, S, 1.0)
+        state = after_cycle(state, rejected(28792.0), T0 + AVERAGING_CAP_S + 1, S, 0.0)
+        assert state.rejections == 1
+        state = after_cycle(state, DONE, T0 + 28800, S, 0.5)
+        assert state.averaging_first_s == AVERAGING_FIRST_S
 
     def test_after_the_cap_a_positive_timeout_is_honoured(self) -> None:
         state = after_cycle(JobState(), DONE, T0, S, 0.5)

@@ -214,8 +214,9 @@ async def test_a_cycle_kept_open_for_more_diffs_is_read_as_averaging_until_the_c
         if rejected["retry_in_s"] >= rejected["rejected_timeout_s"]:
             break
         retries.append(rejected["retry_in_s"])
-    assert 0 < retries[0] <= 0.25 and len(retries) >= 5, retries
-    assert retries[1:5] == sorted(retries[1:5])
+    # 0.25 s, then three short steps (1.25 times as late after the report each), then doubling
+    assert 0 < retries[0] <= 0.25 and len(retries) >= 8, retries
+    assert max(retries[1:4]) < 0.1 and retries[4:8] == sorted(retries[4:8])
     assert _when(rejected) - _when(first) == pytest.approx(30.0, abs=5.0)
     assert 500 < rejected["rejected_timeout_s"] <= 600
     with pytest.raises(AssertionError):

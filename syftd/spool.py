@@ -16,8 +16,9 @@ Each step is crash-safe, every file written with ``atomic_write`` (0600, in 0700
   then one directory fsync that makes both names durable. ``entry`` builds the record before the
   commit, so a report can go out while the commit runs (the marker after the report waits for it);
 - ``mark_reported`` / ``discard``: the marker first (its name made durable by one directory fsync:
-  only its existence counts), then the diff, the ``.json``, the marker (``tidy``, which may come
-  later); an entry with a marker is never pending again, whichever step a crash interrupted;
+  only its existence counts), then the diff (renamed to ``SPARE_DIFF``, for the trainer to write the
+  next diff over), the ``.json``, the marker (``tidy``, which may come later); an entry with a marker
+  is never pending again, whichever step a crash interrupted;
 - ``discard_aged`` discards what waited longer than the job's ``schedule.spool_max_age_s``;
 - ``load_diff`` and ``verified_file`` (in 1 MiB reads) check size and sha256; a mismatch moves the
   entry to ``quarantine/`` with a ``spool.quarantined`` log line and raises, so a damaged diff is
@@ -48,7 +49,7 @@ from syftd.log import get_logger
 from syftd.spoolentry import NewerFormat, SpoolEntry
 from syftd.statedir import ForeignEntry, atomic_write, ensure_dir, kind_of, read_regular
 
-__all__ = ["Spool", "file_sha256", "job_dir"]
+__all__ = ["SPARE_DIFF", "Spool", "file_sha256", "job_dir"]
 
 _log = get_logger("syftd.spool")
 
@@ -57,6 +58,10 @@ _CYCLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _MARKERS = ("reported", "discarded")
 _OWN_SUFFIXES = (".json", ".diff", ".reported", ".discarded", ".tmp")
 _META_CAP = 1 << 20
+SPARE_DIFF = ".spare.diff.tmp"
+"""A settled entry's diff file, kept for the next diff of the job to be written over in place
+(``statedir.rewrite_from``): its pages are in the page cache already (issue 15). A temp name:
+``recover`` removes it at startup."""
 
 
 def job_dir(state_dir: Path, job: str) -> Path:
@@ -348,7 +353,11 @@ class Spool:
         _fsync_dir(meta.parent)
 
     def _finish(self, spool: Path, cycle_id: str, *, durable: bool = True) -> None:
-        for suffix in (".diff", ".json", *(f".{m}" for m in _MARKERS)):
+        try:
+            os.replace(spool / f"{cycle_id}.diff", spool / SPARE_DIFF)  # its pages serve the next diff
+        except OSError:
+            _unlink(spool / f"{cycle_id}.diff")
+        for suffix in (".json", *(f".{m}" for m in _MARKERS)):
             _unlink(spool / f"{cycle_id}{suffix}")
         if durable:
             _fsync_dir(spool)

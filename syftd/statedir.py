@@ -35,7 +35,10 @@ __all__ = [
     "ensure_dir",
     "kind_of",
     "move_aside",
+    "open_rewrite",
     "read_regular",
+    "rewrite",
+    "rewrite_from",
 ]
 
 _log = get_logger("syftd.statedir")
@@ -160,6 +163,92 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = 
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def open_rewrite(path: Path, mode: int = 0o600) -> int:
+    """A write descriptor on ``path``, created (``mode``) or kept with its bytes, positioned at 0.
+
+    Writing over a file's cached pages costs about a thirtieth of writing a new file (1.25 MB: 0.03 ms
+    against 0.84 ms here, issue 15); the caller writes, then ``os.ftruncate`` to what it wrote. Never
+    follows a symlink and never blocks on a FIFO.
+
+    Raises:
+        OSError: ``path`` cannot be opened, or is not a regular file (the message says what it is).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, mode)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            raise
+        found = os.lstat(path).st_mode
+    else:
+        found = os.fstat(fd).st_mode
+        if stat.S_ISREG(found):
+            return fd
+        os.close(fd)
+    raise OSError(errno.EINVAL, f"{path} is {kind_of(found)}, not a regular file")
+
+
+def rewrite(path: Path, data: bytes) -> None:
+    """``path`` holds ``data``, written over its old bytes (``open_rewrite``); no fsync, not atomic:
+    for files that are fetched again when lost, like a cycle's downloads.
+
+    Raises:
+        OSError: as ``open_rewrite``, or the write failed.
+    """
+    fd = open_rewrite(path)
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view, at = memoryview(data), 0
+    while at < len(view):
+        at += os.write(fd, view[at:])
+    os.ftruncate(fd, at)
+
+
+def rewrite_from(spare: Path, path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` through ``spare``, a file left for reuse: claimed by a rename (so whoever
+    leaves the next spare cannot touch it), rewritten in place, renamed to ``path``. No fsync. False
+    when there was no spare, or something other than a regular file is there (left as it is: nothing
+    is written then); a claimed spare that fails is removed.
+
+    Raises:
+        OSError: the claimed spare could not be written or renamed (it is removed).
+    """
+    claimed = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if not stat.S_ISREG(os.lstat(spare).st_mode):
+            return False
+        os.rename(spare, claimed)
+    except OSError:
+        return False
+    try:
+        fd = open_rewrite(claimed)
+    except OSError:
+        _remove(claimed)
+        return False
+    try:
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(claimed, path)
+    except BaseException:
+        _remove(claimed)
+        raise
+    return True
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 class StateDir:

@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from syftd.errors import WireError
-from syftd.spool import Spool
+from syftd.spool import SPARE_DIFF, Spool
 from syftd.spoolentry import SpoolEntry
 
 DIFF = bytes(range(256)) * 40
@@ -69,14 +69,15 @@ class TestRoundTrip:
         assert ["x"] == [e.cycle_id for e in spool.pending("other")]
 
     def test_reported_and_discarded_never_reappear(self, spool: Spool) -> None:
-        """mark_reported and discard remove the entry for good, logged; no file is left."""
+        """mark_reported and discard remove the entry for good, logged; no file is left but the last
+        settled diff's, as the spare the next diff is written over (its bytes are the last diff's)."""
         first, second = add(spool, "c1"), add(spool, "c2")
         with capture_logs() as logs:
             spool.mark_reported(first)
             spool.discard(second, "Cycle not found!")
             spool.mark_reported(first)
         assert [] == spool.pending("mnist")
-        assert [] == files(spool)
+        assert [SPARE_DIFF] == files(spool)
         events = [(e["event"], e.get("reason")) for e in logs]
         assert ("spool.discarded", "Cycle not found!") in events
         assert ("spool.reported", None) in events
@@ -147,6 +148,16 @@ class TestCrashSafety:
         assert [] == spool.pending("mnist")
         spool.recover("mnist")
         assert [] == files(spool)
+
+    def test_a_settled_diff_becomes_the_spare_and_a_restart_removes_it(self, spool: Spool) -> None:
+        """The reported entry's diff file is renamed to the spare (not unlinked), its .json and marker
+        removed; the spare is a temp name, so ``recover`` at start removes it."""
+        entry = add(spool, "c1")
+        inode = os.stat(spool.state_dir / "jobs" / "mnist" / "spool" / "c1.diff").st_ino
+        spool.mark_reported(entry)
+        assert files(spool) == [SPARE_DIFF]
+        assert os.stat(spool.state_dir / "jobs" / "mnist" / "spool" / SPARE_DIFF).st_ino == inode
+        assert spool.recover("mnist") == [SPARE_DIFF] and files(spool) == []
 
     def test_readding_a_cycle_clears_a_stale_marker(self, spool: Spool) -> None:
         """A fresh add of a cycle id with a stale marker is pending (the marker belonged to the old one)."""

@@ -20,7 +20,7 @@ from syftd.history import History
 from syftd.identity import Identity
 from syftd.spool import Spool
 from syftd.spoolentry import FORMAT
-from syftd.statedir import AlreadyRunning, ForeignEntry, StateLock, read_regular
+from syftd.statedir import AlreadyRunning, ForeignEntry, StateLock, open_rewrite, read_regular, rewrite, rewrite_from
 
 DIFF = bytes(range(256)) * 4
 
@@ -195,6 +195,51 @@ class TestReadRegular:
         link.symlink_to(tmp_path / "target")
         with pytest.raises(ForeignEntry, match="symbolic link"):
             read_regular(link)
+
+
+class TestRewrite:
+    """Files written over in place (issue 15): the work directory's downloads and the spool's spare."""
+
+    def test_rewrite_writes_over_a_longer_file_on_its_inode_and_cuts_it(self, tmp_path: Path) -> None:
+        path = tmp_path / "model.pb"
+        path.write_bytes(b"old" * 1000)
+        inode = path.stat().st_ino
+        rewrite(path, b"new")
+        assert (path.read_bytes(), path.stat().st_ino) == (b"new", inode)
+
+    def test_a_fifo_is_refused_without_blocking_and_a_symlink_is_not_followed(self, tmp_path: Path) -> None:
+        """open_rewrite fails with an OSError naming what is there; a symlink's target is untouched."""
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        with pytest.raises(OSError, match="is a FIFO, not a regular file"):
+            open_rewrite(fifo)
+        (tmp_path / "target").write_text("secret")
+        (tmp_path / "link").symlink_to(tmp_path / "target")
+        with pytest.raises(OSError, match="is a symbolic link, not a regular file"):
+            rewrite(tmp_path / "link", b"x")
+        assert (tmp_path / "target").read_text() == "secret"
+
+    def test_rewrite_from_claims_the_spare_and_leaves_exactly_the_data_under_the_new_name(self, tmp_path: Path) -> None:
+        spare, path = tmp_path / ".spare.diff.tmp", tmp_path / "c2.diff"
+        spare.write_bytes(b"last diff, longer than the next one")
+        inode = spare.stat().st_ino
+        assert rewrite_from(spare, path, b"next diff")
+        assert (path.read_bytes(), path.stat().st_ino) == (b"next diff", inode)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["c2.diff"]
+
+    def test_without_a_usable_spare_nothing_is_written_and_what_is_there_stays(self, tmp_path: Path) -> None:
+        """No spare, a symlink or a FIFO under its name: False (the caller writes a new file); the
+        symlink's target is untouched and nothing blocks."""
+        spare, path = tmp_path / ".spare.diff.tmp", tmp_path / "c2.diff"
+        assert not rewrite_from(spare, path, b"next diff")
+        (tmp_path / "target").write_text("secret")
+        spare.symlink_to(tmp_path / "target")
+        assert not rewrite_from(spare, path, b"next diff")
+        spare.unlink()
+        os.mkfifo(spare)
+        assert not rewrite_from(spare, path, b"next diff")
+        assert (tmp_path / "target").read_text() == "secret" and not path.exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".spare.diff.tmp", "target"]
 
 
 class TestStateLock:

@@ -63,6 +63,7 @@ from syftd.grid.transfer import (
 )
 from syftd.log import get_logger
 from syftd.service import ServiceContext
+from syftd.statedir import rewrite
 
 __all__ = [
     "PLAN_CACHE_MAX",
@@ -360,8 +361,8 @@ class GridClient(ServiceContext):
 
 
 async def _write_plan(path: Path, plan: bytes) -> int:
-    """A kept plan written into the cycle's file; 0 bytes downloaded."""
-    await asyncio.to_thread(path.write_bytes, plan)
+    """A kept plan written into the cycle's file (over its last bytes); 0 bytes downloaded."""
+    await asyncio.to_thread(rewrite, path, plan)
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, BinaryIO, TypeVar
 import aiohttp
 
 from syftd.errors import ConfigError, GridProtocolError, GridUnavailable
+from syftd.statedir import open_rewrite
 
 __all__ = [
     "PROGRESS_BYTES",
@@ -167,24 +169,32 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int, op: str, timeo
 
 
 async def stream_to_file(response: aiohttp.ClientResponse, path: Path, cap: int, op: str, timeout_s: float) -> int:
-    """Write the body to ``path`` (created or truncated) as it arrives; the byte count.
+    """Write the body to ``path`` as it arrives, over the bytes a file there has (its pages are in the page
+    cache: no new ones to allocate, issue 15), cut to what came; the byte count.
 
-    The cap is enforced while streaming; a failed or oversized download leaves no file behind.
+    The cap is enforced while streaming; a failed or oversized download leaves no file behind (not
+    even the one it would have written over).
 
     Raises:
         GridProtocolError: larger than ``cap``. GridUnavailable: the body stalled.
         OSError: the file cannot be written.
     """
-    body = BoundedBody(response, cap, op, timeout_s)
-    sink: BinaryIO = await asyncio.to_thread(open, path, "wb")
     try:
+        body = BoundedBody(response, cap, op, timeout_s)
+        sink: BinaryIO = await asyncio.to_thread(_rewrite, path)
         with sink:
             while chunk := await body.next():
                 sink.write(chunk)  # into the page cache: tens of microseconds, on the loop
+            sink.flush()
+            os.ftruncate(sink.fileno(), body.total)
     except BaseException:
         await asyncio.to_thread(path.unlink, missing_ok=True)
         raise
     return body.total
+
+
+def _rewrite(path: Path) -> BinaryIO:
+    return os.fdopen(open_rewrite(path), "wb")
 
 
 def upload_pieces(body: bytes | bytearray | AsyncIterator[bytes], moved: list[float]) -> AsyncIterator[bytes]:

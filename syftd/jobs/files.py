@@ -1,7 +1,8 @@
 """A cycle's files: the work directory its model and plan stream into, and the diff's commit.
 
 Owns ``<state_dir>/jobs/<job>/work/`` (one cycle of a job at a time: emptied when a cycle begins and
-when it ends, so a crash leaves at most one cycle's downloads behind), ``PROBE_AFTER_S``, and the two
+when it ends but for ``model.pb`` and ``plan.pb``, which the next cycle's downloads write over in place,
+so a crash leaves at most one cycle's downloads behind), ``PROBE_AFTER_S``, and the two
 trips to a worker thread that bracket the training (each trip costs a thread hand-off, so one per
 side, issue 15): ``begin`` (the work directory, the saved worker id unless the cycle knows it already,
 the diff's spool path; beside the cycle-request when the id is known) and
@@ -28,6 +29,8 @@ from syftd.statedir import ensure_dir
 
 __all__ = ["PROBE_AFTER_S", "Begun", "begin", "clear_work_dir", "settle", "work_dir"]
 
+REUSED = ("model.pb", "plan.pb")
+"""The work directory's files kept from one cycle to the next, written over by the next downloads."""
 PROBE_AFTER_S = 60.0
 """A fresh diff is reported without a get-plan probe when its cycle was requested less than this ago."""
 
@@ -41,13 +44,16 @@ def work_dir(state_dir: Path, job: str) -> Path:
 
 
 def clear_work_dir(path: Path) -> None:
-    """Remove the cycle's downloads, keeping the directory; best effort (a directory already gone, or a
-    disk turned read-only, leaves them for the next cycle's ``work_dir``)."""
+    """Remove what is not the next cycle's, keeping the directory and the regular ``model.pb`` and
+    ``plan.pb`` (the next downloads are written over their cached pages, issue 15); best effort (a
+    directory already gone, or a disk turned read-only, leaves them for the next cycle's ``work_dir``)."""
     try:
         entries = list(os.scandir(path))
     except OSError:
         return
     for entry in entries:
+        if entry.name in REUSED and entry.is_file(follow_symlinks=False):
+            continue
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
         else:
@@ -82,7 +88,7 @@ def begin(spool: Spool, identity: Identity, job: JobConfig, cycle_id: str, *, wi
         # the file was just read: whether the id owes speed tests is known with it
         worker_id, needs_speed_test = identity.known_worker(job.name, job.grid.url) or (None, False)
     diff = spool.diff_file(job.name, cycle_id)
-    return Begun(cycle_id, work, work / "model.pb", work / "plan.pb", diff, worker_id, needs_speed_test)
+    return Begun(cycle_id, work, work / REUSED[0], work / REUSED[1], diff, worker_id, needs_speed_test)
 
 
 def settle(spool: Spool, identity: Identity, job: JobConfig, begun: Begun, entry: SpoolEntry) -> SpoolEntry:

@@ -26,7 +26,8 @@ from syftd.config import DataConfig
 from syftd.errors import DiffUnwritable, TrainerError, WireError
 from syftd.grid import wire
 from syftd.log import get_logger
-from syftd.statedir import atomic_write
+from syftd.spool import SPARE_DIFF
+from syftd.statedir import atomic_write, rewrite_from
 from syftd.trainer.data import BatchSource, load_source
 from syftd.trainer.flag import Expired, ExpiryView
 from syftd.trainer.messages import (
@@ -179,7 +180,9 @@ def _inputs(request: Request) -> tuple[bytes, bytes]:
 
 
 def _write_diff(path: Path, diff: bytes) -> None:
-    """Write the diff into the spool (temp file, rename, no fsync, no hash).
+    """Write the diff into the spool (temp file, rename, no fsync, no hash): over the spool's spare, the
+    last settled diff's file, when there is one (its pages are cached: 1.25 MB takes 0.03 ms instead of
+    0.84 ms, issue 15), else into a new file.
 
     Nothing is fsynced or hashed here: the daemon's commit hashes the file, fsyncs it, its ``.json``
     and the directory while the report is already on its way, and the entry is pending only from then
@@ -189,7 +192,8 @@ def _write_diff(path: Path, diff: bytes) -> None:
         DiffUnwritable: the disk refused the write (nothing is left at ``path``).
     """
     try:
-        atomic_write(path, diff, durable=False)
+        if not rewrite_from(path.parent / SPARE_DIFF, path, diff):
+            atomic_write(path, diff, durable=False)
     except OSError as exc:
         raise DiffUnwritable(f"{DIFF_UNWRITABLE} to {path}: {exc}") from exc
 

@@ -182,6 +182,34 @@ async def test_huge_json_and_download_answers_are_capped(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
+async def test_a_download_writes_over_the_last_cycles_file_and_cuts_it_to_the_new_body(tmp_path: Path) -> None:
+    """The work directory keeps the last model file (its pages are cached): the next download writes
+    over it in place (same inode) and leaves exactly the new body; one above the cap removes it; a
+    symlink in its place is not followed (the download fails, naming it, and the target is untouched)."""
+
+    async def model(_request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"new model")
+
+    kept = tmp_path / "model"
+    kept.write_bytes(b"x" * 100_000)
+    inode = kept.stat().st_ino
+    async with Server(model) as node:
+        async with GridClient(grid_for(node.origin, transport="http")) as client:
+            assert await client.download_model_to(kept, "w", "k", 1) == 9
+            assert (kept.read_bytes(), kept.stat().st_ino) == (b"new model", inode)
+            target = tmp_path / "elsewhere"
+            target.write_bytes(b"keep me")
+            link = tmp_path / "link"
+            link.symlink_to(target)
+            with pytest.raises(GridError, match="link is a symbolic link, not a regular file"):
+                await client.download_model_to(link, "w", "k", 1)
+            assert target.read_bytes() == b"keep me"
+        async with GridClient(grid_for(node.origin, transport="http", max_download_mb=8 / 1024 / 1024)) as client:
+            with pytest.raises(GridProtocolError, match="exceeds the cap"):
+                await client.download_model_to(kept, "w", "k", 1)
+    assert not kept.exists()
+
+
 def dripping(server: Server, before_headers: bool) -> Handler:
     """One byte every 0.3 s (the issue's "one byte every 3 s", scaled to timeout_s = 1 s), forever;
     or no answer at all until the server closes."""

@@ -15,7 +15,7 @@ import pytest
 from syftd.history import History
 from syftd.jobs import bookkeeping
 from syftd.jobs.bookkeeping import Bookkeeping
-from syftd.spool import Spool
+from syftd.spool import SPARE_DIFF, Spool
 from syftd.spoolentry import SpoolEntry
 
 pytestmark = pytest.mark.timeout(30)
@@ -75,7 +75,8 @@ async def test_a_write_that_waited_max_wait_s_runs_without_a_quiet_moment(
 
 
 async def test_flush_runs_everything_queued_even_when_not_quiet(tmp_path: Path) -> None:
-    """The daemon stops mid-cycle: flush writes the history and removes a reported entry's files."""
+    """The daemon stops mid-cycle: flush writes the history and removes a reported entry's files (its
+    diff's stays as the spool's spare)."""
     spool = Spool(tmp_path)
     entry = await asyncio.to_thread(_reported_entry, spool)
     books = Bookkeeping(History(tmp_path))
@@ -85,7 +86,7 @@ async def test_flush_runs_everything_queued_even_when_not_quiet(tmp_path: Path) 
     await books.flush()
     assert [e["cycle_id"] for e in await asyncio.to_thread(History(tmp_path).entries, "mnist")] == ["c1"]
     left = await asyncio.to_thread(lambda: [p.name for p in (tmp_path / "jobs/mnist/spool").iterdir() if p.is_file()])
-    assert left == []
+    assert left == [SPARE_DIFF]
 
 
 def _reported_entry(spool: Spool) -> SpoolEntry:

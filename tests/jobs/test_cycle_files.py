@@ -18,21 +18,24 @@ from syftd import events
 from syftd.errors import WireError
 from syftd.jobs.report import ReportRun
 from syftd.outcomes import CycleOutcome, ReportOutcome
-from syftd.spool import Spool
+from syftd.spool import SPARE_DIFF, Spool
 
 pytestmark = pytest.mark.timeout(90)
 
 
 async def test_a_fresh_diff_is_reported_from_its_file_without_a_probe(world: World) -> None:
     """DONE with one get-plan (the download, no probe) and one report; the node holds the spooled bytes;
-    the work directory is emptied (kept for the next cycle) and nothing is pending."""
+    the work directory keeps only the model and plan files (the next cycle writes over them), the spool
+    only the diff's file as its spare, and nothing is pending."""
     world.host()
     run = world.cycle(world.job())
     record = await asyncio.wait_for(run.run(), 60)
     assert record.ended.outcome is CycleOutcome.DONE, record
     assert (world.proxy.seen["get-plan"], world.proxy.seen["report"]) == (1, 1)
     assert record.bytes_up == world.reports()[0].diff_size
-    assert list((world.spool.state_dir / "jobs" / "tiny" / "work").iterdir()) == []
+    work = world.spool.state_dir / "jobs" / "tiny" / "work"
+    assert sorted(p.name for p in work.iterdir()) == ["model.pb", "plan.pb"]
+    assert [p.name for p in (world.spool.state_dir / "jobs" / "tiny" / "spool").iterdir()] == [SPARE_DIFF]
     assert await asyncio.to_thread(world.spool.pending, "tiny") == []
 
 

@@ -13,13 +13,15 @@ from structlog.testing import capture_logs
 from support.harness import eventually
 
 from syftd import events
+from syftd.spool import SPARE_DIFF
 
 pytestmark = pytest.mark.timeout(90)
 
 
 async def test_start_removes_temp_files_and_uncommitted_diffs_and_keeps_committed_ones(world: World) -> None:
     """A temp file of an interrupted write and a diff whose ``.json`` was never written are removed at start
-    (one ``spool.recovered`` line naming them), and the job's cycle runs and leaves the spool empty."""
+    (one ``spool.recovered`` line naming them), and the job's cycle runs and leaves nothing in the spool
+    but its reported diff's file, kept as the spare the next diff is written over."""
     world.host()
     spool_dir = (await asyncio.to_thread(world.spool.diff_file, "tiny", "c-orphan")).parent
     await asyncio.to_thread((spool_dir / ".c-crash.diff.abc123.tmp").write_bytes, b"half a diff")
@@ -31,7 +33,7 @@ async def test_start_removes_temp_files_and_uncommitted_diffs_and_keeps_committe
     recovered = [e for e in logs if e["event"] == events.SPOOL_RECOVERED]
     assert len(recovered) == 1 and set(recovered[0]["removed"]) == {".c-crash.diff.abc123.tmp", "c-orphan.diff"}
     left = sorted(p.name for p in await asyncio.to_thread(list, spool_dir.iterdir()) if p.name != "quarantine")
-    assert left == [], left
+    assert left == [SPARE_DIFF], left
     assert await asyncio.to_thread(world.spool.pending, "tiny") == []
 
 

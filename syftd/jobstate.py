@@ -11,11 +11,11 @@ conditions' bookkeeping (``observe``). Their rules:
   that cycle open (and the worker assigned to it) until it has averaged, so the request is retried
   shortly, at ``f``, 1.25 ``f``, 1.56 ``f``, 1.95 ``f`` after the report, then doubling (each gap less
   up to a fifth of jitter), for at most ``AVERAGING_CAP_S``; past that, or for any other worker, the
-  node's answer is taken as it is.
-  ``f`` is learned from the node: it starts at ``AVERAGING_FIRST_S``; a cycle accepted at the first
-  retry shrinks it by a fifth (down to ``AVERAGING_MIN_S``), one accepted at the k-th retry sets it to
-  that retry's time (up to ``AVERAGING_LEARNED_MAX_S``). A node that averages in 5 ms is asked again
-  after about 10 ms, one that averages in 0.2 s after about 0.25 s, with one or two rejections each;
+  node's answer is taken as it is. ``f`` is learned from the node: it starts at ``AVERAGING_FIRST_S``;
+  a cycle accepted at the first retry halves it (by a fifth once a first retry has been too early;
+  down to ``AVERAGING_MIN_S``), one accepted at the k-th retry sets it to that retry's time (up to
+  ``AVERAGING_LEARNED_MAX_S``). A node that averages in 5 ms is asked again after about 10 ms, one
+  that averages in 0.2 s after about 0.25 s, with one or two rejections each;
 - a rejection with a positive timeout waits for it plus ``rejection_jitter_s``; a zero or negative
   timeout (the cycle's end has passed), or the same rejection repeated without an accepted cycle in
   between, waits at least a growing jittered backoff (half of it fixed) up to ``backoff_max_s``;
@@ -91,6 +91,8 @@ class JobState:
     """When this job's worker last reported a diff into a cycle (the node may still be averaging it)."""
     averaging_first_s: float = AVERAGING_FIRST_S
     """The first retry after a report's rejection, learned from how this node's averaging went."""
+    averaging_too_early: bool = False
+    """Whether a learned first retry has once come before the node had averaged."""
     finished_until: float | None = None
     finished_stopped: bool = False
     paused_at: float | None = None
@@ -189,29 +191,31 @@ def _averaging_retry_at(first: float, k: int) -> float:
     return first * AVERAGING_GROWTH ** (fine - 1) * 2.0 ** min(k - fine, 64)
 
 
-def _learned_first_retry(state: JobState) -> float:
+def _learned_averaging(state: JobState) -> JobState:
     """The first averaging retry for the next report, from the retries this accepted cycle took.
 
-    Learned only when every rejection since the report was read as averaging: a cycle kept open for
-    more diffs, past ``AVERAGING_CAP_S``, says nothing about how long the node averages.
+    Accepted at the first retry: the next comes sooner, by half until a first retry has once been too
+    early, by a fifth from then on; accepted at a later retry: the next starts there. Learned only
+    when every rejection since the report was read as averaging: a cycle kept open for more diffs,
+    past ``AVERAGING_CAP_S``, says nothing about how long the node averages.
     """
-    retries = state.averaging_retries
+    retries, first = state.averaging_retries, state.averaging_first_s
     if state.last_report_at is None or state.rejections or retries == 0:
-        return state.averaging_first_s
-    # accepted at the first retry: try sooner; at a later one: start there next time
-    first = state.averaging_first_s
-    learned = first * 0.8 if retries == 1 else _averaging_retry_at(first, retries)
-    return min(max(learned, AVERAGING_MIN_S), AVERAGING_LEARNED_MAX_S)
+        return state
+    too_early = state.averaging_too_early or retries > 1
+    if retries == 1:
+        learned = first * (0.8 if too_early else 0.5)
+    else:
+        learned = _averaging_retry_at(first, retries)
+    learned = min(max(learned, AVERAGING_MIN_S), AVERAGING_LEARNED_MAX_S)
+    return dataclasses.replace(state, averaging_first_s=learned, averaging_too_early=too_early)
 
 
 def after_cycle(state: JobState, ended: Ended, now: float, schedule: ScheduleConfig, u: float) -> JobState:
     """What follows a cycle's end: the next state, from its typed outcome alone."""
     if ended.accepted:
         # the node gave this worker a cycle: the rejections are over, its last report is averaged
-        first = _learned_first_retry(state)
-        state = dataclasses.replace(
-            state, rejections=0, averaging_retries=0, last_report_at=None, averaging_first_s=first
-        )
+        state = dataclasses.replace(_learned_averaging(state), rejections=0, averaging_retries=0, last_report_at=None)
     match ended.outcome:
         case CycleOutcome.DONE:
             return after_success(state, now, reported=True)

@@ -82,7 +82,7 @@ class TestAveragingInProgress:
         assert state.finished_until == pytest.approx(now + 3600.0)  # the node's answer, taken as it is
 
     def test_a_node_that_averages_fast_is_asked_again_sooner_each_cycle_down_to_the_floor(self) -> None:
-        """Accepted at the first retry every time: the first retry shrinks by a fifth per cycle, to 10 ms."""
+        """Accepted at the first retry every time: the first retry halves per cycle, down to 10 ms."""
         state, now, firsts = JobState(), T0, []
         for _ in range(20):
             state = after_cycle(state, DONE, now, S, 0.5)
@@ -90,8 +90,22 @@ class TestAveragingInProgress:
             assert state.rejected_until is not None
             firsts.append(state.rejected_until - (now + 0.001))
             now = state.rejected_until + 0.1
-        assert firsts[:3] == pytest.approx([0.25, 0.2, 0.16])
+        assert firsts[:3] == pytest.approx([0.25, 0.125, 0.0625])
         assert firsts[-1] == pytest.approx(AVERAGING_MIN_S)
+
+    def test_once_a_first_retry_was_too_early_it_shrinks_by_a_fifth_only(self) -> None:
+        """0.25 s halves to 0.125 s; that retry is too early (accepted at the second, 1.25 × 0.125 s after
+        the report): the next starts there, and an acceptance at the first retry then shrinks it by 0.8."""
+        state, now = JobState(), T0
+        for rejections in (1, 2, 1):  # accepted at the first, then the second, then the first retry
+            state = after_cycle(state, DONE, now, S, 0.5)
+            for _ in range(rejections):
+                state = after_cycle(state, rejected(4.0), now + 0.001, S, 1.0)
+                assert state.rejected_until is not None
+                now = state.rejected_until
+        state = after_cycle(state, DONE, now, S, 0.5)
+        assert state.averaging_too_early
+        assert state.averaging_first_s == pytest.approx(0.125 * 1.25 * 0.8)
 
     def test_a_node_that_averages_slowly_is_first_asked_again_where_it_last_answered(self) -> None:
         """Accepted at the third retry (1.5625 times the first after the report): the next report's first

@@ -60,8 +60,8 @@ _OWN_SUFFIXES = (".json", ".diff", ".reported", ".discarded", ".tmp")
 _META_CAP = 1 << 20
 SPARE_DIFF = ".spare.diff.tmp"
 """A settled entry's diff file, kept for the next diff of the job to be written over in place
-(``statedir.rewrite_from``): its pages are in the page cache already (issue 15). A temp name:
-``recover`` removes it at startup."""
+(``statedir.rewrite_from``): its pages are in the page cache already (issue 15). ``recover``
+removes it at startup, unlogged (a crash did not leave it)."""
 
 
 def job_dir(state_dir: Path, job: str) -> Path:
@@ -329,6 +329,10 @@ class Spool:
         removed = []
         for path in sorted(spool.iterdir()):
             name = path.name
+            if name == SPARE_DIFF:  # left by design, not by a crash: removed without a word
+                if path.is_file():
+                    _unlink(path)
+                continue
             leftover = name.endswith((".diff", ".reported", ".discarded"))
             orphan = leftover and not path.with_suffix(".json").exists()
             if path.is_file() and ((name.startswith(".") and name.endswith(".tmp")) or orphan):

@@ -151,13 +151,23 @@ class TestCrashSafety:
 
     def test_a_settled_diff_becomes_the_spare_and_a_restart_removes_it(self, spool: Spool) -> None:
         """The reported entry's diff file is renamed to the spare (not unlinked), its .json and marker
-        removed; the spare is a temp name, so ``recover`` at start removes it."""
+        removed; ``recover`` at start removes the spare without counting it as something a crash left."""
         entry = add(spool, "c1")
         inode = os.stat(spool.state_dir / "jobs" / "mnist" / "spool" / "c1.diff").st_ino
         spool.mark_reported(entry)
         assert files(spool) == [SPARE_DIFF]
         assert os.stat(spool.state_dir / "jobs" / "mnist" / "spool" / SPARE_DIFF).st_ino == inode
-        assert spool.recover("mnist") == [SPARE_DIFF] and files(spool) == []
+        assert spool.recover("mnist") == [] and files(spool) == []
+
+    def test_a_directory_under_the_spares_name_stops_neither_start_nor_tidy(self, spool: Spool) -> None:
+        """A directory under the spare's name: ``recover`` does not remove it, the spool's sweep moves it to
+        ``quarantine/`` (as any foreign entry under one of its names), and the settled diff becomes the spare."""
+        entry = add(spool, "c1")
+        (spool.state_dir / "jobs" / "mnist" / "spool" / SPARE_DIFF).mkdir()
+        assert spool.recover("mnist") == []
+        spool.mark_reported(entry)
+        assert files(spool) == [SPARE_DIFF, "quarantine"]
+        assert (spool.state_dir / "jobs" / "mnist" / "spool" / SPARE_DIFF).is_file()
 
     def test_readding_a_cycle_clears_a_stale_marker(self, spool: Spool) -> None:
         """A fresh add of a cycle id with a stale marker is pending (the marker belonged to the old one)."""

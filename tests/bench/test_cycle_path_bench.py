@@ -35,7 +35,7 @@ from syftd.grid import wire
 
 pytestmark = [pytest.mark.torch, pytest.mark.dbus, pytest.mark.timeout(600)]
 
-CYCLES = 12
+CYCLES = 40
 WORKER_TARGET_MS = 15.0
 SHARE_TARGET = 0.10
 RSS_TARGET_MIB = 16.0

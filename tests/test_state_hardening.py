@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -204,8 +205,10 @@ class TestRewrite:
         path = tmp_path / "model.pb"
         path.write_bytes(b"old" * 1000)
         inode = path.stat().st_ino
+        path.chmod(0o644)
         rewrite(path, b"new")
         assert (path.read_bytes(), path.stat().st_ino) == (b"new", inode)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600  # owner-only, as a new file would be
 
     def test_a_fifo_is_refused_without_blocking_and_a_symlink_is_not_followed(self, tmp_path: Path) -> None:
         """open_rewrite fails with an OSError naming what is there; a symlink's target is untouched."""

@@ -10,6 +10,7 @@ files mean (worker ids, the spool and the history belong to the cycle modules).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -205,23 +206,19 @@ def rewrite(path: Path, data: bytes) -> None:
     """
     fd = open_rewrite(path)
     try:
-        _write_all(fd, data)
+        view, at = memoryview(data), 0
+        while at < len(view):
+            at += os.write(fd, view[at:])
+        os.ftruncate(fd, at)
     finally:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view, at = memoryview(data), 0
-    while at < len(view):
-        at += os.write(fd, view[at:])
-    os.ftruncate(fd, at)
-
-
 def rewrite_from(spare: Path, path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` through ``spare``, a file left for reuse: claimed by a rename (so whoever
-    leaves the next spare cannot touch it), rewritten in place, renamed to ``path``. No fsync. False
-    when there was no spare, or something other than a regular file is there (left as it is: nothing
-    is written then); a claimed spare that fails is removed.
+    leaves the next spare cannot touch it), rewritten in place (``rewrite``), renamed to ``path``. No
+    fsync. False when there was no spare, or something other than a regular file is there (left as it
+    is: nothing is written then).
 
     Raises:
         OSError: the claimed spare could not be written or renamed (it is removed).
@@ -234,27 +231,13 @@ def rewrite_from(spare: Path, path: Path, data: bytes) -> bool:
     except OSError:
         return False
     try:
-        fd = open_rewrite(claimed)
-    except OSError:
-        _remove(claimed)
-        return False
-    try:
-        try:
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
+        rewrite(claimed, data)
         os.replace(claimed, path)
     except BaseException:
-        _remove(claimed)
+        with contextlib.suppress(OSError):
+            os.unlink(claimed)
         raise
     return True
-
-
-def _remove(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 class StateDir:

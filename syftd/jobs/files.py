@@ -29,7 +29,8 @@ from syftd.statedir import ensure_dir
 
 __all__ = ["PROBE_AFTER_S", "Begun", "begin", "clear_work_dir", "settle", "work_dir"]
 
-REUSED = ("model.pb", "plan.pb")
+MODEL_FILE, PLAN_FILE = "model.pb", "plan.pb"
+REUSED = (MODEL_FILE, PLAN_FILE)
 """The work directory's files kept from one cycle to the next, written over by the next downloads."""
 PROBE_AFTER_S = 60.0
 """A fresh diff is reported without a get-plan probe when its cycle was requested less than this ago."""
@@ -88,7 +89,7 @@ def begin(spool: Spool, identity: Identity, job: JobConfig, cycle_id: str, *, wi
         # the file was just read: whether the id owes speed tests is known with it
         worker_id, needs_speed_test = identity.known_worker(job.name, job.grid.url) or (None, False)
     diff = spool.diff_file(job.name, cycle_id)
-    return Begun(cycle_id, work, work / REUSED[0], work / REUSED[1], diff, worker_id, needs_speed_test)
+    return Begun(cycle_id, work, work / MODEL_FILE, work / PLAN_FILE, diff, worker_id, needs_speed_test)
 
 
 def settle(spool: Spool, identity: Identity, job: JobConfig, begun: Begun, entry: SpoolEntry) -> SpoolEntry:

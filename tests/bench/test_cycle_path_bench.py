@@ -159,7 +159,7 @@ def _breakdown(logs: list[dict[str, Any]], node: _NodeClock) -> list[dict[str, f
                 "node: report": node_report,
                 "node's processing": node_request + node_downloads + node_report,
                 "wait for the node's averaging": acc["requesting"] - nxt["requesting"],
-                "rejected requests": float(len(later[: later.index(accepted)])),
+                "rejected requests": float(later.index(accepted)),
                 "period": acc["requesting"] - t["requesting"],
                 "training steps": step_s,
             }

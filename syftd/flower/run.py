@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,27 @@ from syftd.jobs.states import CycleRecord
 from syftd.log import get_logger
 from syftd.outcomes import CycleOutcome, Ended, ExpiryReason, Failure
 
-__all__ = ["FlowerRecord", "FlowerRun", "RunPhase"]
+__all__ = ["ACTIVATION_REFUSED", "FlowerRecord", "FlowerRun", "RunPhase", "activation_hint"]
 
 _log = get_logger("syftd.flower")
+
+
+ACTIVATION_REFUSED = "Failed to activate SuperNode"
+"""flwr 1.42's words when the SuperLink refuses ActivateNode (HTTP 412): an unregistered key, or a key
+whose last session is still ONLINE there."""
+
+
+def activation_hint(exit_message: Sequence[str], *, keyed: bool) -> str | None:
+    """What an operator should know when the SuperLink refused a keyed SuperNode's activation: flwr says
+    the same for a key never registered and for one whose last session ended without leaving (SIGKILL,
+    crash, suspend), which the SuperLink holds until 2 × 30 s after its last heartbeat."""
+    if not keyed or not any(ACTIVATION_REFUSED in line for line in exit_message):
+        return None
+    return (
+        "the SuperLink refused this auth_private_key: it is not registered (flwr supernode register), or "
+        "its last session ended without leaving and is held up to 60 s after its last heartbeat; "
+        "the job retries after its backoff"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,4 +177,6 @@ class FlowerRun:
         else:
             record.ended = Ended.failed(Failure.SUPERNODE)
             tail = " | ".join(result.exit_message or result.output_tail[-3:])
-            record.error = f"{result.reason}{': ' + tail if tail else ''}"
+            keyed = self.job.flower is not None and self.job.flower.auth_private_key is not None
+            hint = activation_hint(result.exit_message, keyed=keyed)
+            record.error = f"{result.reason}{': ' + tail if tail else ''}{' (' + hint + ')' if hint else ''}"

@@ -8,11 +8,14 @@ its registered node id while an unregistered one is refused.
 from __future__ import annotations
 
 import datetime
+import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
@@ -94,11 +97,17 @@ def node_key(directory: Path, name: str) -> tuple[Path, Path]:
 async def daemon_for(dbus_mocks: DBusMocks, mocks: MockControl, flower_bin: Path, tmp_path: Path) -> Any:
     started: list[tuple[DaemonProcess, NotifySocket]] = []
 
-    async def start(link: SuperLink, trust: str) -> tuple[DaemonProcess, NotifySocket]:
+    async def start(link: SuperLink, trust: str, backoff_initial_s: float = 30) -> tuple[DaemonProcess, NotifySocket]:
         notify = NotifySocket(tmp_path / f"notify-{len(started)}.sock")
         daemon = await DaemonProcess.start(
             daemon_config(
-                tmp_path, dbus_mocks.address, link, flower_bin, grace_s=GRACE_S, trust=trust, backoff_initial_s=30
+                tmp_path,
+                dbus_mocks.address,
+                link,
+                flower_bin,
+                grace_s=GRACE_S,
+                trust=trust,
+                backoff_initial_s=backoff_initial_s,
             ),
             notify=notify,
         )
@@ -236,4 +245,47 @@ async def test_with_node_authentication_a_registered_key_joins_as_its_node_and_a
     print(
         f"\nnode auth: joined as registered node {registered} {join_s:.2f} s after start, rejoined "
         f"{rejoin_s:.2f} s; unregistered key: {error!r}"
+    )
+
+
+async def test_after_the_supernode_is_killed_its_key_is_refused_while_the_superlink_holds_it_then_rejoins(
+    daemon_for: Any, auth_link: SuperLink, certs: Certs, tmp_path: Path
+) -> None:
+    """An unclean exit (SIGKILL: no deactivation) leaves the key's session ONLINE at the SuperLink until
+    its heartbeat window runs out (2 × 30 s after the last heartbeat), and flwr 1.42 refuses to activate
+    the same key meanwhile (HTTP 412). The daemon fails those runs with flwr's words, keeps retrying
+    after its backoff (each error says why a registered key may be refused), and the job rejoins under
+    the same registered node id once the window is over."""
+    private, public = node_key(tmp_path, "node")
+    registered = auth_link.register(public)
+    trust = f'root_certificates = "{certs.ca}"\nauth_private_key = "{private}"'
+    daemon, _notify = await daemon_for(auth_link, trust, backoff_initial_s=2)
+    node, _ = await joined(daemon, auth_link)
+    assert node == registered
+    supernodes = [
+        child
+        for child in psutil.Process(daemon.pid).children(recursive=True)
+        if any("flower-supernode" in part for part in child.cmdline()[:2])
+    ]
+    assert len(supernodes) == 1, supernodes
+    mark = len(daemon.logs)
+    supernodes[0].send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    killed = await daemon.wait_log("cycle.finished", timeout=30, after=mark)
+    assert killed["outcome"] == "failed", killed
+    mark = daemon.logs.index(killed) + 1
+    refused = await daemon.wait_log("cycle.finished", timeout=60, after=mark)
+    assert refused["outcome"] == "failed" and "Failed to activate SuperNode" in str(refused["error"]), refused
+    # the window ends 2 × 30 s after the last heartbeat (one every 17.5–22.5 s): ≤ 60 s after the kill
+    rejoined = await daemon.wait_log("flower.supernode_joined", timeout=150, after=daemon.logs.index(refused) + 1)
+    again = int(rejoined["node_id"])
+    assert again == registered
+    rejoined_at = stamp(rejoined)
+    tries = [e for e in daemon.logs[mark : daemon.logs.index(rejoined)] if e.get("event") == "cycle.finished"]
+    assert all("Failed to activate SuperNode" in str(e["error"]) for e in tries), tries
+    assert all("held up to 60 s after its last heartbeat" in str(e["error"]) for e in tries), tries
+    print(
+        f"\nunclean exit: killed by SIGKILL, {len(tries)} activations refused, the first "
+        f"{stamp(refused) - killed_at:.1f} s after the kill; rejoined as node {again} "
+        f"{rejoined_at - killed_at:.1f} s after it; refused with {str(refused['error'])!r}"
     )

@@ -15,6 +15,7 @@ from syftd.flower.command import (
     node_config_problem,
     superlink_problem,
 )
+from syftd.flower.run import activation_hint
 from syftd.flower.session import OutputReader, SessionOutcome, classify, restart_delay, sleep_grace
 
 SPEC = SupernodeSpec(
@@ -192,3 +193,15 @@ def test_the_daemon_side_never_imports_flwr() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_refused_activation_of_a_keyed_node_names_both_causes_and_nothing_else_gets_a_hint() -> None:
+    """flwr says "Failed to activate SuperNode" for an unregistered key and for a key whose last session
+    is still held after an unclean exit: a keyed job's error names both; other failures, and the same
+    words without a key, get no hint."""
+    refused = ["Exit Code: 305", "[code: 2004] Failed to activate SuperNode."]
+    hint = activation_hint(refused, keyed=True)
+    assert hint is not None and "not registered" in hint and "up to 60 s after its last heartbeat" in hint
+    assert activation_hint(refused, keyed=False) is None
+    assert activation_hint(["Exit Code: 305", "SSL/TLS handshake error detected."], keyed=True) is None
+    assert activation_hint([], keyed=True) is None

@@ -97,7 +97,9 @@ def node_key(directory: Path, name: str) -> tuple[Path, Path]:
 async def daemon_for(dbus_mocks: DBusMocks, mocks: MockControl, flower_bin: Path, tmp_path: Path) -> Any:
     started: list[tuple[DaemonProcess, NotifySocket]] = []
 
-    async def start(link: SuperLink, trust: str, backoff_initial_s: float = 30) -> tuple[DaemonProcess, NotifySocket]:
+    async def start(
+        link: SuperLink, trust: str, backoff_s: tuple[float, float] = (30, 18000)
+    ) -> tuple[DaemonProcess, NotifySocket]:
         notify = NotifySocket(tmp_path / f"notify-{len(started)}.sock")
         daemon = await DaemonProcess.start(
             daemon_config(
@@ -107,7 +109,8 @@ async def daemon_for(dbus_mocks: DBusMocks, mocks: MockControl, flower_bin: Path
                 flower_bin,
                 grace_s=GRACE_S,
                 trust=trust,
-                backoff_initial_s=backoff_initial_s,
+                backoff_initial_s=backoff_s[0],
+                backoff_max_s=backoff_s[1],
             ),
             notify=notify,
         )
@@ -248,6 +251,7 @@ async def test_with_node_authentication_a_registered_key_joins_as_its_node_and_a
     )
 
 
+@pytest.mark.long
 async def test_after_the_supernode_is_killed_its_key_is_refused_while_the_superlink_holds_it_then_rejoins(
     daemon_for: Any, auth_link: SuperLink, certs: Certs, tmp_path: Path
 ) -> None:
@@ -259,7 +263,8 @@ async def test_after_the_supernode_is_killed_its_key_is_refused_while_the_superl
     private, public = node_key(tmp_path, "node")
     registered = auth_link.register(public)
     trust = f'root_certificates = "{certs.ca}"\nauth_private_key = "{private}"'
-    daemon, _notify = await daemon_for(auth_link, trust, backoff_initial_s=2)
+    # retries at most 3 s apart (full jitter below the cap): the rejoin follows the hold's end closely
+    daemon, _notify = await daemon_for(auth_link, trust, backoff_s=(2, 3))
     node, _ = await joined(daemon, auth_link)
     assert node == registered
     supernodes = [

@@ -52,6 +52,7 @@ def daemon_config(
     grace_s: float,
     trust: str = "insecure = true",
     backoff_initial_s: float = 0.5,
+    backoff_max_s: float = 18000.0,
 ) -> Path:
     """A daemon config (JSON logs, the test bus's D-Bus sources) with one flower job ``fl`` on ``link``;
     ``trust`` holds its TLS and authentication keys (plain loopback by default)."""
@@ -86,6 +87,7 @@ stable_for_s = 0.2
 
 [job.schedule]
 backoff_initial_s = {backoff_initial_s}
+backoff_max_s = {backoff_max_s}
 
 [job.budget]
 max_cycle_s = 600

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from dbus_fast import Variant
 from support.daemon import DaemonProcess, NotifySocket
 from support.dbus import DBusMocks, MockControl
@@ -184,3 +186,41 @@ async def test_prepare_for_sleep_leaves_within_the_inhibit_delay_and_kill_9_of_t
         f"\ndaemon: sleep → deactivated {slept:.2f} s after the signal (bound 4 s); kill -9 → SuperNode gone "
         f"{left:.2f} s later, its group {gone:.2f} s"
     )
+
+
+async def test_with_trusted_entities_an_app_no_listed_key_signed_never_runs_and_the_round_records_the_refusal(
+    dbus_mocks: DBusMocks, federation: SuperLink, flower_bin: Path, tmp_path: Path
+) -> None:
+    """``trusted_entities`` reaches flower-supernode: an app submitted with ``flwr run`` from a local
+    directory carries no signature (flwr 1.42 gets verifications only from the Flower hub, beyond
+    loopback), so the daemon's SuperNode answers with an error and its ClientApp never starts, while
+    the always-online node, without trusted entities, trains the same round."""
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    public = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    trusted = tmp_path / "trusted.yaml"
+    trusted.write_text(f'fpk_syftd_test: "{public}"\n')
+    config = daemon_config(
+        tmp_path,
+        dbus_mocks.address,
+        federation,
+        flower_bin,
+        grace_s=GRACE_S,
+        trust=f'insecure = true\ntrusted_entities = "{trusted}"',
+    )
+    notify = NotifySocket(tmp_path / "notify.sock")
+    daemon = await DaemonProcess.start(config, notify=notify)
+    try:
+        await notify.wait_for(lambda m: "READY" in m, timeout=30)
+        node, mark = await joined(daemon, federation, 0)
+        report = Report(tmp_path / "report.jsonl")
+        federation.run(EXAMPLE_APP, run_config(report.path, rounds=1, steps=5, on_stop="partial"))
+        one = await report.wait_round(1, timeout=90)
+        assert node not in one["results"] and one["results"], one
+        assert [f["node"] for f in one["failures"]] == [node], one
+        lines = [str(e.get("line")) for e in daemon.logs[mark:] if e.get("event") == "flower.supernode_output"]
+        assert any("The FAB could not be verified" in line for line in lines), lines[-10:]
+        assert not any("syftd-example: training" in line for line in lines), lines[-10:]
+        print(f"\ntrusted entities: node {node} refused the unsigned app: {one['failures'][0]}")
+    finally:
+        await daemon.stop()
+        notify.close()

@@ -86,7 +86,7 @@ test-compat:
 	  $$env/bin/python -m pip install --quiet --upgrade pip; \
 	  $$env/bin/python -m pip install --quiet -e '.[test,node]'; \
 	  echo "== Python $$v"; \
-	  $$env/bin/python -m pytest -m "not torch" -p no:cacheprovider tests --ignore=tests/bench --ignore=tests/service $(PYTEST_ARGS) \
+	  $$env/bin/python -m pytest -m "not torch and not long" -p no:cacheprovider tests --ignore=tests/bench --ignore=tests/service $(PYTEST_ARGS) \
 	    || failed="$$failed $$v"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "test-compat: failures under Python$$failed"; exit 1; fi

@@ -68,10 +68,11 @@ async def daemon_for(
 ) -> Any:
     started: list[tuple[DaemonProcess, NotifySocket]] = []
 
-    async def start() -> tuple[DaemonProcess, NotifySocket]:
+    async def start(trust: str = "insecure = true") -> tuple[DaemonProcess, NotifySocket]:
         notify = NotifySocket(tmp_path / f"notify-{len(started)}.sock")
         daemon = await DaemonProcess.start(
-            daemon_config(tmp_path, dbus_mocks.address, federation, flower_bin, grace_s=GRACE_S), notify=notify
+            daemon_config(tmp_path, dbus_mocks.address, federation, flower_bin, grace_s=GRACE_S, trust=trust),
+            notify=notify,
         )
         started.append((daemon, notify))
         await notify.wait_for(lambda m: "READY" in m, timeout=30)
@@ -189,7 +190,7 @@ async def test_prepare_for_sleep_leaves_within_the_inhibit_delay_and_kill_9_of_t
 
 
 async def test_with_trusted_entities_an_app_no_listed_key_signed_never_runs_and_the_round_records_the_refusal(
-    dbus_mocks: DBusMocks, federation: SuperLink, flower_bin: Path, tmp_path: Path
+    daemon_for: Any, federation: SuperLink, tmp_path: Path
 ) -> None:
     """``trusted_entities`` reaches flower-supernode: an app submitted with ``flwr run`` from a local
     directory carries no signature (flwr 1.42 gets verifications only from the Flower hub, beyond
@@ -199,28 +200,14 @@ async def test_with_trusted_entities_an_app_no_listed_key_signed_never_runs_and_
     public = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     trusted = tmp_path / "trusted.yaml"
     trusted.write_text(f'fpk_syftd_test: "{public}"\n')
-    config = daemon_config(
-        tmp_path,
-        dbus_mocks.address,
-        federation,
-        flower_bin,
-        grace_s=GRACE_S,
-        trust=f'insecure = true\ntrusted_entities = "{trusted}"',
-    )
-    notify = NotifySocket(tmp_path / "notify.sock")
-    daemon = await DaemonProcess.start(config, notify=notify)
-    try:
-        await notify.wait_for(lambda m: "READY" in m, timeout=30)
-        node, mark = await joined(daemon, federation, 0)
-        report = Report(tmp_path / "report.jsonl")
-        federation.run(EXAMPLE_APP, run_config(report.path, rounds=1, steps=5, on_stop="partial"))
-        one = await report.wait_round(1, timeout=90)
-        assert node not in one["results"] and one["results"], one
-        assert [f["node"] for f in one["failures"]] == [node], one
-        lines = [str(e.get("line")) for e in daemon.logs[mark:] if e.get("event") == "flower.supernode_output"]
-        assert any("The FAB could not be verified" in line for line in lines), lines[-10:]
-        assert not any("syftd-example: training" in line for line in lines), lines[-10:]
-        print(f"\ntrusted entities: node {node} refused the unsigned app: {one['failures'][0]}")
-    finally:
-        await daemon.stop()
-        notify.close()
+    daemon, _notify = await daemon_for(f'insecure = true\ntrusted_entities = "{trusted}"')
+    node, mark = await joined(daemon, federation, 0)
+    report = Report(tmp_path / "report.jsonl")
+    federation.run(EXAMPLE_APP, run_config(report.path, rounds=1, steps=5, on_stop="partial"))
+    one = await report.wait_round(1, timeout=90)
+    assert node not in one["results"] and one["results"], one
+    assert [f["node"] for f in one["failures"]] == [node], one
+    lines = [str(e.get("line")) for e in daemon.logs[mark:] if e.get("event") == "flower.supernode_output"]
+    assert any("The FAB could not be verified" in line for line in lines), lines[-10:]
+    assert not any("syftd-example: training" in line for line in lines), lines[-10:]
+    print(f"\ntrusted entities: node {node} refused the unsigned app: {one['failures'][0]}")
